@@ -1,0 +1,1 @@
+"""skip-wganomaly: Skip-GANomaly and Skip-WGANomaly for unsupervised image anomaly detection."""

@@ -1,0 +1,20 @@
+"""User-facing errors: one clear line, a non-zero exit, no traceback unless --verbose."""
+import sys
+import traceback
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message names the problem and the fix."""
+
+
+def run_cli(main, argv=None):
+    """Run `main(argv)`, turning UserError (and Ctrl-C) into one line and exit code 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in argv
+    try:
+        return main(argv)
+    except UserError as err:
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
