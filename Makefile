@@ -1,0 +1,29 @@
+# make demo | make test | make dashboard | make environment
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8097
+
+.PHONY: demo test dashboard environment clean
+
+# Reinstall only when the pins change.
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "setuptools>=77,<81" wheel
+	$(PY) -m pip install -q --no-build-isolation -r requirements.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) train.py --dataset digits --abnormal_class 0 --model w_skipganomaly --device cpu \
+		--isize 16 --ngf 32 --ndf 32 --nz 64 --batchsize 32 --niter 10 --n_critic 2 --manualseed 0 --outf ./output
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+# The frozen list of exact versions of the tested environment.
+environment: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable > environment.txt
+
+clean:
+	rm -rf output histogram.csv .pytest_cache

@@ -1,0 +1,29 @@
+"""Loss terms of Skip-GANomaly and Skip-WGANomaly, and the anomaly score."""
+import torch
+import torch.nn.functional as F
+
+
+def latent_loss(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:
+    """L2 between discriminator features of x and G(x) (the paper's L_lat)."""
+    return F.mse_loss(features_fake, features_real)
+
+
+def contextual_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """L1 between G(x) and x (the paper's L_con)."""
+    return F.l1_loss(fake, real)
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al., 2017): E[(‖∇C(x̂)‖₂ − 1)²] on random interpolates x̂."""
+    eps = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    value, _ = critic(mixed)
+    (grad,) = torch.autograd.grad(value.sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def anomaly_score(real, fake, features_real, features_fake, weight: float = 0.9):
+    """Per-image score and its parts: weight·MSE(x, G(x)) + (1 − weight)·MSE(f(x), f(G(x)))."""
+    reconstruction = (real - fake).pow(2).flatten(1).mean(dim=1)
+    features = (features_real - features_fake).pow(2).flatten(1).mean(dim=1)
+    return weight * reconstruction + (1 - weight) * features, reconstruction, features

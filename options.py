@@ -1,0 +1,178 @@
+"""Command-line options of train.py (and train_tune.py, predict.py).
+
+Every flag of the original Skip-WGANomaly `options.py` keeps its name, default
+and meaning; flags the original parsed but never used now take effect. Parsing
+only parses and validates: it sets no seed, device or other global state.
+"""
+import argparse
+import math
+import sys
+
+from lib.data import DATASETS, class_names, resolve_class
+from lib.errors import UserError
+
+MODEL_NAMES = ("skipganomaly", "w_skipganomaly")
+METRICS = ("roc", "auprc", "f1")
+LR_POLICIES = ("lambda", "step", "plateau")
+# Options that define the networks: a checkpoint fixes them.
+NETWORK_OPTIONS = ("model", "isize", "nc", "nz", "ngf", "ndf", "extralayers", "no_skip")
+
+
+def str2bool(value) -> bool:
+    """'True'/'False'/'1'/'0'/'yes'/'no' → bool (the original's type=bool made 'False' true)."""
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("true", "1", "yes", "y", "on"):
+        return True
+    if value.lower() in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line naming the problem and where to look, exit code 2."""
+        self.exit(2, f"error: {message} (see: {self.prog} -h)\n")
+
+
+def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                description="Train and evaluate Skip-GANomaly / Skip-WGANomaly.")
+    a = p.add_argument
+    # Data
+    a("--dataset", default="cifar10",
+      help=f"{' | '.join(DATASETS)} | the name of a folder dataset in --dataroot")
+    a("--dataroot", default="./data", help="folder holding the datasets")
+    a("--path", default="", help="image or folder to score with predict.py")
+    a("--batchsize", type=int, default=64, help="input batch size")
+    a("--workers", type=int, default=8, help="threads decoding image files of folder datasets")
+    a("--droplast", action=argparse.BooleanOptionalAction, default=True,
+      help="drop the last incomplete training batch")
+    a("--isize", type=int, default=32, help="input image size (a power of two, at least 8)")
+    a("--nc", type=int, default=3, help="input image channels (1 grey, 3 colour)")
+    a("--abnormal_class", default=None,
+      help="leave-one-class-out protocol: this class is the anomaly, the others are normal "
+           "(name or index; default: automobile for cifar10, the first class otherwise)")
+    a("--normal_class", default=None,
+      help="one-class protocol: this class is normal, every other class is an anomaly")
+    a("--val_ratio", type=float, default=0.1,
+      help="fraction of normal training and of abnormal images held out for validation "
+           "(model selection and tuning never look at the test set); 0 disables")
+    # Networks
+    a("--nz", type=int, default=100, help="size of the discriminator's feature vector")
+    a("--ngf", type=int, default=64, help="generator width")
+    a("--ndf", type=int, default=64, help="discriminator/critic width")
+    a("--extralayers", type=int, default=0, help="extra 3x3 layers in the discriminator/critic")
+    a("--no_skip", action="store_true", help="UNet without skip connections (ablation)")
+    a("--model", default="skipganomaly", choices=MODEL_NAMES, help="model to train")
+    # Hardware
+    a("--device", default="gpu", choices=("gpu", "cpu"), help="gpu falls back to cpu without CUDA")
+    a("--gpu_ids", default="0", help="gpu ids, e.g. 0 or 0,1; -1 for CPU")
+    a("--ngpu", type=int, default=1, help="number of GPUs to use (data parallel when > 1)")
+    # Run and outputs
+    a("--name", default=None, help="run name (default: <model>/<dataset>/<abnormal_class>)")
+    a("--outf", default="./output", help="folder for run folders")
+    a("--manualseed", type=int, default=-1, help="random seed; -1 picks one and records it")
+    a("--metric", default="roc", choices=METRICS, help="headline metric (all are recorded)")
+    a("--print_freq", type=int, default=100, help="iterations between loss logs")
+    a("--save_image_freq", type=int, default=100, help="iterations between saved image grids")
+    a("--save_test_images", action="store_true", help="save test images and reconstructions")
+    a("--load_weights", nargs="?", const="run", default=None, metavar="RUN_OR_FILE",
+      help="start from trained weights: a checkpoint or run folder (no value: this run's best)")
+    a("--resume", default="", help="run folder or checkpoint to continue training from")
+    a("--phase", default="train", choices=("train", "test"), help="test: only evaluate loaded weights")
+    a("--verbose", action="store_true", help="print tracebacks and more detail")
+    a("--tune", type=str2bool, nargs="?", const=True, default=False,
+      help="train_tune.py: run a Ray Tune search (False: one plain training)")
+    # Display
+    a("--display", action="store_true", help="show training in Visdom")
+    a("--display_server", default="http://localhost", help="Visdom server address")
+    a("--display_port", type=int, default=8097, help="Visdom server port")
+    a("--display_id", type=int, default=0, help="first Visdom window id")
+    # Optimisation
+    a("--iter", type=int, default=0, help="first epoch (for the learning-rate schedule)")
+    a("--niter", type=int, default=15, help="number of epochs")
+    a("--niter_decay", type=int, default=100, help="lambda policy: epochs of linear decay after --niter")
+    a("--lr_policy", default="lambda", choices=LR_POLICIES, help="learning-rate schedule")
+    a("--lr_decay_iters", type=int, default=50, help="step policy: epochs between x0.1 decays")
+    a("--beta1", type=float, default=0.5, help="Adam beta1")
+    a("--lr", type=float, default=0.0002, help="Adam learning rate")
+    a("--w_adv", type=float, default=1, help="weight of the adversarial loss")
+    a("--w_con", type=float, default=50, help="weight of the contextual (L1) loss")
+    a("--w_lat", type=float, default=1, help="weight of the latent (feature L2) loss")
+    a("--noise_std", type=float, default=0.0,
+      help="std of Gaussian noise added to training inputs (the original added uninitialised memory)")
+    a("--score_weight", type=float, default=0.9,
+      help="anomaly score = w * image MSE + (1 - w) * feature MSE")
+    # Skip-WGANomaly
+    a("--wgan", default="gp", choices=("gp", "clip"), help="critic constraint: gradient penalty or weight clipping")
+    a("--lambda_gp", type=float, default=10, help="gradient penalty weight")
+    a("--clip_value", type=float, default=0.01, help="weight clipping bound")
+    a("--n_critic", type=int, default=5, help="critic updates per generator update")
+    return p
+
+
+def validate(opt) -> None:
+    """Raise UserError for values the networks, data or loop cannot take."""
+    if opt.isize < 8 or 2 ** round(math.log2(opt.isize)) != opt.isize:
+        raise UserError(f"--isize {opt.isize} is not supported: use a power of two >= 8 (e.g. 32, 64, 128)")
+    if opt.nc not in (1, 3):
+        raise UserError(f"--nc {opt.nc} is not supported: use 1 (grey) or 3 (colour)")
+    for name in ("w_adv", "w_con", "w_lat", "lambda_gp", "clip_value", "noise_std", "extralayers", "iter", "workers"):
+        if getattr(opt, name) < 0:
+            raise UserError(f"--{name} must not be negative (got {getattr(opt, name)})")
+    for name in ("lr", "batchsize", "niter", "nz", "ngf", "ndf", "n_critic", "print_freq",
+                 "save_image_freq", "ngpu", "lr_decay_iters", "niter_decay"):
+        if getattr(opt, name) <= 0:
+            raise UserError(f"--{name} must be positive (got {getattr(opt, name)})")
+    if not 0 <= opt.score_weight <= 1:
+        raise UserError(f"--score_weight must be in [0, 1] (got {opt.score_weight})")
+    if not 0 <= opt.val_ratio < 1:
+        raise UserError(f"--val_ratio must be in [0, 1) (got {opt.val_ratio})")
+    if not 0 < opt.beta1 < 1:
+        raise UserError(f"--beta1 must be in (0, 1) (got {opt.beta1})")
+    if opt.iter >= opt.niter and opt.phase == "train" and not opt.resume:
+        raise UserError(f"--iter {opt.iter} must be below --niter {opt.niter}")
+    if opt.abnormal_class is not None and opt.normal_class is not None:
+        raise UserError("give either --abnormal_class (leave-one-class-out) or --normal_class (one-class), not both")
+    names = class_names(opt.dataset)
+    if names:
+        for flag in ("abnormal_class", "normal_class"):
+            if getattr(opt, flag) is not None:
+                index = resolve_class(opt.dataset, getattr(opt, flag))
+                setattr(opt, flag, names[index])
+        if opt.abnormal_class is None and opt.normal_class is None:
+            opt.abnormal_class = "automobile" if opt.dataset == "cifar10" else names[0]
+
+
+def default_name(opt) -> str:
+    """<model>/<dataset>/<class>, so the runs of a class sweep do not overwrite each other."""
+    parts = [opt.model, opt.dataset]
+    if opt.normal_class is not None:
+        parts.append(f"normal_{opt.normal_class}")
+    elif opt.abnormal_class is not None:
+        parts.append(str(opt.abnormal_class))
+    return "/".join(p.replace("/", "-").replace(" ", "_") for p in parts)
+
+
+def parse(argv=None, prog: str = "train.py"):
+    """Parse and validate; fills in the derived run name."""
+    parser = build_parser(prog)
+    opt = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    validate(opt)
+    if opt.name is None:
+        opt.name = default_name(opt)
+    return opt
+
+
+def defaults(prog: str = "train.py") -> dict:
+    """Every option's default value (opt.txt marks the values that differ)."""
+    return vars(build_parser(prog).parse_args([]))
+
+
+def explicit_options(argv, prog: str = "train.py") -> set[str]:
+    """Names of the options the command line set explicitly."""
+    parser = build_parser(prog)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
