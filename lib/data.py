@@ -1,0 +1,378 @@
+"""Data for Skip-WGANomaly (Unsupervised Image Anomaly Detection Based in WGAN).
+
+Owns: reading CIFAR-10, MNIST, Fashion-MNIST, scikit-learn's digits and folder datasets
+into memory as uint8 (N, C, H, W) tensors at `isize` x `isize` with `nc` channels; the
+leave-one-class-out and one-class protocols; the validation hold-out that keeps model
+selection off the test set; float conversion of a batch; batch index lists.
+"""
+import gzip
+import operator
+import pickle
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from lib.errors import UserError
+
+DATASETS = ("cifar10", "mnist", "fashion-mnist", "digits")  # any other name = folder dataset
+
+_DIGITS = [str(i) for i in range(10)]
+_CLASSES = {
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer",
+                "dog", "frog", "horse", "ship", "truck"],
+    "mnist": _DIGITS,
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "digits": _DIGITS,
+}
+_IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_IDX_SUBDIR = {"mnist": "MNIST/raw", "fashion-mnist": "FashionMNIST/raw"}
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian dataset-fashion-mnist
+_FOLDERS = ("train/0.normal", "test/0.normal", "test/1.abnormal")
+_LAYOUT = "<name>/train/0.normal/*, <name>/test/0.normal/*, <name>/test/1.abnormal/*"
+_GREY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
+_LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2, the weights PIL's convert("L") uses
+_CHUNK_VALUES = 1 << 24  # bounds the working memory of array conversion to ~64 MB
+
+
+@dataclass
+class Split:
+    """Normal training images plus labelled validation and test sets (0 normal, 1 abnormal)."""
+    train: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list[str]
+
+    def counts(self) -> str:
+        """One line: how many normal/abnormal images each part holds."""
+        def part(labels):
+            abnormal = int(labels.sum())
+            return f"{len(labels) - abnormal} normal + {abnormal} abnormal"
+        return (f"train {len(self.train)} normal | val {part(self.val_labels)}"
+                f" | test {part(self.test_labels)}")
+
+
+def _key(text) -> str:
+    """Comparison key for names: "T-shirt/top" == "tshirttop", "ankle_boot" == "Ankle boot"."""
+    return "".join(ch for ch in str(text).lower() if ch not in " -_/")
+
+
+def _builtin(dataset: str) -> str | None:
+    """The built-in dataset meant by `dataset` ("CIFAR-10" -> "cifar10"); None for a folder."""
+    return next((name for name in DATASETS if _key(name) == _key(dataset)), None)
+
+
+def class_names(dataset: str) -> list[str]:
+    """The dataset's class names; [] for a folder dataset."""
+    builtin = _builtin(dataset)
+    return list(_CLASSES[builtin]) if builtin else []
+
+
+def resolve_class(dataset: str, value) -> int:
+    """Class index from a name (case, spaces, '-', '_', '/' ignored) or an index (3 or "3")."""
+    names = class_names(dataset)
+    if not names:
+        raise UserError(f"dataset {dataset!r} is a folder dataset without classes; its labels come "
+                        f"from test/0.normal and test/1.abnormal, so drop the class option")
+    text = str(value).strip()
+    try:  # anything that reads as an integer is an index ("-1" too: not the name "1")
+        index = int(text) if isinstance(value, str) else operator.index(value)
+    except (TypeError, ValueError):
+        index = next((i for i, name in enumerate(names) if _key(name) == _key(text)), None)
+    if index is not None and 0 <= index < len(names) and not isinstance(value, bool):
+        return index
+    listing = ", ".join(f"{i}={name}" for i, name in enumerate(names))
+    raise UserError(f"unknown class {value!r} for {dataset}; use a name or index among: {listing}")
+
+
+def load_split(dataset, dataroot="./data", isize=32, nc=3, abnormal_class=None, normal_class=None,
+               val_ratio=0.1, seed=0, workers=0, log=print) -> Split:
+    """Load `dataset` into memory and split it into train / val / test by the chosen protocol."""
+    if not isinstance(isize, int) or isize < 1:
+        raise UserError(f"isize must be a positive integer, got {isize!r}")
+    if nc not in (1, 3):
+        raise UserError(f"nc must be 1 (grey) or 3 (RGB), got {nc!r}")
+    if not 0 <= val_ratio < 1:
+        raise UserError(f"val_ratio must be in [0, 1), got {val_ratio!r}; 0 disables validation")
+    generator = torch.Generator().manual_seed(seed)
+    builtin = _builtin(dataset)
+    if builtin:
+        if (abnormal_class is None) == (normal_class is None):
+            raise UserError(f"{builtin} needs exactly one of --abnormal_class "
+                            f"(leave-one-class-out) or --normal_class (one-class)")
+        # Resolve before reading so a typo fails in milliseconds, not after loading the data.
+        one_class = normal_class is not None
+        target = resolve_class(builtin, normal_class if one_class else abnormal_class)
+        x_train, y_train, x_test, y_test, source = _read_arrays(builtin, Path(dataroot))
+        x_train, x_test = _fit_arrays(builtin, x_train, x_test, nc, isize, log)
+        if one_class:
+            normal, test_normal = x_train[y_train == target], x_test[y_test == target]
+            abnormal = x_test[y_test != target]
+        else:
+            normal, test_normal = x_train[y_train != target], x_test[y_test != target]
+            # The original's protocol: every abnormal-class image, training ones too, is tested.
+            abnormal = torch.cat([x_train[y_train == target], x_test[y_test == target]])
+    else:
+        normal, test_normal, abnormal, source = _read_folder_dataset(
+            dataset, Path(dataroot), nc, isize, workers, log)
+    val_normal, train = _hold_out(normal, val_ratio, generator)
+    val_abnormal, test_abnormal = _hold_out(abnormal, val_ratio, generator)
+    split = Split(train, *_labelled(val_normal, val_abnormal),
+                  *_labelled(test_normal, test_abnormal), class_names(dataset))
+    log(f"{builtin or dataset} from {source}: {split.counts()}")
+    return split
+
+
+def to_float(batch_uint8: torch.Tensor, device) -> torch.Tensor:
+    """Move a uint8 batch to `device` as float32 in [-1, 1] (mean 0.5, std 0.5 normalisation)."""
+    # Converting after the move sends a quarter of the bytes to the accelerator.
+    return batch_uint8.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+
+
+def batches(n: int, batchsize: int, shuffle: bool, drop_last: bool,
+            generator: torch.Generator | None) -> list[torch.Tensor]:
+    """Index tensors covering range(n), shuffled only by `generator` (torch's global if None)."""
+    if batchsize < 1:
+        raise UserError(f"batchsize must be at least 1, got {batchsize}")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    chunks = list(order.split(batchsize))
+    if drop_last and chunks and len(chunks[-1]) < batchsize:
+        chunks.pop()
+    return chunks
+
+
+# ---------------------------------------------------------------- splitting helpers
+
+def _hold_out(images, ratio, generator):
+    """Move a random `ratio` of `images` out: returns (held_out, kept), each in original order."""
+    n = len(images)
+    # At least one image each side when possible, so a tiny set still gets a validation AUC.
+    k = 0 if ratio == 0 or n < 2 else min(max(round(n * ratio), 1), n - 1)
+    order = torch.randperm(n, generator=generator)
+    return images[order[:k].sort().values], images[order[k:].sort().values]
+
+
+def _labelled(normal, abnormal):
+    """Concatenate normal and abnormal images with labels 0 and 1."""
+    labels = torch.cat([torch.zeros(len(normal), dtype=torch.int64),
+                        torch.ones(len(abnormal), dtype=torch.int64)])
+    return torch.cat([normal, abnormal]), labels
+
+
+# ---------------------------------------------------------------- array datasets
+
+def _read_arrays(dataset, root):
+    """(x_train, y_train, x_test, y_test, source) of a built-in dataset as stored: uint8, int64."""
+    if dataset == "cifar10":
+        return _read_cifar(root)
+    if dataset == "digits":
+        return _read_digits()
+    dirs = [root / _IDX_SUBDIR[dataset], root]
+    if dataset == "fashion-mnist":
+        dirs.append(SYSTEM_FASHION_MNIST)
+    paths = _find_idx(dirs)
+    if paths is None:
+        _download(dataset, root)
+        paths = _find_idx(dirs[:1])
+    if paths is None:
+        raise UserError(f"{dataset} download left no IDX files in {dirs[0]}; put "
+                        f"{', '.join(n + '.gz' for n in _IDX_NAMES)} there")
+    images_train, labels_train, images_test, labels_test = (_read_idx(p) for p in paths)
+    for images, labels, path in ((images_train, labels_train, paths[0]),
+                                 (images_test, labels_test, paths[2])):
+        if images.ndim != 3 or len(images) != len(labels):
+            raise UserError(f"{path} does not match its labels file; re-download {dataset}")
+    x_train, x_test = (torch.from_numpy(x[:, None]) for x in (images_train, images_test))
+    y_train, y_test = (torch.from_numpy(y.astype(np.int64)) for y in (labels_train, labels_test))
+    return x_train, y_train, x_test, y_test, paths[0].parent
+
+
+def _find_idx(dirs):
+    """The four IDX paths from the first folder holding all of them (plain preferred over .gz)."""
+    for folder in dirs:
+        found = [next((p for p in (folder / n, folder / f"{n}.gz") if p.is_file()), None)
+                 for n in _IDX_NAMES]
+        if all(found):
+            return found
+    return None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (MNIST's format), gzipped or not, as a numpy array."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            data = bytearray(f.read())  # writable, so torch.from_numpy does not warn
+    except (OSError, EOFError) as err:
+        raise UserError(f"cannot read {path} ({err}); re-download it") from err
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise UserError(f"{path} is not an IDX file of unsigned bytes; re-download it")
+    header = 4 + 4 * data[3]
+    dims = struct.unpack(f">{data[3]}I", data[4:header])
+    if len(data) - header != int(np.prod(dims)):
+        raise UserError(f"{path} is truncated or corrupt; re-download it")
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+def _read_cifar(root):
+    """CIFAR-10 from torchvision's on-disk pickles, read directly (no md5 check)."""
+    folder = root / "cifar-10-batches-py"
+    if not folder.is_dir():
+        _download("cifar10", root)
+    parts = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
+    test = _unpickle(folder / "test_batch")
+
+    def arrays(batch_list):
+        x = np.concatenate([np.asarray(b[b"data"], np.uint8) for b in batch_list])
+        y = np.concatenate([np.asarray(b[b"labels"], np.int64) for b in batch_list])
+        return torch.from_numpy(x.reshape(-1, 3, 32, 32)), torch.from_numpy(y)
+    return (*arrays(parts), *arrays([test]), folder)
+
+
+def _unpickle(path):
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")  # the files are Python 2 pickles
+    except (OSError, pickle.UnpicklingError, EOFError) as err:
+        raise UserError(f"cannot read {path} ({err}); extract cifar-10-python.tar.gz "
+                        f"into {path.parent.parent} again") from err
+
+
+def _read_digits():
+    """scikit-learn's bundled 8x8 digits with a fixed stratified 2/3 train, 1/3 test split."""
+    from sklearn.datasets import load_digits  # imported here: slow, and only this dataset needs it
+    from sklearn.model_selection import train_test_split
+    digits = load_digits()
+    x = torch.from_numpy(np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None])
+    y = torch.from_numpy(digits.target.astype(np.int64))
+    # A fixed random_state, independent of --seed, so every run is tested on the same images.
+    train, test = train_test_split(np.arange(len(y)), test_size=1 / 3, stratify=y.numpy(),
+                                   random_state=0)
+    train, test = torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(test))
+    return x[train], y[train], x[test], y[test], "sklearn.datasets.load_digits"
+
+
+def _download(dataset, root):
+    """Fetch a dataset with torchvision, or explain where to put the files when that fails."""
+    where = {"cifar10": f"{root}/cifar-10-batches-py (extract cifar-10-python.tar.gz from "
+                        f"https://www.cs.toronto.edu/~kriz/cifar.html into {root})",
+             "mnist": f"{root}/MNIST/raw (the four {_IDX_NAMES[0]}.gz-style IDX files)",
+             "fashion-mnist": f"{root}/FashionMNIST/raw (the four {_IDX_NAMES[0]}.gz-style IDX "
+                              f"files) or install Debian's dataset-fashion-mnist"}[dataset]
+    try:
+        import torchvision
+        cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST,
+               "fashion-mnist": torchvision.datasets.FashionMNIST}[dataset]
+        cls(str(root), train=True, download=True)  # fetches the training and test files alike
+    except Exception as err:  # offline, proxy, disk full, bad archive: all mean "put it there"
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{dataset} not found and could not be downloaded ({message}); "
+                        f"put it in {where}") from err
+
+
+def _fit_arrays(dataset, x_train, x_test, nc, isize, log):
+    """Both parts at `nc` channels and `isize` x `isize`; one notice if channels change."""
+    if x_train.shape[1] != nc:
+        log(f"notice: {dataset} has {x_train.shape[1]}-channel images; converting all "
+            f"{len(x_train) + len(x_test)} to nc={nc}")
+    return _fit(x_train, nc, isize), _fit(x_test, nc, isize)
+
+
+def _fit(x, nc, isize):
+    """Luma/repeat to `nc` channels and bilinear antialiased resize, in chunks to bound memory."""
+    n, c, h, w = x.shape
+    if c == nc and h == w == isize:
+        return x
+    out = torch.empty((n, nc, isize, isize), dtype=torch.uint8)
+    step = max(1, _CHUNK_VALUES // (max(c, nc) * max(h * w, isize * isize)))
+    for start in range(0, n, step):
+        chunk = x[start:start + step]
+        if c == 3 and nc == 1:  # before resizing: a third of the work
+            luma = (chunk.float() * _LUMA.view(1, 3, 1, 1)).sum(1, keepdim=True)
+            chunk = luma.round_().clamp_(0, 255).to(torch.uint8)
+        if (h, w) != (isize, isize):
+            # torch resizes uint8 directly, several times faster than via float32, within 1 level.
+            chunk = F.interpolate(chunk, size=(isize, isize), mode="bilinear",
+                                  align_corners=False, antialias=True)
+        out[start:start + step] = chunk  # a 1-channel chunk broadcasts into 3 channels
+    return out
+
+
+# ---------------------------------------------------------------- folder datasets
+
+def _read_folder_dataset(dataset, dataroot, nc, isize, workers, log):
+    """(train normal, test normal, test abnormal, root) of a train/ test/ image-folder dataset."""
+    if not dataroot.is_dir():
+        raise UserError(f"dataroot {dataroot} does not exist; create it or pass --dataroot")
+    root = dataroot / dataset
+    if not root.is_dir():
+        if not (dataroot / "train").is_dir():
+            raise UserError(f"dataset {dataset!r} is not built in ({', '.join(DATASETS)}) and "
+                            f"{root} does not exist; lay a folder dataset out as "
+                            f"{dataroot}/{_LAYOUT}")
+        root = dataroot  # --dataroot may point at the dataset itself
+    file_lists = []
+    for sub in _FOLDERS:
+        folder = root / sub
+        if not folder.is_dir():
+            raise UserError(f"{folder} is missing; a folder dataset needs {_LAYOUT}")
+        files = _image_files(folder)
+        if not files:
+            raise UserError(f"{folder} holds no readable images; add some (png, jpg, ...)")
+        file_lists.append(files)
+    paths = [p for files in file_lists for p in files]
+    decode = partial(_read_image, nc=nc, isize=isize)
+    if workers > 0:  # PIL releases the GIL while decoding and resizing, so threads scale
+        with ThreadPoolExecutor(workers) as pool:
+            decoded = list(pool.map(decode, paths))
+    else:
+        decoded = [decode(p) for p in paths]
+    converted = sum(native != nc for _, native in decoded)
+    if converted:
+        log(f"notice: converted {converted} of {len(paths)} images in {root} to nc={nc}")
+    images = np.stack([array for array, _ in decoded])
+    images = images[:, None] if nc == 1 else images.transpose(0, 3, 1, 2)
+    images = torch.from_numpy(np.ascontiguousarray(images))
+    train, test_normal, test_abnormal = images.split([len(f) for f in file_lists])
+    return train, test_normal, test_abnormal, root
+
+
+def _image_files(folder):
+    """Image files below `folder`, recursively and sorted; hidden or non-image files skipped."""
+    extensions = Image.registered_extensions()
+    # Hidden entries are editor/OS copies (.ipynb_checkpoints, macOS ._*), not data.
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in extensions
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _read_image(path, nc, isize):
+    """(uint8 HxW or HxWx3 array, native channel count) of one image, centre-cropped and resized."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            native = 1 if img.mode in _GREY_MODES else 3
+            if img.mode.startswith("I;16"):  # 16-bit grey: keep the top 8 bits, not a clipped copy
+                img = Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))
+            elif img.mode in ("P", "PA"):  # through RGBA so palette transparency is applied
+                img = img.convert("RGBA")
+            img = img.convert("L" if nc == 1 else "RGB")
+            # Like the original (Resize(isize) + CenterCrop(isize)): keep the aspect ratio,
+            # crop the longer side's centre; PIL's bilinear filter antialiases when shrinking.
+            if img.size != (isize, isize):
+                w, h = img.size
+                side = min(w, h)
+                box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+                img = img.resize((isize, isize), Image.Resampling.BILINEAR, box=box)
+            return np.asarray(img), native
+    except Exception as err:  # PIL plugins raise many error types for damaged files
+        raise UserError(f"cannot read image {path} ({err}); fix or remove it") from err
