@@ -14,8 +14,6 @@ from lib.errors import UserError
 MODEL_NAMES = ("skipganomaly", "w_skipganomaly")
 METRICS = ("roc", "auprc", "f1")
 LR_POLICIES = ("lambda", "step", "plateau")
-# Options that define the networks: a checkpoint fixes them.
-NETWORK_OPTIONS = ("model", "isize", "nc", "nz", "ngf", "ndf", "extralayers", "no_skip")
 
 
 def str2bool(value) -> bool:

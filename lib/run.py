@@ -4,8 +4,16 @@ from pathlib import Path
 
 import torch
 
+from lib import checkpoint
 from lib.checkpoint import write_text
+from lib.data import load_split
 from lib.errors import UserError
+from lib.models import build_model
+from lib.trainer import Trainer
+from lib.visualizer import make_visualizer
+
+# Options that define the networks: a checkpoint fixes them.
+NETWORK_OPTIONS = ("model", "isize", "nc", "nz", "ngf", "ndf", "extralayers", "no_skip")
 
 
 def resolve_device(opt, log=print) -> torch.device:
@@ -68,7 +76,6 @@ def adopt_checkpoint_options(opt, saved: dict, explicit: set[str], keys, source:
 
     Network settings given explicitly must match the checkpoint: say which differs.
     """
-    from options import NETWORK_OPTIONS  # options imports lib.data; avoid a cycle at import time
     for key in keys:
         if key not in saved:
             continue
@@ -78,3 +85,47 @@ def adopt_checkpoint_options(opt, saved: dict, explicit: set[str], keys, source:
                                 f"drop --{key} or use a checkpoint made with matching settings")
             continue
         setattr(opt, key, saved[key])
+
+
+# On --resume these come from the command line, never from the checkpoint.
+SESSION_OPTIONS = {"resume", "load_weights", "phase", "verbose", "display", "display_server",
+                   "display_port", "display_id", "device", "gpu_ids", "ngpu", "workers", "niter"}
+
+
+def load_checkpoint(opt, explicit: set[str]):
+    """The checkpoint named by --resume or --load_weights (or None), with its options adopted."""
+    if opt.resume:
+        ckpt = checkpoint.load(opt.resume, "last")
+        keys = [k for k in ckpt["options"] if k not in SESSION_OPTIONS]
+        adopt_checkpoint_options(opt, ckpt["options"], explicit, keys, f"checkpoint '{ckpt['path']}'")
+        return ckpt
+    if opt.load_weights is not None:
+        source = run_dir(opt) if opt.load_weights == "run" else opt.load_weights
+        ckpt = checkpoint.load(source, "best")
+        adopt_checkpoint_options(opt, ckpt["options"], explicit, NETWORK_OPTIONS,
+                                 f"checkpoint '{ckpt['path']}'")
+        return ckpt
+    if opt.phase == "test":
+        raise UserError("--phase test evaluates trained weights: add --load_weights [RUN_OR_FILE]")
+    return None
+
+
+def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print) -> Trainer:
+    """Device, seed, data, model, run folder and visualizer for `opt`, ready to `fit`.
+
+    `defaults` are the option defaults (opt.txt marks what differs from them).
+    """
+    device = resolve_device(opt, log)
+    seed_everything(opt)
+    split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, abnormal_class=opt.abnormal_class,
+                       normal_class=opt.normal_class, val_ratio=opt.val_ratio, workers=opt.workers, log=log)
+    model = build_model(opt, device)
+    folder = prepare_run_dir(opt)
+    write_options(opt, defaults)
+    trainer = Trainer(opt, model, split, device, folder, make_visualizer(opt, opt.name, log=log),
+                      log=log, on_epoch=on_epoch)
+    if opt.resume:
+        trainer.restore(ckpt)
+    elif ckpt is not None:
+        model.load_state_dict(ckpt["state"], weights_only=True)
+    return trainer

@@ -110,8 +110,10 @@ def _set_rng_state(state: dict) -> None:
 class Trainer:
     """Trains `model` on `split` and writes every output into `run_dir`."""
 
-    def __init__(self, opt, model, split, device, run_dir: Path, visualizer, log=print):
+    def __init__(self, opt, model, split, device, run_dir: Path, visualizer, log=print, on_epoch=None):
+        """`on_epoch(trainer, row)` runs after each epoch's outputs and checkpoints are written."""
         self.opt, self.model, self.split, self.device = opt, model, split, device
+        self.on_epoch = on_epoch
         self.dir, self.vis, self.log = Path(run_dir), visualizer, log
         self.weights = self.dir / "train" / "weights"
         self.images = self.dir / "train" / "images"
@@ -139,6 +141,10 @@ class Trainer:
         self.model.load_state_dict(ckpt["state"])
         for sched, state in zip(self.schedulers, ckpt["schedulers"]):
             sched.load_state_dict(state)
+            if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+                # The lambda rule depends on --niter, which a resumed run may extend.
+                for group, base, rule in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+                    group["lr"] = base * rule(sched.last_epoch)
         self.history, self.threshold = ckpt["history"], ckpt["threshold"]
         self.epoch, self.batch = ckpt["epoch"], ckpt["batch"]
         self.epoch_data_state = ckpt["epoch_data_state"]
@@ -232,6 +238,8 @@ class Trainer:
         if is_best:
             self.save("best")
         self._report(row, is_best, val, test)
+        if self.on_epoch is not None:
+            self.on_epoch(self, row)
 
     def evaluate_splits(self):
         """Scores and metrics of the validation and test images."""

@@ -1,0 +1,222 @@
+"""Scoring new images with a trained Skip-GANomaly / Skip-WGANomaly checkpoint.
+
+Owns: finding the image files to score, rebuilding a model from a checkpoint,
+choosing the decision threshold, scoring in batches exactly as the training
+loop evaluates, and drawing the input / reconstruction / error-heatmap strips.
+`predict.py` is its command line.
+"""
+import argparse
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from lib import checkpoint
+from lib.data import _image_files, _read_image, to_float
+from lib.errors import UserError
+from lib.models import build_model
+
+MAX_TILE = 128  # strips are enlarged (nearest neighbour) to tiles of at most this many pixels
+SATURATION = 0.5  # the heatmap is fully hot at an error of half the intensity range
+# Anchors of matplotlib's "inferno" colour map: dark for small errors, bright yellow for large.
+_INFERNO = torch.tensor([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
+                         [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=torch.float32) / 255
+
+
+@dataclass
+class Prediction:
+    """Rows of predictions.csv and the files that could not be scored."""
+    rows: list[dict] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def find_images(path: Path, exclude: Path | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image files at `path` (a file, or a folder walked recursively) and the other files skipped.
+
+    Files are sorted as the training data module sorts them; hidden files and folders are
+    ignored, as in training; files inside `exclude` (the output folder) are left out.
+    """
+    if not path.exists():
+        raise UserError(f"--path '{path}' does not exist; give an image file or a folder of images")
+    if path.is_file():
+        return [path], []
+    images = _image_files(path)
+    known = set(images)
+    skipped = [(str(p), f"not an image file type ({p.suffix or 'no extension'})")
+               for p in sorted(path.rglob("*"))
+               if p.is_file() and p not in known
+               and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    if exclude is not None:
+        exclude = exclude.resolve()
+        images = [p for p in images if not p.resolve().is_relative_to(exclude)]
+        skipped = [s for s in skipped if not Path(s[0]).resolve().is_relative_to(exclude)]
+    if not images:
+        raise UserError(f"no images found in '{path}' (searched its subfolders too for .png, .jpg, "
+                        ".bmp, .tif and the other types PIL reads)")
+    return images, skipped
+
+
+def load_model(weights, defaults: dict, device: torch.device):
+    """(model ready to score, its checkpoint, its options) from a run folder or a .pt file."""
+    ckpt = checkpoint.load(weights, "best")
+    try:
+        opt = argparse.Namespace(**{**defaults, **ckpt["options"]})
+        model = build_model(opt, device)
+        model.load_state_dict(ckpt["state"], weights_only=True)
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise UserError(f"'{ckpt['path']}' is a skip-wganomaly checkpoint but its model cannot be "
+                        f"rebuilt ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+                        "was it written by another version?") from None
+    return model, ckpt, opt
+
+
+def run_folder(checkpoint_path) -> Path:
+    """The run folder of `<run>/train/weights/<name>.pt`; the file's own folder otherwise."""
+    path = Path(checkpoint_path)
+    if path.parent.name == "weights" and path.parent.parent.name == "train":
+        return path.parent.parent.parent
+    return path.parent
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def choose_threshold(stored: dict, override: str | None) -> tuple[float, list[str]]:
+    """The decision threshold, and lines saying how it was chosen and what else is stored.
+
+    `override` is None or "normal" (the threshold chosen from normal images at training),
+    "f1" (the F1-optimal threshold on the labelled test set) or a number.
+    """
+    stored = stored or {}
+    candidates = {
+        "normal": (stored.get("value"), stored.get("method", "chosen from normal images at training")),
+        "f1": (stored.get("f1_optimal_test"), "F1-optimal on the labelled test set (optimistic: "
+                                               "it saw the test labels)"),
+    }
+    choice = override or "normal"
+    if choice in candidates:
+        value, how = candidates[choice]
+        if not _finite(value):
+            raise UserError({"normal": "the checkpoint stores no threshold (training stopped before "
+                                       "its first evaluation?); pass --threshold with a number",
+                             "f1": "the checkpoint stores no F1-optimal threshold (its test set "
+                                   "lacked a class); use --threshold normal or a number"}[choice])
+        how = f"stored at training: {how}"
+    else:
+        try:
+            value = float(choice)
+        except ValueError:
+            raise UserError(f"--threshold {choice!r}: give a number, 'normal' or 'f1'") from None
+        if not math.isfinite(value):
+            raise UserError(f"--threshold must be a finite number, got {choice!r}")
+        how = "given by --threshold"
+    lines = [f"threshold: {value:.6g}, {how}"]
+    lines += [f"  also stored: {v:.6g}, {text} (--threshold {key})"
+              for key, (v, text) in candidates.items() if key != choice and _finite(v)]
+    return float(value), lines
+
+
+def map_name(path: Path, root: Path) -> Path:
+    """The strip's path below maps/: the image's path below `root` with '.png' appended.
+
+    Keeping subfolders and the original extension keeps names unique (a/x.png, b/x.png, b/x.jpg).
+    """
+    relative = path.relative_to(root) if path != root else Path(path.name)
+    return relative.with_name(relative.name + ".png")
+
+
+def heatmap(error: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) colours in [0, 1] of an (H, W) error in [0, 1] through the inferno colour map."""
+    position = (error / SATURATION).clamp(0, 1) * (len(_INFERNO) - 1)
+    low = position.floor().long().clamp(max=len(_INFERNO) - 2)
+    frac = (position - low).unsqueeze(-1)
+    colours = _INFERNO[low] * (1 - frac) + _INFERNO[low + 1] * frac
+    return colours.permute(2, 0, 1)
+
+
+def strip(real: torch.Tensor, fake: torch.Tensor) -> np.ndarray:
+    """HxWx3 uint8 strip: input | reconstruction | |x − G(x)| heatmap over the input.
+
+    `real` and `fake` are one (C, H, W) CPU image in [-1, 1]. The heatmap uses a fixed scale
+    (SATURATION), so strips of different images are comparable.
+    """
+    real, fake = real.float(), fake.float()
+    error = (real - fake).abs().mean(0) / 2  # per pixel, as a fraction of the intensity range
+    shown_real, shown_fake = (((x + 1) / 2).clamp(0, 1).expand(3, -1, -1) for x in (real, fake))
+    # Small errors let the input show through; large errors cover it with the heat colour.
+    alpha = (error / SATURATION).clamp(0, 1).sqrt()
+    overlay = shown_real * (1 - alpha) + heatmap(error) * alpha
+    gap = torch.ones(3, real.shape[1], max(1, real.shape[2] // 16))
+    picture = torch.cat([shown_real, gap, shown_fake, gap, overlay], dim=2)
+    scale = max(1, MAX_TILE // real.shape[1])
+    picture = picture.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    return (picture * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def save_png(path: Path, pixels: np.ndarray) -> None:
+    checkpoint.atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+
+
+def _read_batch(paths, nc, isize, unreadable):
+    """uint8 (N, C, H, W) images of the readable `paths` (resized as in training) and those paths."""
+    arrays, kept = [], []
+    for path in paths:
+        try:
+            array, _ = _read_image(path, nc=nc, isize=isize)
+        except UserError as err:
+            unreadable.append((str(path), str(err.__cause__ or err).splitlines()[0][:200]))
+            continue
+        arrays.append(array)
+        kept.append(path)
+    if not arrays:
+        return None, kept
+    images = np.stack(arrays)
+    images = images[:, None] if nc == 1 else images.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(images)), kept
+
+
+@torch.no_grad()
+def predict(model, opt, files, root: Path, threshold: float, batchsize: int, device,
+            maps_dir: Path | None) -> Prediction:
+    """Score `files` in batches; writes one strip per image into `maps_dir` unless it is None."""
+    result = Prediction()
+    bar = tqdm(total=len(files), desc="scoring", unit="img", dynamic_ncols=True, disable=None)
+    for start in range(0, len(files), batchsize):
+        images, kept = _read_batch(files[start:start + batchsize], opt.nc, opt.isize, result.unreadable)
+        bar.update(min(batchsize, len(files) - start))
+        if images is None:
+            continue
+        real = to_float(images, device)
+        parts = {k: v.float().cpu() for k, v in model.score_parts(real).items()}
+        real = real.cpu()
+        for i, path in enumerate(kept):
+            score = float(parts["score"][i])
+            row = {"path": str(path), "score": score,
+                   "reconstruction": float(parts["reconstruction"][i]),
+                   "features": float(parts["features"][i]),
+                   "decision": "abnormal" if score >= threshold else "normal", "map": ""}
+            if maps_dir is not None:
+                target = maps_dir / map_name(path, root)
+                save_png(target, strip(real[i], parts["fake"][i]))
+                row["map"] = str(target)
+            result.rows.append(row)
+    bar.close()
+    return result
+
+
+def predictions_csv(rows: list[dict]) -> str:
+    """predictions.csv: scores written with every digit, so they compare exactly."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "score", "reconstruction", "features", "decision", "map"])
+    for r in rows:
+        writer.writerow([r["path"], repr(r["score"]), repr(r["reconstruction"]), repr(r["features"]),
+                         r["decision"], r["map"]])
+    return out.getvalue()

@@ -1,0 +1,166 @@
+"""`python train.py` end to end, as a user runs it, on scikit-learn's digits."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--dataset", "digits", "--abnormal_class", "3", "--isize", "8", "--ngf", "8", "--ndf", "8",
+        "--nz", "8", "--batchsize", "64", "--device", "cpu", "--manualseed", "1", "--print_freq", "5",
+        "--save_image_freq", "10"]
+
+
+def train(args, cwd, check=True):
+    """Run train.py in `cwd`; return the completed process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One 2-epoch Skip-WGANomaly run shared by the output tests."""
+    cwd = tmp_path_factory.mktemp("run")
+    proc = train([*TINY, "--model", "w_skipganomaly", "--niter", "2", "--n_critic", "2", "--outf", "out"], cwd)
+    return cwd, cwd / "out" / "w_skipganomaly" / "digits" / "3", proc
+
+
+def test_a_run_writes_every_output_into_a_folder_named_after_model_dataset_and_class(run):
+    cwd, folder, _ = run
+    for name in ("opt.txt", "loss_log.txt", "histogram.csv", "metrics.csv", "results.json",
+                 "train/weights/last.pt", "train/weights/best.pt", "train/images/real_samples.png",
+                 "train/images/fixed_normal_epoch_002.png", "train/images/fixed_abnormal_epoch_002.png"):
+        assert (folder / name).is_file(), name
+    assert (cwd / "histogram.csv").read_text() == (folder / "histogram.csv").read_text()
+    assert not list(folder.rglob("*.tmp"))
+
+
+def test_histogram_has_one_row_per_test_image_with_scores_and_labels(run):
+    _, folder, proc = run
+    table = rows(folder / "histogram.csv")
+    assert list(table[0]) == ["scores", "labels"]
+    # digits: 1/3 of 1797 images are test images; the abnormal class's training images join them.
+    assert "| test " in proc.stdout
+    counts = proc.stdout.split("| test ")[1].split()
+    assert len(table) == int(counts[0]) + int(counts[3])
+    assert {r["labels"] for r in table} == {"0", "1"}
+
+
+def test_metrics_csv_has_every_loss_and_metric_per_epoch(run):
+    _, folder, _ = run
+    table = rows(folder / "metrics.csv")
+    assert [r["epoch"] for r in table] == ["1", "2"]
+    for key in ("g_adv", "g_con", "g_lat", "critic", "wasserstein", "gp", "val_auroc", "test_auroc",
+                "test_auprc", "test_f1", "test_eer", "lr"):
+        assert key in table[0], key
+    assert 0 <= float(table[-1]["test_auroc"]) <= 1
+
+
+def test_results_json_reports_last_and_validation_selected_epochs(run):
+    _, folder, proc = run
+    results = json.loads((folder / "results.json").read_text())
+    assert results["last"]["epoch"] == 2
+    assert results["best"]["selected_by"] == "val_auroc"
+    assert results["best"]["epoch"] in (1, 2)
+    assert "optimistic" in " ".join(results)
+    assert results["threshold"]["value"] > 0
+    assert f"{results['last']['test']['auroc']:.4f}" in proc.stdout
+
+
+def test_opt_txt_marks_values_that_differ_from_the_defaults(run):
+    _, folder, _ = run
+    text = (folder / "opt.txt").read_text()
+    assert "niter: 2\t[default: 15]" in text
+    assert "w_con: 50" in text and "w_con: 50\t[default" not in text
+
+
+def test_loss_log_has_a_header_loss_lines_and_one_line_per_epoch(run):
+    _, folder, _ = run
+    lines = (folder / "loss_log.txt").read_text().splitlines()
+    assert lines[0].startswith("================ Training Loss")
+    assert any(line.startswith("(epoch: 1, iters: 5)") for line in lines)
+    assert sum(line.startswith("epoch ") for line in lines) == 2
+
+
+@pytest.mark.parametrize("model,extra", [("skipganomaly", []), ("w_skipganomaly", ["--wgan", "clip"]),
+                                         ("w_skipganomaly", ["--no_skip", "--normal_class", "7"])])
+def test_every_model_and_critic_constraint_trains_from_the_command_line(tmp_path, model, extra):
+    args = [*TINY, "--model", model, "--niter", "1", "--outf", "out", *extra]
+    if "--normal_class" in extra:
+        args.remove("--abnormal_class"), args.remove("3")
+    proc = train(args, tmp_path)
+    assert "test auroc" in proc.stdout
+    assert len(list((tmp_path / "out").rglob("results.json"))) == 1
+
+
+def test_resuming_after_epoch_one_ends_exactly_like_an_uninterrupted_run(tmp_path):
+    straight = [*TINY, "--model", "skipganomaly", "--outf", "a"]
+    train([*straight, "--niter", "2"], tmp_path)
+    train([*TINY, "--model", "skipganomaly", "--outf", "b", "--niter", "1"], tmp_path)
+    train(["--resume", "b/skipganomaly/digits/3", "--niter", "2"], tmp_path)
+    a = (tmp_path / "a/skipganomaly/digits/3/histogram.csv").read_text()
+    b = (tmp_path / "b/skipganomaly/digits/3/histogram.csv").read_text()
+    assert a == b
+
+
+def test_load_weights_with_phase_test_evaluates_without_training(tmp_path):
+    train([*TINY, "--model", "skipganomaly", "--outf", "out", "--niter", "1"], tmp_path)
+    trained = (tmp_path / "out/skipganomaly/digits/3/histogram.csv").read_text()
+    (tmp_path / "histogram.csv").unlink()
+    proc = train(["--dataset", "digits", "--abnormal_class", "3", "--device", "cpu", "--outf", "out",
+                  "--model", "skipganomaly", "--phase", "test", "--load_weights"], tmp_path)
+    assert "auroc" in proc.stdout
+    assert (tmp_path / "histogram.csv").read_text() == trained  # network settings came from the checkpoint
+
+
+def test_save_test_images_writes_reals_and_reconstructions(tmp_path):
+    train([*TINY, "--niter", "1", "--outf", "out", "--save_test_images"], tmp_path)
+    images = sorted(p.name for p in tmp_path.rglob("test/images/*.png"))
+    assert "real_0001.png" in images and "fake_0001.png" in images
+
+
+def test_gpu_device_falls_back_to_cpu_with_a_notice(tmp_path):
+    args = [a if a != "cpu" else "gpu" for a in TINY]
+    proc = train([*args, "--niter", "1", "--outf", "out"], tmp_path)
+    assert "CUDA is not available" in proc.stdout
+
+
+def test_help_lists_the_original_and_the_new_flags():
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-h"], capture_output=True, text=True)
+    for flag in ("--abnormal_class", "--w_con", "--niter_decay", "--lr_policy", "--display_id", "--tune",
+                 "--wgan", "--lambda_gp", "--clip_value", "--n_critic", "--no_skip", "--noise_std",
+                 "--normal_class"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "ganomaly"], "invalid choice: 'ganomaly'"),
+    (["--dataset", "cifar10", "--abnormal_class", "plane"], "airplane"),
+    (["--dataset", "digits", "--abnormal_class", "12"], "0=0, 1=1, 2=2"),
+    (["--isize", "30"], "power of two"),
+    (["--w_adv", "-1"], "--w_adv must not be negative"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "fast"], "invalid float value: 'fast'"),
+    (["--niter", "0"], "--niter must be positive"),
+    (["--phase", "test"], "--load_weights"),
+    (["--abnormal_class", "1", "--normal_class", "2", "--dataset", "digits"], "not both"),
+    (["--dataset", "digits", "--abnormal_class", "1", "--resume", "nowhere"], "no checkpoint at 'nowhere'"),
+])
+def test_invalid_values_fail_with_one_line_naming_the_problem(tmp_path, args, message):
+    proc = train(args, tmp_path, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "output").exists()
