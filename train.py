@@ -33,7 +33,7 @@ def main(argv):
         results = trainer.fit()
     except Interrupted as stop:
         print(f"interrupted: {stop}", file=sys.stderr)
-        return 130
+        return 128 + stop.signal
     finally:
         trainer.vis.close()
     h = results["metric"]

@@ -7,6 +7,7 @@ old file or the new one, never a torn one. Checkpoints load with
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -55,10 +56,12 @@ def load(path, which: str = "last") -> dict:
     """Load a checkpoint safely; UserError for anything that is not one of ours."""
     file = find(path, which)
     try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about old pickle protocols; the error says enough
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
-        raise UserError(f"refusing to load '{file}': it is not a plain checkpoint ({first[:160]}); "
+        reason = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line), "unsafe content")
+        raise UserError(f"refusing to load '{file}': it holds more than plain weights ({reason[:120]}); "
                         "only load checkpoints written by this tool") from None
     except Exception as err:  # truncated or not a torch file at all
         raise UserError(f"cannot read checkpoint '{file}': {type(err).__name__}: {str(err)[:160]}") from None

@@ -8,7 +8,7 @@ class UserError(Exception):
 
 
 def run_cli(main, argv=None):
-    """Run `main(argv)`, turning UserError (and Ctrl-C) into one line and exit code 2."""
+    """Run `main(argv)`: a UserError becomes one line and exit code 2, Ctrl-C exit code 130."""
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
     try:
@@ -18,3 +18,6 @@ def run_cli(main, argv=None):
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

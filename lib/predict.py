@@ -151,7 +151,7 @@ def strip(real: torch.Tensor, fake: torch.Tensor) -> np.ndarray:
     error = (real - fake).abs().mean(0) / 2  # per pixel, as a fraction of the intensity range
     shown_real, shown_fake = (((x + 1) / 2).clamp(0, 1).expand(3, -1, -1) for x in (real, fake))
     # Small errors let the input show through; large errors cover it with the heat colour.
-    alpha = (error / SATURATION).clamp(0, 1).sqrt()
+    alpha = (error / SATURATION).clamp(0, 1)
     overlay = shown_real * (1 - alpha) + heatmap(error) * alpha
     gap = torch.ones(3, real.shape[1], max(1, real.shape[2] // 16))
     picture = torch.cat([shown_real, gap, shown_fake, gap, overlay], dim=2)

@@ -119,6 +119,9 @@ def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print) -> T
     seed_everything(opt)
     split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, abnormal_class=opt.abnormal_class,
                        normal_class=opt.normal_class, val_ratio=opt.val_ratio, workers=opt.workers, log=log)
+    if opt.phase == "train" and opt.droplast and len(split.train) < opt.batchsize:
+        raise UserError(f"--batchsize {opt.batchsize} is larger than the {len(split.train)} training images "
+                        "and --droplast drops every batch: lower --batchsize or pass --no-droplast")
     model = build_model(opt, device)
     folder = prepare_run_dir(opt)
     write_options(opt, defaults)

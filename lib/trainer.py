@@ -32,6 +32,10 @@ THRESHOLD_FPR = 0.05
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM arrived; a resumable checkpoint has been written."""
 
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal = signal_number
+
 
 class StopFlag:
     """Turns SIGINT/SIGTERM into a flag the loop checks between iterations."""
@@ -202,18 +206,20 @@ class Trainer:
                 bar.close()
                 self.save("last")
                 raise Interrupted(f"stopped by signal {stop.signal} at epoch {self.epoch + 1}, "
-                                  f"iteration {self.batch}; continue with --resume {self.dir}")
+                                  f"iteration {self.batch}; continue with --resume {self.dir}", stop.signal)
         bar.close()
 
     def epoch_losses(self) -> dict[str, float]:
         return {k: self.sums[k] / self.counts[k] for k in self.sums}
 
     def _check_finite(self, losses: dict) -> None:
+        """Stop on a NaN/inf loss before it reaches a checkpoint."""
         for name, value in losses.items():
             if not math.isfinite(value):
+                last = self.weights / "last.pt"
+                kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
                 raise UserError(f"loss '{name}' became {value} at epoch {self.epoch + 1}, iteration "
-                                f"{self.batch + 1}; the last good checkpoint is {self.weights / 'last.pt'}; "
-                                "try a lower --lr or --w_adv")
+                                f"{self.batch + 1}; {kept}; try a lower --lr or smaller loss weights")
 
     def end_epoch(self) -> None:
         opt = self.opt

@@ -187,25 +187,25 @@ def _report(trainer, row: dict) -> None:
 
 # ------------------------------------------------------------------ results
 
-def trial_row(result, objective: str, space: dict, run_folder) -> dict:
-    """One results.csv row: config, the validation-selected epoch's metrics, epochs, time."""
-    row = {"trial": result.metrics.get("trial_id", Path(result.path).name) if result.metrics else Path(result.path).name}
+def trial_row(result, objective: str, space: dict, runs) -> dict:
+    """One results.csv row: config, the validation-selected epoch's metrics, epochs run, time."""
+    trial = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
+    row = {"trial": trial, "status": "error" if result.error else "done"}
     row.update({name: result.config.get(name) for name in space})
+    row.update({objective: math.nan, "test_auroc": math.nan, "best_epoch": None, "epochs": 0,
+                f"last_{objective}": math.nan, "last_test_auroc": math.nan, "time_s": math.nan, "seed": None})
     history = result.metrics_dataframe
-    if history is None or history.empty or objective not in history:
-        row.update({objective: math.nan, "test_auroc": math.nan, "best_epoch": None, "epochs": 0,
-                    "time_s": math.nan, "seed": None})
-    else:
+    if history is not None and objective in history:
         values = history[objective].astype(float)
+        # The epoch train.py would keep: the first with the best validation metric.
         best = history.loc[values.idxmax()] if values.notna().any() else history.iloc[-1]
         last = history.iloc[-1]
         row.update({objective: float(best[objective]), "test_auroc": float(best["test_auroc"]),
-                    "best_epoch": int(best["epoch"]), "last_" + objective: float(last[objective]),
-                    "last_test_auroc": float(last["test_auroc"]), "epochs": int(last["epoch"]),
+                    "best_epoch": int(best["epoch"]), "epochs": int(last["epoch"]),
+                    f"last_{objective}": float(last[objective]), "last_test_auroc": float(last["test_auroc"]),
                     "time_s": round(float(last["time_total_s"]), 1), "seed": int(last["seed"])})
-    row["status"] = "error" if result.error else "done"
+    row["run"] = str(Path(runs) / trial)
     row["error"] = str(result.error).strip().splitlines()[-1][:200] if result.error else ""
-    row["run"] = str(Path(run_folder) / row["trial"])
     return row
 
 

@@ -1,0 +1,183 @@
+"""Results tables of Skip-GANomaly / Skip-WGANomaly sweeps, as in the paper's README.
+
+Owns: finding the run folders under an output folder (each holds results.json and
+opt.txt), naming each run's setting (model plus the options that differ from the
+defaults, e.g. "no skip connections"), and the table: one row per setting, one
+column per class, the mean over classes, and "± std" where seeds repeat.
+"""
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lib.data import class_names
+from lib.errors import UserError
+
+MODEL_LABELS = {"skipganomaly": "Skip-GANomaly", "w_skipganomaly": "Skip-WGANomaly"}
+SELECTIONS = {"best": "epoch chosen on validation", "last": "last epoch",
+              "optimistic": "epoch chosen on test, optimistic"}
+SELECTION_KEYS = {"best": "best", "last": "last", "optimistic": "best_on_test_optimistic"}
+METRICS = ("auroc", "auprc", "f1", "eer")
+# Options that name the run, its class, seed, machine or logging: they do not make a new setting.
+NOT_A_SETTING = {"abnormal_class", "normal_class", "name", "outf", "dataroot", "manualseed", "device",
+                 "gpu_ids", "ngpu", "workers", "display", "display_server", "display_port", "display_id",
+                 "verbose", "print_freq", "save_image_freq", "save_test_images", "tune", "phase",
+                 "load_weights", "resume", "iter", "path", "model", "dataset", "nc"}
+VARIANT_LABELS = {("no_skip", "True"): "no skip connections", ("wgan", "clip"): "weight clipping"}
+
+
+@dataclass
+class Run:
+    folder: Path
+    dataset: str
+    protocol: str  # "abnormal" (leave-one-class-out) or "normal" (one-class)
+    target: str    # the class
+    setting: str   # row label
+    seed: object
+    value: float
+
+
+@dataclass
+class Table:
+    dataset: str
+    protocol: str
+    classes: list[str]
+    rows: dict[str, dict[str, list[tuple]]] = field(default_factory=dict)  # setting -> class -> [(seed, value)]
+
+
+def changed_options(opt_txt: Path) -> dict[str, str]:
+    """Options that opt.txt marks as differing from their default, as text."""
+    changed = {}
+    if not opt_txt.is_file():
+        return changed
+    for line in opt_txt.read_text().splitlines():
+        if "\t[default: " in line and ": " in line:
+            key, rest = line.split(": ", 1)
+            changed[key.strip()] = rest.split("\t[default: ")[0]
+    return changed
+
+
+def setting_label(model: str, changed: dict[str, str]) -> str:
+    """'Skip-WGANomaly (no skip connections, w_con 25.0)': the model and what differs from defaults."""
+    parts = [VARIANT_LABELS.get((key, value), f"{key} {value}")
+             for key, value in sorted(changed.items()) if key not in NOT_A_SETTING]
+    name = MODEL_LABELS.get(model, model)
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
+def find_runs(root, metric: str = "auroc", select: str = "best", warn=print) -> list[Run]:
+    """Every run folder under `root` with a readable results.json."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"no folder '{root}': give the --outf of the runs to collect")
+    runs = []
+    for path in sorted(root.rglob("results.json")):
+        try:
+            results = json.loads(path.read_text())
+            value = float(results[SELECTION_KEYS[select]]["test"][metric])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            warn(f"warning: skipping {path}: no test {metric} ({type(err).__name__}: {err})")
+            continue
+        one_class = results.get("normal_class") is not None
+        runs.append(Run(path.parent, results["dataset"], "normal" if one_class else "abnormal",
+                        str(results["normal_class" if one_class else "abnormal_class"]),
+                        setting_label(results["model"], changed_options(path.parent / "opt.txt")),
+                        results.get("seed"), value))
+    if not runs:
+        raise UserError(f"no results.json with a test {metric} under '{root}': run train.py or "
+                        "experiments/*.sh there first")
+    return runs
+
+
+def build_tables(runs: list[Run]) -> list[Table]:
+    """One table per dataset and protocol; classes in the dataset's order."""
+    tables: dict[tuple, Table] = {}
+    for run in runs:
+        table = tables.setdefault((run.dataset, run.protocol), Table(run.dataset, run.protocol, []))
+        table.rows.setdefault(run.setting, {}).setdefault(run.target, []).append((run.seed, run.value))
+    for table in tables.values():
+        present = {c for row in table.rows.values() for c in row}
+        order = [c for c in class_names(table.dataset) if c in present]
+        table.classes = order + sorted(present - set(order))
+    return [tables[k] for k in sorted(tables)]
+
+
+def _sorted_values(samples: list[tuple]) -> list[float]:
+    return [v for _, v in sorted(samples, key=lambda s: (str(s[0]), s[1]))]
+
+
+def cell(samples: list[tuple] | None) -> tuple[float, float | None, int]:
+    """(mean, std or None, count) of one class's runs."""
+    if not samples:
+        return math.nan, None, 0
+    values = [v for _, v in samples]
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values)
+
+
+def row_mean(row: dict[str, list[tuple]], classes: list[str]) -> tuple[float, float | None]:
+    """Mean over classes; its std over seeds when every class has the same number of runs."""
+    present = [row[c] for c in classes if c in row]
+    if not present:
+        return math.nan, None
+    mean = statistics.fmean(statistics.fmean(v for _, v in s) for s in present)
+    counts = {len(s) for s in present}
+    if len(counts) != 1 or counts == {1}:
+        return mean, None
+    # Replicate i is each class's i-th run in seed order: its mean over classes, then their spread.
+    replicates = zip(*(_sorted_values(s) for s in present))
+    return mean, statistics.stdev(statistics.fmean(r) for r in replicates)
+
+
+def _fmt(mean: float, std: float | None) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
+
+
+def markdown(tables: list[Table], metric: str, select: str) -> str:
+    out = []
+    for t in tables:
+        column = "anomaly class" if t.protocol == "abnormal" else "normal class"
+        out.append(f"### {t.dataset}: test {metric} per {column} ({SELECTIONS[select]})\n")
+        out.append("| Model | " + " | ".join(t.classes) + " | mean |")
+        out.append("|" + "---|" * (len(t.classes) + 2))
+        for setting, row in sorted(t.rows.items()):
+            cells = [_fmt(*cell(row.get(c))[:2]) for c in t.classes]
+            out.append(f"| **{setting}** | " + " | ".join(cells) + f" | {_fmt(*row_mean(row, t.classes))} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def csv_text(tables: list[Table], metric: str, select: str) -> str:
+    """The same tables as CSV: one line per row, class means, then their std and run counts."""
+    lines, columns = [], ["dataset", "protocol", "model", "metric", "selected"]
+    for t in tables:
+        for setting, row in sorted(t.rows.items()):
+            line = {"dataset": t.dataset, "protocol": t.protocol, "model": setting, "metric": metric,
+                    "selected": select}
+            for c in t.classes:
+                mean, std, n = cell(row.get(c))
+                line.update({c: _num(mean), f"{c} std": _num(std), f"{c} runs": n})
+            mean, std = row_mean(row, t.classes)
+            line.update({"mean": _num(mean), "mean std": _num(std)})
+            columns += [k for k in line if k not in columns]
+            lines.append(line)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(lines)
+    return out.getvalue()
+
+
+def _num(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
+
+
+def collect(root, metric="auroc", select="best", warn=lambda line: print(line, file=sys.stderr)):
+    """(markdown, csv) of every run under `root`."""
+    tables = build_tables(find_runs(root, metric, select, warn))
+    return markdown(tables, metric, select), csv_text(tables, metric, select)

@@ -1,0 +1,142 @@
+"""What happens when things go wrong: bad input, faults, interruptions, untrusted checkpoints."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lib import checkpoint
+from lib.errors import UserError
+from test_train import ROOT, TINY, train
+
+RUN = "skipganomaly/digits/3"
+
+
+def one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished 1-epoch Skip-GANomaly run to load, resume and tamper with."""
+    cwd = tmp_path_factory.mktemp("trained")
+    train([*TINY, "--model", "skipganomaly", "--niter", "1", "--outf", "out"], cwd)
+    return cwd, cwd / "out" / RUN
+
+
+def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"format": checkpoint.FORMAT, "x": Evil()}, f)
+    proc = train(["--dataset", "digits", "--abnormal_class", "1", "--resume", str(tmp_path / "evil.pt")],
+                 tmp_path, check=False)
+    one_line_error(proc, "refusing to load")
+    assert not marker.exists()
+
+
+def test_a_file_that_is_not_a_checkpoint_gives_a_clear_error(tmp_path):
+    (tmp_path / "notes.pt").write_text("hello")
+    proc = train(["--dataset", "digits", "--abnormal_class", "1", "--load_weights", str(tmp_path / "notes.pt"),
+                  "--phase", "test"], tmp_path, check=False)
+    one_line_error(proc, "cannot read checkpoint")
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_the_setting(trained, tmp_path):
+    _, run = trained
+    proc = train(["--dataset", "digits", "--abnormal_class", "3", "--model", "w_skipganomaly",
+                  "--resume", str(run)], tmp_path, check=False)
+    one_line_error(proc, "--model skipganomaly, not w_skipganomaly")
+
+
+def test_incompatible_network_settings_name_the_setting_that_differs(trained, tmp_path):
+    _, run = trained
+    proc = train(["--dataset", "digits", "--abnormal_class", "3", "--ngf", "16", "--phase", "test",
+                  "--load_weights", str(run)], tmp_path, check=False)
+    one_line_error(proc, "--ngf 8, not 16")
+
+
+def test_an_unwritable_output_folder_fails_before_training(tmp_path):
+    (tmp_path / "file").write_text("")
+    proc = train([*TINY, "--niter", "1", "--outf", str(tmp_path / "file" / "out")], tmp_path, check=False)
+    one_line_error(proc, "cannot write the output folder", "--outf")
+
+
+def test_a_batch_larger_than_the_training_set_with_droplast_fails_before_writing(tmp_path):
+    args = [a if a != "64" else "4096" for a in TINY]
+    proc = train([*args, "--niter", "1", "--outf", "out"], tmp_path, check=False)
+    one_line_error(proc, "--no-droplast")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_finite_loss_stops_the_run_naming_epoch_iteration_and_loss(tmp_path):
+    proc = train([*TINY, "--niter", "1", "--outf", "out", "--w_con", "1e39"], tmp_path, check=False)
+    one_line_error(proc, "loss 'g' became inf at epoch 1, iteration 1")
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    proc = train(["--isize", "30", "--verbose"], tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "power of two" in proc.stderr
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path):
+    target = tmp_path / "results.json"
+    checkpoint.write_text(target, "old")
+
+    def crash(tmp):
+        Path(tmp).write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        checkpoint.atomic_write(target, crash)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_missing_checkpoint_names_what_it_looked_for(tmp_path):
+    with pytest.raises(UserError, match="train/weights/last.pt"):
+        checkpoint.load(tmp_path)
+
+
+def test_two_runs_with_the_same_seed_give_identical_scores(trained, tmp_path):
+    cwd, run = trained
+    train([*TINY, "--model", "skipganomaly", "--niter", "1", "--outf", "again"], tmp_path)
+    assert (tmp_path / "again" / RUN / "histogram.csv").read_bytes() == (run / "histogram.csv").read_bytes()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_epoch_saves_a_checkpoint_and_resume_ends_like_an_uninterrupted_run(tmp_path, sig):
+    args = [*TINY, "--model", "skipganomaly", "--batchsize", "16", "--print_freq", "1"]
+    train([*args, "--niter", "2", "--outf", "straight"], tmp_path)
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "--niter", "2", "--outf", "cut"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "cut" / RUN / "loss_log.txt"
+    deadline = time.time() + 120
+    while not (log.exists() and "(epoch: 1, iters: 3)" in log.read_text()):
+        assert proc.poll() is None and time.time() < deadline, "training did not start"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert "--resume" in err and "Traceback" not in err
+    saved = torch.load(tmp_path / "cut" / RUN / "train/weights/last.pt", weights_only=True)
+    assert saved["epoch"] == 0 and saved["batch"] >= 3
+
+    train(["--resume", f"cut/{RUN}", "--niter", "2"], tmp_path)
+    straight = (tmp_path / "straight" / RUN / "histogram.csv").read_bytes()
+    assert (tmp_path / "cut" / RUN / "histogram.csv").read_bytes() == straight
