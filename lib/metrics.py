@@ -1,36 +1,68 @@
 """Evaluation metrics: pure functions of (labels, scores), labels 1 = abnormal.
 
-Scores are never min-max normalised here: ranking metrics do not change under
-it, and a threshold must stay in the units the model produces.
+Computed with NumPy from one sorted pass (the same definitions as
+scikit-learn's roc_auc_score, average_precision_score and precision_recall_curve,
+which the tests check against): importing scikit-learn would double the start-up
+time of every command. Scores are never min-max normalised here: ranking metrics
+do not change under it, and a threshold must stay in the units the model produces.
 """
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 # --metric value -> metrics key
 HEADLINE = {"roc": "auroc", "auprc": "auprc", "f1": "f1"}
+
+
+def _counts(labels, scores):
+    """Distinct thresholds (descending) with true/false positives at `score >= threshold`."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    scores, labels = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    tps = np.cumsum(labels == 1)[last_of_tie]
+    fps = (last_of_tie + 1) - tps
+    return scores[last_of_tie], tps, fps
 
 
 def _both_classes(labels) -> bool:
     return len(np.unique(labels)) == 2
 
 
+def roc_curve(labels, scores):
+    """False-positive rates, true-positive rates and thresholds, starting at (0, 0)."""
+    thresholds, tps, fps = _counts(labels, scores)
+    fpr = np.r_[0, fps] / max(fps[-1], 1)
+    tpr = np.r_[0, tps] / max(tps[-1], 1)
+    return fpr, tpr, np.r_[np.inf, thresholds]
+
+
 def roc_auc(labels, scores) -> float:
     """Area under the ROC curve; NaN when only one class is present."""
-    return float(roc_auc_score(labels, scores)) if _both_classes(labels) else float("nan")
+    if not _both_classes(labels):
+        return float("nan")
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def _precision_recall(labels, scores):
+    thresholds, tps, fps = _counts(labels, scores)
+    return tps / (tps + fps), tps / tps[-1], thresholds
 
 
 def average_precision(labels, scores) -> float:
     """Area under the precision-recall curve (average precision), abnormal = positive."""
-    return float(average_precision_score(labels, scores)) if _both_classes(labels) else float("nan")
+    if not _both_classes(labels):
+        return float("nan")
+    precision, recall, _ = _precision_recall(labels, scores)
+    return float(np.sum(np.diff(np.r_[0, recall]) * precision))
 
 
 def best_f1(labels, scores) -> tuple[float, float]:
     """Highest F1 over all thresholds, and the threshold reaching it (score >= t is abnormal)."""
     if not _both_classes(labels):
         return float("nan"), float("nan")
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    precision, recall, thresholds = _precision_recall(labels, scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    best = int(np.argmax(f1[:-1]))  # the last point has no threshold
+    best = int(np.argmax(f1))
     return float(f1[best]), float(thresholds[best])
 
 
@@ -40,7 +72,7 @@ def equal_error_rate(labels, scores) -> float:
         return float("nan")
     fpr, tpr, _ = roc_curve(labels, scores)
     fnr = 1 - tpr
-    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    i = int(np.argmin(np.abs(fnr - fpr)))
     return float((fpr[i] + fnr[i]) / 2)
 
 

@@ -13,16 +13,17 @@ import json
 import math
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
 from tqdm import tqdm
 
 from lib import checkpoint
 from lib.data import batches, to_float
 from lib.errors import UserError
+from lib.images import save_grid
 from lib.metrics import HEADLINE, all_metrics, best_f1, normal_quantile_threshold
 
 # Fraction of normal images the stored threshold may flag (predict.py's default).
@@ -198,9 +199,8 @@ class Trainer:
                 self.vis.losses(self.epoch + self.batch / len(order), means)
             if iteration % opt.save_image_freq == 0:
                 fake = model.score_parts(images)["fake"]
-                save_image(images, self.images / "real_samples.png", normalize=True, value_range=(-1, 1))
-                save_image(fake, self.images / f"fake_samples_epoch_{self.epoch + 1:03d}.png",
-                           normalize=True, value_range=(-1, 1))
+                save_grid(images, self.images / "real_samples.png")
+                save_grid(fake, self.images / f"fake_samples_epoch_{self.epoch + 1:03d}.png")
                 self.vis.images("train", images, fake)
             if stop.signal is not None:
                 bar.close()
@@ -235,7 +235,9 @@ class Trainer:
             if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 sched.step(self._selection_value(row))
             else:
-                sched.step()
+                with warnings.catch_warnings():  # a WGAN epoch shorter than n_critic never steps G's optimiser
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    sched.step()
         is_best = self.best_epoch() == row["epoch"]
         if is_best:
             self.threshold = self._threshold(val, test)
@@ -276,7 +278,7 @@ class Trainer:
         _, f1_threshold = best_f1(test["labels"], test["parts"]["score"])
         return {"value": normal_quantile_threshold(normal, THRESHOLD_FPR), "fpr": THRESHOLD_FPR,
                 "method": f"{100 * (1 - THRESHOLD_FPR):g}th percentile of scores of {source}",
-                "f1_optimal_test": f1_threshold}
+                "f1_optimal_test": f1_threshold, "epoch": self.epoch}
 
     def write_outputs(self, test) -> None:
         hist = histogram_csv(test["parts"]["score"], test["labels"])
@@ -313,8 +315,8 @@ class Trainer:
         for n, start in enumerate(range(0, len(images), self.opt.batchsize), 1):
             real = to_float(images[start:start + self.opt.batchsize], self.device)
             fake = self.model.score_parts(real)["fake"]
-            save_image(real, folder / f"real_{n:04d}.png", normalize=True, value_range=(-1, 1))
-            save_image(fake, folder / f"fake_{n:04d}.png", normalize=True, value_range=(-1, 1))
+            save_grid(real, folder / f"real_{n:04d}.png")
+            save_grid(fake, folder / f"fake_{n:04d}.png")
 
     def _fixed_test_images(self) -> dict:
         """A fixed handful of normal and abnormal test images to watch every epoch."""
@@ -338,8 +340,8 @@ class Trainer:
             if len(images):
                 real = to_float(images, self.device)
                 fake = self.model.score_parts(real)["fake"]
-                save_image(torch.cat([real, fake]), self.images / f"fixed_{name}_epoch_{row['epoch']:03d}.png",
-                           nrow=len(real), normalize=True, value_range=(-1, 1))
+                save_grid(torch.cat([real, fake]), self.images / f"fixed_{name}_epoch_{row['epoch']:03d}.png",
+                          nrow=len(real))
                 self.vis.images(f"test {name}", real, fake)
 
     def _log_line(self, line: str) -> None:

@@ -12,7 +12,7 @@ import torch
 
 from lib import checkpoint
 from lib.errors import UserError
-from test_train import ROOT, TINY, train
+from tests.cli import ROOT, TINY, train_cli as train
 
 RUN = "skipganomaly/digits/3"
 
@@ -119,7 +119,7 @@ def test_two_runs_with_the_same_seed_give_identical_scores(trained, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_mid_epoch_saves_a_checkpoint_and_resume_ends_like_an_uninterrupted_run(tmp_path, sig):
-    args = [*TINY, "--model", "skipganomaly", "--batchsize", "16", "--print_freq", "1"]
+    args = [*TINY, "--model", "skipganomaly", "--batchsize", "32", "--print_freq", "1"]
     train([*args, "--niter", "2", "--outf", "straight"], tmp_path)
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -1,28 +1,10 @@
 """`python train.py` end to end, as a user runs it, on scikit-learn's digits."""
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--dataset", "digits", "--abnormal_class", "3", "--isize", "8", "--ngf", "8", "--ndf", "8",
-        "--nz", "8", "--batchsize", "64", "--device", "cpu", "--manualseed", "1", "--print_freq", "5",
-        "--save_image_freq", "10"]
-
-
-def train(args, cwd, check=True):
-    """Run train.py in `cwd`; return the completed process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
+from tests.cli import TINY, process, train_cli as train
 
 def rows(path):
     with open(path) as f:
@@ -138,7 +120,7 @@ def test_gpu_device_falls_back_to_cpu_with_a_notice(tmp_path):
 
 
 def test_help_lists_the_original_and_the_new_flags():
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-h"], capture_output=True, text=True)
+    proc = process("train.py", ["-h"], ".")
     for flag in ("--abnormal_class", "--w_con", "--niter_decay", "--lr_policy", "--display_id", "--tune",
                  "--wgan", "--lambda_gp", "--clip_value", "--n_critic", "--no_skip", "--noise_std",
                  "--normal_class"):

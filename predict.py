@@ -1,0 +1,108 @@
+"""Score new images with a trained Skip-GANomaly / Skip-WGANomaly model.
+
+    python predict.py --path IMAGE_OR_FOLDER --weights RUN_DIR_OR_CHECKPOINT
+
+Writes predictions.csv (path, score, its reconstruction and feature parts, normal/abnormal)
+and one strip per image (input | reconstruction | error heatmap) into --out. The model,
+image size and channels come from the checkpoint.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+import options
+from lib import checkpoint
+from lib.errors import UserError, run_cli
+from lib.predict import choose_threshold, find_images, load_model, predict, predictions_csv, run_folder
+
+SHOW_UNREADABLE = 20  # the summary names this many unreadable files, then counts the rest
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line naming the problem and where to look, exit code 2."""
+        self.exit(2, f"error: {message} (see: {self.prog} -h)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="predict.py", description="Score images with a trained model: anomaly scores, "
+                                               "normal/abnormal decisions and anomaly maps.")
+    a = p.add_argument
+    a("--path", required=True, help="an image, or a folder of images (subfolders included)")
+    a("--weights", required=True,
+      help="a run folder (its train/weights/best.pt is used) or a .pt checkpoint")
+    a("--out", default=None, help="output folder (default: <run folder>/predict)")
+    a("--threshold", default="normal", metavar="T|normal|f1",
+      help="score at or above which an image is abnormal; 'normal' (default): the one stored at "
+           "training from normal validation images; 'f1': the F1-optimal one on the labelled test set")
+    a("--batchsize", type=int, default=64, help="images scored at once (default: 64)")
+    a("--device", default="gpu", choices=("gpu", "cpu"),
+      help="gpu (default) falls back to cpu without CUDA")
+    a("--maps", default="strip", choices=("strip", "none"),
+      help="strip (default): save input | reconstruction | error heatmap per image; none: scores only")
+    a("--verbose", action="store_true", help="print tracebacks")
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "gpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "gpu":
+        print("notice: CUDA is not available, scoring on the CPU (--device cpu silences this)")
+    return torch.device("cpu")
+
+
+def main(argv):
+    args = build_parser().parse_args(argv)
+    if args.batchsize < 1:
+        raise UserError(f"--batchsize must be positive (got {args.batchsize})")
+    path = Path(args.path)
+    if not path.exists():
+        raise UserError(f"--path '{path}' does not exist; give an image file or a folder of images")
+    device = resolve_device(args.device)
+    model, ckpt, opt = load_model(args.weights, options.defaults(), device)
+    out = Path(args.out) if args.out else run_folder(ckpt["path"]) / "predict"
+    files, skipped = find_images(path, exclude=out)
+    stored = ckpt.get("threshold") or {}
+    threshold, threshold_lines = choose_threshold(stored, args.threshold)
+
+    epoch = ckpt.get("epoch")
+    print(f"model: {opt.model} (isize {opt.isize}, nc {opt.nc}) from {ckpt['path']}, epoch {epoch}")
+    if "epoch" in stored and stored["epoch"] != epoch:
+        print(f"notice: the stored threshold was chosen at epoch {stored['epoch']}, these weights are "
+              f"from epoch {epoch}; use best.pt or pass --threshold")
+    print("\n".join(threshold_lines))
+
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot write the output folder '{out}' ({err.strerror}): choose another --out") from None
+    root = path if path.is_dir() else path.parent
+    maps = out / "maps" if args.maps == "strip" else None
+    result = predict(model, opt, files, root, threshold, args.batchsize, device, maps)
+    unreadable = skipped + result.unreadable
+    if unreadable and path.is_dir():
+        print(f"skipped {len(unreadable)} file(s) that are not readable images:", file=sys.stderr)
+        for name, reason in unreadable[:SHOW_UNREADABLE]:
+            print(f"  {name}: {reason}", file=sys.stderr)
+        if len(unreadable) > SHOW_UNREADABLE:
+            print(f"  ... and {len(unreadable) - SHOW_UNREADABLE} more", file=sys.stderr)
+    if not result.rows:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave no trace of a run that scored nothing
+        if path.is_file():
+            raise UserError(f"'{path}' is not a readable image ({unreadable[0][1]})")
+        raise UserError(f"none of the {len(files)} image file(s) in '{path}' could be read; see above")
+
+    checkpoint.write_text(out / "predictions.csv", predictions_csv(result.rows))
+    abnormal = sum(r["decision"] == "abnormal" for r in result.rows)
+    print(f"scored {len(result.rows)} image(s): {abnormal} abnormal, {len(result.rows) - abnormal} normal")
+    print(f"outputs: {out / 'predictions.csv'}" + (f", strips in {maps}" if maps else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,55 @@
+"""Run the command-line entry points as a user would, in-process (fast) or as a real process."""
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import train
+from lib.errors import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+# A run on scikit-learn's digits that takes about a second per epoch.
+TINY = ["--dataset", "digits", "--abnormal_class", "3", "--isize", "8", "--ngf", "8", "--ndf", "8",
+        "--nz", "8", "--batchsize", "64", "--device", "cpu", "--manualseed", "1", "--print_freq", "5",
+        "--save_image_freq", "10"]
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(main, args, cwd) -> Result:
+    """`main(args)` through the same error handling as the command line, in `cwd`."""
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = run_cli(main, list(map(str, args))) or 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.chdir(previous)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def train_cli(args, cwd, check=True) -> Result:
+    """`python train.py ARGS` in `cwd`, in-process."""
+    result = run_main(train.main, args, cwd)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def process(script, args, cwd, **kwargs) -> subprocess.CompletedProcess:
+    """A real `python SCRIPT ARGS` process, for what only a process shows (signals, -h, imports)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600, **kwargs)
