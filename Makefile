@@ -19,7 +19,12 @@ demo: $(STAMP)
 		--isize 16 --ngf 32 --ndf 32 --nz 64 --batchsize 32 --niter 10 --n_critic 2 --manualseed 0 --outf ./output
 
 test: $(STAMP)
+	PYTHON=$(PY) dashboard/setup.sh
 	$(PY) -m pytest -q tests
+
+# A Visdom server whose pages render offline (JS/CSS/fonts from the npm registry, once).
+dashboard: $(STAMP)
+	PORT=$(PORT) PYTHON=$(PY) dashboard/serve.sh
 
 # The frozen list of exact versions of the tested environment.
 environment: $(STAMP)

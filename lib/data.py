@@ -325,12 +325,12 @@ def _read_folder_dataset(dataset, dataroot, nc, isize, workers, log):
         folder = root / sub
         if not folder.is_dir():
             raise UserError(f"{folder} is missing; a folder dataset needs {_LAYOUT}")
-        files = _image_files(folder)
+        files = image_files(folder)
         if not files:
             raise UserError(f"{folder} holds no readable images; add some (png, jpg, ...)")
         file_lists.append(files)
     paths = [p for files in file_lists for p in files]
-    decode = partial(_read_image, nc=nc, isize=isize)
+    decode = partial(read_image, nc=nc, isize=isize)
     if workers > 0:  # PIL releases the GIL while decoding and resizing, so threads scale
         with ThreadPoolExecutor(workers) as pool:
             decoded = list(pool.map(decode, paths))
@@ -346,7 +346,7 @@ def _read_folder_dataset(dataset, dataroot, nc, isize, workers, log):
     return train, test_normal, test_abnormal, root
 
 
-def _image_files(folder):
+def image_files(folder):
     """Image files below `folder`, recursively and sorted; hidden or non-image files skipped."""
     extensions = Image.registered_extensions()
     # Hidden entries are editor/OS copies (.ipynb_checkpoints, macOS ._*), not data.
@@ -355,7 +355,7 @@ def _image_files(folder):
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def _read_image(path, nc, isize):
+def read_image(path, nc, isize):
     """(uint8 HxW or HxWx3 array, native channel count) of one image, centre-cropped and resized."""
     try:
         with Image.open(path) as img:

@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from lib import checkpoint
-from lib.data import _image_files, _read_image, to_float
+from lib.data import image_files, read_image, to_float
 from lib.errors import UserError
 from lib.models import build_model
 
@@ -46,7 +46,7 @@ def find_images(path: Path, exclude: Path | None = None) -> tuple[list[Path], li
         raise UserError(f"--path '{path}' does not exist; give an image file or a folder of images")
     if path.is_file():
         return [path], []
-    images = _image_files(path)
+    images = image_files(path)
     known = set(images)
     skipped = [(str(p), f"not an image file type ({p.suffix or 'no extension'})")
                for p in sorted(path.rglob("*"))
@@ -169,7 +169,7 @@ def _read_batch(paths, nc, isize, unreadable):
     arrays, kept = [], []
     for path in paths:
         try:
-            array, _ = _read_image(path, nc=nc, isize=isize)
+            array, _ = read_image(path, nc=nc, isize=isize)
         except UserError as err:
             unreadable.append((str(path), str(err.__cause__ or err).splitlines()[0][:200]))
             continue

@@ -211,7 +211,9 @@ def trial_row(result, objective: str, space: dict, runs) -> dict:
 
 def sort_rows(rows: list[dict], objective: str) -> list[dict]:
     """Best validation metric first; trials without one last."""
-    key = lambda r: -r[objective] if isinstance(r[objective], float) and not math.isnan(r[objective]) else math.inf  # noqa: E731
+    def key(row):
+        value = row[objective]
+        return -value if isinstance(value, float) and not math.isnan(value) else math.inf
     return sorted(rows, key=key)
 
 

@@ -1,0 +1,155 @@
+"""experiments/run_*.sh and collect_results.py: class sweeps and the README's results table."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import collect_results
+from lib.errors import run_cli
+from tests.conftest import make_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+# script -> (flags every run gets, its classes)
+SCRIPTS = {
+    "run_cifar_wskip.sh": (["--dataset", "cifar10", "--niter", "15", "--model", "w_skipganomaly", "--w_con", "50",
+                            "--display"], CIFAR),
+    "run_cifar_skip.sh": (["--dataset", "cifar10", "--niter", "25", "--model", "skipganomaly", "--w_con", "50",
+                           "--display"], CIFAR),
+    "run_mnist.sh": (["--dataset", "mnist", "--nc", "1", "--niter", "15", "--model", "w_skipganomaly"],
+                     [str(i) for i in range(10)]),
+    "run_fmnist.sh": (["--dataset", "fashion-mnist", "--nc", "1", "--model", "w_skipganomaly"], FASHION),
+}
+# Stands in for python: records the arguments of each train.py run; fails for the class in STUB_FAIL.
+STUB = """import json, os, sys
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+sys.exit(1 if os.environ.get("STUB_FAIL") in sys.argv else 0)
+"""
+
+
+def run_script(script, args=(), env=None, tmp_path=None):
+    stub = tmp_path / "stub.py"
+    stub.write_text(STUB)
+    log = tmp_path / "runs.log"
+    log.unlink(missing_ok=True)
+    full_env = {**os.environ, "PYTHON": f"{sys.executable} {stub}", "STUB_LOG": str(log), **(env or {})}
+    done = subprocess.run(["bash", str(ROOT / "experiments" / script), *args], env=full_env,
+                          capture_output=True, text=True, timeout=60)
+    runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return done, runs
+
+
+def has(argv, *flags):
+    """`flags` appear in `argv` in this order, next to each other."""
+    n = len(flags)
+    return any(argv[i:i + n] == list(flags) for i in range(len(argv) - n + 1))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_script_runs_every_class_with_the_device_and_extra_flags_passed_through(script, tmp_path):
+    flags, classes = SCRIPTS[script]
+    done, runs = run_script(script, ["--niter", "1", "--outf", "somewhere"], {"DEVICE": "cpu"}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [argv[argv.index("--abnormal_class") + 1] for argv in runs] == classes
+    for argv in runs:
+        assert argv[0] == str(ROOT / "train.py")
+        assert all(flag in argv for flag in flags)
+        assert all(has(argv, flag, value) for flag, value in zip(flags, flags[1:]) if not value.startswith("--"))
+        assert has(argv, "--device", "cpu")
+        assert argv[-4:] == ["--niter", "1", "--outf", "somewhere"]  # last, so they override the script's
+
+
+def test_a_failed_run_does_not_stop_the_sweep_but_makes_the_script_fail(tmp_path):
+    done, runs = run_script("run_cifar_wskip.sh", [], {"STUB_FAIL": "cat"}, tmp_path)
+    assert done.returncode == 1
+    assert len(runs) == 10 and "failed: cat" in done.stderr
+    assert not any("--device" in argv for argv in runs)  # no DEVICE: train.py's default
+
+
+def test_classes_and_seeds_come_from_the_environment_and_seeds_get_their_own_run_folders(tmp_path):
+    done, runs = run_script("run_mnist.sh", [], {"CLASSES": "3 7", "SEEDS": "0 1"}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    names = [argv[argv.index("--name") + 1] for argv in runs]
+    assert names == ["w_skipganomaly/mnist/3/seed0", "w_skipganomaly/mnist/3/seed1",
+                     "w_skipganomaly/mnist/7/seed0", "w_skipganomaly/mnist/7/seed1"]
+    assert [argv[argv.index("--manualseed") + 1] for argv in runs] == ["0", "1", "0", "1"]
+
+
+def test_a_real_tiny_sweep_through_a_script_lands_in_the_collected_table(tmp_path):
+    make_idx(tmp_path / "data", "MNIST/raw", n_train=200, n_test=60)
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "CLASSES": "4"}
+    done = subprocess.run(["bash", str(ROOT / "experiments" / "run_mnist.sh"), "--dataroot", str(tmp_path / "data"),
+                           "--outf", str(tmp_path / "out"), "--niter", "1", "--isize", "8", "--ngf", "8",
+                           "--ndf", "8", "--nz", "8", "--batchsize", "32",
+                           "--display_port", "9"],  # no dashboard there: the run goes on without one
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "out" / "w_skipganomaly" / "mnist" / "4" / "results.json").read_text())
+    table, _ = collect(tmp_path / "out")
+    label = "Skip-WGANomaly (batchsize 32, isize 8, ndf 8, ngf 8, niter 1, nz 8)"
+    assert f"| **{label}** | {results['best']['test']['auroc']:.3f} |" in table
+
+
+# ------------------------------------------------------------------ the collector
+
+def fake_run(root, name, model, cls, seed, auroc, changed=(), dataset="cifar10"):
+    """A run folder as train.py leaves it: results.json and opt.txt (only what the collector reads)."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    metrics = {"auroc": auroc, "auprc": auroc / 2, "f1": 0.5, "eer": 0.3}
+    folder.joinpath("results.json").write_text(json.dumps({
+        "run": name, "model": model, "dataset": dataset, "abnormal_class": cls, "normal_class": None,
+        "metric": "auroc", "seed": seed, "epochs": 15,
+        "last": {"epoch": 15, "test": {**metrics, "auroc": 0.0}, "val": metrics},
+        "best": {"epoch": 7, "selected_by": "val_auroc", "test": metrics, "val": metrics},
+        "best_on_test_optimistic": {"epoch": 9, "test": {**metrics, "auroc": 1.0}}, "threshold": {}}))
+    lines = ["------------ Options -------------", f"abnormal_class: {cls}\t[default: None]",
+             f"manualseed: {seed}\t[default: -1]", f"model: {model}\t[default: skipganomaly]", "niter: 15",
+             *(f"{key}: {value}\t[default: x]" for key, value in changed), "-------------- End ----------------"]
+    folder.joinpath("opt.txt").write_text("\n".join(lines) + "\n")
+
+
+def collect(root, *args, out=None):
+    out = out or root.parent / "table"
+    assert run_cli(collect_results.main, [str(root), "--out", str(out), *args]) == 0
+    return out.with_suffix(".md").read_text(), list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
+
+
+def test_the_collector_builds_the_readme_table_with_means_and_seed_spread(tmp_path):
+    root = tmp_path / "output"
+    for seed, (bird, cat) in enumerate([(0.70, 0.60), (0.80, 0.64)]):
+        fake_run(root, f"w/bird/seed{seed}", "w_skipganomaly", "bird", seed, bird)
+        fake_run(root, f"w/cat/seed{seed}", "w_skipganomaly", "cat", seed, cat)
+    fake_run(root, "noskip/bird", "w_skipganomaly", "bird", 3, 0.466, [("no_skip", "True")])
+    fake_run(root, "skip/cat", "skipganomaly", "cat", 4, 0.5, [("device", "cpu"), ("w_con", "25.0")])
+
+    table, rows = collect(root)
+    assert "| Model | bird | cat | mean |" in table
+    assert "| **Skip-WGANomaly** | 0.750 ± 0.071 | 0.620 ± 0.028 | 0.685 ± 0.049 |" in table
+    assert "| **Skip-WGANomaly (no skip connections)** | 0.466 | – | 0.466 |" in table
+    assert "| **Skip-GANomaly (w_con 25.0)** | – | 0.500 | 0.500 |" in table  # --device is no setting
+    row = next(r for r in rows if r["model"] == "Skip-WGANomaly")
+    assert (float(row["bird"]), float(row["cat"]), float(row["mean"])) == pytest.approx((0.75, 0.62, 0.685))
+    assert row["bird runs"] == "2" and float(row["mean std"]) == pytest.approx(0.04949, abs=1e-4)
+
+
+def test_the_collector_reads_the_chosen_metric_and_epoch(tmp_path):
+    root = tmp_path / "output"
+    fake_run(root, "w/bird", "w_skipganomaly", "bird", 0, 0.8)
+    assert "| **Skip-WGANomaly** | 0.400 | 0.400 |" in collect(root, "--metric", "auprc")[0]
+    assert "| **Skip-WGANomaly** | 0.000 | 0.000 |" in collect(root, "--select", "last")[0]
+    assert "| **Skip-WGANomaly** | 1.000 | 1.000 |" in collect(root, "--select", "optimistic")[0]
+
+
+def test_the_collector_says_so_when_there_is_nothing_to_collect(tmp_path, capsys):
+    for folder in (tmp_path / "missing", tmp_path):
+        with pytest.raises(SystemExit) as stop:
+            run_cli(collect_results.main, [str(folder)])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1

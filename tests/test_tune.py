@@ -1,0 +1,156 @@
+"""train_tune.py: Ray Tune searches on a real local Ray (2 CPUs) and tiny data."""
+import csv
+import json
+import math
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import train
+import train_tune
+from lib.errors import run_cli
+from tests.conftest import make_cifar
+
+ROOT = Path(__file__).resolve().parents[1]
+# scikit-learn's 8x8 digits: no files needed, a whole epoch takes about a second.
+TINY = ["--dataset", "digits", "--abnormal_class", "0", "--isize", "8", "--ngf", "8", "--ndf", "8",
+        "--nz", "8", "--batchsize", "64", "--device", "cpu", "--manualseed", "1", "--num_cpus", "2"]
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def write_space(tmp_path, space, name="space.json"):
+    path = tmp_path / name
+    path.write_text(space if isinstance(space, str) else json.dumps(space))
+    return str(path)
+
+
+def search(argv, capsys):
+    """Run train_tune.py in this process; returns (exit code, stdout)."""
+    code = run_cli(train_tune.main, argv)
+    return code, capsys.readouterr().out
+
+
+def test_a_search_ranks_trials_on_validation_and_prints_a_command_that_reproduces_the_best(tmp_path, capsys,
+                                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)  # train.py also writes ./histogram.csv
+    out = tmp_path / "out"
+    space = write_space(tmp_path, {"w_con": {"grid": [1, 200]}})
+    code, stdout = search(TINY + ["--niter", "2", "--lr", "0.005", "--outf", str(out), "--name", "wcon",
+                                  "--space", space, "--scheduler", "asha", "--grace_period", "2"], capsys)
+    assert code == 0
+    rows = read_csv(out / "tune" / "wcon" / "results.csv")
+    assert sorted(float(r["w_con"]) for r in rows) == [1, 200]
+    for row in rows:
+        assert row["status"] == "done" and row["epochs"] == "2" and float(row["time_s"]) > 0
+        assert 0 <= float(row["val_auroc"]) <= 1 and 0 <= float(row["test_auroc"]) <= 1
+    assert float(rows[0]["val_auroc"]) >= float(rows[1]["val_auroc"])  # best first
+
+    # Each trial trained in its own run folder, through train.py's loop, with its own w_con.
+    losses = {}
+    for row in rows:
+        results = json.loads((Path(row["run"]) / "results.json").read_text())
+        assert results["epochs"] == 2 and results["best"]["selected_by"] == "val_auroc"
+        losses[row["w_con"]] = read_csv(Path(row["run"]) / "metrics.csv")[-1]
+    low, high = (losses[k] for k in sorted(losses, key=float))
+    assert float(low["g_con"]) != pytest.approx(float(high["g_con"]), rel=1e-4)
+    assert float(low["g"]) != pytest.approx(float(high["g"]), rel=1e-2)
+
+    # The printed command is train.py's and gives the best trial's validation metric again.
+    command = next(line for line in stdout.splitlines() if line.startswith("reproduce: "))
+    argv = shlex.split(command.removeprefix("reproduce: "))
+    assert argv[:2] == ["python", "train.py"] and "--w_con" in argv and "--manualseed" in argv
+    assert (out / "tune" / "wcon" / "best_command.txt").read_text().strip() == command.removeprefix("reproduce: ")
+    again = tmp_path / "again"
+    assert train.main(argv[2:] + ["--outf", str(again)]) == 0
+    history = read_csv(next(again.rglob("metrics.csv")))
+    best = rows[0]
+    assert float(history[int(best["best_epoch"]) - 1]["val_auroc"]) == pytest.approx(float(best["val_auroc"]))
+
+
+def test_a_class_sweep_is_one_command_with_one_row_per_class(tmp_path, capsys):
+    # The original README's command, with a space that sweeps the anomaly class.
+    make_cifar(tmp_path / "data", n_per_class_train=6, n_per_class_test=3)
+    space = write_space(tmp_path, {"abnormal_class": {"grid": ["bird", "cat"]}})
+    code, stdout = search(["--dataset", "cifar10", "--abnormal_class", "bird", "--tune", "True", "--display",
+                           "--model", "w_skipganomaly",
+                           "--dataroot", str(tmp_path / "data"), "--outf", str(tmp_path / "out"),
+                           "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "16",
+                           "--niter", "1", "--device", "cpu", "--num_cpus", "2", "--space", space], capsys)
+    assert code == 0
+    [folder] = (tmp_path / "out" / "tune").iterdir()
+    assert folder.name.startswith("w_skipganomaly_cifar10_classes_")
+    rows = read_csv(folder / "results.csv")
+    assert sorted(r["abnormal_class"] for r in rows) == ["bird", "cat"]
+    for row in rows:
+        results = json.loads((Path(row["run"]) / "results.json").read_text())
+        assert results["abnormal_class"] == row["abnormal_class"] and results["model"] == "w_skipganomaly"
+        assert not math.isnan(float(row["val_auroc"]))
+    assert "--abnormal_class" in stdout.split("reproduce: ")[1]
+
+
+BAD_SPACES = {
+    "unknown option": ('{"w_conn": {"grid": [1, 2]}}', "unknown option 'w_conn'"),
+    "range with one bound": ('{"lr": {"uniform": [0.1]}}', "needs [low, high]"),
+    "range upside down": ('{"lr": {"loguniform": [0.1, 0.001]}}', "low must be below high"),
+    "log range from zero": ('{"lr": {"loguniform": [0, 0.1]}}', "loguniform needs low > 0"),
+    "unknown kind": ('{"lr": {"normal": [0, 1]}}', "needs one of"),
+    "empty grid": ('{"w_adv": {"grid": []}}', "non-empty list"),
+    "fractional epochs": ('{"niter": {"uniform": [1, 5]}}', "use randint"),
+    "unknown class": ('{"abnormal_class": {"choice": ["0", "eleven"]}}', "unknown class 'eleven'"),
+    "bad image size": ('{"isize": {"grid": [8, 12]}}', "--isize 12 is not supported"),
+    "not searchable": ('{"outf": {"grid": ["a", "b"]}}', "cannot be searched"),
+    "bad JSON": ('{"lr": {"uniform": [0.1, 0.2]}', "is not valid JSON"),
+    "not an object": ('[1, 2]', "must hold one JSON object"),
+}
+
+
+def test_bad_space_files_fail_before_ray_starts_with_one_line(tmp_path):
+    cases = {name: TINY + ["--outf", str(tmp_path / "out"), "--space", write_space(tmp_path, text, f"{i}.json")]
+             for i, (name, (text, _)) in enumerate(BAD_SPACES.items())}
+    cases["missing file"] = TINY + ["--space", str(tmp_path / "none.json")]
+    script = f"""
+import contextlib, io, json, sys
+import train_tune
+from lib.errors import run_cli
+report = {{}}
+for name, argv in json.loads({json.dumps(json.dumps(cases))}).items():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            run_cli(train_tune.main, argv)
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+    report[name] = [code, err.getvalue()]
+report["ray imported"] = "ray" in sys.modules
+print(json.dumps(report))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report.pop("ray imported") is False
+    expected = {name: fragment for name, (_, fragment) in BAD_SPACES.items()} | {"missing file": "cannot read"}
+    for name, (code, stderr) in report.items():
+        assert code == 2, name
+        assert stderr.startswith("error: ") and stderr.count("\n") == 1, (name, stderr)
+        assert expected[name] in stderr, (name, stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tune_false_trains_once_and_neither_script_imports_ray(tmp_path):
+    # One process for both checks: starting Python with torch costs seconds.
+    script = ("import sys, train; assert 'ray' not in sys.modules, 'train.py imports ray'; "
+              "import train_tune; from lib.errors import run_cli; "
+              f"code = run_cli(train_tune.main, {TINY[:-2] + ['--niter', '1', '--outf', str(tmp_path)]!r} "
+              "+ ['--tune', 'False']); assert 'ray' not in sys.modules, '--tune False imports ray'; "
+              "sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "skipganomaly" / "digits" / "0" / "results.json").read_text())["epochs"] == 1
+    assert not (tmp_path / "tune").exists()
