@@ -144,8 +144,11 @@ def validate(opt) -> None:
 
 
 def default_name(opt) -> str:
-    """<model>/<dataset>/<class>, so the runs of a class sweep do not overwrite each other."""
-    parts = [opt.model, opt.dataset]
+    """<model>[-no_skip][-clip]/<dataset>/<class>: the runs of a sweep or an ablation never collide."""
+    variant = opt.model + ("-no_skip" if opt.no_skip else "")
+    if opt.model == "w_skipganomaly" and opt.wgan == "clip":
+        variant += "-clip"
+    parts = [variant, opt.dataset]
     if opt.normal_class is not None:
         parts.append(f"normal_{opt.normal_class}")
     elif opt.abnormal_class is not None:
