@@ -41,7 +41,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--dataset", default="cifar10",
       help=f"{' | '.join(DATASETS)} | the name of a folder dataset in --dataroot")
     a("--dataroot", default="./data", help="folder holding the datasets")
-    a("--path", default="", help="image or folder to score with predict.py")
+    a("--path", default="", help="image or folder to score with the trained model afterwards "
+      "(as predict.py; results in <run>/predict/)")
     a("--batchsize", type=int, default=64, help="input batch size")
     a("--workers", type=int, default=8, help="threads decoding image files of folder datasets")
     a("--droplast", action=argparse.BooleanOptionalAction, default=True,

@@ -27,7 +27,7 @@ def main(argv):
         checkpoint.write_text("histogram.csv", hist)
         metrics = all_metrics(labels, parts["score"])
         print("test: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        return 0
+        return score_path(opt, folder)
 
     try:
         results = trainer.fit()
@@ -40,7 +40,17 @@ def main(argv):
     print(f"test {h}: {results['last']['test'][h]:.4f} (last epoch {results['last']['epoch']}), "
           f"{results['best']['test'][h]:.4f} (epoch {results['best']['epoch']}, best on validation)")
     print(f"outputs: {folder}")
-    return 0
+    return score_path(opt, folder)
+
+
+def score_path(opt, folder) -> int:
+    """--path: score those images with the run's best weights, as predict.py does."""
+    if not opt.path:
+        return 0
+    import predict  # only when asked: it is the scoring command line
+    args = ["--path", opt.path, "--weights", str(folder), "--batchsize", str(opt.batchsize),
+            "--device", "cpu" if str(opt.gpu_ids).strip() == "-1" else opt.device]
+    return predict.main(args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """What happens when things go wrong: bad input, faults, interruptions, untrusted checkpoints."""
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 from lib import checkpoint
 from lib.errors import UserError
 from tests.cli import ROOT, TINY, train_cli as train
+from tests.conftest import make_folder_dataset
 
 RUN = "skipganomaly/digits/3"
 
@@ -140,3 +142,35 @@ def test_a_signal_mid_epoch_saves_a_checkpoint_and_resume_ends_like_an_uninterru
     train(["--resume", f"cut/{RUN}", "--niter", "2"], tmp_path)
     straight = (tmp_path / "straight" / RUN / "histogram.csv").read_bytes()
     assert (tmp_path / "cut" / RUN / "histogram.csv").read_bytes() == straight
+
+
+FOLDER = ["--dataset", "custom", "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "4",
+          "--device", "cpu", "--niter", "1", "--outf", "out"]
+
+
+@pytest.mark.parametrize("breakage,message", [
+    (lambda d: shutil.rmtree(d), "custom"),
+    (lambda d: shutil.rmtree(d / "test" / "1.abnormal"), "test/1.abnormal"),
+    (lambda d: [p.unlink() for p in (d / "train" / "0.normal").rglob("*.*") if p.is_file()], "train/0.normal"),
+    (lambda d: (d / "train" / "0.normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 30),
+     "broken.png"),
+])
+def test_a_broken_folder_dataset_fails_before_training_naming_the_path(tmp_path, breakage, message):
+    dataset = make_folder_dataset(tmp_path / "data")
+    breakage(dataset)
+    proc = train([*FOLDER, "--dataroot", "data"], tmp_path, check=False)
+    one_line_error(proc, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_with_other_channels_are_converted_with_one_notice(tmp_path):
+    make_folder_dataset(tmp_path / "data")
+    proc = train([*FOLDER, "--dataroot", "data", "--nc", "1"], tmp_path)
+    notices = [line for line in proc.stdout.splitlines() if line.startswith("notice:") and "convert" in line]
+    assert len(notices) == 1
+    assert (tmp_path / "out").is_dir()
+
+
+def test_a_missing_dataroot_names_it(tmp_path):
+    proc = train([*FOLDER, "--dataroot", "nowhere"], tmp_path, check=False)
+    one_line_error(proc, "nowhere")

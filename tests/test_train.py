@@ -107,6 +107,17 @@ def test_load_weights_with_phase_test_evaluates_without_training(tmp_path):
     assert (tmp_path / "histogram.csv").read_text() == trained  # network settings came from the checkpoint
 
 
+def test_path_scores_a_folder_with_the_trained_model_after_training(tmp_path):
+    from PIL import Image
+    (tmp_path / "new").mkdir()
+    for i in range(3):
+        Image.new("L", (20, 20), color=40 * i).save(tmp_path / "new" / f"{i}.png")
+    proc = train([*TINY, "--niter", "1", "--outf", "out", "--path", "new"], tmp_path)
+    assert "scored 3 image(s)" in proc.stdout
+    table = rows(tmp_path / "out/skipganomaly/digits/3/predict/predictions.csv")
+    assert sorted(r["path"].split("/")[-1] for r in table) == ["0.png", "1.png", "2.png"]
+
+
 def test_save_test_images_writes_reals_and_reconstructions(tmp_path):
     train([*TINY, "--niter", "1", "--outf", "out", "--save_test_images"], tmp_path)
     images = sorted(p.name for p in tmp_path.rglob("test/images/*.png"))
