@@ -30,14 +30,16 @@ def read_runs(out: Path, variants) -> list[dict]:
         run = path.parent
         r = json.loads(path.read_text())
         variant, protocol, cls = run.parts[-4], run.parts[-3], run.parts[-2]
-        if variant not in label or cls not in classes:
-            continue
+        if variant not in label or cls not in classes or "auroc_reconstruction" not in r["best"]["test"]:
+            continue  # not a study run, or one from before the study recorded the score parts
         rows.append({"variant": label[variant], "protocol": protocol, "class": classes[cls],
                      "seed": int(run.name[4:]), "epochs": r["epochs"], "best_epoch": r["best"]["epoch"],
                      "val_auroc": r["best"]["val"].get("auroc"), "test_auroc": r["best"]["test"]["auroc"],
                      "test_auroc_last": r["last"]["test"]["auroc"],
                      "test_auroc_optimistic": r["best_on_test_optimistic"]["test"]["auroc"],
-                     "optimistic_epoch": r["best_on_test_optimistic"]["epoch"]})
+                     "optimistic_epoch": r["best_on_test_optimistic"]["epoch"],
+                     "test_auroc_reconstruction": r["best"]["test"].get("auroc_reconstruction"),
+                     "test_auroc_features": r["best"]["test"].get("auroc_features")})
     return rows
 
 
@@ -82,6 +84,21 @@ def seed_table(rows) -> str:
             lines.append(f"| {variant} | {cls} | {len(values)} | {statistics.fmean(values):.3f} ± "
                          f"{statistics.stdev(values):.3f} | {min(values):.3f} – {max(values):.3f} |")
     return "\n".join(lines) if len(lines) > 2 else "_No repeated seeds finished yet._"
+
+
+def parts_table(rows, variants) -> str:
+    """Mean test AUROC over finished classes of the score and of each of its parts alone."""
+    lines = ["| Model | protocol | classes | score (0.9·image + 0.1·features) | image MSE alone | "
+             "feature MSE alone |", "|---|---|---|---|---|---|"]
+    for protocol in ("leave-one-out", "one-class"):
+        for variant in variants:
+            done = [r for r in rows if r["variant"] == variant and r["protocol"] == protocol and r["seed"] == 0
+                    and r.get("test_auroc_features") is not None]
+            if done:
+                mean = lambda key: statistics.fmean(r[key] for r in done)  # noqa: E731
+                lines.append(f"| {variant} | {protocol} | {len(done)} | {mean('test_auroc'):.3f} | "
+                             f"{mean('test_auroc_reconstruction'):.3f} | {mean('test_auroc_features'):.3f} |")
+    return "\n".join(lines)
 
 
 def losses_to_baselines(rows, protocol, gans, baselines) -> str:
@@ -136,6 +153,10 @@ split, never on the test set. "—": not run yet._
 The same GAN runs with the epoch chosen on the test set, as the original did (optimistic):
 
 {opt_table}
+
+**What each part of the score contributes** (same runs and epochs; mean over the classes done):
+
+{parts_table(runs, gans)}
 
 **Spread over seeds** (leave-one-class-out, seeds 0, 1, 2):
 

@@ -24,7 +24,7 @@ from lib import checkpoint
 from lib.data import batches, to_float
 from lib.errors import UserError
 from lib.images import save_grid
-from lib.metrics import HEADLINE, all_metrics, best_f1, normal_quantile_threshold
+from lib.metrics import HEADLINE, all_metrics, best_f1, normal_quantile_threshold, roc_auc
 
 # Fraction of normal images the stored threshold may flag (predict.py's default).
 THRESHOLD_FPR = 0.05
@@ -256,7 +256,12 @@ class Trainer:
                                (self.split.test_images, self.split.test_labels)):
             parts = evaluate(self.model, images, self.opt.batchsize, self.device)
             labels = labels.numpy()
-            metrics = all_metrics(labels, parts["score"]) if len(labels) else {}
+            metrics = {}
+            if len(labels):
+                metrics = all_metrics(labels, parts["score"])
+                # Each part of the score on its own shows which one carries (or spoils) the ranking.
+                for part in ("reconstruction", "features"):
+                    metrics[f"auroc_{part}"] = roc_auc(labels, parts[part])
             out.append({"parts": parts, "labels": labels, "metrics": metrics})
         return out
 
