@@ -174,3 +174,10 @@ def test_images_with_other_channels_are_converted_with_one_notice(tmp_path):
 def test_a_missing_dataroot_names_it(tmp_path):
     proc = train([*FOLDER, "--dataroot", "nowhere"], tmp_path, check=False)
     one_line_error(proc, "nowhere")
+
+
+def test_result_files_get_ordinary_permissions(tmp_path):
+    checkpoint.write_text(tmp_path / "results.json", "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o666 & ~umask
