@@ -7,11 +7,17 @@ devices or losses.
 - `Encoder`: the DCGAN encoder shared by the discriminator and the critic.
 - `Discriminator`: Skip-GANomaly's real/fake probability plus its features.
 - `Critic`: Skip-WGANomaly's Wasserstein critic (no sigmoid, no BatchNorm).
+- `use_matmul_convolutions`: the CPU speed-up for layers with few positions.
 """
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# Layers whose output (convolution) or input (transposed convolution) has at most
+# this many positions run as one matrix product on CPU (see use_matmul_convolutions).
+MATMUL_MAX_POSITIONS = 4
 
 
 def init_weights(module: nn.Module) -> None:
@@ -112,8 +118,13 @@ class Discriminator(nn.Module):
         self.classifier = nn.Sequential(nn.Conv2d(nz, 1, 3, 1, 1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logit, features = self.logits(x)
+        return torch.sigmoid(logit), features
+
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logit of real per image, nz features): for a cross-entropy that is safe in bf16."""
         features = self.features(x)
-        return self.classifier(features).flatten(), features.flatten(1)
+        return self.classifier[0](features).flatten(), features.flatten(1)
 
 
 class Critic(nn.Module):
@@ -130,3 +141,110 @@ class Critic(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(x).flatten(1)
         return features.mean(dim=1), features
+
+
+def _used_taps(positions: int, extent: int, k: int, s: int, p: int, d: int) -> tuple[int, int, int]:
+    """The taps of one kernel dimension that meet the image: (first, last + 1, padding left).
+
+    Position i with tap t reads (transposed: writes) index i·s − p + t·d of a
+    dimension of `extent`; taps that only ever meet padding (the innermost layers'
+    4x4 kernels on 2x2 and 1x1 images) are dropped, unless that would move the positions.
+    """
+    used = [t for t in range(k) if any(0 <= i * s - p + t * d < extent for i in range(positions))]
+    if not used:
+        return 0, k, p
+    lo, hi = used[0], used[-1] + 1
+    pad = p - lo * d
+    if pad >= 0 and (extent + 2 * pad - d * (hi - lo - 1) - 1) // s + 1 == positions:
+        return lo, hi, pad
+    return 0, k, p
+
+
+def _channels_last(weight: torch.Tensor) -> bool:
+    return not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
+
+
+class MatmulConv2d(nn.Conv2d):
+    """`nn.Conv2d` that runs as one matrix product when it has few output positions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups != 1 or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel_size, self.stride, self.dilation, self.padding
+        ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        if ho * wo > MATMUL_MAX_POSITIONS:
+            return super().forward(x)
+        t0, t1, ph = _used_taps(ho, h, kh, sh, ph, dh)
+        u0, u1, pw = _used_taps(wo, w, kw, sw, pw, dw)
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph))
+        # Each output position's receptive field, as a view: N, C, ho, wo, kh, kw.
+        if (t1 - t0, u1 - u0) == (h + 2 * ph, w + 2 * pw) and dh == dw == 1:
+            fields = x[:, :, None, None]  # one field, the whole image: no unfold to undo
+        else:
+            fields = x.unfold(2, dh * (t1 - t0 - 1) + 1, sh).unfold(3, dw * (u1 - u0 - 1) + 1, sw)[..., ::dh, ::dw]
+        # Slicing after the permutation keeps the weight's gradient in the weight's layout.
+        if _channels_last(self.weight):  # weights laid out (O, kh, kw, C): order the fields alike
+            cols = fields.permute(0, 2, 3, 4, 5, 1).reshape(n * ho * wo, -1)
+            weight = self.weight.permute(0, 2, 3, 1)[:, t0:t1, u0:u1].reshape(self.out_channels, -1)
+        else:
+            cols = fields.permute(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, -1)
+            weight = self.weight[:, :, t0:t1, u0:u1].reshape(self.out_channels, -1)
+        out = cols @ weight.t() if self.bias is None else torch.addmm(self.bias, cols, weight.t())
+        return out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+
+
+class MatmulConvTranspose2d(nn.ConvTranspose2d):
+    """`nn.ConvTranspose2d` that runs as one matrix product when it has few input positions."""
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if (h * w > MATMUL_MAX_POSITIONS or output_size is not None or self.groups != 1
+                or any(self.output_padding)):
+            return super().forward(x, output_size)
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel_size, self.stride, self.dilation, self.padding
+        ho = (h - 1) * sh - 2 * ph + dh * (kh - 1) + 1
+        wo = (w - 1) * sw - 2 * pw + dw * (kw - 1) + 1
+        t0, t1, ph = _used_taps(h, ho, kh, sh, ph, dh)
+        u0, u1, pw = _used_taps(w, wo, kw, sw, pw, dw)
+        kh, kw, o = t1 - t0, u1 - u0, self.out_channels
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        if _channels_last(self.weight):  # weights laid out (C, kh, kw, O)
+            weight = self.weight.permute(0, 2, 3, 1)[:, t0:t1, u0:u1].reshape(c, -1)
+            blocks = (rows @ weight).view(n, h, w, kh, kw, o).permute(0, 5, 1, 2, 3, 4)
+        else:
+            weight = self.weight[:, :, t0:t1, u0:u1].reshape(c, -1)
+            blocks = (rows @ weight).view(n, h, w, o, kh, kw).permute(0, 3, 1, 2, 4, 5)
+        # Each input position paints a kh x kw block; overlaps add up; then the padding is cut.
+        if h * w == 1 and dh == dw == 1:
+            full = blocks[:, :, 0, 0]
+        else:
+            full = blocks.new_zeros(n, o, (h - 1) * sh + dh * (kh - 1) + 1, (w - 1) * sw + dw * (kw - 1) + 1)
+            for i in range(h):
+                for j in range(w):
+                    full[:, :, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw] += \
+                        blocks[:, :, i, j]
+        out = full[:, :, ph:ph + ho, pw:pw + wo]
+        if self.bias is not None:
+            out = out + self.bias[:, None, None]
+        return out.contiguous(memory_format=torch.channels_last if _channels_last(self.weight)
+                              else torch.contiguous_format)
+
+
+def use_matmul_convolutions(module: nn.Module) -> nn.Module:
+    """Make the convolutions of `module` run as matrix products where they have few positions.
+
+    oneDNN's fp32 CPU kernels are slow (its backward pass 3-6x slower than a
+    matrix product) on the innermost UNet and encoder layers, which have 2x2 or
+    fewer positions but the largest weights; a matrix product can also skip the
+    kernel taps that only meet padding. Same parameters, state dict and results
+    (up to float rounding); larger layers keep the usual kernels. Works with
+    weights in either memory format.
+    """
+    swaps = {nn.Conv2d: MatmulConv2d, nn.ConvTranspose2d: MatmulConvTranspose2d}
+    for m in module.modules():
+        if type(m) in swaps:
+            m.__class__ = swaps[type(m)]  # only forward differs: no new state to build
+    return module

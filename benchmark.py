@@ -1,0 +1,387 @@
+"""Training and evaluation throughput, peak memory and counted FLOPs of a model.
+
+    python benchmark.py --model skipganomaly --device cpu            # the fast path alone
+    python benchmark.py --model skipganomaly --device cpu --compare  # original vs plain vs fast
+    python benchmark.py --loader                                     # the data loader alone
+    python benchmark.py --profile --path original                    # where its time goes
+
+Prints one JSON object. Three paths can be measured:
+- `fast`: the models' default path (lib/models/base.py);
+- `plain`: the same models with `fast=False`, the straightforward reference;
+- `original`: the original implementation's work per step, re-created here from
+  its description: a generator pass; discriminator passes over x and G(x) for
+  the discriminator update; fresh passes over G(x) and x (both recorded for
+  autograd) for the generator update; for-loop Adam; evaluation in train mode.
+  Its Skip-WGANomaly generator update scores the critic on a detached G(x), as
+  the original did (its defect 1), which makes it cheaper, not dearer.
+`--compare` times the three interleaved (A, B, C, B, C, A, ...) in one process
+and reports medians and the medians of the per-repetition ratios: this machine
+is shared, so only ratios measured side by side mean much.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import options
+from lib.data import batches, to_float
+from lib.losses import anomaly_score, contextual_loss, gradient_penalty, latent_loss
+from lib.models import MODELS
+from lib.networks import init_weights
+
+PATHS = ("original", "plain", "fast")
+
+
+class Original:
+    """The original implementation's per-step work on a plain model's networks and optimisers."""
+
+    def __init__(self, model):
+        self.model = model
+        self.step = 0
+
+    def train_step(self, images):
+        m = self.model
+        m.generator.train()
+        m.adversary.train()
+        self.step += 1
+        fake = m.generator(images)  # always recorded for autograd, as in the original
+        if m.name == "skipganomaly":
+            return self._gan_step(m, images, fake)
+        return self._wgan_step(m, images, fake)
+
+    def _gan_step(self, m, images, fake):
+        bce = F.binary_cross_entropy
+        prob_real, _ = m.adversary(images)
+        prob_fake_d, _ = m.adversary(fake.detach())
+        # update G on fresh passes over G(x) and x
+        prob_fake, features_fake = m.adversary(fake)
+        _, features_real = m.adversary(images)
+        loss_g = (m.w_adv * bce(prob_fake, torch.ones_like(prob_fake)) + m.w_con * contextual_loss(fake, images)
+                  + m.w_lat * latent_loss(features_real, features_fake))
+        m.optimizer_g.zero_grad()
+        loss_g.backward()
+        m.optimizer_g.step()
+        # update D on the first passes
+        loss_d = bce(prob_real, torch.ones_like(prob_real)) + bce(prob_fake_d, torch.zeros_like(prob_fake_d))
+        m.optimizer_d.zero_grad()
+        loss_d.backward()
+        m.optimizer_d.step()
+        if loss_d.item() < 1e-5:
+            init_weights(m.adversary)
+        return {"g": loss_g.item(), "d": loss_d.item()}
+
+    def _wgan_step(self, m, images, fake):
+        value_real, _ = m.adversary(images)
+        value_fake, _ = m.adversary(fake.detach())
+        loss_c = value_fake.mean() - value_real.mean()
+        if m.wgan == "gp":
+            loss_c = loss_c + m.lambda_gp * gradient_penalty(m.adversary, images, fake.detach())
+        m.optimizer_d.zero_grad()
+        loss_c.backward()
+        m.optimizer_d.step()
+        if m.wgan == "clip":
+            for p in m.adversary.parameters():
+                p.data.clamp_(-m.clip_value, m.clip_value)
+        losses = {"critic": loss_c.item()}
+        if self.step % m.n_critic == 0:
+            value_fake, features_fake = m.adversary(fake.detach())
+            _, features_real = m.adversary(images)
+            loss_g = (-m.w_adv * value_fake.mean() + m.w_con * contextual_loss(fake, images)
+                      + m.w_lat * latent_loss(features_real, features_fake))
+            m.optimizer_g.zero_grad()
+            loss_g.backward()
+            m.optimizer_g.step()
+            losses["g"] = loss_g.item()
+        return losses
+
+    @torch.no_grad()
+    def score(self, images):
+        m = self.model
+        m.generator.train()  # the original evaluated in training mode
+        m.adversary.train()
+        fake = m.generator(images)
+        _, features_real = m.adversary(images)
+        _, features_fake = m.adversary(fake)
+        return anomaly_score(images, fake, features_real, features_fake, m.score_weight)[0]
+
+
+def build(path, args, device):
+    """A model (or the original's re-creation) for `path`, seeded so all paths start equal."""
+    opt = argparse.Namespace(**options.defaults())
+    for key in ("model", "isize", "nc", "batchsize", "wgan", "n_critic", "ngf", "ndf", "nz"):
+        setattr(opt, key, getattr(args, key))
+    torch.manual_seed(args.seed)
+    fast = path == "fast"
+    model = MODELS[args.model](opt, device, fast=fast, amp=args.amp if fast else False,
+                               compile=args.compile and fast)
+    return Original(model) if path == "original" else model
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's module tracker, whose backward hooks break
+    torch.autograd.grad on leaf inputs (the gradient penalty); totals need no modules."""
+    parents = {"Global"}
+    is_bw = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def count_gflop(fn) -> float:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    with counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def steps_per_cycle(args) -> int:
+    return args.n_critic if args.model == "w_skipganomaly" else 1
+
+
+def flops(runner, data, args) -> dict:
+    """GFLOP per image, counted: a training step (averaged over a generator-update cycle) and an eval."""
+    cycle = steps_per_cycle(args)
+    per_step = [count_gflop(lambda i=i: runner.train_step(data[i % len(data)])) / args.batchsize
+                for i in range(cycle)]
+    out = {"train_step": sum(per_step) / cycle,
+           "eval": count_gflop(lambda: runner.score(data[0])) / args.batchsize}
+    if cycle > 1:
+        out["critic_only_step"], out["generator_step"] = min(per_step), max(per_step)
+    return {k: float(f"{v:.4g}") for k, v in out.items()}
+
+
+def timed(fn, device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of fn()."""
+    sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _status_mb(field: str) -> float:
+    """A memory line of /proc/self/status (Linux), in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_memory(runner, data, args, device) -> dict:
+    """Peak memory of training steps and an eval, beyond what the process held before them."""
+    steps = max(steps_per_cycle(args), 2)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        for i in range(steps):
+            runner.train_step(data[i % len(data)])
+        runner.score(data[0])
+        peak = torch.cuda.max_memory_allocated(device)
+        return {"peak_mem_mb": round(peak / 2**20, 1), "peak_mem_delta_mb": round((peak - base) / 2**20, 1),
+                "peak_mem_method": "torch.cuda.max_memory_allocated"}
+    base = _status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak (VmHWM) to the current RSS
+    for i in range(steps):
+        runner.train_step(data[i % len(data)])
+    runner.score(data[0])
+    return {"peak_mem_mb": round(_status_mb("VmHWM") - base, 1),
+            "peak_mem_method": "peak RSS (VmHWM, reset through /proc/self/clear_refs) minus RSS before the "
+                               "first training step, in a fresh process"}
+
+
+def memory_in_fresh_process(path, argv) -> dict:
+    """Freed memory stays resident for reuse, so each path's CPU peak is measured in its own process."""
+    out = subprocess.run([sys.executable, __file__, *argv, "--path", path, "--memory_only"],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def make_data(args, device) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(args.seed)
+    return [(torch.rand(args.batchsize, args.nc, args.isize, args.isize, generator=gen) * 2 - 1).to(device)
+            for _ in range(4)]
+
+
+def measure(args, device, paths) -> dict:
+    data = make_data(args, device)
+    runners = {p: build(p, args, device) for p in paths}
+    result = {p: {} for p in paths}
+    for p, runner in runners.items():
+        result[p]["gflop_per_img"] = flops(runner, data, args)
+        for i in range(args.warmup):
+            runner.train_step(data[i % len(data)])
+            runner.score(data[0])
+    cycle = steps_per_cycle(args)
+    steps = -(-args.steps // cycle) * cycle  # whole generator-update cycles
+    times = {p: {"train": [], "eval": []} for p in paths}
+    for rep in range(args.reps):
+        order = paths[rep % len(paths):] + paths[:rep % len(paths)]
+        for p in order:
+            runner = runners[p]
+            times[p]["train"].append(timed(lambda: [runner.train_step(data[i % len(data)])
+                                                    for i in range(steps)], device))
+            times[p]["eval"].append(timed(lambda: [runner.score(data[i % len(data)])
+                                                   for i in range(args.eval_batches)], device))
+    images = {"train": steps * args.batchsize, "eval": args.eval_batches * args.batchsize}
+    for p in paths:
+        for phase in ("train", "eval"):
+            wall = [images[phase] / w for w, _ in times[p][phase]]
+            cpu = [images[phase] / c for _, c in times[p][phase]]
+            result[p][f"{phase}_img_per_s"] = round(statistics.median(wall), 2)
+            result[p][f"{phase}_img_per_cpu_s"] = round(statistics.median(cpu), 2)
+            result[p][f"{phase}_img_per_s_reps"] = [round(r, 2) for r in wall]
+    result["_times"] = times
+    result["_images"] = images
+    return result
+
+
+def ratios(result, paths, a, b) -> dict:
+    """Medians over repetitions of the throughput ratio a/b measured side by side."""
+    out = {}
+    for phase in ("train", "eval"):
+        wall = [tb[0] / ta[0] for ta, tb in zip(result["_times"][a][phase], result["_times"][b][phase])]
+        cpu = [tb[1] / ta[1] for ta, tb in zip(result["_times"][a][phase], result["_times"][b][phase])]
+        out[phase] = round(statistics.median(wall), 3)
+        out[f"{phase}_cpu_time"] = round(statistics.median(cpu), 3)
+    return out
+
+
+def loader(args, device) -> dict:
+    """img/s of lib.data.batches + to_float over an in-memory uint8 dataset."""
+    n = args.loader_images
+    data = torch.randint(0, 256, (n, args.nc, args.isize, args.isize), dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(args.seed)
+    rates = []
+    for _ in range(args.reps):
+        def epoch():
+            for idx in batches(n, args.batchsize, True, True, gen):
+                to_float(data[idx], device)
+        wall, _ = timed(epoch, device)
+        rates.append(n // args.batchsize * args.batchsize / wall)
+    return {"loader_img_per_s": round(statistics.median(rates), 1),
+            "loader_img_per_s_reps": [round(r, 1) for r in rates], "images": n}
+
+
+def profile(args, device) -> dict:
+    """Where the time of `--path` goes: torch.profiler's top operators by self time, per batch."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    data = make_data(args, device)
+    runner = build(args.path, args, device)
+    steps = -(-args.steps // steps_per_cycle(args)) * steps_per_cycle(args)
+    for i in range(max(args.warmup, 1)):
+        runner.train_step(data[i % len(data)])
+        runner.score(data[0])
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    self_us = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    out = {}
+    for phase, fn, count in (("train", runner.train_step, steps), ("eval", runner.score, args.eval_batches)):
+        with torch_profile(activities=activities) as prof:
+            for i in range(count):
+                fn(data[i % len(data)])
+            sync(device)
+        events = sorted(prof.key_averages(), key=self_us, reverse=True)
+        total = sum(self_us(e) for e in events)
+        out[phase] = {"ms_per_batch": round(total / 1000 / count, 1), "top": [
+            {"op": e.key, "ms_per_batch": round(self_us(e) / 1000 / count, 1),
+             "share": round(self_us(e) / total, 3), "calls_per_batch": e.count / count}
+            for e in events[:args.profile_top]]}
+    return out
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--model", default="skipganomaly", choices=sorted(MODELS))
+    a("--isize", type=int, default=32)
+    a("--nc", type=int, default=3)
+    a("--batchsize", type=int, default=64)
+    a("--device", default="cpu", choices=("cpu", "cuda"))
+    a("--wgan", default="gp", choices=("gp", "clip"), help="Skip-WGANomaly critic constraint")
+    a("--n_critic", type=int, default=5)
+    a("--ngf", type=int, default=64)
+    a("--ndf", type=int, default=64)
+    a("--nz", type=int, default=100)
+    a("--steps", type=int, default=5, help="timed training steps per repetition (whole n_critic cycles)")
+    a("--eval_batches", type=int, default=10, help="timed evaluation batches per repetition")
+    a("--warmup", type=int, default=2, help="untimed training steps (and evals) first")
+    a("--reps", type=int, default=3, help="repetitions; the paths are interleaved within each")
+    a("--path", default="fast", choices=PATHS, help="the path measured without --compare")
+    a("--compare", action="store_true", help="measure original, plain and fast side by side")
+    a("--loader", action="store_true", help="measure the data loader alone")
+    a("--profile", action="store_true", help="profile --path: top operators by self time")
+    a("--profile_top", type=int, default=12)
+    a("--loader_images", type=int, default=20000)
+    a("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    a("--amp", action=argparse.BooleanOptionalAction, default=None,
+      help="bf16 autocast on the fast path (default: on for CUDA, off for CPU)")
+    a("--compile", action="store_true", help="torch.compile the fast path's networks")
+    a("--seed", type=int, default=0)
+    a("--memory_only", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    settings = {k: v for k, v in vars(args).items() if k not in ("memory_only", "loader_images")}
+    settings["threads"] = torch.get_num_threads()
+    settings["torch"] = torch.__version__
+    if args.loader:
+        print(json.dumps({**loader(args, device), "settings": settings}))
+        return
+    if args.profile:
+        print(json.dumps({"path": args.path, **profile(args, device), "settings": settings}))
+        return
+    if args.memory_only:
+        runner = build(args.path, args, device)
+        print(json.dumps(peak_memory(runner, make_data(args, device), args, device)))
+        return
+    paths = list(PATHS) if args.compare else [args.path]
+    result = measure(args, device, paths)
+    base_argv = [a for a in argv if a not in ("--compare",)]
+    for p in paths:
+        if device.type == "cpu":
+            result[p].update(memory_in_fresh_process(p, base_argv))
+        else:
+            result[p].update(peak_memory(build(p, args, device), make_data(args, device), args, device))
+    if not args.compare:
+        out = {k: v for k, v in result[args.path].items() if not k.endswith("_reps")}
+        print(json.dumps({**out, "settings": settings}))
+        return
+    out = {"paths": {p: result[p] for p in paths},
+           "ratios": {"fast/original": ratios(result, paths, "fast", "original"),
+                      "fast/plain": ratios(result, paths, "fast", "plain"),
+                      "plain/original": ratios(result, paths, "plain", "original")},
+           "peak_mem_ratio_fast/original": round(result["fast"]["peak_mem_mb"]
+                                                 / max(result["original"]["peak_mem_mb"], 1e-9), 3),
+           "timing": "img/s: median over --reps; ratios: median of per-repetition ratios, paths interleaved",
+           "settings": settings}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

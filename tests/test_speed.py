@@ -1,0 +1,152 @@
+"""The fast path trains and scores like the plain path; the benchmark reports what it promises."""
+import argparse
+import json
+
+import pytest
+import torch
+
+import benchmark
+import options
+from lib.models import MODELS
+from lib.networks import MatmulConv2d, MatmulConvTranspose2d, UNet, use_matmul_convolutions
+
+SETTINGS = [("skipganomaly", {}), ("skipganomaly", {"noise_std": 0.1}),
+            ("w_skipganomaly", {"wgan": "gp"}), ("w_skipganomaly", {"wgan": "clip"})]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: with a second thread, a busy shared core stalls every operation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_opt(**overrides):
+    opt = argparse.Namespace(**options.defaults())
+    opt.__dict__.update(isize=16, nc=3, ngf=8, ndf=8, nz=8, n_critic=2)
+    opt.__dict__.update(overrides)
+    return opt
+
+
+def train(name, fast, steps=4, amp=None, **overrides):
+    torch.manual_seed(0)
+    model = MODELS[name](make_opt(model=name, **overrides), torch.device("cpu"), fast=fast, amp=amp)
+    data = torch.Generator().manual_seed(1)
+    losses = [model.train_step(torch.rand(8, 3, 16, 16, generator=data) * 2 - 1) for _ in range(steps)]
+    return model, losses
+
+
+@pytest.mark.parametrize("name,overrides", SETTINGS)
+def test_fast_path_reaches_the_plain_paths_losses_weights_and_scores(name, overrides):
+    plain, plain_losses = train(name, fast=False, **overrides)
+    fast, fast_losses = train(name, fast=True, **overrides)
+    for a, b in zip(plain_losses, fast_losses):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+    # Weights, BatchNorm running statistics and step counters included.
+    for net in ("generator", "adversary"):
+        ref, got = plain.state_dict()[net], fast.state_dict()[net]
+        for key in ref:
+            torch.testing.assert_close(got[key], ref[key], rtol=1e-4, atol=1e-5, msg=key)
+    images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    torch.testing.assert_close(fast.score(images), plain.score(images), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,overrides", SETTINGS)
+def test_bf16_autocast_path_used_on_cuda_trains_and_scores_close_to_fp32(name, overrides):
+    fp32, fp32_losses = train(name, fast=True, **overrides)
+    bf16, bf16_losses = train(name, fast=True, amp=True, **overrides)
+    assert bf16.amp and not fp32.amp
+    for a, b in zip(fp32_losses, bf16_losses):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=0.05, abs=0.02), key
+    images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    scores = bf16.score(images)
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores, fp32.score(images), rtol=0.05, atol=1e-3)
+
+
+def test_fast_path_is_the_default_and_plain_is_selectable():
+    assert MODELS["skipganomaly"](make_opt(), torch.device("cpu")).fast
+    assert not MODELS["skipganomaly"](make_opt(), torch.device("cpu"), fast=False).fast
+    assert not MODELS["skipganomaly"](make_opt(fast=False), torch.device("cpu")).fast
+
+
+@pytest.mark.parametrize("source_fast", [False, True])
+def test_checkpoints_move_between_paths_and_training_continues_alike(source_fast):
+    source, _ = train("skipganomaly", fast=source_fast, steps=1)
+    state = source.state_dict()
+    plain, fast = (MODELS["skipganomaly"](make_opt(), torch.device("cpu"), fast=f) for f in (False, True))
+    plain.load_state_dict(state)
+    fast.load_state_dict(state)
+    assert all(g["fused"] for o in fast.optimizers for g in o.param_groups)
+    assert not any(g["fused"] for o in plain.optimizers for g in o.param_groups)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    a, b = plain.train_step(x), fast.train_step(x)
+    assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
+    torch.testing.assert_close(fast.score(x), plain.score(x), rtol=1e-4, atol=1e-6)
+
+
+MATMUL_CASES = [  # (layer, input size): the innermost UNet/encoder shapes, padding-only taps included
+    (lambda: torch.nn.Conv2d(6, 5, 4, 2, 1, bias=False), 2), (lambda: torch.nn.Conv2d(6, 5, 4, 2, 1), 4),
+    (lambda: torch.nn.ConvTranspose2d(6, 5, 4, 2, 1, bias=False), 1),
+    (lambda: torch.nn.ConvTranspose2d(6, 5, 4, 2, 1), 2), (lambda: torch.nn.Conv2d(6, 5, 3, 1, 1), 1),
+    (lambda: torch.nn.Conv2d(6, 5, 4, 1, 0, bias=False), 4), (lambda: torch.nn.Conv2d(6, 5, 3, 1, 1), 8)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", range(len(MATMUL_CASES)))
+def test_matmul_convolutions_match_the_usual_kernels_forward_and_backward(case, channels_last):
+    torch.manual_seed(0)
+    make, size = MATMUL_CASES[case]
+    layer = make()
+    x = torch.randn(3, 6, size, size, requires_grad=True)
+    if channels_last:
+        layer.to(memory_format=torch.channels_last)
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    expected = layer(x)
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, *layer.parameters()))
+    use_matmul_convolutions(layer)
+    assert isinstance(layer, (MatmulConv2d, MatmulConvTranspose2d))
+    got = layer(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(got.square().sum(), (x, *layer.parameters())), expected_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_convolutions_keep_the_state_dict_and_support_double_backward():
+    net = UNet(3, 4, 8)
+    keys = list(net.state_dict())
+    use_matmul_convolutions(net)
+    assert list(net.state_dict()) == keys
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    (grad,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+    grad.square().sum().backward()  # the gradient penalty's double backward
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_benchmark_compares_the_three_paths_in_one_json_object(capsys, monkeypatch):
+    def in_this_process(path, argv):  # the fresh process per path costs seconds of imports
+        args = benchmark.parse([*argv, "--path", path])
+        device = torch.device(args.device)
+        return benchmark.peak_memory(benchmark.build(path, args, device), benchmark.make_data(args, device),
+                                     args, device)
+    monkeypatch.setattr(benchmark, "memory_in_fresh_process", in_this_process)
+    benchmark.main(["--compare", "--model", "w_skipganomaly", "--isize", "8", "--ngf", "4", "--ndf", "4",
+                    "--nz", "4", "--batchsize", "4", "--n_critic", "2", "--steps", "2", "--reps", "1",
+                    "--warmup", "0", "--eval_batches", "1", "--threads", "1"])
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["paths"]) == {"original", "plain", "fast"}
+    for path in out["paths"].values():
+        assert path["train_img_per_s"] > 0 and path["eval_img_per_s"] > 0 and path["peak_mem_mb"] >= 0
+        assert path["gflop_per_img"]["train_step"] > path["gflop_per_img"]["eval"] > 0
+    assert {"train", "eval"} <= set(out["ratios"]["fast/original"])
+    assert out["settings"]["batchsize"] == 4
+
+
+def test_loader_benchmark_reports_images_per_second(capsys):
+    benchmark.main(["--loader", "--loader_images", "256", "--batchsize", "32", "--reps", "1", "--threads", "1"])
+    assert json.loads(capsys.readouterr().out)["loader_img_per_s"] > 0
