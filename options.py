@@ -67,7 +67,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     # Hardware
     a("--device", default="gpu", choices=("gpu", "cpu"), help="gpu falls back to cpu without CUDA")
     a("--gpu_ids", default="0", help="gpu ids, e.g. 0 or 0,1; -1 for CPU")
-    a("--ngpu", type=int, default=1, help="number of GPUs to use (data parallel when > 1)")
+    a("--ngpu", type=int, default=1, help="number of GPUs per run (only 1: spread runs over GPUs "
+      "with train_tune.py --gpus_per_trial instead)")
     # Run and outputs
     a("--name", default=None, help="run name (default: <model>/<dataset>/<abnormal_class>)")
     a("--outf", default="./output", help="folder for run folders")
@@ -124,6 +125,9 @@ def validate(opt) -> None:
                  "save_image_freq", "ngpu", "lr_decay_iters", "niter_decay"):
         if getattr(opt, name) <= 0:
             raise UserError(f"--{name} must be positive (got {getattr(opt, name)})")
+    if opt.ngpu > 1:
+        raise UserError(f"--ngpu {opt.ngpu}: a run uses one GPU (these networks are small); to use several GPUs, "
+                        "run several trials at once with train_tune.py --gpus_per_trial")
     if not 0 <= opt.score_weight <= 1:
         raise UserError(f"--score_weight must be in [0, 1] (got {opt.score_weight})")
     if not 0 <= opt.val_ratio < 1:
