@@ -18,7 +18,7 @@ import options
 from lib import checkpoint
 from lib.errors import UserError, run_cli
 from lib.metrics import HEADLINE
-from lib.tune import (command_line, largest, ray_space, read_space, rows_csv, run_trial, sort_rows,
+from lib.tune import (command_line, largest, ray_space, read_space, run_trial, sort_rows,
                       train_actions, trial_options, trial_row)
 
 PROG = "train_tune.py"
@@ -159,7 +159,7 @@ def report(results, objective, space, raw, actions, name, folder) -> int:
     """Write results.csv, print the best trial and the train.py command that reproduces it."""
     rows = sort_rows([trial_row(r, objective, space, Path(raw.outf) / "tune" / name / "runs")
                       for r in results], objective)
-    checkpoint.write_text(folder / "results.csv", rows_csv(rows))
+    checkpoint.write_text(folder / "results.csv", checkpoint.rows_csv(rows))
     print(f"{len(rows)} trials: {folder / 'results.csv'}")
     failed = sum(r["status"] == "error" for r in rows)
     if failed:

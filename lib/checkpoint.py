@@ -4,6 +4,8 @@ Every file is written to a temporary name and renamed, so a crash leaves the
 old file or the new one, never a torn one. Checkpoints load with
 `weights_only=True`: a crafted file cannot run code when it is read.
 """
+import csv
+import io
 import os
 import pickle
 import tempfile
@@ -40,6 +42,16 @@ def write_text(path, text: str) -> None:
         with open(tmp, "w") as f:
             f.write(text)
     atomic_write(path, write)
+
+
+def rows_csv(rows: list[dict]) -> str:
+    """CSV text of dict rows; the columns are every key, in first-seen order."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def save(path, checkpoint: dict) -> None:

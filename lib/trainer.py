@@ -7,8 +7,6 @@ Model selection uses the validation split (held-out normal and abnormal
 images, disjoint from the test set); test metrics are recorded every epoch but
 never used to choose anything.
 """
-import csv
-import io
 import json
 import math
 import signal
@@ -82,15 +80,6 @@ def make_schedulers(opt, optimizers):
         return [torch.optim.lr_scheduler.StepLR(o, opt.lr_decay_iters, gamma=0.1) for o in optimizers]
     return [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", factor=0.2, threshold=0.01, patience=5)
             for o in optimizers]
-
-
-def _csv(rows: list[dict]) -> str:
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def histogram_csv(scores, labels) -> str:
@@ -289,7 +278,7 @@ class Trainer:
         hist = histogram_csv(test["parts"]["score"], test["labels"])
         checkpoint.write_text(self.dir / "histogram.csv", hist)
         checkpoint.write_text(Path("histogram.csv"), hist)  # the original README's ./histogram.csv
-        checkpoint.write_text(self.dir / "metrics.csv", _csv(self.history))
+        checkpoint.write_text(self.dir / "metrics.csv", checkpoint.rows_csv(self.history))
         checkpoint.write_text(self.dir / "results.json", json.dumps(self.results(), indent=2) + "\n")
         if self.opt.save_test_images and self.epoch == self.opt.niter:
             self.save_test_images()

@@ -6,8 +6,6 @@ results table of a search and the train.py command that reproduces a trial.
 Ray is imported only inside the trial, so checking a space needs no Ray.
 """
 import argparse
-import csv
-import io
 import json
 import math
 import shlex
@@ -215,15 +213,6 @@ def sort_rows(rows: list[dict], objective: str) -> list[dict]:
         value = row[objective]
         return -value if isinstance(value, float) and not math.isnan(value) else math.inf
     return sorted(rows, key=key)
-
-
-def rows_csv(rows: list[dict]) -> str:
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def command_line(opt: dict, actions: dict, defaults: dict) -> str:
