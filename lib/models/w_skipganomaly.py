@@ -48,10 +48,7 @@ class WSkipGANomaly(AnomalyGAN):
         self.optimizer_d.zero_grad(set_to_none=True)
         loss_c.backward()
         self.optimizer_d.step()
-        if self.wgan == "clip":
-            with torch.no_grad():
-                for p in self.adversary.parameters():
-                    p.clamp_(-self.clip_value, self.clip_value)
+        self.clip_critic()
         losses["critic"] = loss_c.item()
 
         if update_generator:
@@ -68,6 +65,13 @@ class WSkipGANomaly(AnomalyGAN):
             self.optimizer_g.step()
             losses.update(g_adv=g_adv.item(), g_con=g_con.item(), g_lat=g_lat.item(), g=loss_g.item())
         return losses
+
+    def clip_critic(self) -> None:
+        """--wgan clip: keep every critic weight in [-clip_value, clip_value]."""
+        if self.wgan == "clip":
+            with torch.no_grad():
+                for p in self.adversary.parameters():
+                    p.clamp_(-self.clip_value, self.clip_value)
 
     def fast_train_step(self, images: torch.Tensor) -> dict[str, float]:
         """The plain step with one critic pass over x and G(x) together, the gradient
@@ -96,10 +100,7 @@ class WSkipGANomaly(AnomalyGAN):
         self.optimizer_d.zero_grad(set_to_none=True)
         loss_c.backward()
         self.optimizer_d.step()
-        if self.wgan == "clip":
-            with torch.no_grad():
-                for p in self.adversary.parameters():
-                    p.clamp_(-self.clip_value, self.clip_value)
+        self.clip_critic()
         losses["critic"] = loss_c
 
         if update_generator:
