@@ -69,6 +69,12 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--gpu_ids", default="0", help="gpu ids, e.g. 0 or 0,1; -1 for CPU")
     a("--ngpu", type=int, default=1, help="number of GPUs per run (only 1: spread runs over GPUs "
       "with train_tune.py --gpus_per_trial instead)")
+    a("--fast", action=argparse.BooleanOptionalAction, default=True,
+      help="fast training/evaluation path (same results as --no-fast, the plain reference path)")
+    a("--amp", action=argparse.BooleanOptionalAction, default=None,
+      help="bf16 autocast on the fast path (default: on with CUDA, off on CPU)")
+    a("--compile", action="store_true",
+      help="torch.compile the networks (fast path; minutes of compiling first; not the GP critic)")
     # Run and outputs
     a("--name", default=None, help="run name (default: <model>/<dataset>/<abnormal_class>)")
     a("--outf", default="./output", help="folder for run folders")
