@@ -17,7 +17,7 @@ import contextlib
 import torch
 from torch import nn
 
-from lib.losses import anomaly_score
+from lib.losses import anomaly_score, contextual_loss, latent_loss
 from lib.networks import UNet, init_weights, use_matmul_convolutions
 
 
@@ -97,6 +97,12 @@ class AnomalyGAN:
         """Loss tensors as floats with one device sync instead of one per loss."""
         values = torch.stack([v.detach().float() for v in losses.values()]).tolist()
         return dict(zip(losses, values))
+
+    def generator_loss(self, g_adv, fake, images, features_real, features_fake):
+        """(total, contextual, latent): w_adv·g_adv + w_con·|G(x) − x|₁ + w_lat·‖f(G(x)) − f(x)‖², in fp32."""
+        g_con = contextual_loss(fake.float(), images.float())
+        g_lat = latent_loss(features_real.detach().float(), features_fake.float())
+        return self.w_adv * g_adv + self.w_con * g_con + self.w_lat * g_lat, g_con, g_lat
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:

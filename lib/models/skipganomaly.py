@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.losses import contextual_loss, latent_loss
 from lib.models.base import AnomalyGAN
 from lib.networks import Discriminator, init_weights
 
@@ -58,9 +57,7 @@ class SkipGANomaly(AnomalyGAN):
         with torch.no_grad():
             _, features_real = self.adversary(images)
         g_adv = F.binary_cross_entropy(prob_fake, torch.ones_like(prob_fake))
-        g_con = contextual_loss(fake, images)
-        g_lat = latent_loss(features_real, features_fake)
-        loss_g = self.w_adv * g_adv + self.w_con * g_con + self.w_lat * g_lat
+        loss_g, g_con, g_lat = self.generator_loss(g_adv, fake, images, features_real, features_fake)
         self.optimizer_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.optimizer_g.step()
@@ -101,9 +98,7 @@ class SkipGANomaly(AnomalyGAN):
 
         # update G: minimize w_adv·BCE(D(G(x)), real) + w_con·|G(x) − x|₁ + w_lat·‖f(G(x)) − f(x)‖²
         g_adv = _bce_logits(logit_fake, 1.0)
-        g_con = contextual_loss(fake.float(), images.float())
-        g_lat = latent_loss(features_real.detach().float(), features_fake.float())
-        loss_g = self.w_adv * g_adv + self.w_con * g_con + self.w_lat * g_lat
+        loss_g, g_con, g_lat = self.generator_loss(g_adv, fake, images, features_real, features_fake)
         # update D: maximize log D(x) + log(1 − D(G(x)))
         d_real = _bce_logits(logit_real, 1.0)
         d_fake = _bce_logits(logit_fake, 0.0)

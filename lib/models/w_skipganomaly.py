@@ -8,7 +8,7 @@ not detached, so `w_adv` and `w_lat` act on it.
 """
 import torch
 
-from lib.losses import contextual_loss, gradient_penalty, latent_loss
+from lib.losses import gradient_penalty
 from lib.models.base import AnomalyGAN
 from lib.networks import Critic
 
@@ -57,9 +57,7 @@ class WSkipGANomaly(AnomalyGAN):
             with torch.no_grad():
                 _, features_real = self.adversary(images)
             g_adv = -value_fake.mean()
-            g_con = contextual_loss(fake, images)
-            g_lat = latent_loss(features_real, features_fake)
-            loss_g = self.w_adv * g_adv + self.w_con * g_con + self.w_lat * g_lat
+            loss_g, g_con, g_lat = self.generator_loss(g_adv, fake, images, features_real, features_fake)
             self.optimizer_g.zero_grad(set_to_none=True)
             loss_g.backward()
             self.optimizer_g.step()
@@ -110,9 +108,7 @@ class WSkipGANomaly(AnomalyGAN):
                 with torch.no_grad():
                     _, features_real = self.adversary(images)
             g_adv = -value_fake.float().mean()
-            g_con = contextual_loss(fake.float(), images.float())
-            g_lat = latent_loss(features_real.float(), features_fake.float())
-            loss_g = self.w_adv * g_adv + self.w_con * g_con + self.w_lat * g_lat
+            loss_g, g_con, g_lat = self.generator_loss(g_adv, fake, images, features_real, features_fake)
             self.optimizer_g.zero_grad(set_to_none=True)
             loss_g.backward(inputs=list(self.generator.parameters()))
             self.optimizer_g.step()
