@@ -33,6 +33,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see: {self.prog} -h)\n")
 
 
+def score_weight(text: str):
+    """A weight in [0, 1], or 'val' to choose it on the validation split."""
+    if text.strip().lower() == "val":
+        return "val"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'val', got {text!r}") from None
+
+
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     p = _Parser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                 description="Train and evaluate Skip-GANomaly / Skip-WGANomaly.")
@@ -108,8 +118,9 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--w_lat", type=float, default=1, help="weight of the latent (feature L2) loss")
     a("--noise_std", type=float, default=0.0,
       help="std of Gaussian noise added to training inputs (the original added uninitialised memory)")
-    a("--score_weight", type=float, default=0.9,
-      help="anomaly score = w * image MSE + (1 - w) * feature MSE")
+    a("--score_weight", type=score_weight, default=0.9,
+      help="anomaly score = w * image MSE + (1 - w) * feature MSE; 'val': choose w in 0, 0.05, ..., 1 "
+           "by validation AUROC at every evaluation (never the test set)")
     # Skip-WGANomaly
     a("--wgan", default="gp", choices=("gp", "clip"), help="critic constraint: gradient penalty or weight clipping")
     a("--lambda_gp", type=float, default=10, help="gradient penalty weight")
@@ -134,10 +145,13 @@ def validate(opt) -> None:
     if opt.ngpu > 1:
         raise UserError(f"--ngpu {opt.ngpu}: a run uses one GPU (these networks are small); to use several GPUs, "
                         "run several trials at once with train_tune.py --gpus_per_trial")
-    if not 0 <= opt.score_weight <= 1:
-        raise UserError(f"--score_weight must be in [0, 1] (got {opt.score_weight})")
+    if opt.score_weight != "val" and not 0 <= opt.score_weight <= 1:
+        raise UserError(f"--score_weight must be in [0, 1] or 'val' (got {opt.score_weight})")
     if not 0 <= opt.val_ratio < 1:
         raise UserError(f"--val_ratio must be in [0, 1) (got {opt.val_ratio})")
+    if opt.score_weight == "val" and opt.val_ratio == 0:
+        raise UserError("--score_weight val chooses the weight on the validation split; give --val_ratio > 0 "
+                        "or a fixed --score_weight")
     if not 0 < opt.beta1 < 1:
         raise UserError(f"--beta1 must be in (0, 1) (got {opt.beta1})")
     if opt.iter >= opt.niter and opt.phase == "train" and not opt.resume:

@@ -22,7 +22,10 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Te
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def anomaly_score(real, fake, features_real, features_fake, weight: float = 0.9):
+DEFAULT_SCORE_WEIGHT = 0.9  # the original's fixed weighting
+
+
+def anomaly_score(real, fake, features_real, features_fake, weight: float = DEFAULT_SCORE_WEIGHT):
     """Per-image score and its parts: weight·MSE(x, G(x)) + (1 − weight)·MSE(f(x), f(G(x)))."""
     reconstruction = (real - fake).pow(2).flatten(1).mean(dim=1)
     features = (features_real - features_fake).pow(2).flatten(1).mean(dim=1)

@@ -86,3 +86,27 @@ def all_metrics(labels, scores) -> dict[str, float]:
 def normal_quantile_threshold(normal_scores, false_positive_rate: float = 0.05) -> float:
     """Score below which (1 − fpr) of normal images fall: needs no labelled anomalies."""
     return float(np.quantile(np.asarray(normal_scores), 1 - false_positive_rate))
+
+
+def combined_score(reconstruction, features, weight: float) -> np.ndarray:
+    """The anomaly score from its parts: weight·image MSE + (1 − weight)·feature MSE (float32)."""
+    weight = np.float32(weight)
+    return weight * np.asarray(reconstruction, np.float32) + (1 - weight) * np.asarray(features, np.float32)
+
+
+def choose_score_weight(labels, reconstruction, features, metric: str = "auroc",
+                        default: float = 0.9, steps: int = 21) -> float:
+    """The weight in {0, 1/(steps-1), ..., 1} whose combined score has the best `metric`.
+
+    Meant for validation images only. The two parts live on different scales and one can
+    even rank backwards (a WGAN critic's features are largest on real-looking normal
+    images), so a fixed 0.9 is not safe. Ties go to the weight nearest `default`;
+    without both classes the default is kept.
+    """
+    if not _both_classes(labels):
+        return default
+    grid = np.linspace(0, 1, steps)
+    values = [all_metrics(labels, combined_score(reconstruction, features, w))[metric] for w in grid]
+    best = max(values)
+    candidates = [w for w, v in zip(grid, values) if v >= best - 1e-12]
+    return round(float(min(candidates, key=lambda w: abs(w - default))), 4)

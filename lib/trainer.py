@@ -22,7 +22,8 @@ from lib import checkpoint
 from lib.data import batches, to_float
 from lib.errors import UserError
 from lib.images import save_grid
-from lib.metrics import HEADLINE, all_metrics, best_f1, normal_quantile_threshold, roc_auc
+from lib.metrics import (HEADLINE, all_metrics, best_f1, choose_score_weight, combined_score,
+                         normal_quantile_threshold, roc_auc)
 
 # Fraction of normal images the stored threshold may flag (predict.py's default).
 THRESHOLD_FPR = 0.05
@@ -245,18 +246,28 @@ class Trainer:
 
     def evaluate_splits(self):
         """Scores and metrics of the validation and test images."""
-        out = []
-        for images, labels in ((self.split.val_images, self.split.val_labels),
-                               (self.split.test_images, self.split.test_labels)):
-            parts = evaluate(self.model, images, self.opt.batchsize, self.device)
-            labels = labels.numpy()
+        out = [{"parts": evaluate(self.model, images, self.opt.batchsize, self.device), "labels": labels.numpy()}
+               for images, labels in ((self.split.val_images, self.split.val_labels),
+                                      (self.split.test_images, self.split.test_labels))]
+        if self.model.choose_score_weight:  # --score_weight val: chosen on validation labels only
+            val = out[0]
+            weight = choose_score_weight(val["labels"], val["parts"]["reconstruction"], val["parts"]["features"],
+                                         self.headline)
+            self.model.score_weight = weight
+            for split in out:
+                split["parts"]["score"] = combined_score(split["parts"]["reconstruction"],
+                                                         split["parts"]["features"], weight)
+        for split in out:
+            labels, parts = split["labels"], split["parts"]
             metrics = {}
             if len(labels):
                 metrics = all_metrics(labels, parts["score"])
                 # Each part of the score on its own shows which one carries (or spoils) the ranking.
                 for part in ("reconstruction", "features"):
                     metrics[f"auroc_{part}"] = roc_auc(labels, parts[part])
-            out.append({"parts": parts, "labels": labels, "metrics": metrics})
+            split["metrics"] = metrics
+        if self.model.choose_score_weight and out[0]["metrics"]:
+            out[0]["metrics"]["score_weight"] = self.model.score_weight  # metrics.csv: val_score_weight
         return out
 
     def _selection_value(self, row: dict) -> float:

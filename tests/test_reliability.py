@@ -181,3 +181,12 @@ def test_result_files_get_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--score_weight", "heavy"], "expected a number in [0, 1] or 'val'"),
+    (["--score_weight", "1.5"], "--score_weight must be in [0, 1] or 'val'"),
+    (["--score_weight", "val", "--val_ratio", "0"], "give --val_ratio > 0"),
+])
+def test_a_bad_score_weight_is_a_one_line_error(tmp_path, args, message):
+    one_line_error(train([*TINY, *args], tmp_path, check=False), message)

@@ -158,3 +158,23 @@ def test_invalid_values_fail_with_one_line_naming_the_problem(tmp_path, args, me
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "output").exists()
+
+
+def test_score_weight_val_is_chosen_on_validation_kept_in_the_checkpoint_and_used_by_predict(tmp_path):
+    import torch
+    from PIL import Image
+    (tmp_path / "new").mkdir()
+    for i in range(3):
+        Image.new("L", (20, 20), color=40 * i).save(tmp_path / "new" / f"{i}.png")
+    train([*TINY, "--model", "w_skipganomaly", "--niter", "2", "--n_critic", "2", "--outf", "out",
+           "--score_weight", "val", "--path", "new"], tmp_path)
+    run = tmp_path / "out/w_skipganomaly/digits/3"
+    weights = [float(r["val_score_weight"]) for r in rows(run / "metrics.csv")]
+    assert all(0 <= w <= 1 and round(w * 20, 6).is_integer() for w in weights)
+    best = json.loads((run / "results.json").read_text())["best"]
+    assert best["val"]["score_weight"] == weights[best["epoch"] - 1]
+    stored = torch.load(run / "train/weights/best.pt", weights_only=True)["state"]["score_weight"]
+    assert stored == best["val"]["score_weight"]
+    for r in rows(run / "predict/predictions.csv"):
+        expected = stored * float(r["reconstruction"]) + (1 - stored) * float(r["features"])
+        assert float(r["score"]) == pytest.approx(expected, rel=1e-5)

@@ -17,7 +17,7 @@ import contextlib
 import torch
 from torch import nn
 
-from lib.losses import anomaly_score, contextual_loss, latent_loss
+from lib.losses import DEFAULT_SCORE_WEIGHT, anomaly_score, contextual_loss, latent_loss
 from lib.networks import UNet, init_weights, use_matmul_convolutions
 
 
@@ -40,7 +40,9 @@ class AnomalyGAN:
         self.amp = self.fast and (self.device.type == "cuda" if amp is None else bool(amp))
         self.compiled = bool(_option(opt, "compile", compile))
         self.noise_std = opt.noise_std
-        self.score_weight = opt.score_weight
+        # 'val': the trainer sets the weight from the validation split; checkpoints keep it.
+        self.choose_score_weight = opt.score_weight == "val"
+        self.score_weight = DEFAULT_SCORE_WEIGHT if self.choose_score_weight else float(opt.score_weight)
         self.w_adv, self.w_con, self.w_lat = opt.w_adv, opt.w_con, opt.w_lat
         self.generator = UNet(opt.nc, opt.ngf, opt.isize, skip=not opt.no_skip).to(self.device)
         self.adversary = self.build_adversary(opt).to(self.device)
@@ -155,12 +157,15 @@ class AnomalyGAN:
             "optimizer_g": self.optimizer_g.state_dict(),
             "optimizer_d": self.optimizer_d.state_dict(),
             "step": self.step,
+            "score_weight": self.score_weight,
         }
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
         """Restore networks (and, unless `weights_only`, optimisers and step)."""
         self.generator.load_state_dict(state["generator"])
         self.adversary.load_state_dict(state["adversary"])
+        if self.choose_score_weight and "score_weight" in state:
+            self.score_weight = state["score_weight"]
         if not weights_only:
             for optimizer, key in ((self.optimizer_g, "optimizer_g"), (self.optimizer_d, "optimizer_d")):
                 optimizer.load_state_dict(state[key])
