@@ -240,7 +240,13 @@ def measure(args, device, paths) -> dict:
                                                     for i in range(steps)], device))
             times[p]["eval"].append(timed(lambda: [runner.score(data[i % len(data)])
                                                    for i in range(args.eval_batches)], device))
+        times.setdefault("matmul", []).append(timed(lambda: matmul(device), device)[0])
     images = {"train": steps * args.batchsize, "eval": args.eval_batches * args.batchsize}
+    # The roofline: what a large fp32 matrix product, the best case of these kernels, reaches
+    # here in the same run. gflop_per_img / that = the fastest any implementation of the same
+    # work could go; `share` says how close each path is.
+    peak = statistics.median(2 * MATMUL_SIZE ** 3 * MATMUL_REPEAT / 1e9 / t for t in times.pop("matmul"))
+    result["roofline"] = {"matmul_gflop_per_s": round(peak, 1), "paths": {}}
     for p in paths:
         for phase in ("train", "eval"):
             wall = [images[phase] / w for w, _ in times[p][phase]]
@@ -248,9 +254,24 @@ def measure(args, device, paths) -> dict:
             result[p][f"{phase}_img_per_s"] = round(statistics.median(wall), 2)
             result[p][f"{phase}_img_per_cpu_s"] = round(statistics.median(cpu), 2)
             result[p][f"{phase}_img_per_s_reps"] = [round(r, 2) for r in wall]
+        result["roofline"]["paths"][p] = {
+            phase: {"gflop_per_s": round(result[p][f"{phase}_img_per_s"] * gflop, 1),
+                    "share_of_matmul": round(result[p][f"{phase}_img_per_s"] * gflop / peak, 3),
+                    "ceiling_img_per_s": round(peak / gflop, 1)}
+            for phase, gflop in (("train", result[p]["gflop_per_img"]["train_step"]),
+                                 ("eval", result[p]["gflop_per_img"]["eval"]))}
     result["_times"] = times
     result["_images"] = images
     return result
+
+
+MATMUL_SIZE, MATMUL_REPEAT = 1024, 4
+
+
+def matmul(device) -> None:
+    a = torch.ones(MATMUL_SIZE, MATMUL_SIZE, device=device)
+    for _ in range(MATMUL_REPEAT):
+        a @ a
 
 
 def ratios(result, paths, a, b) -> dict:
@@ -370,14 +391,18 @@ def main(argv=None) -> None:
             result[p].update(peak_memory(build(p, args, device), make_data(args, device), args, device))
     if not args.compare:
         out = {k: v for k, v in result[args.path].items() if not k.endswith("_reps")}
-        print(json.dumps({**out, "settings": settings}))
+        print(json.dumps({**out, "roofline": result["roofline"], "settings": settings}))
         return
+    best = {phase: result["roofline"]["paths"]["fast"][phase]["ceiling_img_per_s"] for phase in ("train", "eval")}
+    result["roofline"]["ceiling/original"] = {
+        phase: round(best[phase] / result["original"][f"{phase}_img_per_s"], 2) for phase in best}
     out = {"paths": {p: result[p] for p in paths},
            "ratios": {"fast/original": ratios(result, paths, "fast", "original"),
                       "fast/plain": ratios(result, paths, "fast", "plain"),
                       "plain/original": ratios(result, paths, "plain", "original")},
            "peak_mem_ratio_fast/original": round(result["fast"]["peak_mem_mb"]
                                                  / max(result["original"]["peak_mem_mb"], 1e-9), 3),
+           "roofline": result["roofline"],
            "timing": "img/s: median over --reps; ratios: median of per-repetition ratios, paths interleaved",
            "settings": settings}
     print(json.dumps(out))

@@ -124,6 +124,7 @@ class Trainer:
         self.epoch, self.batch = opt.iter, 0  # where training continues
         self.epoch_data_state = self.data_rng.get_state()
         self.threshold: dict = {}
+        self.train_seconds, self.images_trained = 0.0, 0
         self.fixed = self._fixed_test_images()
 
     # --- state -----------------------------------------------------------------
@@ -160,7 +161,9 @@ class Trainer:
         self._log_line(f"================ Training Loss ({time.strftime('%c')}) ================")
         with StopFlag() as stop:
             while self.epoch < opt.niter:
+                start = time.perf_counter()
                 self.train_epoch(stop)
+                self.train_seconds = time.perf_counter() - start
                 self.end_epoch()
         return self.results()
 
@@ -175,6 +178,7 @@ class Trainer:
             raise UserError(f"no training batch: {len(self.split.train)} training images, --batchsize "
                             f"{opt.batchsize} with --droplast; lower --batchsize or pass --no-droplast")
         self.sums, self.counts = {}, {}
+        self.images_trained = 0
         bar = tqdm(order[self.batch:], desc=f"epoch {self.epoch + 1}/{opt.niter}", leave=False,
                    initial=self.batch, total=len(order), dynamic_ncols=True, disable=None)
         for idx in bar:
@@ -182,6 +186,7 @@ class Trainer:
             losses = model.train_step(images)
             self._check_finite(losses)
             self.batch += 1
+            self.images_trained += len(idx)
             for k, v in losses.items():
                 self.sums[k] = self.sums.get(k, 0.0) + v
                 self.counts[k] = self.counts.get(k, 0) + 1
@@ -219,11 +224,19 @@ class Trainer:
     def end_epoch(self) -> None:
         opt = self.opt
         losses = self.epoch_losses()
+        start = time.perf_counter()
         val, test = self.evaluate_splits()
+        eval_seconds = time.perf_counter() - start
+        evaluated = len(val["labels"]) + len(test["labels"])
         row = {"epoch": self.epoch + 1, **losses,
                **{f"val_{k}": v for k, v in val["metrics"].items()},
                **{f"test_{k}": v for k, v in test["metrics"].items()},
-               "lr": self.model.optimizers[0].param_groups[0]["lr"]}
+               "lr": self.model.optimizers[0].param_groups[0]["lr"],
+               # Wall clock (since the resume, for an epoch that was resumed part-way).
+               "train_images": self.images_trained, "train_seconds": round(self.train_seconds, 2),
+               "train_img_per_s": round(self.images_trained / max(self.train_seconds, 1e-9), 1),
+               "eval_images": evaluated, "eval_seconds": round(eval_seconds, 2),
+               "eval_img_per_s": round(evaluated / max(eval_seconds, 1e-9), 1)}
         self.history.append(row)
         self.epoch, self.batch = self.epoch + 1, 0
         for sched in self.schedulers:
@@ -339,7 +352,8 @@ class Trainer:
         mark = " *" if is_best else ""
         line = (f"epoch {row['epoch']}/{self.opt.niter}: test {h} {row.get(f'test_{h}', float('nan')):.4f}"
                 f" | val {h} {row.get(f'val_{h}', float('nan')):.4f}{mark}"
-                f" | best (val) epoch {self.best_epoch()}")
+                f" | best (val) epoch {self.best_epoch()} | train {row['train_seconds']:.0f} s "
+                f"({row['train_img_per_s']:.0f} img/s), eval {row['eval_seconds']:.0f} s")
         self.log(line)
         self._log_line(line)
         best_val = max(self._selection_value(r) for r in self.history)

@@ -145,6 +145,17 @@ def test_benchmark_compares_the_three_paths_in_one_json_object(capsys, monkeypat
         assert path["gflop_per_img"]["train_step"] > path["gflop_per_img"]["eval"] > 0
     assert {"train", "eval"} <= set(out["ratios"]["fast/original"])
     assert out["settings"]["batchsize"] == 4
+    # The roofline: each path's rate against a large matrix product's, and the ceiling it implies.
+    roof = out["roofline"]
+    assert roof["matmul_gflop_per_s"] > 0
+    for name, path in out["paths"].items():
+        for phase in ("train", "eval"):
+            entry = roof["paths"][name][phase]
+            gflop = path["gflop_per_img"]["train_step" if phase == "train" else "eval"]
+            assert entry["gflop_per_s"] == pytest.approx(path[f"{phase}_img_per_s"] * gflop, rel=0.01, abs=0.1)
+            assert entry["ceiling_img_per_s"] == pytest.approx(roof["matmul_gflop_per_s"] / gflop, rel=0.01)
+    ceiling = roof["paths"]["fast"]["eval"]["ceiling_img_per_s"] / out["paths"]["original"]["eval_img_per_s"]
+    assert roof["ceiling/original"]["eval"] == pytest.approx(ceiling, rel=0.01)
 
 
 def test_loader_benchmark_reports_images_per_second(capsys):

@@ -1,6 +1,7 @@
 """`python train.py` end to end, as a user runs it, on scikit-learn's digits."""
 import csv
 import json
+import re
 
 import pytest
 
@@ -41,13 +42,22 @@ def test_histogram_has_one_row_per_test_image_with_scores_and_labels(run):
 
 
 def test_metrics_csv_has_every_loss_and_metric_per_epoch(run):
-    _, folder, _ = run
+    _, folder, proc = run
     table = rows(folder / "metrics.csv")
     assert [r["epoch"] for r in table] == ["1", "2"]
     for key in ("g_adv", "g_con", "g_lat", "critic", "wasserstein", "gp", "val_auroc", "test_auroc",
-                "test_auprc", "test_f1", "test_eer", "lr"):
+                "test_auprc", "test_f1", "test_eer", "lr", "train_seconds", "train_img_per_s", "eval_seconds",
+                "eval_img_per_s", "train_images", "eval_images"):
         assert key in table[0], key
     assert 0 <= float(table[-1]["test_auroc"]) <= 1
+    # Timing: rate x seconds gives back the split's counts (seconds are rounded to 10 ms).
+    counts = [int(n) for n in re.findall(r"\d+", re.search(r"train \d+ normal \|.*", proc.stdout)[0])]
+    train_images, evaluated = counts[0] // 64 * 64, sum(counts[1:])  # --droplast drops a partial batch
+    for r in table:
+        for phase, images in (("train", train_images), ("eval", evaluated)):
+            assert int(r[f"{phase}_images"]) == images
+            rate = float(r[f"{phase}_img_per_s"])
+            assert rate * float(r[f"{phase}_seconds"]) == pytest.approx(images, abs=rate * 0.0051 + 1)
 
 
 def test_results_json_reports_last_and_validation_selected_epochs(run):
