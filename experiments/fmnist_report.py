@@ -5,12 +5,12 @@ fmnist_study.py and the baseline CSVs beside the results; missing runs show as "
 partial study still gives an honest partial table.
 """
 import csv
-import io
 import json
 import statistics
 import time
 from pathlib import Path
 
+from lib.checkpoint import rows_csv, write_text
 from lib.data import class_names
 
 BEGIN, END = "<!-- fmnist-results:begin -->", "<!-- fmnist-results:end -->"
@@ -21,26 +21,85 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
 
 
-def read_runs(out: Path, variants) -> list[dict]:
-    """One row per finished run: its setting and its test AUROC under each model selection."""
+def study_runs(out: Path, variants):
+    """(variant, protocol, class, seed, run folder) of every finished study run under `out`."""
     label = {slug(v): v for v in variants}
     classes = {slug(c): c for c in class_names("fashion-mnist")}
-    rows = []
     for path in sorted(out.glob("*/*/*/seed*/results.json")):
         run = path.parent
-        r = json.loads(path.read_text())
         variant, protocol, cls = run.parts[-4], run.parts[-3], run.parts[-2]
-        if variant not in label or cls not in classes or "auroc_reconstruction" not in r["best"]["test"]:
-            continue  # not a study run, or one from before the study recorded the score parts
-        rows.append({"variant": label[variant], "protocol": protocol, "class": classes[cls],
-                     "seed": int(run.name[4:]), "epochs": r["epochs"], "best_epoch": r["best"]["epoch"],
+        if variant in label and cls in classes:
+            yield label[variant], protocol, classes[cls], int(run.name[4:]), run
+
+
+def read_runs(out: Path, variants) -> list[dict]:
+    """One row per finished run: its setting and its test AUROC under each model selection."""
+    rows = []
+    for variant, protocol, cls, seed, run in study_runs(out, variants):
+        r = json.loads((run / "results.json").read_text())
+        if protocol == "curves" or "auroc_reconstruction" not in r["best"]["test"]:
+            continue  # learning curves are read apart; old runs lack the score parts
+        rows.append({"variant": variant, "protocol": protocol, "class": cls, "seed": seed,
+                     "epochs": r["epochs"], "best_epoch": r["best"]["epoch"],
                      "val_auroc": r["best"]["val"].get("auroc"), "test_auroc": r["best"]["test"]["auroc"],
                      "test_auroc_last": r["last"]["test"]["auroc"],
                      "test_auroc_optimistic": r["best_on_test_optimistic"]["test"]["auroc"],
                      "optimistic_epoch": r["best_on_test_optimistic"]["epoch"],
                      "test_auroc_reconstruction": r["best"]["test"].get("auroc_reconstruction"),
-                     "test_auroc_features": r["best"]["test"].get("auroc_features")})
+                     "test_auroc_features": r["best"]["test"].get("auroc_features"),
+                     "score_weight": r["best"]["val"].get("score_weight", 0.9),
+                     "finished": _date(run / "results.json")})
     return rows
+
+
+def read_curves(out: Path, variants) -> list[dict]:
+    """Per-epoch losses and AUROCs of the learning-curve runs."""
+    rows = []
+    for variant, protocol, cls, seed, run in study_runs(out, variants):
+        if protocol == "curves":
+            with open(run / "metrics.csv") as f:
+                for r in csv.DictReader(f):
+                    rows.append({"variant": variant, "class": cls, "seed": seed, "epoch": int(r["epoch"]),
+                                 "g_con": float(r["g_con"]), "val_auroc": float(r["val_auroc"]),
+                                 **{k: float(r[k]) for k in ("test_auroc", "test_auroc_reconstruction",
+                                                              "test_auroc_features")},
+                                 "finished": _date(run / "results.json")})
+    return rows
+
+
+def _date(path: Path) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(path.stat().st_mtime))
+
+
+def _number(text: str):
+    """A CSV cell back to int, float or None."""
+    if text in ("", "None"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def merge(fresh: list[dict], path: Path, key) -> list[dict]:
+    """`fresh` rows plus the rows of `path` (a committed CSV) that no fresh row replaces.
+
+    So the report rebuilds from results/ alone on a clone that has no run folders.
+    """
+    kept = {}
+    if path.is_file():
+        with open(path) as f:
+            kept = {key(r): r for r in ({k: _number(v) for k, v in row.items()} for row in csv.DictReader(f))}
+    kept.update({key(r): r for r in fresh})
+    return sorted(kept.values(), key=key)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if rows:
+        write_text(path, rows_csv(rows))
 
 
 def read_baselines(results: Path) -> list[dict]:
@@ -88,7 +147,7 @@ def seed_table(rows) -> str:
 
 def parts_table(rows, variants) -> str:
     """Mean test AUROC over finished classes of the score and of each of its parts alone."""
-    lines = ["| Model | protocol | classes | score (0.9·image + 0.1·features) | image MSE alone | "
+    lines = ["| Model | protocol | classes | score | image MSE alone | "
              "feature MSE alone |", "|---|---|---|---|---|---|"]
     for protocol in ("leave-one-out", "one-class"):
         for variant in variants:
@@ -98,6 +157,44 @@ def parts_table(rows, variants) -> str:
                 mean = lambda key: statistics.fmean(r[key] for r in done)  # noqa: E731
                 lines.append(f"| {variant} | {protocol} | {len(done)} | {mean('test_auroc'):.3f} | "
                              f"{mean('test_auroc_reconstruction'):.3f} | {mean('test_auroc_features'):.3f} |")
+    return "\n".join(lines)
+
+
+def weight_table(rows) -> str:
+    """Each model with the fixed 0.9 weighting against the same model with the weight chosen on validation."""
+    from fmnist_study import SCORE_WEIGHT
+    lines = ["| Model | protocol | classes | AUROC, w = 0.9 | AUROC, w chosen on validation | "
+             "chosen w per class |", "|---|---|---|---|---|---|"]
+    for chosen in SCORE_WEIGHT:
+        fixed = chosen.split(" (")[0]
+        for protocol in ("leave-one-out", "one-class"):
+            by_class = {r["class"]: r for r in rows if r["variant"] == chosen and r["protocol"] == protocol
+                        and r["seed"] == 0}
+            base = {r["class"]: r["test_auroc"] for r in rows if r["variant"] == fixed
+                    and r["protocol"] == protocol and r["seed"] == 0 and r["class"] in by_class}
+            if by_class and len(base) == len(by_class):
+                weights = ", ".join(f"{by_class[c]['score_weight']:g}" for c in class_names("fashion-mnist")
+                                    if c in by_class)
+                lines.append(f"| {fixed} | {protocol} | {len(by_class)} | {statistics.fmean(base.values()):.3f} | "
+                             f"{statistics.fmean(r['test_auroc'] for r in by_class.values()):.3f} | {weights} |")
+    return "\n".join(lines) if len(lines) > 2 else "_Not run yet._"
+
+
+def curves_table(curves) -> str:
+    """Rows = epochs; per model: val AUROC, test AUROC of the score, of image MSE and of feature MSE."""
+    variants = list(dict.fromkeys(r["variant"] for r in curves))
+    if not variants:
+        return "_Not run yet._"
+    value = {(r["variant"], r["epoch"]): r for r in curves}
+    head = "| epoch | " + " | ".join(f"{v}: val / test (image, features)" for v in variants) + " |"
+    lines = [head, "|---" * (len(variants) + 1) + "|"]
+    for epoch in sorted({r["epoch"] for r in curves}):
+        cells = []
+        for v in variants:
+            r = value.get((v, epoch))
+            cells.append("—" if r is None else f"{r['val_auroc']:.3f} / {r['test_auroc']:.3f} "
+                         f"({r['test_auroc_reconstruction']:.3f}, {r['test_auroc_features']:.3f})")
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -122,24 +219,26 @@ def losses_to_baselines(rows, protocol, gans, baselines) -> str:
 
 def write_report(out: Path, results: Path, readme: Path | None, budget: str, flags: str) -> None:
     """Write results/ files; with `readme`, replace its section between the markers."""
-    from fmnist_study import VARIANTS  # the study script owns the list of variants
+    from fmnist_study import CURVE_CLASS, CURVE_EPOCHS, VARIANTS  # the study script owns the runs
     gans, base = list(VARIANTS), ["PCA reconstruction", "5-NN distance"]
-    runs, baseline_rows = read_runs(out, VARIANTS), read_baselines(results)
-    if runs:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, list(runs[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(runs)
-        (results / f"runs_{budget}.csv").write_text(buf.getvalue())
+    runs = merge(read_runs(out, VARIANTS), results / f"runs_{budget}.csv",
+                 lambda r: (list(VARIANTS).index(r["variant"]), r["protocol"], r["class"], r["seed"]))
+    curves = merge(read_curves(out, VARIANTS), results / f"curves_{budget}.csv",
+                   lambda r: (list(VARIANTS).index(r["variant"]), r["class"], r["seed"], r["epoch"]))
+    write_csv(results / f"runs_{budget}.csv", runs)
+    write_csv(results / f"curves_{budget}.csv", curves)
+    baseline_rows = read_baselines(results)
     rows = runs + baseline_rows
     loo, loo_means = table(rows, "leave-one-out", "test_auroc", gans + base)
     opt_table, _ = table(runs, "leave-one-out", "test_auroc_optimistic", gans)
     one, one_means = table(rows, "one-class", "test_auroc", gans + base)
-    summary = {"budget": budget, "flags": flags, "date": time.strftime("%Y-%m-%d"), "runs": len(runs),
+    # The date of the newest run, not of the report: rebuilding from results/ changes nothing.
+    date = max((r["finished"] for r in runs + curves if r.get("finished")), default=time.strftime("%Y-%m-%d"))
+    summary = {"budget": budget, "flags": flags, "date": date, "runs": len(runs),
                "leave_one_out_mean_auroc": loo_means, "one_class_mean_auroc": one_means}
-    (results / f"summary_{budget}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(results / f"summary_{budget}.json", json.dumps(summary, indent=2) + "\n")
     section = f"""{BEGIN}
-_Generated by `python experiments/fmnist_study.py --budget {budget}` on {summary['date']} from
+_Generated by `python experiments/fmnist_study.py --budget {budget}` (runs finished {date}) from
 {len(runs)} finished GAN runs (files in `results/fmnist/`). Budget: `{flags}`, batch 64, Adam 2e-4,
 Fashion-MNIST resized to the image size given. Test AUROC; the epoch is chosen on the validation
 split, never on the test set. "—": not run yet._
@@ -158,6 +257,16 @@ The same GAN runs with the epoch chosen on the test set, as the original did (op
 
 {parts_table(runs, gans)}
 
+**The score weight chosen on the validation split** (`--score_weight val`: at every evaluation the
+weight w in 0, 0.05, …, 1 with the best validation AUROC; the test set is never looked at):
+
+{weight_table(runs)}
+
+**Learning curves** (the budget above but `--niter {CURVE_EPOCHS}`, `--abnormal_class {CURVE_CLASS}`: test AUROC of the
+score and, in brackets, of its parts alone after each epoch; validation AUROC first):
+
+{curves_table(curves)}
+
 **Spread over seeds** (leave-one-class-out, seeds 0, 1, 2):
 
 {seed_table(runs)}
@@ -169,9 +278,9 @@ For comparison with the literature: {LITERATURE}.
 
 {losses_to_baselines(rows, "one-class", gans, base)}
 {END}"""
-    (results / f"section_{budget}.md").write_text(section + "\n")
+    write_text(results / f"section_{budget}.md", section + "\n")
     text = readme.read_text() if readme else ""
     if BEGIN in text:
         text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-        readme.write_text(text)
+        write_text(readme, text)
     print(f"report: {results}{', README section updated' if text else ''} ({len(runs)} runs)")
