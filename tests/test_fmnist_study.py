@@ -1,0 +1,101 @@
+"""The Fashion-MNIST study's runner and report: real tiny runs, and the committed results."""
+import csv
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+import fmnist_report  # noqa: E402
+import fmnist_study  # noqa: E402
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+TINY = ["--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--niter", "1", "--device", "cpu", "--batchsize", "512",
+        "--dataroot", str(FASHION)]
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_readme_section_is_exactly_what_the_committed_result_files_give(tmp_path):
+    """Rebuilding from results/ alone (a fresh clone has no run folders) changes nothing."""
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "fmnist", results)
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    flags = " ".join(fmnist_study.BUDGETS["cpu"])
+    fmnist_report.write_report(tmp_path / "no-runs", results, readme, "cpu", flags)
+    assert readme.read_text() == (ROOT / "README.md").read_text()
+    for path in results.iterdir():
+        assert path.read_text() == (ROOT / "results" / "fmnist" / path.name).read_text(), path.name
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, monkeypatch):
+    monkeypatch.setitem(fmnist_study.BUDGETS, "tiny", TINY)
+    out, results = tmp_path / "runs", tmp_path / "results"
+    results.mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{fmnist_report.BEGIN}\nold\n{fmnist_report.END}\nafter\n")
+    assert fmnist_study.train(out, "tiny", "Skip-GANomaly", "one-class", "Trouser", 0)
+    assert not fmnist_study.train(out, "tiny", "Skip-GANomaly", "one-class", "Trouser", 0)  # done: skipped
+    assert fmnist_study.train(out, "tiny", "Skip-WGANomaly (score weight chosen on validation)",
+                              "one-class", "Trouser", 0)
+    assert fmnist_study.train(out, "tiny", "Skip-GANomaly", "curves", "Trouser", 0, 2)
+    fmnist_report.write_report(out, results, readme, "tiny", " ".join(TINY))
+
+    table = rows(results / "runs_tiny.csv")
+    assert [(r["variant"], r["protocol"]) for r in table] == [
+        ("Skip-GANomaly", "one-class"), ("Skip-WGANomaly (score weight chosen on validation)", "one-class")]
+    trained = json.loads((out / "skip_ganomaly/one-class/trouser/seed0/results.json").read_text())
+    assert float(table[0]["test_auroc"]) == trained["best"]["test"]["auroc"]
+    chosen = json.loads((out / "skip_wganomaly__score_weight_chosen_on_validation/one-class/trouser/seed0/"
+                                "results.json").read_text())["best"]["val"]["score_weight"]
+    assert float(table[1]["score_weight"]) == chosen
+    curves = rows(results / "curves_tiny.csv")
+    assert [int(r["epoch"]) for r in curves] == [1, 2]
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("after\n") and "\nold\n" not in text
+    assert f"| Skip-GANomaly | — | {trained['best']['test']['auroc']:.3f} |" in text  # Trouser is column 2
+
+    # Without the run folders the report rebuilds the same files and section from results/.
+    before = {p.name: p.read_text() for p in results.iterdir()}
+    shutil.rmtree(out)
+    fmnist_report.write_report(out, results, readme, "tiny", " ".join(TINY))
+    assert {p.name: p.read_text() for p in results.iterdir()} == before
+    assert readme.read_text() == text
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_epoch_speed_times_a_real_epoch_against_the_originals_rates(tmp_path):
+    out = tmp_path / "epoch.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "epoch_speed.py"), "--threads", "1",
+                           "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "256",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result == json.loads(proc.stdout)
+    # Leave-one-class-out with Bag abnormal: 54 000 normal images less the 10 % validation share.
+    assert result["images_trained"] == 48600 // 256 * 256  # --droplast
+    # Validation: 10 % of the 54 000 normal and of the 7 000 Bag images; test: the rest of each.
+    assert result["images_evaluated"] == 5400 + 700 + 9000 + 6300
+    rates = result["original_img_per_s"]["before"]
+    expected = (result["images_trained"] / statistics.fmean([rates["train_img_per_s"],
+                                                             result["original_img_per_s"]["after"]["train_img_per_s"]]))
+    assert result["original_epoch_seconds_at_its_rates"] > expected * 0.99
+    ours = result["epoch_seconds"]["train"] + result["epoch_seconds"]["eval"]
+    assert result["speedup_train_plus_eval"] == pytest.approx(result["original_epoch_seconds_at_its_rates"] / ours,
+                                                              rel=0.01)
+
+
+def test_epoch_speed_refuses_flags_it_would_not_pass_on():
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "epoch_speed.py"), "--niter", "3"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--niter: only --isize" in proc.stderr
