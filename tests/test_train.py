@@ -185,6 +185,11 @@ def test_score_weight_val_is_chosen_on_validation_kept_in_the_checkpoint_and_use
     assert best["val"]["score_weight"] == weights[best["epoch"] - 1]
     stored = torch.load(run / "train/weights/best.pt", weights_only=True)["state"]["score_weight"]
     assert stored == best["val"]["score_weight"]
+    from tests.cli import run_main
+    import predict
+    out = run_main(predict.main, ["--path", "new", "--weights", str(run), "--device", "cpu"], tmp_path)
+    assert f"score = {stored:g} x image MSE + {1 - stored:g} x feature MSE (chosen on the validation split)" \
+        in out.stdout
     for r in rows(run / "predict/predictions.csv"):
         expected = stored * float(r["reconstruction"]) + (1 - stored) * float(r["features"])
         assert float(r["score"]) == pytest.approx(expected, rel=1e-5)
