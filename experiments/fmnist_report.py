@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lib.checkpoint import rows_csv, write_text
 from lib.data import class_names
+from lib.metrics import DEFAULT_SCORE_WEIGHT
 
 BEGIN, END = "<!-- fmnist-results:begin -->", "<!-- fmnist-results:end -->"
 LITERATURE = "GEOM 93.5, Deep SAD 89.2 (mean AUROC, one-class protocol, as reported in their papers)"
@@ -47,7 +48,7 @@ def read_runs(out: Path, variants) -> list[dict]:
                      "optimistic_epoch": r["best_on_test_optimistic"]["epoch"],
                      "test_auroc_reconstruction": r["best"]["test"].get("auroc_reconstruction"),
                      "test_auroc_features": r["best"]["test"].get("auroc_features"),
-                     "score_weight": r["best"]["val"].get("score_weight", 0.9),
+                     "score_weight": r["best"]["val"].get("score_weight", DEFAULT_SCORE_WEIGHT),
                      "finished": _date(run / "results.json")})
     return rows
 
@@ -57,13 +58,14 @@ def read_curves(out: Path, variants) -> list[dict]:
     rows = []
     for variant, protocol, cls, seed, run in study_runs(out, variants):
         if protocol == "curves":
+            finished = _date(run / "results.json")
             with open(run / "metrics.csv") as f:
                 for r in csv.DictReader(f):
                     rows.append({"variant": variant, "class": cls, "seed": seed, "epoch": int(r["epoch"]),
                                  "g_con": float(r["g_con"]), "val_auroc": float(r["val_auroc"]),
                                  **{k: float(r[k]) for k in ("test_auroc", "test_auroc_reconstruction",
                                                               "test_auroc_features")},
-                                 "finished": _date(run / "results.json")})
+                                 "finished": finished})
     return rows
 
 

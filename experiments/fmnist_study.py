@@ -70,9 +70,9 @@ def train(out: Path, budget: str, variant: str, protocol: str, cls: str, seed: i
     """
     run_name = f"{slug(variant)}/{protocol}/{slug(cls)}/seed{seed}"
     flags = list(BUDGETS[budget])
-    if niter is None:
-        niter = int(flags[flags.index("--niter") + 1])
-    flags[flags.index("--niter") + 1] = str(niter)
+    at = flags.index("--niter") + 1
+    niter = niter or int(flags[at])
+    flags[at] = str(niter)
     if finished(out / run_name, niter):
         return False
     flag = "--normal_class" if protocol == "one-class" else "--abnormal_class"

@@ -2,6 +2,8 @@
 import torch
 import torch.nn.functional as F
 
+from lib.metrics import DEFAULT_SCORE_WEIGHT, combined_score
+
 
 def latent_loss(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:
     """L2 between discriminator features of x and G(x) (the paper's L_lat)."""
@@ -22,11 +24,8 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Te
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-DEFAULT_SCORE_WEIGHT = 0.9  # the original's fixed weighting
-
-
 def anomaly_score(real, fake, features_real, features_fake, weight: float = DEFAULT_SCORE_WEIGHT):
     """Per-image score and its parts: weight·MSE(x, G(x)) + (1 − weight)·MSE(f(x), f(G(x)))."""
     reconstruction = (real - fake).pow(2).flatten(1).mean(dim=1)
     features = (features_real - features_fake).pow(2).flatten(1).mean(dim=1)
-    return weight * reconstruction + (1 - weight) * features, reconstruction, features
+    return combined_score(reconstruction, features, weight), reconstruction, features

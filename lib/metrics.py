@@ -76,11 +76,13 @@ def equal_error_rate(labels, scores) -> float:
     return float((fpr[i] + fnr[i]) / 2)
 
 
+METRICS = {"auroc": roc_auc, "auprc": average_precision, "f1": lambda labels, scores: best_f1(labels, scores)[0],
+           "eer": equal_error_rate}
+
+
 def all_metrics(labels, scores) -> dict[str, float]:
     """AUROC, AUPRC, best F1 and EER of one evaluation."""
-    f1, _ = best_f1(labels, scores)
-    return {"auroc": roc_auc(labels, scores), "auprc": average_precision(labels, scores),
-            "f1": f1, "eer": equal_error_rate(labels, scores)}
+    return {name: metric(labels, scores) for name, metric in METRICS.items()}
 
 
 def normal_quantile_threshold(normal_scores, false_positive_rate: float = 0.05) -> float:
@@ -88,14 +90,20 @@ def normal_quantile_threshold(normal_scores, false_positive_rate: float = 0.05) 
     return float(np.quantile(np.asarray(normal_scores), 1 - false_positive_rate))
 
 
-def combined_score(reconstruction, features, weight: float) -> np.ndarray:
-    """The anomaly score from its parts: weight·image MSE + (1 − weight)·feature MSE (float32)."""
-    weight = np.float32(weight)
-    return weight * np.asarray(reconstruction, np.float32) + (1 - weight) * np.asarray(features, np.float32)
+DEFAULT_SCORE_WEIGHT = 0.9  # the original's fixed weighting
+
+
+def combined_score(reconstruction, features, weight: float = DEFAULT_SCORE_WEIGHT):
+    """The anomaly score from its parts: weight·image MSE + (1 − weight)·feature MSE.
+
+    Works on NumPy arrays and torch tensors alike, keeping their precision.
+    """
+    weight = float(weight)  # a Python float does not widen float32 parts
+    return weight * reconstruction + (1 - weight) * features
 
 
 def choose_score_weight(labels, reconstruction, features, metric: str = "auroc",
-                        default: float = 0.9, steps: int = 21) -> float:
+                        default: float = DEFAULT_SCORE_WEIGHT, steps: int = 21) -> float:
     """The weight in {0, 1/(steps-1), ..., 1} whose combined score has the best `metric`.
 
     Meant for validation images only. The two parts live on different scales and one can
@@ -106,7 +114,7 @@ def choose_score_weight(labels, reconstruction, features, metric: str = "auroc",
     if not _both_classes(labels):
         return default
     grid = np.linspace(0, 1, steps)
-    values = [all_metrics(labels, combined_score(reconstruction, features, w))[metric] for w in grid]
+    values = [METRICS[metric](labels, combined_score(reconstruction, features, w)) for w in grid]
     best = max(values)
     candidates = [w for w, v in zip(grid, values) if v >= best - 1e-12]
     return round(float(min(candidates, key=lambda w: abs(w - default))), 4)

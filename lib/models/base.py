@@ -17,7 +17,8 @@ import contextlib
 import torch
 from torch import nn
 
-from lib.losses import DEFAULT_SCORE_WEIGHT, anomaly_score, contextual_loss, latent_loss
+from lib.losses import anomaly_score, contextual_loss, latent_loss
+from lib.metrics import DEFAULT_SCORE_WEIGHT
 from lib.networks import UNet, init_weights, use_matmul_convolutions
 
 
