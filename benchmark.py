@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import options
 from lib.data import batches, to_float
+from lib.errors import run_cli
 from lib.losses import anomaly_score, contextual_loss, gradient_penalty, latent_loss
 from lib.models import MODELS
 from lib.networks import init_weights
@@ -196,13 +197,15 @@ def peak_memory(runner, data, args, device) -> dict:
         peak = torch.cuda.max_memory_allocated(device)
         return {"peak_mem_mb": round(peak / 2**20, 1), "peak_mem_delta_mb": round((peak - base) / 2**20, 1),
                 "peak_mem_method": "torch.cuda.max_memory_allocated"}
-    base = _status_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets the peak (VmHWM) to the current RSS
+    base = _status_mb("VmHWM")  # read after the reset, so the peak can never be below it
     for i in range(steps):
         runner.train_step(data[i % len(data)])
     runner.score(data[0])
-    return {"peak_mem_mb": round(_status_mb("VmHWM") - base, 1),
+    # The kernel's RSS counters are approximate (per-thread caches), so a flat peak can read a
+    # fraction of a MB below its base: floor it at zero.
+    return {"peak_mem_mb": round(max(_status_mb("VmHWM") - base, 0.0), 1),
             "peak_mem_method": "peak RSS (VmHWM, reset through /proc/self/clear_refs) minus RSS before the "
                                "first training step, in a fresh process"}
 
@@ -359,7 +362,10 @@ def parse(argv=None):
     a("--compile", action="store_true", help="torch.compile the fast path's networks")
     a("--seed", type=int, default=0)
     a("--memory_only", action="store_true", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    a("--verbose", action="store_true", help="show tracebacks of errors")
+    args = p.parse_args(argv)
+    options.check_image_shape(args.isize, args.nc)
+    return args
 
 
 def main(argv=None) -> None:
@@ -409,4 +415,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

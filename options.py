@@ -129,12 +129,17 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     return p
 
 
+def check_image_shape(isize: int, nc: int) -> None:
+    """Raise UserError unless the networks can take isize x isize images with nc channels."""
+    if isize < 8 or 2 ** round(math.log2(isize)) != isize:
+        raise UserError(f"--isize {isize} is not supported: use a power of two >= 8 (e.g. 32, 64, 128)")
+    if nc not in (1, 3):
+        raise UserError(f"--nc {nc} is not supported: use 1 (grey) or 3 (colour)")
+
+
 def validate(opt) -> None:
     """Raise UserError for values the networks, data or loop cannot take."""
-    if opt.isize < 8 or 2 ** round(math.log2(opt.isize)) != opt.isize:
-        raise UserError(f"--isize {opt.isize} is not supported: use a power of two >= 8 (e.g. 32, 64, 128)")
-    if opt.nc not in (1, 3):
-        raise UserError(f"--nc {opt.nc} is not supported: use 1 (grey) or 3 (colour)")
+    check_image_shape(opt.isize, opt.nc)
     for name in ("w_adv", "w_con", "w_lat", "lambda_gp", "clip_value", "noise_std", "extralayers", "iter", "workers"):
         if getattr(opt, name) < 0:
             raise UserError(f"--{name} must not be negative (got {getattr(opt, name)})")

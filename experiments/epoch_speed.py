@@ -24,11 +24,24 @@ ROOT = Path(__file__).resolve().parent.parent
 NETWORK_FLAGS = ("--isize", "--ngf", "--ndf", "--nz", "--batchsize")
 
 
+def fail(message: str) -> None:
+    print(f"epoch_speed.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(script: str, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run `script` with `cmd`; on failure, one line with the last line it wrote to stderr."""
+    proc = subprocess.run([sys.executable, str(ROOT / script), *cmd], stderr=subprocess.PIPE, text=True, **kwargs)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+        fail(f"{script} failed with exit code {proc.returncode}: {last}")
+    return proc
+
+
 def original_rates(args, env) -> dict:
-    cmd = [sys.executable, str(ROOT / "benchmark.py"), "--path", "original", "--model", args.model,
-           "--nc", "1", "--threads", str(args.threads), "--steps", "3", "--reps", "3", "--eval_batches", "5",
-           *args.network]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    cmd = ["--path", "original", "--model", args.model, "--nc", "1", "--threads", str(args.threads),
+           "--steps", "3", "--reps", "3", "--eval_batches", "5", *args.network]
+    out = run("benchmark.py", cmd, stdout=subprocess.PIPE, env=env).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return {"train_img_per_s": result["train_img_per_s"], "eval_img_per_s": result["eval_img_per_s"]}
 
@@ -43,16 +56,16 @@ def main() -> None:
     args, args.network = p.parse_known_args()
     for flag in args.network:
         if flag.startswith("--") and flag not in NETWORK_FLAGS:
-            p.error(f"{flag}: only {', '.join(NETWORK_FLAGS)} are passed on to benchmark.py and train.py")
+            fail(f"{flag}: only {', '.join(NETWORK_FLAGS)} are passed on to benchmark.py and train.py")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     before = original_rates(args, env)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "fashion-mnist", "--nc", "1",
-                        "--model", args.model, "--abnormal_class", args.abnormal_class, "--niter", "1",
-                        "--device", "cpu", "--outf", tmp, "--name", "epoch", *args.network,
-                        *(["--dataroot", args.dataroot] if args.dataroot else [])],
-                       check=True, env=env, cwd=tmp, stdout=subprocess.DEVNULL)
+        run("train.py", ["--dataset", "fashion-mnist", "--nc", "1", "--model", args.model,
+                         "--abnormal_class", args.abnormal_class, "--niter", "1", "--device", "cpu",
+                         "--outf", tmp, "--name", "epoch", *args.network,
+                         *(["--dataroot", args.dataroot] if args.dataroot else [])],
+            env=env, cwd=tmp, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         with open(Path(tmp) / "epoch" / "metrics.csv") as f:
             row = next(csv.DictReader(f))

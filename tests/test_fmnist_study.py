@@ -95,7 +95,14 @@ def test_epoch_speed_times_a_real_epoch_against_the_originals_rates(tmp_path):
                                                               rel=0.01)
 
 
-def test_epoch_speed_refuses_flags_it_would_not_pass_on():
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "epoch_speed.py"), "--niter", "3"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "--niter: only --isize" in proc.stderr
+@pytest.mark.parametrize("args,message", [
+    (["--niter", "3"], "--niter: only --isize"),
+    (["--isize", "12"], "benchmark.py failed with exit code 2: error: --isize 12 is not supported"),
+    (["--abnormal_class", "hat", "--isize", "8", "--ngf", "4", "--ndf", "4", "--nz", "4"],
+     "train.py failed with exit code 2: error: unknown class 'hat'"),
+])
+def test_epoch_speed_fails_with_one_line_naming_the_problem(args, message):
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "epoch_speed.py"), "--threads", "1", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -1,6 +1,9 @@
 """The fast path trains and scores like the plain path; the benchmark reports what it promises."""
 import argparse
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +12,8 @@ import benchmark
 import options
 from lib.models import MODELS
 from lib.networks import MatmulConv2d, MatmulConvTranspose2d, UNet, use_matmul_convolutions
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SETTINGS = [("skipganomaly", {}), ("skipganomaly", {"noise_std": 0.1}),
             ("w_skipganomaly", {"wgan": "gp"}), ("w_skipganomaly", {"wgan": "clip"})]
@@ -161,3 +166,12 @@ def test_benchmark_compares_the_three_paths_in_one_json_object(capsys, monkeypat
 def test_loader_benchmark_reports_images_per_second(capsys):
     benchmark.main(["--loader", "--loader_images", "256", "--batchsize", "32", "--reps", "1", "--threads", "1"])
     assert json.loads(capsys.readouterr().out)["loader_img_per_s"] > 0
+
+
+@pytest.mark.parametrize("args,message", [(["--isize", "12"], "--isize 12 is not supported"),
+                                          (["--nc", "2"], "--nc 2 is not supported")])
+def test_benchmark_refuses_an_image_shape_the_networks_cannot_take(args, message):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmark.py"), *args], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}: " + \
+        ("use a power of two >= 8 (e.g. 32, 64, 128)" if "isize" in message else "use 1 (grey) or 3 (colour)")
