@@ -160,6 +160,19 @@ def _used_taps(positions: int, extent: int, k: int, s: int, p: int, d: int) -> t
     return 0, k, p
 
 
+def _kernel_taps(weight: torch.Tensor, t0: int, t1: int, u0: int, u1: int) -> torch.Tensor:
+    """The taps [t0:t1, u0:u1] of a weight seen as (A, kh, kw, B), as one gather.
+
+    Slicing both kernel dimensions would cost the backward pass two zero-filled
+    gradients of the whole weight (one per slice); a gather costs one.
+    """
+    a, kh, kw, b = weight.shape
+    if (t0, t1, u0, u1) == (0, kh, 0, kw):
+        return weight
+    taps = torch.tensor([t * kw + u for t in range(t0, t1) for u in range(u0, u1)], device=weight.device)
+    return weight.reshape(a, kh * kw, b).index_select(1, taps).view(a, t1 - t0, u1 - u0, b)
+
+
 def _channels_last(weight: torch.Tensor) -> bool:
     return not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
 
@@ -185,13 +198,9 @@ class MatmulConv2d(nn.Conv2d):
             fields = x[:, :, None, None]  # one field, the whole image: no unfold to undo
         else:
             fields = x.unfold(2, dh * (t1 - t0 - 1) + 1, sh).unfold(3, dw * (u1 - u0 - 1) + 1, sw)[..., ::dh, ::dw]
-        # Slicing after the permutation keeps the weight's gradient in the weight's layout.
-        if _channels_last(self.weight):  # weights laid out (O, kh, kw, C): order the fields alike
-            cols = fields.permute(0, 2, 3, 4, 5, 1).reshape(n * ho * wo, -1)
-            weight = self.weight.permute(0, 2, 3, 1)[:, t0:t1, u0:u1].reshape(self.out_channels, -1)
-        else:
-            cols = fields.permute(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, -1)
-            weight = self.weight[:, :, t0:t1, u0:u1].reshape(self.out_channels, -1)
+        # Both in (kh, kw, C) order: a view of channels-last weights, whose gradient keeps their layout.
+        cols = fields.permute(0, 2, 3, 4, 5, 1).reshape(n * ho * wo, -1)
+        weight = _kernel_taps(self.weight.permute(0, 2, 3, 1), t0, t1, u0, u1).reshape(self.out_channels, -1)
         out = cols @ weight.t() if self.bias is None else torch.addmm(self.bias, cols, weight.t())
         return out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)
 
@@ -202,31 +211,27 @@ class MatmulConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         n, c, h, w = x.shape
         if (h * w > MATMUL_MAX_POSITIONS or output_size is not None or self.groups != 1
-                or any(self.output_padding)):
+                or any(self.output_padding) or self.dilation != (1, 1)):
             return super().forward(x, output_size)
-        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel_size, self.stride, self.dilation, self.padding
-        ho = (h - 1) * sh - 2 * ph + dh * (kh - 1) + 1
-        wo = (w - 1) * sw - 2 * pw + dw * (kw - 1) + 1
-        t0, t1, ph = _used_taps(h, ho, kh, sh, ph, dh)
-        u0, u1, pw = _used_taps(w, wo, kw, sw, pw, dw)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        ho, wo = (h - 1) * sh - 2 * ph + kh, (w - 1) * sw - 2 * pw + kw
+        t0, t1, ph = _used_taps(h, ho, kh, sh, ph, 1)
+        u0, u1, pw = _used_taps(w, wo, kw, sw, pw, 1)
         kh, kw, o = t1 - t0, u1 - u0, self.out_channels
         rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-        if _channels_last(self.weight):  # weights laid out (C, kh, kw, O)
-            weight = self.weight.permute(0, 2, 3, 1)[:, t0:t1, u0:u1].reshape(c, -1)
-            blocks = (rows @ weight).view(n, h, w, kh, kw, o).permute(0, 5, 1, 2, 3, 4)
-        else:
-            weight = self.weight[:, :, t0:t1, u0:u1].reshape(c, -1)
-            blocks = (rows @ weight).view(n, h, w, o, kh, kw).permute(0, 3, 1, 2, 4, 5)
-        # Each input position paints a kh x kw block; overlaps add up; then the padding is cut.
-        if h * w == 1 and dh == dw == 1:
-            full = blocks[:, :, 0, 0]
-        else:
-            full = blocks.new_zeros(n, o, (h - 1) * sh + dh * (kh - 1) + 1, (w - 1) * sw + dw * (kw - 1) + 1)
-            for i in range(h):
-                for j in range(w):
-                    full[:, :, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw] += \
-                        blocks[:, :, i, j]
-        out = full[:, :, ph:ph + ho, pw:pw + wo]
+        weight = _kernel_taps(self.weight.permute(0, 2, 3, 1), t0, t1, u0, u1).reshape(c, -1)  # C, (kh, kw, O)
+        blocks = (rows @ weight).view(n, h * w, kh, kw, o)
+        # Each input position paints a kh x kw block of the (N, H, W, O) output; overlaps add
+        # up. Summing padded blocks, not adding them into one buffer in place, keeps the
+        # backward pass to views: in-place adds would copy the whole gradient once per block.
+        height, width = (h - 1) * sh + kh, (w - 1) * sw + kw
+        full = None
+        for k, block in enumerate(blocks.unbind(1)):
+            i, j = divmod(k, w)
+            if (height, width) != (kh, kw):
+                block = F.pad(block, (0, 0, j * sw, width - j * sw - kw, i * sh, height - i * sh - kh))
+            full = block if full is None else full + block
+        out = full[:, ph:ph + ho, pw:pw + wo].permute(0, 3, 1, 2)
         if self.bias is not None:
             out = out + self.bias[:, None, None]
         return out.contiguous(memory_format=torch.channels_last if _channels_last(self.weight)

@@ -12,6 +12,7 @@ import benchmark
 import options
 from lib.models import MODELS
 from lib.networks import MatmulConv2d, MatmulConvTranspose2d, UNet, use_matmul_convolutions
+from lib.optim import ChannelsLastAdam
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,6 +132,36 @@ def test_matmul_convolutions_keep_the_state_dict_and_support_double_backward():
     (grad,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
     grad.square().sum().backward()  # the gradient penalty's double backward
     assert all(p.grad is not None for p in net.parameters())
+
+
+def _tensor_copies_in_step(optimizer) -> int:
+    """Copies of whole tensors during one step (the step counters' 0-d copies aside)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        optimizer.step()
+    return sum(1 for e in prof.events() if e.name == "aten::copy_" and e.input_shapes[0])
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_channels_last_adam_updates_like_fused_adam_without_copying(amsgrad):
+    def model():
+        torch.manual_seed(0)
+        layers = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, 2, 1), torch.nn.BatchNorm2d(8),
+                                     torch.nn.ConvTranspose2d(8, 3, 4, 2, 1))
+        return layers.to(memory_format=torch.channels_last)
+    nets = model(), model()
+    usual = torch.optim.Adam(nets[0].parameters(), lr=0.01, betas=(0.5, 0.999), amsgrad=amsgrad, fused=True)
+    ours = ChannelsLastAdam(nets[1].parameters(), lr=0.01, betas=(0.5, 0.999), amsgrad=amsgrad, fused=True)
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    for step in range(3):
+        for net in nets:
+            net.zero_grad(set_to_none=True)
+            net(x).square().mean().backward()
+        copies = _tensor_copies_in_step(usual), _tensor_copies_in_step(ours)
+        for a, b in zip(*(net.parameters() for net in nets)):
+            assert torch.equal(a, b)
+            assert b.dim() != 4 or b.is_contiguous(memory_format=torch.channels_last)
+    assert copies[0] > 0 and copies[1] == 0  # the usual kernel copies the 4-D weights; ours none
+    assert ours.state_dict()["state"].keys() == usual.state_dict()["state"].keys()
 
 
 def test_benchmark_compares_the_three_paths_in_one_json_object(capsys, monkeypatch):
