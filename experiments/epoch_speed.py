@@ -39,8 +39,11 @@ def run(script: str, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def original_rates(args, env) -> dict:
+    # 50 timed steps, about a minute with the default networks: the epoch's rate is an average
+    # over minutes, so the original's should be one too; nine steps, a few seconds, swung by
+    # 20 % between measurements on this shared machine (55 to 66 images/s).
     cmd = ["--path", "original", "--model", args.model, "--nc", "1", "--threads", str(args.threads),
-           "--steps", "3", "--reps", "3", "--eval_batches", "5", *args.network]
+           "--steps", "10", "--reps", "5", "--eval_batches", "10", *args.network]
     out = run("benchmark.py", cmd, stdout=subprocess.PIPE, env=env).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return {"train_img_per_s": result["train_img_per_s"], "eval_img_per_s": result["eval_img_per_s"]}
