@@ -100,7 +100,9 @@ MATMUL_CASES = [  # (layer, input size): the innermost UNet/encoder shapes, padd
     (lambda: torch.nn.Conv2d(6, 5, 4, 2, 1, bias=False), 2), (lambda: torch.nn.Conv2d(6, 5, 4, 2, 1), 4),
     (lambda: torch.nn.ConvTranspose2d(6, 5, 4, 2, 1, bias=False), 1),
     (lambda: torch.nn.ConvTranspose2d(6, 5, 4, 2, 1), 2), (lambda: torch.nn.Conv2d(6, 5, 3, 1, 1), 1),
-    (lambda: torch.nn.Conv2d(6, 5, 4, 1, 0, bias=False), 4), (lambda: torch.nn.Conv2d(6, 5, 3, 1, 1), 8)]
+    (lambda: torch.nn.Conv2d(6, 5, 4, 1, 0, bias=False), 4), (lambda: torch.nn.Conv2d(6, 5, 3, 1, 1), 8),
+    # transposed blocks that overlap at stride 1, and that only touch at kernel = stride
+    (lambda: torch.nn.ConvTranspose2d(6, 5, 3, 1, 1), 2), (lambda: torch.nn.ConvTranspose2d(6, 5, 2, 2, 0), 2)]
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
