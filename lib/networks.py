@@ -9,6 +9,7 @@ devices or losses.
 - `Critic`: Skip-WGANomaly's Wasserstein critic (no sigmoid, no BatchNorm).
 - `use_matmul_convolutions`: the CPU speed-up for layers with few positions.
 """
+import functools
 import math
 
 import torch
@@ -169,8 +170,14 @@ def _kernel_taps(weight: torch.Tensor, t0: int, t1: int, u0: int, u1: int) -> to
     a, kh, kw, b = weight.shape
     if (t0, t1, u0, u1) == (0, kh, 0, kw):
         return weight
-    taps = torch.tensor([t * kw + u for t in range(t0, t1) for u in range(u0, u1)], device=weight.device)
+    taps = _tap_indices(kw, t0, t1, u0, u1, weight.device)
     return weight.reshape(a, kh * kw, b).index_select(1, taps).view(a, t1 - t0, u1 - u0, b)
+
+
+@functools.lru_cache(maxsize=None)
+def _tap_indices(kw: int, t0: int, t1: int, u0: int, u1: int, device: torch.device) -> torch.Tensor:
+    """Flat indices of the taps [t0:t1, u0:u1] of a kernel `kw` wide: built once, not every pass."""
+    return torch.tensor([t * kw + u for t in range(t0, t1) for u in range(u0, u1)], device=device)
 
 
 def _channels_last(weight: torch.Tensor) -> bool:
