@@ -7,8 +7,9 @@ only parses and validates: it sets no seed, device or other global state.
 import argparse
 import math
 import sys
+from pathlib import Path
 
-from lib.data import DATASETS, class_names, resolve_class
+from lib.classes import DATASETS, class_names, resolve_class
 from lib.errors import UserError
 
 MODEL_NAMES = ("skipganomaly", "w_skipganomaly")
@@ -95,7 +96,10 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--save_test_images", action="store_true", help="save test images and reconstructions")
     a("--load_weights", nargs="?", const="run", default=None, metavar="RUN_OR_FILE",
       help="start from trained weights: a checkpoint or run folder (no value: this run's best)")
-    a("--resume", default="", help="run folder or checkpoint to continue training from")
+    a("--resume", default="", help="run folder or checkpoint to continue training from (in that run's folder)")
+    a("--overwrite", action="store_true",
+      help="delete the run already in the run folder (train_tune.py: the search folder) and start over; "
+           "without it, a folder that holds one is refused")
     a("--phase", default="train", choices=("train", "test"), help="test: only evaluate loaded weights")
     a("--verbose", action="store_true", help="print tracebacks and more detail")
     a("--tune", type=str2bool, nargs="?", const=True, default=False,
@@ -137,8 +141,68 @@ def check_image_shape(isize: int, nc: int) -> None:
         raise UserError(f"--nc {nc} is not supported: use 1 (grey) or 3 (colour)")
 
 
+# Floats that must be finite numbers; integers that must fit a C int (the libraries below are C).
+FLOAT_OPTIONS = ("lr", "beta1", "w_adv", "w_con", "w_lat", "noise_std", "lambda_gp", "clip_value", "val_ratio")
+INT_OPTIONS = ("batchsize", "isize", "nc", "nz", "ngf", "ndf", "extralayers", "workers", "niter", "iter",
+               "print_freq", "save_image_freq", "niter_decay", "lr_decay_iters", "n_critic", "ngpu", "display_id")
+C_INT_MAX = 2**31 - 1
+MAX_WORKERS = 256  # decoding threads: more only costs memory
+MAX_EXTRA_LAYERS = 64
+# Flags that only one model reads: given to another model they would be ignored silently.
+MODEL_OPTIONS = {"w_skipganomaly": ("wgan", "lambda_gp", "clip_value", "n_critic")}
+
+
+def check_numbers(opt) -> None:
+    """Raise UserError for NaN/infinite floats and integers beyond what the libraries take."""
+    for name in FLOAT_OPTIONS:
+        if not math.isfinite(getattr(opt, name)):
+            raise UserError(f"--{name} must be a finite number (got {getattr(opt, name)})")
+    for name in INT_OPTIONS:
+        if abs(getattr(opt, name)) > C_INT_MAX:
+            raise UserError(f"--{name} {getattr(opt, name)} is out of range (at most {C_INT_MAX})")
+    if not -1 <= opt.manualseed < 2**64:
+        raise UserError(f"--manualseed must be -1 (pick one) or in [0, 2^64) (got {opt.manualseed})")
+    if not 1 <= opt.display_port <= 65535:
+        raise UserError(f"--display_port must be a TCP port, 1 to 65535 (got {opt.display_port})")
+    if opt.workers > MAX_WORKERS:
+        raise UserError(f"--workers {opt.workers}: at most {MAX_WORKERS} decoding threads")
+    if opt.extralayers > MAX_EXTRA_LAYERS:
+        raise UserError(f"--extralayers {opt.extralayers}: at most {MAX_EXTRA_LAYERS}")
+
+
+def check_names(opt) -> None:
+    """--outf and --name name folders this tool creates: text, and --name inside --outf."""
+    for flag in ("outf", "name"):
+        value = getattr(opt, flag)
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"--{flag} holds bytes that are not UTF-8 text ({value!a}): the run folder's name "
+                            "goes into its files and the dashboard; use a UTF-8 name") from None
+        if not value.strip():
+            raise UserError(f"--{flag} is empty: give a folder name")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise UserError(f"--{flag} {value!a} holds control characters (a newline, a tab...): use a plain name")
+    if opt.name is not None and (Path(opt.name).is_absolute() or ".." in Path(opt.name).parts):
+        raise UserError(f"--name {opt.name!r} must be a relative folder inside --outf (no '..', not absolute); "
+                        "to write elsewhere, set --outf")
+
+
+def check_choices(opt, prog: str = "train.py") -> None:
+    """Values argparse would have refused, for options that did not come from a command line."""
+    for action in build_parser(prog)._actions:
+        value = getattr(opt, action.dest, None)
+        if action.choices is not None and value is not None and value not in action.choices:
+            raise UserError(f"--{action.dest} {value!r} is not one of: {', '.join(map(str, action.choices))}")
+
+
 def validate(opt) -> None:
     """Raise UserError for values the networks, data or loop cannot take."""
+    check_choices(opt)
+    check_numbers(opt)
+    check_names(opt)
     check_image_shape(opt.isize, opt.nc)
     for name in ("w_adv", "w_con", "w_lat", "lambda_gp", "clip_value", "noise_std", "extralayers", "iter", "workers"):
         if getattr(opt, name) < 0:
@@ -161,9 +225,19 @@ def validate(opt) -> None:
         raise UserError(f"--beta1 must be in (0, 1) (got {opt.beta1})")
     if opt.iter >= opt.niter and opt.phase == "train" and not opt.resume:
         raise UserError(f"--iter {opt.iter} must be below --niter {opt.niter}")
+    if opt.w_adv == 0 and opt.w_con == 0 and opt.w_lat == 0:
+        raise UserError("--w_adv, --w_con and --w_lat are all 0: the generator would never learn; give one a weight")
+    if opt.overwrite and opt.resume:
+        raise UserError("--overwrite starts the run over and --resume continues it: give one of them")
     if opt.abnormal_class is not None and opt.normal_class is not None:
         raise UserError("give either --abnormal_class (leave-one-class-out) or --normal_class (one-class), not both")
     names = class_names(opt.dataset)
+    if not names:  # a folder dataset: its folders say what is normal
+        for flag in ("abnormal_class", "normal_class"):
+            if getattr(opt, flag) is not None:
+                raise UserError(f"--{flag} does not apply to the folder dataset '{opt.dataset}': its split comes "
+                                "from its folders (train/0.normal, test/0.normal, test/1.abnormal); drop --"
+                                f"{flag}")
     if names:
         for flag in ("abnormal_class", "normal_class"):
             if getattr(opt, flag) is not None:
@@ -186,11 +260,22 @@ def default_name(opt) -> str:
     return "/".join(p.replace("/", "-").replace(" ", "_") for p in parts)
 
 
+def check_model_options(opt, explicit: set[str]) -> None:
+    """Refuse a flag that only another model reads (it would be ignored)."""
+    for model, names in MODEL_OPTIONS.items():
+        given = [f"--{n}" for n in names if n in explicit]
+        if given and opt.model != model:
+            raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to --model {model}, "
+                            f"not --model {opt.model}: drop {'it' if len(given) == 1 else 'them'} or change --model")
+
+
 def parse(argv=None, prog: str = "train.py"):
     """Parse and validate; fills in the derived run name."""
-    parser = build_parser(prog)
-    opt = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    opt = build_parser(prog).parse_args(argv)
     validate(opt)
+    if not opt.resume and opt.load_weights is None:  # otherwise the checkpoint names the model
+        check_model_options(opt, explicit_options(argv, prog))
     if opt.name is None:
         opt.name = default_name(opt)
     return opt

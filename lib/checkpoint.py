@@ -1,61 +1,55 @@
 """Checkpoints and result files: atomic writes and safe loading.
 
 Every file is written to a temporary name and renamed, so a crash leaves the
-old file or the new one, never a torn one. Checkpoints load with
-`weights_only=True`: a crafted file cannot run code when it is read.
+old file or the new one, never a torn one. Loading trusts nothing in the file:
+its zip archive is measured before anything is inflated (a small file cannot
+claim gigabytes of memory), it is read with `weights_only=True` (a crafted file
+cannot run code), and every entry is checked for the type, shape and range this
+tool writes before a network, optimiser or random generator is given it.
 """
-import csv
-import io
+import argparse
+import math
 import os
 import pickle
-import tempfile
+import pickletools
+import struct
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import torch
 
 from lib.errors import UserError
+from lib.files import atomic_write
+from lib.models import MODELS, build_model
+from lib.resources import available_bytes, gib
 
 FORMAT = "skip-wganomaly/1"
 
 
-def atomic_write(path, write) -> None:
-    """Call `write(tmp_path)`, then rename the temporary file onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    atomic_write(path, write)
-
-
-def rows_csv(rows: list[dict]) -> str:
-    """CSV text of dict rows; the columns are every key, in first-seen order."""
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def save(path, checkpoint: dict) -> None:
     atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **checkpoint}, tmp))
+
+
+# --- loading: nothing in the file is trusted ---------------------------------------------
+# Bounds on what a checkpoint's zip archive may declare, checked before anything is inflated.
+# The default networks at --isize 128 with Adam's two moments take 0.66 GB (at --isize 512: 3 GB).
+MAX_BYTES = 8 << 30
+# data.pkl, the index (options, history, where each tensor is) is unpickled in Python at ~20 µs an
+# operation: its operations are counted before. --isize 128 with 1000 epochs of history: 0.7 MB, 105,000.
+MAX_PICKLE_BYTES = 4 << 20
+MAX_PICKLE_OPS = 250_000
+MAX_MEMBERS = 100_000  # one member per tensor: hundreds in practice
+MAX_DIRECTORY_BYTES = 64 << 20
+# torch.save stores members uncompressed; deflating weights saves ~10 %. A member that inflates
+# more than MAX_RATIO-fold (and to more than RATIO_FLOOR bytes) is a zip bomb, not a checkpoint.
+MAX_RATIO = 10
+RATIO_FLOOR = 1 << 20
+ZIP_MAGIC = b"PK\x03\x04"
+C_INT_MAX = 2**31 - 1
+# Options that describe one invocation, not the run: a stored copy is not checked against the others.
+INVOCATION_OPTIONS = ("overwrite", "phase", "load_weights", "tune", "verbose")
 
 
 def find(path, which: str = "last") -> Path:
@@ -64,24 +58,360 @@ def find(path, which: str = "last") -> Path:
     for candidate in (path, path / f"{which}.pt", path / "train" / "weights" / f"{which}.pt"):
         if candidate.is_file():
             return candidate
-    raise UserError(f"no checkpoint at '{path}': give a .pt file or a run folder containing "
-                    f"train/weights/{which}.pt")
+    fix = f"give a .pt file or a run folder containing train/weights/{which}.pt"
+    if not path.exists():
+        raise UserError(f"no checkpoint at '{path}': it does not exist; {fix}")
+    if not path.is_dir():
+        raise UserError(f"no checkpoint at '{path}': it is not a regular file or a folder; {fix}")
+    others = sorted(p.name for folder in (path, path / "train" / "weights") if folder.is_dir()
+                    for p in folder.glob("*.pt") if p.is_file())
+    hint = f" (it holds {', '.join(others)}: give that file itself)" if others else ""
+    raise UserError(f"no checkpoint at '{path}': the folder has no {which}.pt or train/weights/{which}.pt{hint}; {fix}")
 
 
-def load(path, which: str = "last") -> dict:
-    """Load a checkpoint safely; UserError for anything that is not one of ours."""
+def _zip_directory(f, size: int) -> tuple[int, int]:
+    """(entries, bytes) of a zip's central directory, from its end records alone."""
+    tail_size = min(size, 22 + 0xFFFF)
+    f.seek(size - tail_size)
+    tail = f.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        raise ValueError("no zip end-of-archive record")
+    entries, directory = struct.unpack_from("<HI", tail, at + 10)
+    if at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07":  # zip64: the sizes are in another record
+        (offset,) = struct.unpack_from("<Q", tail, at - 12)
+        f.seek(min(offset, size))
+        record = f.read(56)
+        if len(record) < 56 or record[:4] != b"PK\x06\x06":
+            raise ValueError("broken zip64 end-of-archive record")
+        entries, directory = struct.unpack_from("<QQ", record, 32)
+    return entries, directory
+
+
+def check_archive(f, file) -> None:
+    """Refuse, from its headers alone, an archive that would inflate beyond any real checkpoint.
+
+    `f` is the open file; nothing is decompressed or allocated in proportion to what it declares.
+    """
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(4)
+    if head != ZIP_MAGIC:
+        if head[:1] == b"\x80":  # a pickle: torch's pre-1.6 format, or pickle.dump
+            raise UserError(f"refusing to load '{file}': it is a plain pickle or a legacy torch file, which can "
+                            "hold code, not a checkpoint of this tool; only load checkpoints written by train.py")
+        raise UserError(f"cannot read checkpoint '{file}': it is not a torch checkpoint (no zip archive); "
+                        "give a .pt file written by train.py")
+    refuse = f"refusing to load '{file}':"
+    try:
+        entries, directory = _zip_directory(f, size)
+        if entries > MAX_MEMBERS or directory > min(MAX_DIRECTORY_BYTES, size):
+            raise UserError(f"{refuse} its archive lists {entries} entries in {directory} bytes; a checkpoint "
+                            f"has a few hundred (at most {MAX_MEMBERS}): it is damaged or not a checkpoint")
+        f.seek(0)
+        archive = zipfile.ZipFile(f)
+        members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, struct.error, OSError, EOFError) as err:
+        raise UserError(f"cannot read checkpoint '{file}': its zip archive is damaged ({err}); "
+                        "it was cut short or edited") from None
+    total = 0
+    for member in members:
+        total += member.file_size
+        if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or member.flag_bits & 1:
+            raise UserError(f"cannot read checkpoint '{file}': '{member.filename}' is encrypted or compressed in a "
+                            "way torch cannot read; it was not written by this tool")
+        if member.file_size > RATIO_FLOOR and member.file_size > MAX_RATIO * max(member.compress_size, 1):
+            raise UserError(f"{refuse} '{member.filename}' inflates {member.compress_size} bytes to "
+                            f"{member.file_size} ({member.file_size // max(member.compress_size, 1)}-fold); "
+                            "checkpoints are stored uncompressed, so it is a zip bomb, not a checkpoint")
+        if member.filename.endswith("data.pkl") and member.file_size > MAX_PICKLE_BYTES:
+            raise UserError(f"{refuse} its index '{member.filename}' declares {member.file_size} bytes; "
+                            f"this tool writes at most {MAX_PICKLE_BYTES >> 20} MiB there")
+    if total > MAX_BYTES:
+        raise UserError(f"{refuse} it declares {gib(total)} of contents, more than the {gib(MAX_BYTES)} "
+                        "a checkpoint of this tool can hold")
+    free = available_bytes("cpu")
+    if free is not None and total > free:
+        raise UserError(f"cannot load '{file}': it needs {gib(total)} of memory and only {gib(free)} is free; "
+                        "free memory or load it on a larger machine")
+    if sum(m.compress_size for m in members) > size:
+        raise UserError(f"cannot read checkpoint '{file}': its archive lists more bytes than the file holds; "
+                        "it was cut short or edited")
+    for member in members:
+        if member.filename.endswith("data.pkl"):
+            try:
+                data = archive.read(member)
+            except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, RuntimeError) as err:
+                raise UserError(f"cannot read checkpoint '{file}': its zip archive is damaged ({err}); "
+                                "it was cut short or edited") from None
+            _count_pickle_ops(data, f"{refuse} its index '{member.filename}'")
+
+
+def _count_pickle_ops(data: bytes, refuse: str) -> None:
+    try:
+        for count, _ in enumerate(pickletools.genops(data)):
+            if count >= MAX_PICKLE_OPS:
+                raise UserError(f"{refuse} holds over {MAX_PICKLE_OPS} pickle operations; this tool writes "
+                                "far fewer (a checkpoint's options, history and tensor index)")
+    except (ValueError, EOFError, struct.error) as err:  # pickletools' errors for a malformed pickle
+        raise UserError(f"{refuse} is not a well-formed pickle ({err}); the file was edited or damaged") from None
+
+
+def load(path, which: str = "last", *, defaults: dict | None = None, validate=None) -> dict:
+    """Load a checkpoint safely; UserError for anything that is not a whole one of ours.
+
+    `defaults` (every option's default) and `validate` (options.validate) let `check` test
+    the stored options as the command line would be tested.
+    """
     file = find(path, which)
     try:
-        with warnings.catch_warnings():  # torch warns about old pickle protocols; the error says enough
-            warnings.simplefilter("ignore")
-            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line), "unsafe content")
-        raise UserError(f"refusing to load '{file}': it holds more than plain weights ({reason[:120]}); "
-                        "only load checkpoints written by this tool") from None
-    except Exception as err:  # truncated or not a torch file at all
-        raise UserError(f"cannot read checkpoint '{file}': {type(err).__name__}: {str(err)[:160]}") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        f = open(file, "rb")
+    except OSError as err:
+        raise UserError(f"cannot read checkpoint '{file}' ({err.strerror})") from None
+    with f:
+        check_archive(f, file)
+        f.seek(0)
+        try:
+            with warnings.catch_warnings():  # torch warns about old pickle protocols; the error says enough
+                warnings.simplefilter("ignore")
+                ckpt = torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            reason = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line), "unsafe content")
+            raise UserError(f"refusing to load '{file}': it holds more than plain weights ({reason[:120]}); "
+                            "only load checkpoints written by this tool") from None
+        except Exception as err:  # truncated, edited, or not a torch file at all
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise UserError(f"cannot read checkpoint '{file}': {type(err).__name__}: {first[:160]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"'{file}' is not a skip-wganomaly checkpoint (format {FORMAT} expected)")
-    checkpoint["path"] = str(file)
-    return checkpoint
+    check(ckpt, file, defaults, validate)
+    ckpt["path"] = str(file)
+    return ckpt
+
+
+# --- what a checkpoint of ours holds ------------------------------------------------------
+def damaged(file, problem: str) -> UserError:
+    return UserError(f"checkpoint '{file}' is damaged: {problem}; it was edited, or not written by this "
+                     "version of the tool")
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _same_kind(value, default) -> bool:
+    """Whether a stored option value has the type the option's default has."""
+    if default is None:
+        return value is None or isinstance(value, (str, int, float))
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if _integer(default):
+        return _integer(value)
+    if isinstance(default, float):
+        return _number(value) or value == "val"  # --score_weight val
+    return isinstance(value, type(default))
+
+
+def _rng_tensor(value, template: torch.Tensor) -> bool:
+    return (isinstance(value, torch.Tensor) and value.dtype == template.dtype and value.shape == template.shape
+            and value.layout == torch.strided)
+
+
+def check(ckpt: dict, file, defaults: dict | None = None, validate=None) -> None:
+    """UserError naming the first entry of `ckpt` that this tool would not have written.
+
+    Types, ranges and the random generators' state sizes; with `defaults` and `validate`,
+    the stored options as the command line checks them. What depends on the networks
+    (tensor shapes) is `check_networks`'s.
+    """
+    def need(key, ok, what, where=ckpt, prefix=""):
+        if key not in where:
+            raise damaged(file, f"'{prefix}{key}' is missing")
+        if not ok(where[key]):
+            raise damaged(file, f"'{prefix}{key}' is {_shown(where[key])}, not {what}")
+        return where[key]
+
+    options = need("options", lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+                   "a dict of options")
+    need("model", lambda v: v == options.get("model"), "the model its options name")
+    need("epoch", lambda v: _integer(v) and 0 <= v <= C_INT_MAX, "a count of epochs")
+    need("batch", lambda v: _integer(v) and 0 <= v <= C_INT_MAX, "a count of batches")
+    history = need("history", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+                   "a list of epoch rows")
+    for row in history:
+        if not _integer(row.get("epoch")) or not all(_number(v) for v in row.values()):
+            raise damaged(file, f"the history row {_shown(row)} is not an epoch's numbers")
+    threshold = need("threshold", lambda v: isinstance(v, dict), "a dict")
+    if threshold:
+        need("value", lambda v: _number(v) and math.isfinite(v), "a finite number", threshold, "threshold.")
+        for key in ("fpr", "f1_optimal_test", "epoch"):
+            if key in threshold and not (threshold[key] is None or _number(threshold[key])):
+                raise damaged(file, f"'threshold.{key}' is {_shown(threshold[key])}, not a number")
+    need("schedulers", lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
+         "a list of learning-rate scheduler states")
+    generator_state = torch.Generator().get_state()
+    for key in ("data_rng", "epoch_data_state"):
+        need(key, lambda v: _rng_tensor(v, generator_state), "a random generator's state")
+    rng = need("rng", lambda v: isinstance(v, dict), "the random generators' states")
+    need("torch", lambda v: _rng_tensor(v, generator_state), "a random generator's state", rng, "rng.")
+    if "cuda" in rng and not (isinstance(rng["cuda"], list)
+                              and all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in rng["cuda"])):
+        raise damaged(file, f"'rng.cuda' is {_shown(rng['cuda'])}, not CUDA generator states")
+    state = need("state", lambda v: isinstance(v, dict), "a dict of network and optimiser states")
+    for key in ("generator", "adversary"):
+        tensors = need(key, lambda v: isinstance(v, dict), "a dict of tensors", state, "state.")
+        for name, value in tensors.items():
+            if not isinstance(value, torch.Tensor):
+                raise damaged(file, f"'state.{key}.{name}' is {_shown(value)}, not a tensor")
+    for key in ("optimizer_g", "optimizer_d"):
+        need(key, lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
+             and isinstance(v.get("param_groups"), list) and all(isinstance(g, dict) for g in v["param_groups"]),
+             "an optimiser state", state, "state.")
+    need("step", lambda v: _integer(v) and 0 <= v < 2**63, "a count of steps", state, "state.")
+    if "score_weight" in state:
+        need("score_weight", lambda v: _number(v) and 0 <= v <= 1, "a weight in [0, 1]", state, "state.")
+    if defaults is not None:
+        check_options(options, file, defaults, validate)
+
+
+def check_options(stored: dict, file, defaults: dict, validate=None) -> None:
+    """UserError unless the stored options have their defaults' types and `validate` accepts them."""
+    for key, value in stored.items():
+        if key in defaults and not _same_kind(value, defaults[key]):
+            raise damaged(file, f"its option '{key}' is {_shown(value)}, not of type {type(defaults[key]).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise damaged(file, f"its option '{key}' is {value}")
+    merged = {**defaults, **stored, **{k: defaults[k] for k in INVOCATION_OPTIONS if k in defaults}}
+    if merged.get("model") not in MODELS:
+        raise damaged(file, f"its option 'model' is {_shown(merged.get('model'))}, not one of {', '.join(MODELS)}")
+    if validate is not None:
+        try:
+            validate(argparse.Namespace(**merged))
+        except UserError as err:
+            raise damaged(file, f"its options fail this version's checks ({err})") from None
+        except (TypeError, ValueError, AttributeError) as err:
+            raise damaged(file, f"its options cannot be checked ({type(err).__name__}: {err})") from None
+
+
+def networks_template(opt):
+    """The model `opt` describes, on the meta device: its shapes, without allocating its weights."""
+    meta = argparse.Namespace(**{**vars(opt), "compile": False})
+    with torch.device("meta"):
+        return build_model(meta, torch.device("meta"))
+
+
+def _check_tensors(saved: dict, expected: dict, file, where: str) -> None:
+    missing = [k for k in expected if k not in saved]
+    extra = [k for k in saved if k not in expected]
+    if missing or extra:
+        names = ", ".join([*(f"'{k}' is missing" for k in missing[:2]), *(f"'{k}' is unexpected" for k in extra[:2])])
+        raise damaged(file, f"its {where} does not match the networks its options describe ({names})")
+    for key, want in expected.items():
+        got = saved[key]
+        if got.shape != want.shape or got.dtype != want.dtype or got.layout != torch.strided:
+            raise damaged(file, f"'{where}.{key}' is a {got.dtype} tensor of shape {tuple(got.shape)}; the networks "
+                                f"its options describe need {want.dtype} {tuple(want.shape)}")
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise damaged(file, f"'{where}.{key}' holds NaN or infinite values")
+
+
+def _check_optimizer(saved: dict, optimizer: torch.optim.Optimizer, file, where: str) -> None:
+    groups = optimizer.param_groups
+    expected = optimizer.state_dict()["param_groups"]
+    if len(saved["param_groups"]) != len(groups):
+        raise damaged(file, f"'{where}' has {len(saved['param_groups'])} parameter groups, not {len(groups)}")
+    shapes = {}
+    for group, want, live in zip(saved["param_groups"], expected, groups):
+        if group.get("params") != want["params"]:
+            raise damaged(file, f"'{where}' optimises other parameters than the networks have")
+        for key in ("lr", "eps", "weight_decay"):
+            if not (_number(group.get(key)) and math.isfinite(group[key]) and group[key] >= 0):
+                raise damaged(file, f"'{where}' has the {key} {_shown(group.get(key))}")
+        betas = group.get("betas")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_number(b) and 0 <= b < 1 for b in betas)):
+            raise damaged(file, f"'{where}' has the betas {_shown(betas)}")
+        shapes.update(zip(want["params"], (p.shape for p in live["params"])))
+    for index, entry in saved["state"].items():
+        if index not in shapes or not isinstance(entry, dict):
+            raise damaged(file, f"'{where}' holds a state for parameter {_shown(index)}, which the networks lack")
+        for name, value in entry.items():
+            ok = isinstance(value, torch.Tensor) and value.is_floating_point() and value.layout == torch.strided
+            if ok and value.dim() > 0:
+                ok = value.shape == shapes[index]
+            if ok:
+                ok = bool(torch.isfinite(value).all())
+            if not ok:
+                raise damaged(file, f"'{where}.state.{index}.{name}' does not fit parameter {index} "
+                                    f"of shape {tuple(shapes[index])} ({_shown(value)})")
+
+
+def _check_plain(saved, expected, file, where: str) -> None:
+    """`saved` has `expected`'s structure: the same keys, lengths and kinds of values."""
+    if isinstance(expected, dict):
+        if not isinstance(saved, dict) or set(saved) != set(expected):
+            raise damaged(file, f"'{where}' does not have the entries this tool writes")
+        for key in expected:
+            _check_plain(saved[key], expected[key], file, f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(expected):
+            raise damaged(file, f"'{where}' is {_shown(saved)}, not a list of {len(expected)}")
+        for i, (s, e) in enumerate(zip(saved, expected)):
+            _check_plain(s, e, file, f"{where}.{i}")
+    elif _number(expected):
+        # A non-finite value only where one is normal (ReduceLROnPlateau starts at -inf).
+        if not _number(saved) or (not math.isfinite(saved) and math.isfinite(expected)):
+            raise damaged(file, f"'{where}' is {_shown(saved)}, not a finite number")
+    elif type(saved) is not type(expected):
+        raise damaged(file, f"'{where}' is {_shown(saved)}, not {_shown(expected)}")
+
+
+def check_networks(ckpt: dict, template, schedulers=None) -> None:
+    """UserError unless `ckpt`'s states fit `template` (from `networks_template`) exactly.
+
+    Network tensors must have the template's names, shapes and dtypes and finite values;
+    optimiser moments the shapes of their parameters. With `schedulers` (built on the
+    template's optimisers), the stored scheduler states must have their structure too.
+    """
+    file, state = ckpt.get("path", "?"), ckpt["state"]
+    for key in ("generator", "adversary"):
+        _check_tensors(state[key], getattr(template, key).state_dict(), file, f"state.{key}")
+    for key in ("optimizer_g", "optimizer_d"):
+        _check_optimizer(state[key], getattr(template, key), file, f"state.{key}")
+    if schedulers is not None:
+        saved = ckpt["schedulers"]
+        if len(saved) != len(schedulers):
+            raise damaged(file, f"it holds {len(saved)} scheduler states for {len(schedulers)} optimisers")
+        for i, (entry, scheduler) in enumerate(zip(saved, schedulers)):
+            expected = scheduler.state_dict()
+            # Entries of another torch version are harmless, unless they would replace the
+            # scheduler's own attributes (its optimiser, say) when loaded.
+            foreign = [k for k in entry if k not in expected and k in vars(scheduler)]
+            missing = [k for k in expected if k not in entry]
+            if missing:
+                raise damaged(file, f"'schedulers.{i}' lacks {', '.join(map(repr, missing[:3]))}")
+            if foreign:
+                raise damaged(file, f"'schedulers.{i}' sets {', '.join(map(repr, foreign[:3]))}, which is no "
+                                    "scheduler state")
+            _check_plain({k: entry[k] for k in expected}, expected, file, f"schedulers.{i}")
+
+
+def check_states(ckpt: dict, opt, make_schedulers=None) -> None:
+    """UserError unless `ckpt`'s states fit the networks, optimisers and schedulers its options describe.
+
+    `opt` fills in options the checkpoint lacks; `make_schedulers(opt, optimizers)` (the
+    trainer's) builds the schedulers whose structure the stored ones must have.
+    """
+    stored = argparse.Namespace(**{**vars(opt), **ckpt["options"]})
+    template = networks_template(stored)
+    schedulers = make_schedulers(stored, template.optimizers) if make_schedulers is not None else None
+    check_networks(ckpt, template, schedulers)

@@ -6,7 +6,6 @@ leave-one-class-out and one-class protocols; the validation hold-out that keeps 
 selection off the test set; float conversion of a batch; batch index lists.
 """
 import gzip
-import operator
 import pickle
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -19,19 +18,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lib.classes import DATASETS, builtin_dataset, class_names, resolve_class  # noqa: F401 (re-exported)
 from lib.errors import UserError
+from lib.resources import check_fits
 
-DATASETS = ("cifar10", "mnist", "fashion-mnist", "digits")  # any other name = folder dataset
-
-_DIGITS = [str(i) for i in range(10)]
-_CLASSES = {
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer",
-                "dog", "frog", "horse", "ship", "truck"],
-    "mnist": _DIGITS,
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
-    "digits": _DIGITS,
-}
 _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _IDX_SUBDIR = {"mnist": "MNIST/raw", "fashion-mnist": "FashionMNIST/raw"}
@@ -62,39 +52,6 @@ class Split:
                 f" | test {part(self.test_labels)}")
 
 
-def _key(text) -> str:
-    """Comparison key for names: "T-shirt/top" == "tshirttop", "ankle_boot" == "Ankle boot"."""
-    return "".join(ch for ch in str(text).lower() if ch not in " -_/")
-
-
-def _builtin(dataset: str) -> str | None:
-    """The built-in dataset meant by `dataset` ("CIFAR-10" -> "cifar10"); None for a folder."""
-    return next((name for name in DATASETS if _key(name) == _key(dataset)), None)
-
-
-def class_names(dataset: str) -> list[str]:
-    """The dataset's class names; [] for a folder dataset."""
-    builtin = _builtin(dataset)
-    return list(_CLASSES[builtin]) if builtin else []
-
-
-def resolve_class(dataset: str, value) -> int:
-    """Class index from a name (case, spaces, '-', '_', '/' ignored) or an index (3 or "3")."""
-    names = class_names(dataset)
-    if not names:
-        raise UserError(f"dataset {dataset!r} is a folder dataset without classes; its labels come "
-                        f"from test/0.normal and test/1.abnormal, so drop the class option")
-    text = str(value).strip()
-    try:  # anything that reads as an integer is an index ("-1" too: not the name "1")
-        index = int(text) if isinstance(value, str) else operator.index(value)
-    except (TypeError, ValueError):
-        index = next((i for i, name in enumerate(names) if _key(name) == _key(text)), None)
-    if index is not None and 0 <= index < len(names) and not isinstance(value, bool):
-        return index
-    listing = ", ".join(f"{i}={name}" for i, name in enumerate(names))
-    raise UserError(f"unknown class {value!r} for {dataset}; use a name or index among: {listing}")
-
-
 def load_split(dataset, dataroot="./data", isize=32, nc=3, abnormal_class=None, normal_class=None,
                val_ratio=0.1, seed=0, workers=0, log=print) -> Split:
     """Load `dataset` into memory and split it into train / val / test by the chosen protocol."""
@@ -105,7 +62,7 @@ def load_split(dataset, dataroot="./data", isize=32, nc=3, abnormal_class=None, 
     if not 0 <= val_ratio < 1:
         raise UserError(f"val_ratio must be in [0, 1), got {val_ratio!r}; 0 disables validation")
     generator = torch.Generator().manual_seed(seed)
-    builtin = _builtin(dataset)
+    builtin = builtin_dataset(dataset)
     if builtin:
         if (abnormal_class is None) == (normal_class is None):
             raise UserError(f"{builtin} needs exactly one of --abnormal_class "
@@ -281,10 +238,17 @@ def _download(dataset, root):
 
 def _fit_arrays(dataset, x_train, x_test, nc, isize, log):
     """Both parts at `nc` channels and `isize` x `isize`; one notice if channels change."""
+    _check_images_fit(len(x_train) + len(x_test), nc, isize)
     if x_train.shape[1] != nc:
         log(f"notice: {dataset} has {x_train.shape[1]}-channel images; converting all "
             f"{len(x_train) + len(x_test)} to nc={nc}")
     return _fit(x_train, nc, isize), _fit(x_test, nc, isize)
+
+
+def _check_images_fit(n: int, nc: int, isize: int) -> None:
+    """The decoded images, and the split's copies of them, must fit in memory."""
+    check_fits(2 * n * nc * isize * isize, f"{n} images at --isize {isize}, --nc {nc}",
+               "lower --isize (or use fewer images)")
 
 
 def _fit(x, nc, isize):
@@ -330,6 +294,7 @@ def _read_folder_dataset(dataset, dataroot, nc, isize, workers, log):
             raise UserError(f"{folder} holds no readable images; add some (png, jpg, ...)")
         file_lists.append(files)
     paths = [p for files in file_lists for p in files]
+    _check_images_fit(len(paths), nc, isize)
     decode = partial(read_image, nc=nc, isize=isize)
     if workers > 0:  # PIL releases the GIL while decoding and resizing, so threads scale
         with ThreadPoolExecutor(workers) as pool:
@@ -355,14 +320,31 @@ def image_files(folder):
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
+def _grey_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """Scale a high-depth grey image to 0..255 by its format's range; never clip silently.
+
+    16-bit images (PNG, TIFF) and 32-bit integer ones (Pillow opens 16-bit PGM as 'I') span
+    0..65535 and keep their top 8 bits; float images must hold intensities in [0, 1].
+    """
+    if mode == "F":
+        if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            raise ValueError(f"a floating-point image must hold intensities in [0, 1], this one spans "
+                             f"{values.min():g} to {values.max():g}; save it as an 8- or 16-bit image")
+        return np.round(values * 255).astype(np.uint8)
+    if values.min() < 0 or values.max() > 65535:
+        raise ValueError(f"a {mode!r} image with values from {values.min()} to {values.max()} has no known "
+                         "intensity range; save it as an 8- or 16-bit image")
+    return (values.astype(np.uint32) >> 8).astype(np.uint8)
+
+
 def read_image(path, nc, isize):
     """(uint8 HxW or HxWx3 array, native channel count) of one image, centre-cropped and resized."""
     try:
         with Image.open(path) as img:
             img.load()
             native = 1 if img.mode in _GREY_MODES else 3
-            if img.mode.startswith("I;16"):  # 16-bit grey: keep the top 8 bits, not a clipped copy
-                img = Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))
+            if img.mode.startswith("I") or img.mode == "F":
+                img = Image.fromarray(_grey_to_8bit(np.asarray(img), img.mode))
             elif img.mode in ("P", "PA"):  # through RGBA so palette transparency is applied
                 img = img.convert("RGBA")
             img = img.convert("L" if nc == 1 else "RGB")

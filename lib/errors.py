@@ -11,6 +11,9 @@ def run_cli(main, argv=None):
     """Run `main(argv)`: a UserError becomes one line and exit code 2, Ctrl-C exit code 130."""
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
+    for stream in (sys.stdout, sys.stderr):  # a file name of non-UTF-8 bytes prints escaped, never crashes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         return main(argv)
     except UserError as err:

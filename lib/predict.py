@@ -2,13 +2,18 @@
 
 Owns: finding the image files to score, rebuilding a model from a checkpoint,
 choosing the decision threshold, scoring in batches exactly as the training
-loop evaluates, and drawing the input / reconstruction / error-heatmap strips.
+loop evaluates, drawing the input / reconstruction / error-heatmap strips, and
+the output folder: earlier predictions are replaced only when asked, and whole
+(the strips are written to a hidden folder that becomes maps/ once all are done).
 `predict.py` is its command line.
 """
 import argparse
 import csv
 import io
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +25,12 @@ from tqdm import tqdm
 from lib import checkpoint
 from lib.data import image_files, read_image, to_float
 from lib.errors import UserError
+from lib.files import atomic_write
 from lib.models import build_model
+from lib.resources import check_fits, network_bytes
+from lib.trainer import make_schedulers
 
+PREDICTIONS, MAPS = "predictions.csv", "maps"  # what predict.py writes into --out
 MAX_TILE = 128  # strips are enlarged (nearest neighbour) to tiles of at most this many pixels
 SATURATION = 0.5  # the heatmap is fully hot at an error of half the intensity range
 # Anchors of matplotlib's "inferno" colour map: dark for small errors, bright yellow for large.
@@ -40,7 +49,8 @@ def find_images(path: Path, exclude: Path | None = None) -> tuple[list[Path], li
     """Image files at `path` (a file, or a folder walked recursively) and the other files skipped.
 
     Files are sorted as the training data module sorts them; hidden files and folders are
-    ignored, as in training; files inside `exclude` (the output folder) are left out.
+    ignored, as in training; files inside `exclude` (the output folder) are left out, and so
+    are the strips of earlier predictions (a maps/ beside a predictions.csv): they are not data.
     """
     if not path.exists():
         raise UserError(f"--path '{path}' does not exist; give an image file or a folder of images")
@@ -52,28 +62,119 @@ def find_images(path: Path, exclude: Path | None = None) -> tuple[list[Path], li
                for p in sorted(path.rglob("*"))
                if p.is_file() and p not in known
                and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-    if exclude is not None:
-        exclude = exclude.resolve()
-        images = [p for p in images if not p.resolve().is_relative_to(exclude)]
-        skipped = [s for s in skipped if not Path(s[0]).resolve().is_relative_to(exclude)]
+    outputs = [(p.parent / MAPS).resolve() for p in path.rglob(PREDICTIONS)]
+    outputs += [exclude.resolve()] if exclude is not None else []
+    if outputs:
+        def kept(file) -> bool:
+            file = Path(file).resolve()
+            return not any(file.is_relative_to(folder) for folder in outputs)
+        images = [p for p in images if kept(p)]
+        skipped = [s for s in skipped if kept(s[0])]
     if not images:
         raise UserError(f"no images found in '{path}' (searched its subfolders too for .png, .jpg, "
                         ".bmp, .tif and the other types PIL reads)")
     return images, skipped
 
 
-def load_model(weights, defaults: dict, device: torch.device):
-    """(model ready to score, its checkpoint, its options) from a run folder or a .pt file."""
-    ckpt = checkpoint.load(weights, "best")
-    try:
-        opt = argparse.Namespace(**{**defaults, **ckpt["options"]})
-        model = build_model(opt, device)
-        model.load_state_dict(ckpt["state"], weights_only=True)
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise UserError(f"'{ckpt['path']}' is a skip-wganomaly checkpoint but its model cannot be "
-                        f"rebuilt ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-                        "was it written by another version?") from None
+def load_model(weights, defaults: dict, device: torch.device, validate=None):
+    """(model ready to score, its checkpoint, its options) from a run folder or a .pt file.
+
+    The whole checkpoint is checked (its options by `validate`, options.validate) before
+    the model is built from it.
+    """
+    ckpt = checkpoint.load(weights, "best", defaults=defaults, validate=validate)
+    opt = argparse.Namespace(**{**defaults, **ckpt["options"]})
+    checkpoint.check_states(ckpt, opt, make_schedulers)
+    model = build_model(opt, device)
+    model.load_state_dict(ckpt["state"], weights_only=True)
     return model, ckpt, opt
+
+
+def check_batch_memory(opt, batchsize: int, device) -> None:
+    """Refuse a batch whose scoring cannot fit in memory, before any of it is allocated."""
+    template = checkpoint.networks_template(opt)
+    needed = network_bytes([template.generator, template.adversary], (batchsize, opt.nc, opt.isize, opt.isize),
+                           training=False)
+    check_fits(needed, f"scoring {batchsize} images of {opt.isize}x{opt.isize} at once", "lower --batchsize",
+               device)
+
+
+def check_out(out: Path, images: Path, overwrite: bool) -> None:
+    """Refuse an --out that is not a folder, holds earlier predictions (unless `overwrite`),
+    holds the images, or has links where predict.py writes."""
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"--out '{out}' is a symbolic link to nothing: remove it or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file, not a folder: choose a folder (it is created if missing)")
+    if images.is_dir() and images.resolve().is_relative_to(out.resolve()):
+        raise UserError(f"the images in '{images}' are inside --out '{out}': outputs would mix with them; "
+                        "choose another --out")
+    for name, kind in ((PREDICTIONS, Path.is_file), (MAPS, Path.is_dir)):
+        target = out / name
+        if target.is_symlink():
+            raise UserError(f"'{target}' is a symbolic link; predict.py never writes through or replaces a link: "
+                            "remove it or choose another --out")
+        if target.exists() and not kind(target):
+            raise UserError(f"'{target}' is not the {'file' if name == PREDICTIONS else 'folder'} predict.py "
+                            "writes there: move it away or choose another --out")
+    earlier = [name for name in (PREDICTIONS, MAPS) if (out / name).exists()]
+    if earlier and not overwrite:
+        raise UserError(f"--out '{out}' already holds earlier predictions ({' and '.join(earlier)}): pass "
+                        "--overwrite to replace them, or choose another --out")
+
+
+def open_out(out: Path, strips: bool) -> tuple[bool, Path | None]:
+    """Create `out` if needed; (whether it was created, a hidden folder in it for the strips).
+
+    Creating the hidden folder (or a probe file) proves `out` writable before any scoring.
+    """
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if strips:
+            return created, Path(tempfile.mkdtemp(dir=out, prefix=".maps-"))
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+        return created, None
+    except OSError as err:
+        if created:
+            remove_if_empty(out)
+        raise UserError(f"cannot write the output folder '{out}' ({err.strerror}): choose another --out") from None
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Leave no trace of an output folder that received nothing."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def publish(out: Path, staging: Path | None, rows: list[dict]) -> None:
+    """Replace out's predictions.csv and maps/ with these: the strips' folder is renamed into place."""
+    maps, old = out / MAPS, None
+    try:
+        if maps.is_dir():  # earlier strips (--overwrite): moved aside, removed once the new ones are in place
+            old = Path(tempfile.mkdtemp(dir=out, prefix=".maps-old-"))
+            os.rename(maps, old / MAPS)
+        if staging is not None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(staging, 0o777 & ~umask)  # mkdtemp's folder is private; maps/ is an ordinary folder
+            os.rename(staging, maps)
+        text = predictions_csv(rows)
+
+        def write(tmp):
+            # A file name of bytes that are not UTF-8 is written back as those same bytes.
+            with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
+                f.write(text)
+        atomic_write(out / PREDICTIONS, write)
+    except OSError as err:
+        raise UserError(f"cannot write the outputs into '{out}' ({err.strerror}); the earlier ones, if any, "
+                        f"are {old / MAPS if old else 'unchanged'}") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_folder(checkpoint_path) -> Path:
@@ -100,7 +201,7 @@ def choose_threshold(stored: dict, override: str | None) -> tuple[float, list[st
         "f1": (stored.get("f1_optimal_test"), "F1-optimal on the labelled test set (optimistic: "
                                                "it saw the test labels)"),
     }
-    choice = override or "normal"
+    choice = "normal" if override is None else override.strip()
     if choice in candidates:
         value, how = candidates[choice]
         if not _finite(value):
@@ -161,7 +262,7 @@ def strip(real: torch.Tensor, fake: torch.Tensor) -> np.ndarray:
 
 
 def save_png(path: Path, pixels: np.ndarray) -> None:
-    checkpoint.atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
 
 
 def _read_batch(paths, nc, isize, unreadable):
@@ -184,8 +285,11 @@ def _read_batch(paths, nc, isize, unreadable):
 
 @torch.no_grad()
 def predict(model, opt, files, root: Path, threshold: float, batchsize: int, device,
-            maps_dir: Path | None) -> Prediction:
-    """Score `files` in batches; writes one strip per image into `maps_dir` unless it is None."""
+            maps_dir: Path | None, listed_as: Path | None = None) -> Prediction:
+    """Score `files` in batches; writes one strip per image into `maps_dir` unless it is None.
+
+    The rows name each strip below `listed_as` (default `maps_dir`), where it will be found.
+    """
     result = Prediction()
     bar = tqdm(total=len(files), desc="scoring", unit="img", dynamic_ncols=True, disable=None)
     for start in range(0, len(files), batchsize):
@@ -203,9 +307,9 @@ def predict(model, opt, files, root: Path, threshold: float, batchsize: int, dev
                    "features": float(parts["features"][i]),
                    "decision": "abnormal" if score >= threshold else "normal", "map": ""}
             if maps_dir is not None:
-                target = maps_dir / map_name(path, root)
-                save_png(target, strip(real[i], parts["fake"][i]))
-                row["map"] = str(target)
+                name = map_name(path, root)
+                save_png(maps_dir / name, strip(real[i], parts["fake"][i]))
+                row["map"] = str((listed_as or maps_dir) / name)
             result.rows.append(row)
     bar.close()
     return result

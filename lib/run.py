@@ -1,15 +1,21 @@
-"""What a run needs around the training loop: device, seed, run folder, opt.txt."""
+"""What a run needs around the training loop: device, seed, data, run folder, opt.txt.
+
+Everything a run can be refused for is checked before its first byte is written.
+"""
+import argparse
 import random
 from pathlib import Path
 
 import torch
 
 from lib import checkpoint
-from lib.checkpoint import write_text
 from lib.data import load_split
 from lib.errors import UserError
+from lib.files import write_text
 from lib.models import build_model
-from lib.trainer import Trainer
+from lib.resources import check_fits, network_bytes
+from lib.runfolder import RunFolder
+from lib.trainer import Trainer, make_schedulers
 from lib.visualizer import make_visualizer
 
 # Options that define the networks: a checkpoint fixes them.
@@ -41,19 +47,24 @@ def run_dir(opt) -> Path:
     return Path(opt.outf) / opt.name
 
 
-def prepare_run_dir(opt) -> Path:
-    """Create the run folder, failing early with one line if it cannot be written."""
-    path = run_dir(opt)
+def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
+    """Lock the run folder for this run and check what it holds; returns the held lock."""
+    claim = RunFolder(folder).acquire("training" + (" (resumed)" if resume else ""))
     try:
+        if resume:
+            claim.check_resume()
+        else:
+            claim.check_new(overwrite)
         for sub in ("weights", "images"):
-            (path / "train" / sub).mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_text("")
-        probe.unlink()
+            (folder / "train" / sub).mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"cannot write the output folder '{path}' ({err.strerror}): "
+        claim.release()
+        raise UserError(f"cannot write the output folder '{folder}' ({err.strerror}): "
                         "choose a writable --outf") from None
-    return path
+    except BaseException:
+        claim.release()
+        raise
+    return claim
 
 
 def options_text(opt, defaults: dict) -> str:
@@ -67,8 +78,31 @@ def options_text(opt, defaults: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_options(opt, defaults: dict) -> None:
-    write_text(run_dir(opt) / "opt.txt", options_text(opt, defaults))
+def write_options(folder: Path, opt, defaults: dict) -> None:
+    write_text(Path(folder) / "opt.txt", options_text(opt, defaults))
+
+
+def check_memory(opt, device, training: bool) -> None:
+    """Refuse networks and batches that cannot fit, before any of them is allocated."""
+    meta = argparse.Namespace(**{**vars(opt), "fast": False, "compile": False, "amp": False})
+    with torch.device("meta"):  # parameters are created without storage, not moved there
+        model = build_model(meta, torch.device("meta"))
+    needed = network_bytes([model.generator, model.adversary], (opt.batchsize, opt.nc, opt.isize, opt.isize),
+                           training)
+    check_fits(needed, f"--model {opt.model} at --isize {opt.isize}, --batchsize {opt.batchsize}, "
+                       f"--ngf {opt.ngf}, --ndf {opt.ndf}, --nz {opt.nz}",
+               "lower --batchsize, --isize or the widths", device)
+
+
+def check_generator_updates(opt, n_train: int) -> None:
+    """A critic-driven model updates the generator every --n_critic steps: make sure it ever does."""
+    n_critic = getattr(opt, "n_critic", 1) if opt.model == "w_skipganomaly" else 1
+    per_epoch = n_train // opt.batchsize if opt.droplast else -(-n_train // opt.batchsize)
+    steps = per_epoch * (opt.niter - opt.iter)
+    if opt.phase == "train" and not opt.resume and steps < n_critic:
+        raise UserError(f"--n_critic {n_critic} but the run takes only {steps} training steps "
+                        f"({opt.niter - opt.iter} epoch(s) of {per_epoch} batches): the generator would never "
+                        "be updated; lower --n_critic or train longer")
 
 
 def adopt_checkpoint_options(opt, saved: dict, explicit: set[str], keys, source: str) -> None:
@@ -88,47 +122,78 @@ def adopt_checkpoint_options(opt, saved: dict, explicit: set[str], keys, source:
 
 
 # On --resume these come from the command line, never from the checkpoint.
+# --niter is the checkpoint's unless given: resuming an interrupted run finishes the run it was.
 SESSION_OPTIONS = {"resume", "load_weights", "phase", "verbose", "display", "display_server",
-                   "display_port", "display_id", "device", "gpu_ids", "ngpu", "workers", "niter"}
+                   "display_port", "display_id", "device", "gpu_ids", "ngpu", "workers", "overwrite"}
 
 
-def load_checkpoint(opt, explicit: set[str]):
-    """The checkpoint named by --resume or --load_weights (or None), with its options adopted."""
+def load_checkpoint(opt, explicit: set[str], validate=None, defaults: dict | None = None):
+    """The checkpoint named by --resume or --load_weights (or None), with its options adopted.
+
+    Nothing is built from it before all of it is checked: with `validate` (options.validate)
+    and `defaults` (options.defaults()), its stored options as the command line's are; its
+    states must fit the networks (on --resume also the optimisers and schedulers) they describe.
+    """
     if opt.resume:
-        ckpt = checkpoint.load(opt.resume, "last")
+        ckpt = checkpoint.load(opt.resume, "last", defaults=defaults, validate=validate)
         keys = [k for k in ckpt["options"] if k not in SESSION_OPTIONS]
         adopt_checkpoint_options(opt, ckpt["options"], explicit, keys, f"checkpoint '{ckpt['path']}'")
+        checkpoint.check_states(ckpt, opt, make_schedulers)
         return ckpt
     if opt.load_weights is not None:
         source = run_dir(opt) if opt.load_weights == "run" else opt.load_weights
-        ckpt = checkpoint.load(source, "best")
+        ckpt = checkpoint.load(source, "best", defaults=defaults, validate=validate)
         adopt_checkpoint_options(opt, ckpt["options"], explicit, NETWORK_OPTIONS,
                                  f"checkpoint '{ckpt['path']}'")
+        checkpoint.check_states(ckpt, opt, make_schedulers)
         return ckpt
     if opt.phase == "test":
         raise UserError("--phase test evaluates trained weights: add --load_weights [RUN_OR_FILE]")
     return None
 
 
-def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print) -> Trainer:
+def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print, folder=None,
+                  overwrite: bool = False) -> Trainer:
     """Device, seed, data, model, run folder and visualizer for `opt`, ready to `fit`.
 
-    `defaults` are the option defaults (opt.txt marks what differs from them).
+    `defaults` are the option defaults (opt.txt marks what differs from them). The run is
+    written into `folder` (default `<outf>/<name>`), which is locked until `trainer.close()`.
+    A new run refuses a folder holding another run unless `overwrite`.
     """
+    folder = Path(folder) if folder is not None else run_dir(opt)
     device = resolve_device(opt, log)
     seed_everything(opt)
+    check_memory(opt, device, training=True)
     split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, abnormal_class=opt.abnormal_class,
                        normal_class=opt.normal_class, val_ratio=opt.val_ratio, workers=opt.workers, log=log)
     if opt.phase == "train" and opt.droplast and len(split.train) < opt.batchsize:
         raise UserError(f"--batchsize {opt.batchsize} is larger than the {len(split.train)} training images "
                         "and --droplast drops every batch: lower --batchsize or pass --no-droplast")
+    check_generator_updates(opt, len(split.train))
     model = build_model(opt, device)
-    folder = prepare_run_dir(opt)
-    write_options(opt, defaults)
     trainer = Trainer(opt, model, split, device, folder, make_visualizer(opt, opt.name, log=log),
                       log=log, on_epoch=on_epoch)
     if opt.resume:
         trainer.restore(ckpt)
     elif ckpt is not None:
         model.load_state_dict(ckpt["state"], weights_only=True)
+    # Only now, with nothing left to refuse, does the run touch its folder.
+    try:
+        trainer.claim = claim_run_dir(folder, resume=bool(opt.resume), overwrite=overwrite)
+        write_options(folder, opt, defaults)
+    except BaseException:
+        trainer.close()
+        raise
     return trainer
+
+
+def build_evaluation(opt, ckpt, log=print):
+    """(model with the checkpoint's weights, data split, device) for `--phase test`."""
+    device = resolve_device(opt, log)
+    seed_everything(opt)
+    check_memory(opt, device, training=False)
+    split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, abnormal_class=opt.abnormal_class,
+                       normal_class=opt.normal_class, val_ratio=opt.val_ratio, workers=opt.workers, log=log)
+    model = build_model(opt, device)
+    model.load_state_dict(ckpt["state"], weights_only=True)
+    return model, split, device

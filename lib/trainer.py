@@ -21,9 +21,11 @@ from tqdm import tqdm
 from lib import checkpoint
 from lib.data import batches, to_float
 from lib.errors import UserError
+from lib.files import rows_csv, write_text
 from lib.images import save_grid
 from lib.metrics import (HEADLINE, all_metrics, best_f1, choose_score_weight, combined_score,
                          normal_quantile_threshold, roc_auc)
+from lib.runfolder import append_line
 
 # Fraction of normal images the stored threshold may flag (predict.py's default).
 THRESHOLD_FPR = 0.05
@@ -99,7 +101,9 @@ def _rng_state() -> dict:
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # A checkpoint from a machine with more GPUs: this one's devices take the first states.
+        for device, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
 
 
 class Trainer:
@@ -126,6 +130,13 @@ class Trainer:
         self.threshold: dict = {}
         self.train_seconds, self.images_trained = 0.0, 0
         self.fixed = self._fixed_test_images()
+        self.claim = None  # the run folder's lock, set by whoever claims the folder
+
+    def close(self) -> None:
+        """Close the dashboard and release the run folder (safe to call twice)."""
+        self.vis.close()
+        if self.claim is not None:
+            self.claim.release()
 
     # --- state -----------------------------------------------------------------
     def checkpoint_state(self) -> dict:
@@ -222,7 +233,6 @@ class Trainer:
                                 f"{self.batch + 1}; {kept}; try a lower --lr or smaller loss weights")
 
     def end_epoch(self) -> None:
-        opt = self.opt
         losses = self.epoch_losses()
         start = time.perf_counter()
         val, test = self.evaluate_splits()
@@ -305,10 +315,9 @@ class Trainer:
 
     def write_outputs(self, test) -> None:
         hist = histogram_csv(test["parts"]["score"], test["labels"])
-        checkpoint.write_text(self.dir / "histogram.csv", hist)
-        checkpoint.write_text(Path("histogram.csv"), hist)  # the original README's ./histogram.csv
-        checkpoint.write_text(self.dir / "metrics.csv", checkpoint.rows_csv(self.history))
-        checkpoint.write_text(self.dir / "results.json", json.dumps(self.results(), indent=2) + "\n")
+        write_text(self.dir / "histogram.csv", hist)
+        write_text(self.dir / "metrics.csv", rows_csv(self.history))
+        write_text(self.dir / "results.json", json.dumps(self.results(), indent=2) + "\n")
         if self.opt.save_test_images and self.epoch == self.opt.niter:
             self.save_test_images()
 
@@ -369,5 +378,4 @@ class Trainer:
                 self.vis.images(f"test {name}", real, fake)
 
     def _log_line(self, line: str) -> None:
-        with open(self.dir / "loss_log.txt", "a") as f:
-            f.write(line + "\n")
+        append_line(self.dir / "loss_log.txt", line)

@@ -67,7 +67,7 @@ def mixed_folder(root, dataset):
 
 def test_scores_are_identical_to_the_training_runs_evaluation_of_the_same_images(run, capsys):
     cwd, dataset, folder = run
-    code, out, _ = score(["--path", str(dataset / "test"), "--weights", str(folder)], capsys)
+    code, out, _ = score(["--path", str(dataset / "test"), "--weights", str(folder), "--overwrite"], capsys)
     assert code == 0
     predicted = rows(folder / "predict" / "predictions.csv")
     trained = rows(folder / "histogram.csv")
@@ -81,7 +81,7 @@ def test_scores_are_identical_to_the_training_runs_evaluation_of_the_same_images
 
 def test_decisions_follow_the_stored_threshold_and_it_is_printed_with_how_it_was_chosen(run, capsys):
     _, dataset, folder = run
-    code, out, _ = score(["--path", str(dataset / "test"), "--weights", str(folder)], capsys)
+    code, out, _ = score(["--path", str(dataset / "test"), "--weights", str(folder), "--overwrite"], capsys)
     stored = torch.load(folder / "train/weights/best.pt", weights_only=True)["threshold"]
     assert code == 0
     assert f"threshold: {stored['value']:.6g}, stored at training: 95th percentile" in out
@@ -249,3 +249,235 @@ def test_a_folder_of_only_unreadable_images_is_an_error_that_writes_nothing(run,
                           "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "broken.png" in err and err.strip().splitlines()[-1].startswith("error: none of")
     assert not (tmp_path / "out").exists()
+
+
+# --- bad input of predict.py's own, and earlier outputs it must never lose --------------------------
+def predict_process(args, cwd):
+    """A real `python predict.py ARGS` process (str arguments may carry undecodable bytes)."""
+    return subprocess.run([sys.executable, str(ROOT / "predict.py"), *map(str, args), "--device", "cpu"], cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          errors="backslashreplace")
+
+
+def refused(code, err, *fragments):
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else "dir")
+            for p in sorted(folder.rglob("*"))} if folder.exists() else {}
+
+
+@pytest.mark.parametrize("batchsize, message", [
+    ("0", "--batchsize must be between 1 and 2147483647 (got 0)"),
+    ("-3", "--batchsize must be between 1 and 2147483647"),
+    (str(2**31), f"(got {2**31})"),
+    ("99999999999999999999999", "(got 99999999999999999999999)"),
+    ("ten", "invalid int value: 'ten'"),
+])
+def test_a_batchsize_out_of_range_is_refused_before_anything_is_loaded(run, capsys, tmp_path, batchsize, message):
+    _, dataset, folder = run
+    code, _, err = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(tmp_path / "o"),
+                          "--batchsize", batchsize], capsys)
+    refused(code, err, message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_batchsize_larger_than_the_images_scores_them_in_one_batch(run, capsys, tmp_path):
+    _, dataset, folder = run
+    code, _, _ = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(tmp_path / "o"),
+                        "--batchsize", str(2**31 - 1), "--maps", "none"], capsys)
+    assert code == 0 and len(rows(tmp_path / "o" / "predictions.csv")) == 7
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+def test_a_threshold_that_is_not_a_finite_number_is_refused(run, capsys, tmp_path, value):
+    _, dataset, folder = run
+    code, _, err = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(tmp_path / "o"),
+                          f"--threshold={value}"], capsys)
+    refused(code, err, "--threshold must be a finite number")
+    assert not (tmp_path / "o").exists()
+
+
+def test_image_names_of_bytes_that_are_not_utf8_are_scored_and_written_back_as_those_bytes(run, tmp_path):
+    _, dataset, folder = run
+    images = tmp_path / "images"
+    images.mkdir()
+    odd = os.fsdecode(b"caf\xe9-\xff.png")  # Latin-1 bytes: not UTF-8
+    shutil.copy(dataset / "test/0.normal/img_1.png", images / odd)
+    shutil.copy(dataset / "test/0.normal/img_1.png", images / "plain.png")
+    proc = predict_process(["--path", images, "--weights", folder, "--out", tmp_path / "o"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "o" / "predictions.csv").read_bytes()
+    assert b"caf\xe9-\xff.png," in table and (tmp_path / "o" / "maps" / (odd + ".png")).is_file()
+    single = predict_process(["--path", images / odd, "--weights", folder, "--out", tmp_path / "one"], tmp_path)
+    assert single.returncode == 0, single.stderr
+    assert b"caf\xe9-\xff.png" in (tmp_path / "one" / "predictions.csv").read_bytes()
+
+
+def earlier_predictions(run, tmp_path, capsys):
+    """A first predict.py run into tmp_path/o, and a snapshot of what it wrote."""
+    _, dataset, folder = run
+    code, _, _ = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(tmp_path / "o")],
+                       capsys)
+    assert code == 0
+    return tree(tmp_path / "o")
+
+
+def test_a_second_run_into_the_same_out_is_refused_and_the_first_outputs_are_kept(run, capsys, tmp_path):
+    _, dataset, folder = run
+    before = earlier_predictions(run, tmp_path, capsys)
+    code, _, err = score(["--path", str(dataset / "test/0.normal"), "--weights", str(folder),
+                          "--out", str(tmp_path / "o")], capsys)
+    refused(code, err, "already holds earlier predictions (predictions.csv and maps)", "--overwrite")
+    assert tree(tmp_path / "o") == before
+
+
+def test_overwrite_replaces_the_predictions_and_their_maps_whole(run, capsys, tmp_path):
+    _, dataset, folder = run
+    earlier_predictions(run, tmp_path, capsys)
+    code, _, _ = score(["--path", str(dataset / "test/0.normal"), "--weights", str(folder),
+                        "--out", str(tmp_path / "o"), "--overwrite"], capsys)
+    assert code == 0
+    table = rows(tmp_path / "o" / "predictions.csv")
+    maps = sorted((tmp_path / "o" / "maps").rglob("*.png"))
+    assert len(table) == len(maps) == 4  # the strips of the earlier run's other images are gone
+    assert sorted(r["map"] for r in table) == sorted(map(str, maps))
+    assert [p.name for p in (tmp_path / "o").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_failed_overwrite_leaves_the_earlier_outputs_untouched(run, capsys, tmp_path):
+    _, _, folder = run
+    before = earlier_predictions(run, tmp_path, capsys)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    code, _, err = score(["--path", str(tmp_path / "bad"), "--weights", str(folder), "--out", str(tmp_path / "o"),
+                          "--overwrite"], capsys)
+    assert code == 2 and "none of the 1 image file(s)" in err
+    assert tree(tmp_path / "o") == before
+
+
+@pytest.mark.parametrize("kind", ["a file", "a link to nothing", "a file named predictions.csv's folder"])
+def test_an_out_that_cannot_be_the_output_folder_is_refused_untouched(run, capsys, tmp_path, kind):
+    _, dataset, folder = run
+    out = tmp_path / "o"
+    if kind == "a file":
+        out.write_text("mine")
+        message = "is a file, not a folder"
+    elif kind == "a link to nothing":
+        out.symlink_to(tmp_path / "nowhere")
+        message = "is a symbolic link to nothing"
+    else:
+        (out / "predictions.csv").mkdir(parents=True)
+        message = "is not the file predict.py writes there"
+    before = tree(tmp_path)
+    code, _, err = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(out),
+                          "--overwrite"], capsys)
+    refused(code, err, message)
+    assert tree(tmp_path) == before and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("link", ["maps", "predictions.csv"])
+def test_a_link_planted_in_out_is_never_written_through(run, capsys, tmp_path, link):
+    _, dataset, folder = run
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / link).symlink_to(elsewhere if link == "maps" else elsewhere / "precious.txt")
+    code, _, err = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(tmp_path / "o"),
+                          "--overwrite"], capsys)
+    refused(code, err, "is a symbolic link; predict.py never writes through or replaces a link")
+    assert [p.name for p in elsewhere.iterdir()] == ["precious.txt"]
+    assert (elsewhere / "precious.txt").read_text() == "keep"
+
+
+def test_images_inside_out_are_refused_and_an_out_inside_the_images_is_left_out_of_scoring(run, capsys, tmp_path):
+    _, dataset, folder = run
+    images = tmp_path / "images"
+    shutil.copytree(dataset / "test/0.normal", images)
+    code, _, err = score(["--path", str(images), "--weights", str(folder), "--out", str(tmp_path)], capsys)
+    refused(code, err, "are inside --out")
+    code, _, _ = score(["--path", str(images), "--weights", str(folder), "--out", str(images / "scored")], capsys)
+    assert code == 0
+    code, _, _ = score(["--path", str(images), "--weights", str(folder), "--out", str(images / "again")], capsys)
+    assert code == 0 and len(rows(images / "again" / "predictions.csv")) == 4  # its own earlier maps not scored
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_refused_before_scoring(run, capsys, tmp_path):
+    _, dataset, folder = run
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o").chmod(0o555)
+    code, _, err = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(tmp_path / "o")],
+                         capsys)
+    refused(code, err, "cannot write the output folder")
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("empty", "the folder has no best.pt or train/weights/best.pt"),
+    ("model.pt", "the folder has no best.pt"),
+    ("only_last", "it holds last.pt: give that file itself"),
+    ("missing.pt", "it does not exist"),
+])
+def test_weights_that_hold_no_checkpoint_say_what_was_looked_for(run, capsys, tmp_path, weights, message):
+    _, dataset, folder = run
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "model.pt").mkdir()  # a folder named like a checkpoint
+    (tmp_path / "only_last" / "train" / "weights").mkdir(parents=True)
+    shutil.copy(folder / "train/weights/last.pt", tmp_path / "only_last" / "train" / "weights")
+    code, _, err = score(["--path", str(dataset / "test"), "--weights", str(tmp_path / weights)], capsys)
+    refused(code, err, f"no checkpoint at '{tmp_path / weights}'", message)
+    assert not (tmp_path / weights / "predict").exists()
+
+
+# --- images of other bit depths and modes: scaled to 0..255 as their depth says, or refused --------
+def grey_ramp():
+    return np.linspace(0, 1, ISIZE * ISIZE).reshape(ISIZE, ISIZE)
+
+
+def mode_images(folder: Path) -> dict:
+    """{name: reference 8-bit image name, or None where a refusal is right} for images in many modes."""
+    ramp = grey_ramp()
+    eight = np.round(ramp * 255).astype(np.uint8)
+    sixteen = np.round(ramp * 65535).astype(np.uint16)
+    Image.fromarray((sixteen >> 8).astype(np.uint8)).save(folder / "ref16.png")
+    Image.fromarray(eight).save(folder / "ref8.png")
+    Image.fromarray(sixteen).save(folder / "i16.png")  # 'I;16'
+    Image.frombytes("I;16B", (ISIZE, ISIZE), sixteen.astype(">u2").tobytes()).save(folder / "i16b.tif")
+    Image.fromarray(sixteen.astype(np.int32), "I").save(folder / "i32_16bit_values.tif")
+    Image.fromarray((ramp * 2**20).astype(np.int32), "I").save(folder / "i32_beyond_16bit.tif")
+    Image.fromarray(ramp.astype(np.float32), "F").save(folder / "float_0_1.tif")
+    Image.fromarray((ramp * 255).astype(np.float32), "F").save(folder / "float_0_255.tif")
+    bits = ramp > 0.5
+    Image.fromarray(bits).save(folder / "bits.png")  # '1'
+    Image.fromarray((bits * 255).astype(np.uint8)).save(folder / "ref_bits.png")
+    cmyk = np.zeros((ISIZE, ISIZE, 4), np.uint8)
+    cmyk[..., 3] = 255 - eight
+    Image.fromarray(cmyk, "CMYK").save(folder / "cmyk.tif")
+    Image.fromarray(np.stack([eight, np.full_like(eight, 128)], -1), "LA").save(folder / "la.png")
+    Image.fromarray(eight).convert("P").save(folder / "palette_transparent.png", transparency=0)
+    return {"i16.png": "ref16.png", "i16b.tif": "ref16.png", "i32_16bit_values.tif": "ref16.png",
+            "i32_beyond_16bit.tif": None, "float_0_1.tif": "ref8.png", "float_0_255.tif": None,
+            "bits.png": "ref_bits.png", "cmyk.tif": "ref8.png", "la.png": "ref8.png",
+            "palette_transparent.png": "ref8.png"}
+
+
+def test_images_of_every_depth_and_mode_score_like_their_8_bit_copy_or_are_refused_with_a_reason(
+        run, capsys, tmp_path):
+    _, _, folder = run
+    images = tmp_path / "images"
+    images.mkdir()
+    expected = mode_images(images)
+    code, _, err = score(["--path", str(images), "--weights", str(folder), "--out", str(tmp_path / "o"),
+                          "--maps", "none"], capsys)
+    assert code == 0
+    scores = {Path(r["path"]).name: float(r["score"]) for r in rows(tmp_path / "o" / "predictions.csv")}
+    for name, reference in expected.items():
+        if reference is None:  # no known intensity range: refused, with the reason, never clipped
+            assert name not in scores and name in err and "intensit" in err, (name, err)
+        else:
+            assert scores[name] == pytest.approx(scores[reference], abs=1e-6), name

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import checkpoint
+from lib import checkpoint, files
 from lib.errors import UserError
 from tests.cli import ROOT, TINY, train_cli as train
 from tests.conftest import make_folder_dataset
@@ -96,14 +96,14 @@ def test_verbose_shows_the_traceback(tmp_path):
 
 def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path):
     target = tmp_path / "results.json"
-    checkpoint.write_text(target, "old")
+    files.write_text(target, "old")
 
     def crash(tmp):
         Path(tmp).write_text("half")
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        checkpoint.atomic_write(target, crash)
+        files.atomic_write(target, crash)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
@@ -177,7 +177,7 @@ def test_a_missing_dataroot_names_it(tmp_path):
 
 
 def test_result_files_get_ordinary_permissions(tmp_path):
-    checkpoint.write_text(tmp_path / "results.json", "{}")
+    files.write_text(tmp_path / "results.json", "{}")
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o666 & ~umask

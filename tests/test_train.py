@@ -87,7 +87,7 @@ def test_loss_log_has_a_header_loss_lines_and_one_line_per_epoch(run):
 
 
 @pytest.mark.parametrize("model,extra", [("skipganomaly", []), ("w_skipganomaly", ["--wgan", "clip"]),
-                                         ("w_skipganomaly", ["--no_skip", "--normal_class", "7"])])
+                                         ("w_skipganomaly", ["--no_skip", "--normal_class", "7", "--n_critic", "1"])])
 def test_every_model_and_critic_constraint_trains_from_the_command_line(tmp_path, model, extra):
     args = [*TINY, "--model", model, "--niter", "1", "--outf", "out", *extra]
     if "--normal_class" in extra:
@@ -187,7 +187,8 @@ def test_score_weight_val_is_chosen_on_validation_kept_in_the_checkpoint_and_use
     assert stored == best["val"]["score_weight"]
     from tests.cli import run_main
     import predict
-    out = run_main(predict.main, ["--path", "new", "--weights", str(run), "--device", "cpu"], tmp_path)
+    out = run_main(predict.main, ["--path", "new", "--weights", str(run), "--device", "cpu", "--overwrite"],
+                   tmp_path)
     assert f"score = {stored:g} x image MSE + {1 - stored:g} x feature MSE (chosen on the validation split)" \
         in out.stdout
     for r in rows(run / "predict/predictions.csv"):

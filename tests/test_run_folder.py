@@ -1,0 +1,251 @@
+"""Never lose a run: what train.py does with a run folder that already holds work.
+
+Every case runs `train.py` as a real process on real files, and checks that what the user
+had before is byte-identical afterwards.
+"""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli import ROOT, TINY, process, train_cli
+from tests.conftest import make_folder_dataset
+
+RUN = "skipganomaly/digits/3"
+ONE_EPOCH = [*TINY, "--model", "skipganomaly", "--niter", "1"]
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file below `folder` (links as their target text) -> its content hash."""
+    out = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_symlink():
+            out[str(path.relative_to(folder))] = "link:" + os.readlink(path)
+        elif path.is_file() and path.name != ".lock":
+            out[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished one-epoch run, written once; each test works on its own copy."""
+    cwd = tmp_path_factory.mktemp("finished")
+    train_cli([*ONE_EPOCH, "--outf", "out"], cwd)
+    return cwd / "out"
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    """(working directory, run folder) holding a copy of the finished run."""
+    shutil.copytree(finished, tmp_path / "out")
+    return tmp_path, tmp_path / "out" / RUN
+
+
+def test_the_same_command_twice_refuses_and_leaves_the_first_run_whole(run):
+    cwd, folder = run
+    before = snapshot(folder)
+    proc = process("train.py", [*ONE_EPOCH, "--outf", "out", "--manualseed", "7"], cwd)
+    one_line_error(proc, "already holds a run", f"--resume {folder.relative_to(cwd)}", "--overwrite")
+    assert snapshot(folder) == before
+
+
+def test_overwrite_deletes_the_old_run_and_leaves_only_the_new_one(run):
+    cwd, folder = run
+    (folder / "my_notes.txt").write_text("mine")
+    old_images = set(p.name for p in (folder / "train" / "images").iterdir())
+    proc = process("train.py", [*ONE_EPOCH, "--outf", "out", "--manualseed", "7", "--overwrite"], cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "manualseed: 7" in (folder / "opt.txt").read_text()
+    log = (folder / "loss_log.txt").read_text()
+    assert log.count("Training Loss") == 1 and log.count("epoch 1/1") == 1
+    assert (folder / "my_notes.txt").read_text() == "mine"  # not the tool's: left alone
+    assert set(p.name for p in (folder / "train" / "images").iterdir()) == old_images
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--w_con", "nan"], "--w_con must be a finite number"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--batchsize", "4000"], "larger than the"),  # found only after the data is read
+    (["--model", "w_skipganomaly", "--n_critic", "50"], "the generator would never be updated"),
+    (["--w_adv", "0", "--w_con", "0", "--w_lat", "0"], "would never learn"),
+    (["--resume", "out/" + RUN, "--overwrite"], "give one of them"),
+])
+def test_a_refused_run_writes_nothing_into_an_existing_run(run, args, message):
+    cwd, folder = run
+    before = snapshot(folder)
+    one_line_error(process("train.py", [*ONE_EPOCH, "--outf", "out", *args], cwd), message)
+    assert snapshot(folder) == before
+
+
+def test_phase_test_writes_its_own_files_and_never_the_training_record(run):
+    cwd, folder = run
+    before = snapshot(folder)
+    proc = process("train.py", ["--dataset", "digits", "--abnormal_class", "3", "--device", "cpu", "--outf", "out",
+                                "--model", "skipganomaly", "--phase", "test", "--load_weights", "--batchsize", "7"],
+                   cwd)
+    assert proc.returncode == 0, proc.stderr
+    after = snapshot(folder)
+    assert {k: v for k, v in after.items() if not k.startswith("test/")} == before
+    assert {"test/opt.txt", "test/histogram.csv", "test/results.json"} <= set(after)
+    assert "phase: test" in (folder / "test" / "opt.txt").read_text()
+    # Scoring is in eval mode, so another batch size gives the training run's scores.
+    assert (folder / "test" / "histogram.csv").read_text() == (folder / "histogram.csv").read_text()
+
+
+def test_resume_of_a_copied_run_continues_in_the_copy_and_leaves_the_original_alone(run):
+    cwd, folder = run
+    original = snapshot(folder)
+    shutil.copytree(cwd / "out", cwd / "copy")
+    proc = process("train.py", ["--resume", f"copy/{RUN}", "--niter", "2"], cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(folder) == original
+    copy = cwd / "copy" / RUN
+    assert (copy / "loss_log.txt").read_text().count("epoch 2/2") == 1
+    assert "outf: copy" in (copy / "opt.txt").read_text()
+
+
+def test_resume_refuses_outf_and_name_which_would_write_elsewhere(run):
+    cwd, folder = run
+    before = snapshot(folder)
+    one_line_error(process("train.py", ["--resume", f"out/{RUN}", "--niter", "2", "--outf", "other"], cwd),
+                   "drop --outf")
+    assert snapshot(folder) == before and not (cwd / "other").exists()
+
+
+@pytest.mark.parametrize("planted", ["loss_log.txt", ".lock", "train/images", "opt.txt"])
+def test_a_symlink_planted_in_a_run_folder_is_never_written_through(run, planted):
+    cwd, folder = run
+    victim = cwd / "victim"
+    victim.mkdir() if planted == "train/images" else victim.write_text("precious\n")
+    target = folder / planted
+    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    target.symlink_to(victim)
+    before = snapshot(folder), snapshot(cwd / "victim") if victim.is_dir() else victim.read_text()
+    proc = process("train.py", ["--resume", f"out/{RUN}", "--niter", "2"], cwd)
+    one_line_error(proc, "symbolic link")
+    assert (snapshot(folder), snapshot(victim) if victim.is_dir() else victim.read_text()) == before
+
+
+def test_a_symlink_planted_in_a_fresh_folder_is_refused_too(tmp_path):
+    folder = tmp_path / "out" / RUN
+    folder.mkdir(parents=True)
+    (tmp_path / "victim").write_text("precious\n")
+    (folder / "loss_log.txt").symlink_to(tmp_path / "victim")
+    one_line_error(process("train.py", [*ONE_EPOCH, "--outf", "out", "--overwrite"], tmp_path), "symbolic link")
+    assert (tmp_path / "victim").read_text() == "precious\n"
+
+
+def _start(args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_training(folder: Path, proc, timeout=600):
+    log = folder / "loss_log.txt"
+    deadline = time.time() + timeout
+    while not (log.exists() and "iters:" in log.read_text()):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+
+def test_a_second_run_into_a_folder_in_use_refuses_and_the_first_finishes_alone(tmp_path):
+    args = [*TINY, "--model", "skipganomaly", "--niter", "3", "--print_freq", "1", "--batchsize", "16",
+            "--outf", "out"]
+    first = _start([*args, "--manualseed", "1"], tmp_path)
+    folder = tmp_path / "out" / RUN
+    _wait_for_training(folder, first)
+    second = process("train.py", [*args, "--manualseed", "2", "--overwrite"], tmp_path)
+    one_line_error(second, "is in use by", f"process {first.pid}")
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert "manualseed: 1" in (folder / "opt.txt").read_text()
+    assert (folder / "loss_log.txt").read_text().count("Training Loss") == 1
+
+
+def test_a_killed_runs_lock_is_no_obstacle_to_resuming_it(tmp_path):
+    args = [*TINY, "--model", "skipganomaly", "--niter", "4", "--print_freq", "1", "--batchsize", "16",
+            "--outf", "out"]
+    first = _start(args, tmp_path)
+    folder = tmp_path / "out" / RUN
+    log = folder / "loss_log.txt"
+    deadline = time.time() + 600
+    while not (log.exists() and "epoch 1/4" in log.read_text()):  # the first checkpoint is written
+        assert first.poll() is None and time.time() < deadline, first.communicate()
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    assert (folder / ".lock").exists()  # left behind, but nobody holds it
+    proc = process("train.py", ["--resume", f"out/{RUN}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().count("epoch 4/4") == 1
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody can create files in, root included (a read-only mount where we are root)."""
+    path = tmp_path / "readonly"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only folder here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_read_only_working_directory_costs_only_the_convenience_copy(read_only_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = process("train.py", [*ONE_EPOCH, "--outf", str(out)], read_only_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "./histogram.csv is not written" in proc.stdout
+    folder = out / RUN
+    for name in ("histogram.csv", "results.json", "train/weights/best.pt", "train/weights/last.pt"):
+        assert (folder / name).is_file(), name
+    assert list(read_only_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--name", "../escape"], "relative folder inside --outf"),
+    (["--name", "/abs/run"], "relative folder inside --outf"),
+    (["--name", b"caf\xe9".decode("utf-8", "surrogateescape")], "not UTF-8"),
+    (["--batchsize", "99999999999999999999"], "out of range"),
+    (["--manualseed", str(2**64)], "--manualseed"),
+    (["--display_port", "70000"], "TCP port"),
+    (["--isize", "4096", "--ngf", "512", "--ndf", "512"], "needs at least"),
+    (["--model", "skipganomaly", "--wgan", "clip"], "only applies to --model w_skipganomaly"),
+])
+def test_values_that_cannot_work_are_refused_before_anything_is_written(tmp_path, args, message):
+    argv = [*TINY, "--niter", "1", "--outf", "out", *args]
+    if "--model" not in args:
+        argv += ["--model", "skipganomaly"]
+    one_line_error(process("train.py", argv, tmp_path), message)
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "escape").exists()
+
+
+def test_class_flags_a_folder_dataset_ignores_are_refused(tmp_path):
+    make_folder_dataset(tmp_path / "data")
+    proc = process("train.py", ["--dataset", "custom", "--abnormal_class", "3", "--isize", "8", "--device", "cpu",
+                                "--outf", "out"], tmp_path)
+    one_line_error(proc, "does not apply to the folder dataset")
+    assert not (tmp_path / "out").exists()
