@@ -6,10 +6,14 @@ results table of a search and the train.py command that reproduces a trial.
 Ray is imported only inside the trial, so checking a space needs no Ray.
 """
 import argparse
+import codecs
+import itertools
 import json
 import math
+import os
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import options
@@ -29,12 +33,34 @@ NOT_SEARCHABLE = {
     "val_ratio": "trials are compared on one validation split",
 }
 # Left out of a reproducing command line: train.py derives or ignores them.
-NOT_IN_COMMAND = {"name", "tune", "resume"}
+NOT_IN_COMMAND = {"name", "tune", "resume", "overwrite"}
+# Options naming files or folders: trials run in a working directory of their own, so these are absolute.
+PATH_OPTIONS = ("dataroot", "outf", "path", "load_weights")
+# A search space is a small hand-written file; anything larger was given by mistake.
+MAX_SPACE_BYTES = 1 << 20
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+# Integer ranges of up to MAX_CHECKED values are checked value by value, wider ones at PROBES points.
+MAX_CHECKED = 4096
+PROBES = 64
+MAX_CONTEXTS = 64  # combinations of the other options a value that fails alone is tried with
+C_INT_MAX = options.C_INT_MAX  # Ray draws randint values as C integers
+EXPECTED = {int: "a whole number", float: "a number"}
 
 
 def train_actions(parser) -> dict:
     """train.py's options by name (dest), as `parser` defines them."""
     return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def trial_base(opt: dict) -> dict:
+    """The options every trial starts from: the command line's, paths absolute, not a search."""
+    # The search's --overwrite replaced the search folder; a trial's folder is its own and new.
+    base = {**opt, "tune": False, "overwrite": False}
+    for name in PATH_OPTIONS:
+        if base.get(name):
+            base[name] = os.path.abspath(base[name])
+    return base
 
 
 def trial_options(base: dict, config: dict) -> argparse.Namespace:
@@ -47,40 +73,109 @@ def trial_options(base: dict, config: dict) -> argparse.Namespace:
 # ------------------------------------------------------------------ the space file
 
 def read_space(path, actions: dict, base: dict) -> dict[str, tuple[str, list]]:
-    """Check SPACE.json; returns {option: (kind, values)} with values in the option's type."""
+    """Check SPACE.json; returns {option: (kind, values)} with values in the option's type.
+
+    Every value a search could draw must make a valid train.py run, alone and with the
+    other searched options: Ray would only find out in a trial, after the search started.
+    """
     where = f"space file '{path}'"
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise UserError(f"cannot read {where}: {err.strerror}") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{where} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    raw = _parse_json(_read_text(path, where), where)
     if not isinstance(raw, dict):
         raise UserError(f'{where} must hold one JSON object, e.g. {{"w_con": {{"grid": [25, 50, 75]}}}}')
-    space = {}
+    space, drawn = {}, {}
     for key, spec in raw.items():
         name = key.lstrip("-")
         if name not in actions:
             raise UserError(f"{where}: unknown option '{key}' (options are train.py's: see python train.py -h)")
         if name in NOT_SEARCHABLE:
             raise UserError(f"{where}: '{name}' cannot be searched ({NOT_SEARCHABLE[name]})")
+        if name in space:
+            raise UserError(f"{where}: '{name}' is given twice: give each option once")
         if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in KINDS):
             raise UserError(f"{where}: '{name}' needs one of " + ", ".join(f'{{"{k}": ...}}' for k in KINDS)
-                            + f", got {json.dumps(spec)}")
+                            + f", got {_shown(spec)}")
         kind, values = next(iter(spec.items()))
-        space[name] = (kind, _check_values(where, name, kind, values, actions[name], base))
+        shown = f"{where}: \"{name}\": {{\"{kind}\": {_shown(values)}}}"
+        values = _check_values(shown, name, kind, values, actions[name])
+        if name in PATH_OPTIONS:  # trials run in their own working directory
+            values = [os.path.abspath(v) if v else v for v in values]
+        space[name] = (kind, values)
+        drawn[name] = (shown, values if kind in ("grid", "choice") else _range_probes(kind, *values))
+    _check_drawn(space, drawn, base)
+    _check_together(where, space, base)
     return space
 
 
-def _check_values(where, name, kind, values, action, base) -> list:
-    """Values of one entry, converted to the option's type and accepted by train.py."""
-    shown = f"{where}: \"{name}\": {{\"{kind}\": {json.dumps(values)}}}"
+def _read_text(path, where) -> str:
+    """The file's text: UTF-8 (a byte-order mark, UTF-8 or UTF-16 as Windows editors write, is honoured)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPACE_BYTES + 1)
+    except OSError as err:
+        raise UserError(f"cannot read {where}: {err.strerror or err}") from None
+    if len(data) > MAX_SPACE_BYTES:
+        raise UserError(f"{where} is over {MAX_SPACE_BYTES >> 20} MiB: a search space is a small JSON file like "
+                        "experiments/tune_space.json")
+    encoding = next((name for bom, name in BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise UserError(f"{where} is not {encoding.upper().removesuffix('-SIG')} text (byte 0x{data[err.start]:02x} "
+                        f"at offset {err.start}): save it as UTF-8") from None
+
+
+class _NotAValue(ValueError):
+    """A JSON value a search space cannot hold."""
+
+
+def _parse_json(text: str, where: str):
+    """JSON as the standard defines it: no NaN or Infinity (Python's json takes them), no duplicate keys."""
+    def constant(name):
+        raise _NotAValue(f"{name} is not a number: give finite numbers")
+
+    def number(text):
+        value = float(text)
+        if not math.isfinite(value):
+            raise _NotAValue(f"{text} is too large for a number: give finite numbers")
+        return value
+
+    def unique(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _NotAValue(f"'{key}' is given twice: give each option once")
+            seen.add(key)
+        return dict(pairs)
+
+    try:
+        return json.loads(text, parse_constant=constant, parse_float=number, object_pairs_hook=unique)
+    except _NotAValue as err:
+        raise UserError(f"{where}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{where} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except ValueError as err:  # e.g. an integer of thousands of digits
+        raise UserError(f"{where} is not valid JSON: {str(err).splitlines()[0][:120]}") from None
+    except RecursionError:
+        raise UserError(f"{where} is not a search space: its values are nested too deeply") from None
+
+
+def _shown(value) -> str:
+    """A JSON value for a message, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_values(shown, name, kind, values, action) -> list:
+    """Values of one entry, converted to the option's type: a list, or a range's [low, high]."""
     if kind in ("grid", "choice"):
         if not isinstance(values, list) or not values:
             raise UserError(f"{shown} needs a non-empty list of values")
-        out = [_coerce(shown, action, v) for v in values]
+        return [_coerce(shown, action, v) for v in values]
     else:
         if not (isinstance(values, list) and len(values) == 2
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
@@ -88,21 +183,84 @@ def _check_values(where, name, kind, values, action, base) -> list:
         lo, hi = values
         if action.type not in (int, float):
             raise UserError(f"{shown}: '{name}' is not numeric; use grid or choice")
-        if kind == "randint" and not all(float(v).is_integer() for v in values):
+        if kind == "randint" and not all(isinstance(v, int) or v.is_integer() for v in values):
             raise UserError(f"{shown}: randint needs whole-number bounds")
+        if kind == "randint" and not all(abs(v) <= C_INT_MAX for v in values):
+            raise UserError(f"{shown}: randint bounds must be within -{C_INT_MAX} and {C_INT_MAX}")
         if kind != "randint" and action.type is int:
             raise UserError(f"{shown}: '{name}' takes whole numbers; use randint")
+        if not all(abs(v) <= sys.float_info.max for v in values):
+            raise UserError(f"{shown}: a bound is too large for a number")
         if not lo < hi:
             raise UserError(f"{shown}: low must be below high")
         if kind == "loguniform" and lo <= 0:
             raise UserError(f"{shown}: loguniform needs low > 0")
-        out = [int(lo), int(hi)] if kind == "randint" else [float(lo), float(hi)]
-    for value in out:  # every value (each bound of a range) must make a valid train.py run
-        try:
-            trial_options(base, {name: action.type(value) if action.type in (int, float) else value})
-        except UserError as err:
-            raise UserError(f"{shown}: {name} = {value!r} is rejected: {err}") from None
-    return out
+        return [int(lo), int(hi)] if kind == "randint" else [float(lo), float(hi)]
+
+
+def _range_probes(kind: str, lo, hi) -> list:
+    """The values of a range to check: all of a small integer range; else both ends, their
+    neighbours and evenly spaced points (train.py's limits are thresholds or sparse sets)."""
+    if kind == "randint":
+        if hi - lo < MAX_CHECKED:
+            return list(range(lo, hi + 1))
+        return sorted({lo, lo + 1, hi - 1, hi, *(lo + (hi - lo) * i // PROBES for i in range(1, PROBES))})
+    if kind == "loguniform":
+        lo_log, hi_log = math.log(lo), math.log(hi)
+        inner = [math.exp(lo_log + (hi_log - lo_log) * i / PROBES) for i in range(1, PROBES)]
+    else:
+        inner = [lo * (1 - i / PROBES) + hi * (i / PROBES) for i in range(1, PROBES)]
+    return [lo, *inner, hi]
+
+
+def _ends(space: dict, limit: int) -> dict:
+    """Each option's values with a range reduced to its ends; to both ends only if the product exceeds `limit`."""
+    ends = {name: values if kind in ("grid", "choice") else [values[0], values[-1]]
+            for name, (kind, values) in space.items()}
+    if math.prod(map(len, ends.values())) > limit:
+        ends = {name: sorted({values[0], values[-1]}, key=values.index) for name, values in ends.items()}
+    return ends
+
+
+def _combinations(ends: dict, limit: int):
+    return (dict(zip(ends, values)) for values in itertools.islice(itertools.product(*ends.values()), limit))
+
+
+def _rejection(base: dict, config: dict):
+    """train.py's refusal of `config` on top of `base`, or None."""
+    try:
+        trial_options(base, config)
+    except UserError as err:
+        return err
+    return None
+
+
+def _check_drawn(space: dict, drawn: dict, base: dict) -> None:
+    """Every value a search can draw for an option must make a valid run with some values of the others
+    (with the command line's first: an option that is wrong by itself is named by itself)."""
+    for name, (shown, values) in drawn.items():
+        others = _ends({n: entry for n, entry in space.items() if n != name}, MAX_CONTEXTS)
+        for value in values:
+            err = _rejection(base, {name: value})
+            if err and all(_rejection(base, {**context, name: value})
+                           for context in _combinations(others, MAX_CONTEXTS) if context):
+                raise UserError(f"{shown}: {name} = {_short(value)} is rejected: {err}")
+
+
+def _check_together(where, space: dict, base: dict) -> None:
+    """Options searched together (e.g. iter and niter) must also make valid runs together."""
+    models = set(space["model"][1]) if "model" in space else {base["model"]}
+    for model, names in options.MODEL_OPTIONS.items():
+        for name in (n for n in names if n in space and model not in models):
+            raise UserError(f"{where}: '{name}' only applies to --model {model}, and this search trains "
+                            f"{', '.join(sorted(models))}: drop it or search --model")
+    if len(space) < 2:
+        return
+    for config in _combinations(_ends(space, MAX_CHECKED), MAX_CHECKED):
+        err = _rejection(base, config)
+        if err:
+            shown = ", ".join(f"{name} = {_short(value)}" for name, value in config.items())
+            raise UserError(f"{where}: {shown} together are rejected: {err}")
 
 
 def _coerce(shown, action, value):
@@ -115,20 +273,31 @@ def _coerce(shown, action, value):
                 return options.str2bool(value)
             raise ValueError("expected true or false")
         if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-            raise ValueError(f"expected a {getattr(action.type, '__name__', 'str')}")
+            raise ValueError(f"expected {EXPECTED.get(action.type, 'a string')}")
         if action.type is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError("expected a whole number")
-            value = int(value)
+            value = _number(int, value)
         elif action.type is float:
-            value = float(value)
+            value = _number(float, value)
+        elif action.type is not None:  # e.g. --score_weight: a number or 'val', parsed as from the command line
+            value = action.type(str(value))
         else:
             value = str(value)
     except (ValueError, argparse.ArgumentTypeError) as err:
-        raise UserError(f"{shown}: {value!r}: {err}") from None
+        raise UserError(f"{shown}: {_shown(value)}: {err}") from None
     if action.choices is not None and value not in action.choices:
         raise UserError(f"{shown}: {value!r} is not one of {', '.join(map(str, action.choices))}")
     return value
+
+
+def _number(kind, value):
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"expected {EXPECTED[kind]}") from None
+    except OverflowError:
+        raise ValueError("too large for a number") from None
 
 
 def ray_space(space: dict):
@@ -161,8 +330,9 @@ def run_trial(config: dict, base: dict, defaults: dict, explicit: set, run_prefi
     if ray.get_gpu_ids():
         opt.gpu_ids = "0"  # Ray shows each trial only its own GPU(s), numbered from 0
     restored = tune.get_checkpoint()
-    if restored is None:
-        trainer = build_trainer(opt, defaults, load_checkpoint(opt, explicit | set(config)), on_epoch=_report)
+    if restored is None:  # anything in the trial's folder is an earlier, failed start of this trial
+        trainer = build_trainer(opt, defaults, load_checkpoint(opt, explicit | set(config)), on_epoch=_report,
+                                overwrite=True)
     else:  # paused or failed before: continue from the last epoch it reported
         with restored.as_directory() as folder:
             opt.resume = folder
@@ -173,7 +343,7 @@ def run_trial(config: dict, base: dict, defaults: dict, explicit: set, run_prefi
     try:
         trainer.fit()
     finally:
-        trainer.vis.close()
+        trainer.close()
 
 
 def _report(trainer, row: dict) -> None:

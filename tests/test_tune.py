@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -16,8 +17,9 @@ from tests.conftest import make_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 # scikit-learn's 8x8 digits: no files needed, a whole epoch takes about a second.
+CPUS = str(min(2, len(os.sched_getaffinity(0))))
 TINY = ["--dataset", "digits", "--abnormal_class", "0", "--isize", "8", "--ngf", "8", "--ndf", "8",
-        "--nz", "8", "--batchsize", "64", "--device", "cpu", "--manualseed", "1", "--num_cpus", "2"]
+        "--nz", "8", "--batchsize", "64", "--device", "cpu", "--manualseed", "1", "--num_cpus", CPUS]
 
 
 def read_csv(path):
@@ -82,7 +84,8 @@ def test_a_class_sweep_is_one_command_with_one_row_per_class(tmp_path, capsys):
                            "--model", "w_skipganomaly",
                            "--dataroot", str(tmp_path / "data"), "--outf", str(tmp_path / "out"),
                            "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "16",
-                           "--niter", "1", "--device", "cpu", "--num_cpus", "2", "--space", space], capsys)
+                           "--niter", "1", "--n_critic", "2", "--device", "cpu", "--num_cpus", CPUS, "--space", space],
+                          capsys)
     assert code == 0
     [folder] = (tmp_path / "out" / "tune").iterdir()
     assert folder.name.startswith("w_skipganomaly_cifar10_classes_")
@@ -93,6 +96,21 @@ def test_a_class_sweep_is_one_command_with_one_row_per_class(tmp_path, capsys):
         assert results["abnormal_class"] == row["abnormal_class"] and results["model"] == "w_skipganomaly"
         assert not math.isnan(float(row["val_auroc"]))
     assert "--abnormal_class" in stdout.split("reproduce: ")[1]
+
+
+def test_overwrite_replaces_a_finished_search_and_its_trials_start_afresh(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    argv = TINY + ["--niter", "1", "--outf", str(out), "--name", "again",
+                   "--space", write_space(tmp_path, {"w_con": {"grid": [1]}})]
+    assert search(argv, capsys)[0] == 0
+    folder = out / "tune" / "again"
+    [first] = read_csv(folder / "results.csv")
+    code, stdout = search(argv + ["--overwrite"], capsys)
+    assert code == 0
+    [second] = read_csv(folder / "results.csv")
+    assert second["trial"] != first["trial"] and not Path(first["run"]).exists() and Path(second["run"]).is_dir()
+    assert "--overwrite" not in stdout.split("reproduce: ")[1]  # it was for the search, not for train.py
 
 
 BAD_SPACES = {
