@@ -24,7 +24,7 @@ test: $(STAMP)
 
 # A Visdom server whose pages render offline (JS/CSS/fonts from the npm registry, once).
 dashboard: $(STAMP)
-	PORT=$(PORT) PYTHON=$(PY) dashboard/serve.sh
+	@PORT=$(PORT) PYTHON=$(PY) dashboard/serve.sh
 
 # The frozen list of exact versions of the tested environment.
 environment: $(STAMP)

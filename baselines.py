@@ -18,10 +18,18 @@ from pathlib import Path
 
 import torch
 
-from lib.checkpoint import write_text
+from lib.files import write_text
+from lib.classes import builtin_dataset
+from lib.collect import check_writable, shown
 from lib.data import class_names, load_split, resolve_class
 from lib.errors import UserError, run_cli
 from lib.metrics import all_metrics
+from lib.resources import check_fits
+from options import check_image_shape
+
+C_INT_MAX = 2**31 - 1
+# Images of each built-in dataset (train + test), to refuse a size that cannot fit before loading it.
+IMAGES = {"cifar10": 60_000, "mnist": 70_000, "fashion-mnist": 70_000, "digits": 1_797}
 
 
 def flatten(images: torch.Tensor) -> torch.Tensor:
@@ -49,15 +57,17 @@ def knn_scores(train: torch.Tensor, test: torch.Tensor, k: int, chunk: int = 102
     return torch.cat(out)
 
 
-def run(opt) -> list[dict]:
-    classes = class_names(opt.dataset)
-    wanted = opt.classes or classes
+def run(opt, targets: list[str]) -> list[dict]:
+    """Both baselines on each target class; with --out, the file is rewritten after each class."""
     rows = []
-    for name in wanted:
-        cls = classes[resolve_class(opt.dataset, name)]
+    for cls in targets:
         protocol = {"normal_class": cls} if opt.protocol == "one-class" else {"abnormal_class": cls}
         split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, val_ratio=opt.val_ratio,
                            log=lambda line: None, **protocol)
+        if opt.k > len(split.train):
+            raise UserError(f"--k {opt.k} is more than the {len(split.train)} normal training images of "
+                            f"{opt.dataset} with class {cls} {'normal' if 'normal_class' in protocol else 'left out'}"
+                            f": use at most {len(split.train)}")
         train, test = flatten(split.train), flatten(split.test_images)
         labels = split.test_labels.numpy()
         for method, scorer in (("pca", lambda: pca_scores(train, test, opt.pca_variance)),
@@ -67,11 +77,43 @@ def run(opt) -> list[dict]:
             rows.append({"dataset": opt.dataset, "protocol": opt.protocol, "class": cls, "method": method,
                          **metrics, "seconds": round(time.time() - start, 2)})
             print(f"{cls:>12} {method}: auroc {metrics['auroc']:.4f}", flush=True)
+        if opt.out:  # after every class, so a failure later loses none of the finished ones
+            keys = list(rows[0])
+            lines = [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]
+            write_text(Path(opt.out), "\n".join(lines) + "\n")
     return rows
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line naming the problem and where to look, exit code 2."""
+        raise UserError(f"{message} (see: {self.prog} -h)")
+
+
+def check(opt) -> list[str]:
+    """The target classes, in order; UserError for values with no meaningful result."""
+    classes = class_names(opt.dataset)
+    if not classes:
+        raise UserError(f"--dataset {shown(opt.dataset)}: baselines need a dataset with classes (cifar10, mnist, "
+                        "fashion-mnist, digits)")
+    check_image_shape(opt.isize, opt.nc)
+    if not 1 <= opt.k <= C_INT_MAX:
+        raise UserError(f"--k {opt.k}: use a whole number of neighbours from 1 to the training images")
+    if not 0 < opt.pca_variance <= 1:
+        raise UserError(f"--pca_variance {opt.pca_variance}: use a share of the variance in (0, 1], e.g. 0.9")
+    if not 0 <= opt.val_ratio < 1:
+        raise UserError(f"--val_ratio {opt.val_ratio}: use a share in [0, 1), as train.py (default 0.1)")
+    images = IMAGES[builtin_dataset(opt.dataset)]
+    check_fits(images * opt.nc * opt.isize ** 2 * 5,  # uint8 images, then float32 rows
+               f"--isize {opt.isize} ({images} images of {opt.nc}x{opt.isize}x{opt.isize})", "use a smaller --isize")
+    if opt.out:
+        check_writable(opt.out, "--out")
+    targets = [classes[resolve_class(opt.dataset, name)] for name in (opt.classes or classes)]
+    return list(dict.fromkeys(targets))
+
+
 def main(argv):
-    p = argparse.ArgumentParser(prog="baselines.py", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="baselines.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--dataroot", default="./data")
     p.add_argument("--isize", type=int, default=32)
@@ -81,19 +123,14 @@ def main(argv):
     p.add_argument("--classes", nargs="*", help="classes to run (default: all)")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--pca_variance", type=float, default=0.9)
-    p.add_argument("--out", default=None, help="CSV file to write")
+    p.add_argument("--out", default=None, help="CSV file to write (rewritten after each class)")
     p.add_argument("--verbose", action="store_true")
     opt = p.parse_args(argv)
-    if not class_names(opt.dataset):
-        raise UserError(f"--dataset {opt.dataset}: baselines need a dataset with classes (cifar10, mnist, "
-                        "fashion-mnist, digits)")
+    targets = check(opt)
     torch.set_grad_enabled(False)
-    rows = run(opt)
+    run(opt, targets)
     if opt.out:
-        keys = list(rows[0])
-        lines = [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]
-        write_text(Path(opt.out), "\n".join(lines) + "\n")
-        print(f"wrote {opt.out}")
+        print(f"wrote {shown(opt.out)}")
     return 0
 
 

@@ -20,6 +20,7 @@ is shared, so only ratios measured side by side mean much.
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -32,10 +33,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import options
 from lib.data import batches, to_float
-from lib.errors import run_cli
+from lib.errors import UserError, run_cli
 from lib.losses import anomaly_score, contextual_loss, gradient_penalty, latent_loss
 from lib.models import MODELS
 from lib.networks import init_weights
+from lib.resources import check_fits
 
 PATHS = ("original", "plain", "fast")
 
@@ -332,9 +334,68 @@ def profile(args, device) -> dict:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line naming the problem and where to look, exit code 2."""
+        raise UserError(f"{message} (see: {self.prog} -h)")
+
+
+C_INT_MAX = 2**31 - 1  # torch and OpenMP keep counts and thread numbers in C ints
+COUNTS = ("batchsize", "n_critic", "ngf", "ndf", "nz", "steps", "eval_batches", "reps", "profile_top",
+          "loader_images")
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def bytes_needed(args) -> int:
+    """A lower bound of the memory the measurement holds, so sizes that cannot fit are refused
+    before anything is allocated: the data; the generator's convolution weights (a decoder at
+    least as large as the encoder) and the adversary's last one, each with its gradient and two
+    Adam moments; and the generator activations of one batch, kept for the backward pass."""
+    pixels = args.nc * args.isize ** 2
+    if args.loader:
+        return args.loader_images * pixels  # uint8
+    depth = int(math.log2(args.isize))
+    widths = [args.ngf * min(2**i, 8) for i in range(depth)]
+    weights = 2 * sum(16 * a * b for a, b in zip([args.nc, *widths], widths))
+    weights += 16 * args.ndf * (args.isize // 8) * args.nz
+    activations = 2 * sum(w * (args.isize >> (i + 1)) ** 2 for i, w in enumerate(widths))
+    return 4 * (4 * args.batchsize * pixels + 4 * weights + args.batchsize * activations)
+
+
+def check(args) -> None:
+    """Raise UserError for values that pass argparse but that the measurement cannot take."""
+    options.check_image_shape(args.isize, args.nc)
+    for name in COUNTS:
+        if not 1 <= getattr(args, name) <= C_INT_MAX:
+            raise UserError(f"--{name} {getattr(args, name)}: use a whole number from 1 to {C_INT_MAX}")
+    if not 0 <= args.warmup <= C_INT_MAX:
+        raise UserError(f"--warmup {args.warmup}: use a whole number from 0 to {C_INT_MAX}")
+    if args.threads is not None and not 1 <= args.threads <= 4 * cores():
+        raise UserError(f"--threads {args.threads}: use 1 to {4 * cores()} (4 per core of the {cores()} here), "
+                        "or leave it out for torch's choice")
+    if not -2**63 <= args.seed < 2**64:
+        raise UserError(f"--seed {args.seed}: use a whole number from 0 to 2**64 - 1")
+    if args.loader and args.loader_images < args.batchsize:
+        raise UserError(f"--loader_images {args.loader_images} is less than one batch of --batchsize "
+                        f"{args.batchsize}, so no batch would be timed: give more images or a smaller batch")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
+    images = f"{args.nc}x{args.isize}x{args.isize} images"
+    if args.loader:
+        check_fits(bytes_needed(args), f"--loader_images {args.loader_images} of {images}",
+                   "use fewer --loader_images or a smaller --isize")
+    else:
+        check_fits(bytes_needed(args), f"--batchsize {args.batchsize} of {images} with --ngf {args.ngf} "
+                   f"--ndf {args.ndf} --nz {args.nz}", "use a smaller --batchsize (or --isize, --ngf, --ndf, --nz)",
+                   args.device)
+
+
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog="benchmark.py", description=__doc__.split("\n")[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--model", default="skipganomaly", choices=sorted(MODELS))
     a("--isize", type=int, default=32)
@@ -364,14 +425,14 @@ def parse(argv=None):
     a("--memory_only", action="store_true", help=argparse.SUPPRESS)
     a("--verbose", action="store_true", help="show tracebacks of errors")
     args = p.parse_args(argv)
-    options.check_image_shape(args.isize, args.nc)
+    check(args)
     return args
 
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     settings = {k: v for k, v in vars(args).items() if k not in ("memory_only", "loader_images")}

@@ -7,26 +7,38 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.checkpoint import write_text
-from lib.collect import METRICS, SELECTIONS, collect
-from lib.errors import run_cli
+from lib.files import write_text
+from lib.collect import METRICS, SELECTIONS, check_writable, collect, shown
+from lib.errors import UserError, run_cli
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line naming the problem and where to look, exit code 2."""
+        raise UserError(f"{message} (see: {self.prog} -h)")
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="collect_results.py", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(prog="collect_results.py", description=__doc__.splitlines()[0],
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("outf", help="folder holding the run folders (train.py's --outf)")
     parser.add_argument("--metric", default="auroc", choices=METRICS, help="test metric in the cells")
     parser.add_argument("--select", default="best", choices=tuple(SELECTIONS),
                         help="which epoch of each run: best on validation, last, or best on test (optimistic)")
     parser.add_argument("--out", default=None, help="writes OUT.md and OUT.csv (default: OUTF/results)")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args = parser.parse_args(argv)
-    table_md, table_csv = collect(args.outf, args.metric, args.select)
     prefix = args.out or str(Path(args.outf) / "results")
-    write_text(f"{prefix}.md", table_md)
-    write_text(f"{prefix}.csv", table_csv)
-    print(table_md)
-    print(f"written: {prefix}.md, {prefix}.csv")
+    if args.out or Path(args.outf).is_dir():
+        check_writable(f"{prefix}.md", "--out")
+    table_md, table_csv = collect(args.outf, args.metric, args.select)
+    print(table_md)  # first, so the table is seen even if it cannot be written
+    for path, text in ((f"{prefix}.md", table_md), (f"{prefix}.csv", table_csv)):
+        try:
+            write_text(path, text)
+        except OSError as err:
+            raise UserError(f"cannot write {shown(path)} ({err.strerror}): choose another --out") from err
+    print(f"written: {shown(prefix)}.md, {shown(prefix)}.csv")
     return 0
 
 

@@ -219,7 +219,8 @@ def main(argv: list[str]) -> int:
             print(f"... and {len(gaps) - 20} more")
         return 1 if gaps else 0
     if argv:
-        print("usage: python dashboard/offline_assets.py [--check]", file=sys.stderr)
+        print(f"error: unknown arguments {' '.join(map(ascii, argv))}: use none (install) or only --check "
+              "(usage: python dashboard/offline_assets.py [--check])", file=sys.stderr)
         return 2
     install()
     return 0

@@ -6,12 +6,17 @@
 #   PYTHON   interpreter command (default: python)
 #   DEVICE   gpu or cpu, passed as --device
 #   CLASSES  space-separated classes to run instead of the script's list, e.g. CLASSES="bird cat"
+#            (a name with a space may use _ instead: "Ankle_boot")
 #   SEEDS    space-separated seeds, e.g. SEEDS="0 1 2": one run per seed and class, each in
 #            its own run folder (<model>/<dataset>/<class>/seed<N>)
-# Every class is attempted; the exit status is 1 when any run failed, 130 on Ctrl-C.
+# Every class is attempted; the exit status is 1 when any run failed (the last line names them),
+# 130 on Ctrl-C. Bad input stops the sweep with exit status 2 and one line: flags the sweep sets
+# for each run itself (--abnormal_class, --normal_class, --name; --manualseed with SEEDS), a seed
+# that is not a whole number or a PYTHON that cannot run, before anything runs; and arguments
+# train.py refuses (its exit status 2) at the first run, since every other run would get them too.
 
 run_classes() {
-    local flags=() extra=() python device=() seeds failed=() class seed status name model dataset
+    local flags=() extra=() python device=() seeds failed=() class seed status name model dataset runs=0
     while [[ $# -gt 0 && $1 != "--" ]]; do flags+=("$1"); shift; done
     [[ $# -gt 0 ]] && shift
     extra=("$@")
@@ -19,9 +24,10 @@ run_classes() {
     [[ -n ${DEVICE:-} ]] && device=(--device "$DEVICE")
     read -r -a seeds <<< "${SEEDS:-}"
     [[ -n ${CLASSES:-} ]] && read -r -a ALL_CLASSES <<< "$CLASSES"
+    check_sweep "${extra[@]}" || exit 2
     model=$(flag_value --model skipganomaly "${flags[@]}" "${extra[@]}")
     dataset=$(flag_value --dataset cifar10 "${flags[@]}" "${extra[@]}")
-    local train
+    local train total=$(( ${#ALL_CLASSES[@]} * (${#seeds[@]} > 0 ? ${#seeds[@]} : 1) ))
     train="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/train.py"
 
     for class in "${ALL_CLASSES[@]}"; do
@@ -34,18 +40,59 @@ run_classes() {
             echo "Running $dataset, $model. Anomaly class: $class${seed:+, seed $seed}"
             status=0
             "${run[@]}" "${extra[@]}" || status=$?
+            runs=$((runs + 1))
             if [[ $status -eq 130 ]]; then
                 echo "interrupted at class $class" >&2
                 exit 130
+            elif [[ $status -eq 2 && $runs -eq 1 ]]; then
+                echo "error: train.py refused the sweep's first run (class $class; the line above says why)," \
+                     "and every run gets the same flags: the sweep stopped; fix it and rerun" >&2
+                exit 2
             elif [[ $status -ne 0 ]]; then
                 failed+=("$class${seed:+ (seed $seed)}")
             fi
         done
     done
     if [[ ${#failed[@]} -gt 0 ]]; then
-        echo "failed: ${failed[*]}" >&2
+        local list
+        list=$(printf '%s, ' "${failed[@]}")
+        echo "failed: ${list%, } (${#failed[@]} of $total runs): their cells in collect_results.py's table" \
+             "stay empty (–) until they are rerun" >&2
         exit 1
     fi
+}
+
+# check_sweep EXTRA...: one line on stderr and status 1 for what would break every run of the
+# sweep (see the header); status 0 otherwise. Reads run_classes's `python` and `seeds`.
+check_sweep() {
+    local arg name seed
+    if ! command -v "${python[0]:-}" > /dev/null; then
+        echo "error: PYTHON=\"${PYTHON:-python}\" cannot be run: set PYTHON to the Python that has the" \
+             "requirements, e.g. PYTHON=.venv/bin/python" >&2
+        return 1
+    fi
+    for seed in "${seeds[@]}"; do
+        if ! [[ $seed =~ ^[0-9]+$ ]]; then
+            echo "error: SEEDS=\"$SEEDS\": '$seed' is not a seed: give whole numbers, e.g. SEEDS=\"0 1 2\"" >&2
+            return 1
+        fi
+    done
+    for arg in "$@"; do
+        name=${arg%%=*}
+        [[ $name == --* && ${#name} -ge 4 ]] || continue  # argparse also takes unambiguous abbreviations
+        if [[ --abnormal_class == "$name"* || --normal_class == "$name"* ]]; then
+            echo "error: $name: the sweep sets --abnormal_class for each class itself (leave-one-class-out):" \
+                 "choose the classes with CLASSES=\"...\" instead" >&2
+            return 1
+        elif [[ --name == "$name"* ]]; then
+            echo "error: $name would put every run of the sweep in one run folder: the sweep names its runs" \
+                 "itself; choose where they go with --outf" >&2
+            return 1
+        elif [[ --manualseed == "$name"* && ${#seeds[@]} -gt 0 ]]; then
+            echo "error: $name and SEEDS both set the seed of every run: give the seeds in SEEDS only" >&2
+            return 1
+        fi
+    done
 }
 
 # flag_value FLAG DEFAULT ARG...: the last value given to FLAG in ARG..., else DEFAULT.

@@ -21,21 +21,39 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lib.files import write_text  # noqa: E402
+from lib.collect import check_writable, shown  # noqa: E402
+from lib.errors import UserError, run_cli  # noqa: E402
+
 NETWORK_FLAGS = ("--isize", "--ngf", "--ndf", "--nz", "--batchsize")
 
 
-def fail(message: str) -> None:
-    print(f"epoch_speed.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def run(script: str, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """Run `script` with `cmd`; on failure, one line with the last line it wrote to stderr."""
-    proc = subprocess.run([sys.executable, str(ROOT / script), *cmd], stderr=subprocess.PIPE, text=True, **kwargs)
+    """Run `script` with `cmd`; on failure, one line with the last line it wrote to stderr
+    (exit code 2 when the script refused its input, as it did, else 1)."""
+    proc = subprocess.run([sys.executable, str(ROOT / script), *cmd], stderr=subprocess.PIPE, text=True,
+                          errors="replace", **kwargs)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
-        fail(f"{script} failed with exit code {proc.returncode}: {last}")
+        message = f"{script} failed with exit code {proc.returncode}: {last}"
+        if proc.returncode == 2:
+            raise UserError(message)
+        raise SystemExit(f"error: {message}")
     return proc
+
+
+def network_flags(extra: list[str]) -> list[str]:
+    """The flags passed on to both scripts (values are theirs to check); UserError for any other."""
+    i = 0
+    while i < len(extra):
+        name = extra[i].split("=", 1)[0]
+        if name not in NETWORK_FLAGS:
+            raise UserError(f"{shown(name)}: only {', '.join(NETWORK_FLAGS)} are passed on to benchmark.py "
+                            "and train.py")
+        i += 1 if "=" in extra[i] else 2
+    return extra
 
 
 def original_rates(args, env) -> dict:
@@ -49,17 +67,27 @@ def original_rates(args, env) -> dict:
     return {"train_img_per_s": result["train_img_per_s"], "eval_img_per_s": result["eval_img_per_s"]}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line naming the problem and where to look, exit code 2."""
+        raise UserError(f"{message} (see: {self.prog} -h)")
+
+
+def main(argv) -> None:
+    p = _Parser(prog="epoch_speed.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="skipganomaly")
     p.add_argument("--abnormal_class", default="bag")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the JSON here too")
     p.add_argument("--dataroot", default=None, help="Fashion-MNIST folder (default: train.py's)")
-    args, args.network = p.parse_known_args()
-    for flag in args.network:
-        if flag.startswith("--") and flag not in NETWORK_FLAGS:
-            fail(f"{flag}: only {', '.join(NETWORK_FLAGS)} are passed on to benchmark.py and train.py")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
+    args, extra = p.parse_known_args(argv)
+    args.network = network_flags(extra)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not 1 <= args.threads <= 4 * cores:
+        raise UserError(f"--threads {args.threads}: use 1 to {4 * cores} (4 per core of the {cores} here)")
+    if args.out:
+        check_writable(args.out, "--out")  # now, not after minutes of measuring
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     before = original_rates(args, env)
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,12 +113,10 @@ def main() -> None:
               "original_epoch_seconds_at_its_rates": round(theirs, 1),
               "speedup_train_plus_eval": round(theirs / ours, 2),
               "speedup_whole_train_py": round(theirs / wall, 2)}
-    text = json.dumps(result)
-    print(text)
+    print(json.dumps(result))  # first, so the result is seen even if --out cannot be written
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_text(args.out, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

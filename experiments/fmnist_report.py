@@ -2,16 +2,21 @@
 
 Reads the run folders `<out>/<variant>/<protocol>/<class>/seed<N>/results.json` written by
 fmnist_study.py and the baseline CSVs beside the results; missing runs show as "—", so a
-partial study still gives an honest partial table.
+partial study still gives an honest partial table. A file that cannot be read (torn, not
+UTF-8/16/32 text, a key missing or of the wrong type) is skipped with a one-line warning.
 """
 import csv
+import io
 import json
+import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
-from lib.checkpoint import rows_csv, write_text
-from lib.data import class_names
+from lib.classes import class_names
+from lib.collect import UNREADABLE, read_json, read_text, shown, unreadable
+from lib.files import rows_csv, write_text
 from lib.metrics import DEFAULT_SCORE_WEIGHT
 
 BEGIN, END = "<!-- fmnist-results:begin -->", "<!-- fmnist-results:end -->"
@@ -22,50 +27,92 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
 
 
-def study_runs(out: Path, variants):
-    """(variant, protocol, class, seed, run folder) of every finished study run under `out`."""
+def warn(where, err: Exception) -> None:
+    print(f"warning: skipping {shown(where)}: {unreadable(err)}", file=sys.stderr)
+
+
+def study_runs(out: Path, variants, curves: bool):
+    """(variant, protocol, class, seed, run folder) of every finished study run under `out`:
+    the learning-curve runs, or all the others."""
     label = {slug(v): v for v in variants}
     classes = {slug(c): c for c in class_names("fashion-mnist")}
     for path in sorted(out.glob("*/*/*/seed*/results.json")):
         run = path.parent
         variant, protocol, cls = run.parts[-4], run.parts[-3], run.parts[-2]
-        if variant in label and cls in classes:
-            yield label[variant], protocol, classes[cls], int(run.name[4:]), run
+        if variant in label and cls in classes and (protocol == "curves") == curves:
+            try:
+                seed = int(run.name[4:])
+            except ValueError:
+                warn(run, ValueError("not a seed<N> folder"))
+                continue
+            yield label[variant], protocol, classes[cls], seed, run
+
+
+def _number(value, name: str, optional: bool = False):
+    """`value` when it is a finite number (or None, when optional); ValueError otherwise."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"its {name} is {shown(json.dumps(value))}, not a number")
+    return value
+
+
+def _run_row(variant, protocol, cls, seed, run) -> dict | None:
+    """A finished run's row; None for old runs, which lack the score parts."""
+    r = read_json(run / "results.json")
+    if not isinstance(r, dict):
+        raise TypeError("not a JSON object")
+    best, test = r["best"], r["best"]["test"]
+    if "auroc_reconstruction" not in test:
+        return None
+    return {"variant": variant, "protocol": protocol, "class": cls, "seed": seed,
+            "epochs": r["epochs"], "best_epoch": best["epoch"],
+            "val_auroc": _number(best["val"].get("auroc"), "val auroc", optional=True),
+            "test_auroc": _number(test["auroc"], "test auroc"),
+            "test_auroc_last": _number(r["last"]["test"]["auroc"], "last test auroc"),
+            "test_auroc_optimistic": _number(r["best_on_test_optimistic"]["test"]["auroc"], "optimistic auroc"),
+            "optimistic_epoch": r["best_on_test_optimistic"]["epoch"],
+            "test_auroc_reconstruction": _number(test.get("auroc_reconstruction"), "auroc_reconstruction", True),
+            "test_auroc_features": _number(test.get("auroc_features"), "auroc_features", True),
+            "score_weight": _number(best["val"].get("score_weight", DEFAULT_SCORE_WEIGHT), "score_weight"),
+            "finished": _date(run / "results.json")}
 
 
 def read_runs(out: Path, variants) -> list[dict]:
     """One row per finished run: its setting and its test AUROC under each model selection."""
     rows = []
-    for variant, protocol, cls, seed, run in study_runs(out, variants):
-        r = json.loads((run / "results.json").read_text())
-        if protocol == "curves" or "auroc_reconstruction" not in r["best"]["test"]:
-            continue  # learning curves are read apart; old runs lack the score parts
-        rows.append({"variant": variant, "protocol": protocol, "class": cls, "seed": seed,
-                     "epochs": r["epochs"], "best_epoch": r["best"]["epoch"],
-                     "val_auroc": r["best"]["val"].get("auroc"), "test_auroc": r["best"]["test"]["auroc"],
-                     "test_auroc_last": r["last"]["test"]["auroc"],
-                     "test_auroc_optimistic": r["best_on_test_optimistic"]["test"]["auroc"],
-                     "optimistic_epoch": r["best_on_test_optimistic"]["epoch"],
-                     "test_auroc_reconstruction": r["best"]["test"].get("auroc_reconstruction"),
-                     "test_auroc_features": r["best"]["test"].get("auroc_features"),
-                     "score_weight": r["best"]["val"].get("score_weight", DEFAULT_SCORE_WEIGHT),
-                     "finished": _date(run / "results.json")})
+    for variant, protocol, cls, seed, run in study_runs(out, variants, curves=False):
+        try:
+            row = _run_row(variant, protocol, cls, seed, run)
+        except UNREADABLE as err:
+            warn(run / "results.json", err)
+            continue
+        if row is not None:
+            rows.append(row)
     return rows
 
 
 def read_curves(out: Path, variants) -> list[dict]:
-    """Per-epoch losses and AUROCs of the learning-curve runs."""
+    """Per-epoch losses and AUROCs of the learning-curve runs; a run with an unreadable row is skipped whole."""
     rows = []
-    for variant, protocol, cls, seed, run in study_runs(out, variants):
-        if protocol == "curves":
+    for variant, protocol, cls, seed, run in study_runs(out, variants, curves=True):
+        try:
             finished = _date(run / "results.json")
-            with open(run / "metrics.csv") as f:
-                for r in csv.DictReader(f):
-                    rows.append({"variant": variant, "class": cls, "seed": seed, "epoch": int(r["epoch"]),
-                                 "g_con": float(r["g_con"]), "val_auroc": float(r["val_auroc"]),
-                                 **{k: float(r[k]) for k in ("test_auroc", "test_auroc_reconstruction",
-                                                              "test_auroc_features")},
-                                 "finished": finished})
+            rows += [{"variant": variant, "class": cls, "seed": seed, "epoch": int(r["epoch"]),
+                      "g_con": float(r["g_con"]), "val_auroc": float(r["val_auroc"]),
+                      **{k: float(r[k]) for k in ("test_auroc", "test_auroc_reconstruction", "test_auroc_features")},
+                      "finished": finished} for r in _csv_rows(run / "metrics.csv")]
+        except UNREADABLE as err:
+            warn(run / "metrics.csv", err)
+    return rows
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    """The rows of a CSV file; ValueError for a torn row (cells missing or in excess)."""
+    rows = list(csv.DictReader(io.StringIO(read_text(path), newline="")))
+    for line, row in enumerate(rows, 2):
+        if None in row or None in row.values():
+            raise ValueError(f"row {line - 1} is torn")
     return rows
 
 
@@ -73,7 +120,7 @@ def _date(path: Path) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(path.stat().st_mtime))
 
 
-def _number(text: str):
+def _cell(text: str):
     """A CSV cell back to int, float or None."""
     if text in ("", "None"):
         return None
@@ -86,15 +133,30 @@ def _number(text: str):
             return text
 
 
-def merge(fresh: list[dict], path: Path, key) -> list[dict]:
+def merge(fresh: list[dict], path: Path, key, numbers: dict[str, bool]) -> list[dict]:
     """`fresh` rows plus the rows of `path` (a committed CSV) that no fresh row replaces.
 
-    So the report rebuilds from results/ alone on a clone that has no run folders.
+    So the report rebuilds from results/ alone on a clone that has no run folders. `numbers`:
+    the columns that must hold a number, each with whether it may be empty; a row that breaks
+    this, or whose key does not build, is skipped with a warning.
     """
     kept = {}
     if path.is_file():
-        with open(path) as f:
-            kept = {key(r): r for r in ({k: _number(v) for k, v in row.items()} for row in csv.DictReader(f))}
+        try:
+            rows = list(csv.DictReader(io.StringIO(read_text(path), newline="")))
+        except UNREADABLE as err:
+            warn(path, err)
+            rows = []
+        for line, row in enumerate(rows, 2):
+            try:
+                if None in row or None in row.values():
+                    raise ValueError("a torn row")
+                cells = {k: _cell(v) for k, v in row.items()}
+                for name, optional in numbers.items():
+                    _number(cells.get(name), name, optional)
+                kept[key(cells)] = cells
+            except UNREADABLE as err:
+                warn(f"{path} line {line}", err)
     kept.update({key(r): r for r in fresh})
     return sorted(kept.values(), key=key)
 
@@ -104,14 +166,20 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         write_text(path, rows_csv(rows))
 
 
+BASELINES = {"pca": "PCA reconstruction", "knn": "5-NN distance"}
+
+
 def read_baselines(results: Path) -> list[dict]:
+    """The rows of every baselines_*.csv; a file with an unreadable row is skipped whole."""
     rows = []
     for path in sorted(results.glob("baselines_*.csv")):
-        with open(path) as f:
-            for r in csv.DictReader(f):
-                rows.append({"variant": {"pca": "PCA reconstruction", "knn": "5-NN distance"}[r["method"]],
-                             "protocol": r["protocol"], "class": r["class"], "seed": 0,
-                             "test_auroc": float(r["auroc"])})
+        try:
+            found = [{"variant": BASELINES[r["method"]], "protocol": r["protocol"], "class": r["class"],
+                      "seed": 0, "test_auroc": _number(float(r["auroc"]), "auroc")} for r in _csv_rows(path)]
+        except UNREADABLE as err:
+            warn(path, err)
+            continue
+        rows += found
     return rows
 
 
@@ -222,11 +290,16 @@ def losses_to_baselines(rows, protocol, gans, baselines) -> str:
 def write_report(out: Path, results: Path, readme: Path | None, budget: str, flags: str) -> None:
     """Write results/ files; with `readme`, replace its section between the markers."""
     from fmnist_study import CURVE_CLASS, CURVE_EPOCHS, VARIANTS  # the study script owns the runs
-    gans, base = list(VARIANTS), ["PCA reconstruction", "5-NN distance"]
+    gans, base = list(VARIANTS), list(BASELINES.values())
     runs = merge(read_runs(out, VARIANTS), results / f"runs_{budget}.csv",
-                 lambda r: (list(VARIANTS).index(r["variant"]), r["protocol"], r["class"], r["seed"]))
+                 lambda r: (list(VARIANTS).index(r["variant"]), r["protocol"], r["class"], r["seed"]),
+                 {"seed": False, "test_auroc": False, "test_auroc_last": False, "test_auroc_optimistic": False,
+                  "val_auroc": True, "test_auroc_reconstruction": True, "test_auroc_features": True,
+                  "score_weight": False})
     curves = merge(read_curves(out, VARIANTS), results / f"curves_{budget}.csv",
-                   lambda r: (list(VARIANTS).index(r["variant"]), r["class"], r["seed"], r["epoch"]))
+                   lambda r: (list(VARIANTS).index(r["variant"]), r["class"], r["seed"], r["epoch"]),
+                   dict.fromkeys(("seed", "epoch", "val_auroc", "test_auroc", "test_auroc_reconstruction",
+                                  "test_auroc_features"), False))
     write_csv(results / f"runs_{budget}.csv", runs)
     write_csv(results / f"curves_{budget}.csv", curves)
     baseline_rows = read_baselines(results)
@@ -285,4 +358,4 @@ For comparison with the literature: {LITERATURE}.
     if BEGIN in text:
         text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
         write_text(readme, text)
-    print(f"report: {results}{', README section updated' if text else ''} ({len(runs)} runs)")
+    print(f"report: {shown(results)}{', README section updated' if text else ''} ({len(runs)} runs)")

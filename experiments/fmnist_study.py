@@ -7,9 +7,10 @@
 Every step skips what is already done (a run with a finished results.json, a baselines file),
 so an interrupted study continues where it stopped. Headline numbers use the epoch chosen on
 the validation split; the original's best-on-test epoch is reported beside them as optimistic.
+A run that fails stops the study with one line (its full output is kept beside its folder);
+the runs finished before it stay in results/, and a rerun continues from the failed one.
 """
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -18,7 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.data import class_names  # noqa: E402
+from lib.classes import class_names  # noqa: E402
+from lib.collect import UNREADABLE, check_writable, read_json, shown, unreadable  # noqa: E402
+from lib.errors import UserError, run_cli  # noqa: E402
+from lib.files import write_text  # noqa: E402
 from fmnist_report import write_report  # noqa: E402
 
 VARIANTS = {  # row label -> train.py flags
@@ -43,6 +47,7 @@ STEPS = {  # step name -> (protocol, variants); the cheap and the headline parts
     "leave-one-out-ablations": ("leave-one-out", ABLATIONS),
     "score-weight": ("both", SCORE_WEIGHT),
 }
+RESULTS = ROOT / "results" / "fmnist"  # the committed result files, from which the README section is built
 SEED_CLASSES = ("Sandal", "Shirt")  # extra seeds to show the spread: an easy and a hard class
 EXTRA_SEEDS = (1, 2)
 # Learning curves: the main models trained for the original's 15 epochs on one class whose
@@ -58,9 +63,28 @@ def finished(run: Path, niter: int) -> bool:
     results = run / "results.json"
     if not results.is_file():
         return False
-    r = json.loads(results.read_text())
-    # Runs from before the per-part AUROCs were recorded are redone.
-    return r.get("epochs") == niter and "auroc_reconstruction" in r["best"]["test"]
+    try:
+        r = read_json(results)
+        # Runs from before the per-part AUROCs were recorded are redone.
+        return r.get("epochs") == niter and "auroc_reconstruction" in r["best"]["test"]
+    except UNREADABLE + (AttributeError,) as err:
+        print(f"warning: {shown(results)}: {unreadable(err)}; the run is done again", file=sys.stderr)
+        return False
+
+
+def failed(script: str, what: str, proc: subprocess.CompletedProcess, log: Path | None = None):
+    """One line for a failed step: exit code 2 (the step refused its input) stays 2, anything else is 1."""
+    last = (proc.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+    if log is not None:
+        try:
+            write_text(log, proc.stderr)
+            last += f" (its full output: {shown(log)})"
+        except OSError:
+            pass  # the line above still says what failed
+    message = f"{script} failed for {what} with exit code {proc.returncode}: {last}"
+    if proc.returncode == 2:
+        raise UserError(f"{message}; fix that, then rerun to continue the study")
+    raise SystemExit(f"error: {message}; the runs before it are kept: rerun to continue the study")
 
 
 def train(out: Path, budget: str, variant: str, protocol: str, cls: str, seed: int, niter: int | None = None) -> bool:
@@ -78,13 +102,17 @@ def train(out: Path, budget: str, variant: str, protocol: str, cls: str, seed: i
     flag = "--normal_class" if protocol == "one-class" else "--abnormal_class"
     cmd = [sys.executable, str(ROOT / "train.py"), "--dataset", "fashion-mnist", "--nc", "1",
            *VARIANTS[variant], *flags, flag, cls, "--manualseed", str(seed),
-           "--outf", str(out), "--name", run_name, "--print_freq", "1000", "--save_image_freq", "1000"]
+           "--outf", str(out), "--name", run_name, "--print_freq", "1000", "--save_image_freq", "1000",
+           "--overwrite"]  # the study's own folder: an unfinished run there is redone, a finished one skipped
     start = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] {variant} | {protocol} | {cls} | seed {seed}", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    print(f"    {proc.stdout.strip().splitlines()[-2]} ({time.time() - start:.0f} s)", flush=True)
+        failed("train.py", f"{variant} | {protocol} | {cls} | seed {seed}", proc,
+               out / f"{run_name}.stderr.txt")
+    (out / f"{run_name}.stderr.txt").unlink(missing_ok=True)  # a failed attempt's, now stale
+    summary = proc.stdout.strip().splitlines()[-2:] or [""]
+    print(f"    {summary[0]} ({time.time() - start:.0f} s)", flush=True)
     return True
 
 
@@ -93,27 +121,48 @@ def baselines(results: Path, protocol: str) -> None:
     if target.is_file():
         return
     print(f"[{time.strftime('%H:%M:%S')}] baselines | {protocol}", flush=True)
-    subprocess.run([sys.executable, str(ROOT / "baselines.py"), "--dataset", "fashion-mnist", "--nc", "1",
-                    "--isize", "16", "--protocol", protocol, "--out", str(target)], check=True)
+    proc = subprocess.run([sys.executable, str(ROOT / "baselines.py"), "--dataset", "fashion-mnist", "--nc", "1",
+                           "--isize", "16", "--protocol", protocol, "--out", str(target)],
+                          stderr=subprocess.PIPE, text=True, errors="replace")
+    if proc.returncode != 0:
+        failed("baselines.py", f"the {protocol} protocol", proc)
+    sys.stderr.write(proc.stderr)  # its warnings, if any
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line naming the problem and where to look, exit code 2."""
+        raise UserError(f"{message} (see: {self.prog} -h)")
+
+
+def main(argv) -> None:
+    p = _Parser(prog="fmnist_study.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", choices=BUDGETS, default="cpu")
     p.add_argument("--out", default=None, help="run folders (default: output/fmnist_study_<budget>)")
-    p.add_argument("--results", default=str(ROOT / "results" / "fmnist"), help="small result files")
+    p.add_argument("--results", default=str(RESULTS), help="small result files (the README's section is "
+                   "rebuilt only from the default folder, so another one cannot empty it)")
     p.add_argument("--report", action="store_true", help="only rebuild the report from finished runs")
     p.add_argument("--steps", nargs="*", choices=["baselines", *STEPS, "seeds", "curves"],
                    default=["baselines", "one-class", "leave-one-out-main", "seeds", "leave-one-out-ablations",
                             "score-weight", "curves"],
                    help="which parts to run, in this order")
-    opt = p.parse_args()
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
+    opt = p.parse_args(argv)
     out = Path(opt.out or ROOT / "output" / f"fmnist_study_{opt.budget}")
     results = Path(opt.results)
-    results.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {shown(out)} is a file: give the folder of the study's runs")
+    check_writable(out / "runs", "--out")
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--results {shown(results)}: cannot make that folder ({err.strerror}): "
+                        "choose another") from err
+    check_writable(results / f"summary_{opt.budget}.json", "--results")
     classes = class_names("fashion-mnist")
 
     def report(readme=True):
+        readme = readme and results.resolve() == RESULTS.resolve()
         write_report(out, results, ROOT / "README.md" if readme else None, opt.budget,
                      " ".join(BUDGETS[opt.budget]))
 
@@ -144,4 +193,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

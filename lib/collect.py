@@ -3,18 +3,22 @@
 Owns: finding the run folders under an output folder (each holds results.json and
 opt.txt), naming each run's setting (model plus the options that differ from the
 defaults, e.g. "no skip connections"), and the table: one row per setting, one
-column per class, the mean over classes, and "± std" where seeds repeat.
+column per class, the mean over classes, and "± std" where seeds repeat. A run whose
+files cannot be read (torn, not UTF-8/16/32 text, a key missing or of the wrong type)
+is skipped with a one-line warning; a sweep is collected from the runs that remain.
 """
+import codecs
 import csv
 import io
 import json
 import math
+import os
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib.data import class_names
+from lib.classes import class_names
 from lib.errors import UserError
 
 MODEL_LABELS = {"skipganomaly": "Skip-GANomaly", "w_skipganomaly": "Skip-WGANomaly"}
@@ -28,6 +32,9 @@ NOT_A_SETTING = {"abnormal_class", "normal_class", "name", "outf", "dataroot", "
                  "verbose", "print_freq", "save_image_freq", "save_test_images", "tune", "phase",
                  "load_weights", "resume", "iter", "path", "model", "dataset", "nc"}
 VARIANT_LABELS = {("no_skip", "True"): "no skip connections", ("wgan", "clip"): "weight clipping"}
+# What reading a damaged result file raises (UnicodeDecodeError is a ValueError; RecursionError
+# comes from JSON nested too deep).
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, RecursionError, csv.Error)
 
 
 @dataclass
@@ -49,12 +56,64 @@ class Table:
     rows: dict[str, dict[str, list[tuple]]] = field(default_factory=dict)  # setting -> class -> [(seed, value)]
 
 
+def shown(path) -> str:
+    """A path (or any name) on one line: undecodable bytes as \\xNN, control characters escaped."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                   else ascii(c)[1:-1] for c in str(path))
+
+
+def check_writable(path, flag: str) -> None:
+    """Refuse, before the work rather than after it, a file that cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {shown(path)} is a folder: choose a file name")
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == p.parent)
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {shown(path)}: cannot write in '{shown(folder)}' "
+                        f"({'not a folder' if not folder.is_dir() else 'no permission'}): choose another {flag}")
+
+
+def read_text(path: Path) -> str:
+    """A text file in UTF-8, or in UTF-16/32 when it starts with their byte-order mark."""
+    if not Path(path).is_file():
+        raise ValueError("not a regular file")
+    data = Path(path).read_bytes()
+    for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                       (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+                       (codecs.BOM_UTF8, "utf-8-sig")):
+        if data.startswith(bom):
+            return data.decode(codec)
+    return data.decode("utf-8")
+
+
+def read_json(path: Path):
+    """A JSON file in UTF-8, -16 or -32 (json tells them apart)."""
+    if not Path(path).is_file():  # a folder, or a device that never ends
+        raise ValueError("not a regular file")
+    return json.loads(Path(path).read_bytes())
+
+
+def unreadable(err: Exception) -> str:
+    """Why a result file was skipped, in a few words on one line."""
+    if isinstance(err, UnicodeDecodeError):
+        return "not UTF-8, UTF-16 or UTF-32 text"
+    if isinstance(err, json.JSONDecodeError):
+        return f"torn or not JSON ({err.msg}, line {err.lineno} column {err.colno})"
+    if isinstance(err, KeyError):
+        return f"no {shown(err.args[0])!r} entry"
+    if isinstance(err, OSError):
+        return err.strerror or type(err).__name__
+    if isinstance(err, RecursionError):
+        return "nested too deep"
+    return shown(err)
+
+
 def changed_options(opt_txt: Path) -> dict[str, str]:
     """Options that opt.txt marks as differing from their default, as text."""
     changed = {}
     if not opt_txt.is_file():
         return changed
-    for line in opt_txt.read_text().splitlines():
+    for line in read_text(opt_txt).splitlines():
         if "\t[default: " in line and ": " in line:
             key, rest = line.split(": ", 1)
             changed[key.strip()] = rest.split("\t[default: ")[0]
@@ -69,27 +128,42 @@ def setting_label(model: str, changed: dict[str, str]) -> str:
     return f"{name} ({', '.join(parts)})" if parts else name
 
 
+def read_run(path: Path, metric: str, select: str) -> Run:
+    """The run of one results.json (and the opt.txt beside it); an exception says what is wrong."""
+    results = read_json(path)
+    if not isinstance(results, dict):
+        raise TypeError("not a JSON object")
+    value = results[SELECTION_KEYS[select]]["test"][metric]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"its {select} test {metric} is {shown(json.dumps(value))}, not a number")
+    one_class = results.get("normal_class") is not None
+    target = results["normal_class" if one_class else "abnormal_class"]
+    for key, wanted, got in (("dataset", str, results["dataset"]), ("model", str, results["model"]),
+                             ("class", (str, int), target)):
+        if isinstance(got, bool) or not isinstance(got, wanted):
+            raise TypeError(f"its {key} is {shown(json.dumps(got))}, not a name")
+    try:
+        changed = changed_options(path.parent / "opt.txt")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"its opt.txt: {unreadable(err)}") from err
+    return Run(path.parent, results["dataset"], "normal" if one_class else "abnormal", str(target),
+               setting_label(results["model"], changed), results.get("seed"), float(value))
+
+
 def find_runs(root, metric: str = "auroc", select: str = "best", warn=print) -> list[Run]:
-    """Every run folder under `root` with a readable results.json."""
+    """Every run folder under `root` with a readable results.json; one warning for each other one."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"no folder '{root}': give the --outf of the runs to collect")
+        raise UserError(f"no folder '{shown(root)}': give the --outf of the runs to collect")
     runs = []
     for path in sorted(root.rglob("results.json")):
         try:
-            results = json.loads(path.read_text())
-            value = float(results[SELECTION_KEYS[select]]["test"][metric])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            warn(f"warning: skipping {path}: no test {metric} ({type(err).__name__}: {err})")
-            continue
-        one_class = results.get("normal_class") is not None
-        runs.append(Run(path.parent, results["dataset"], "normal" if one_class else "abnormal",
-                        str(results["normal_class" if one_class else "abnormal_class"]),
-                        setting_label(results["model"], changed_options(path.parent / "opt.txt")),
-                        results.get("seed"), value))
+            runs.append(read_run(path, metric, select))
+        except UNREADABLE as err:
+            warn(f"warning: skipping {shown(path)}: {unreadable(err)}")
     if not runs:
-        raise UserError(f"no results.json with a test {metric} under '{root}': run train.py or "
-                        "experiments/*.sh there first")
+        raise UserError(f"no readable results.json with a test {metric} under '{shown(root)}': run train.py "
+                        "or experiments/*.sh there first")
     return runs
 
 

@@ -286,3 +286,29 @@ def test_a_runs_dashboard_renders_in_a_browser_with_every_file_served_locally(vi
     assert page.images == 3  # train, test normal, test abnormal grids
     assert page.failed == [] and page.external == []
     assert page.png.startswith(b"\x89PNG")
+
+
+def serve(port: str, tmp_path) -> subprocess.CompletedProcess:
+    """dashboard/serve.sh (what `make dashboard` runs) with PORT; HOME in tmp_path, so nothing of ours is touched."""
+    env = {**os.environ, "PORT": port, "PYTHON": sys.executable, "HOME": str(tmp_path)}
+    return subprocess.run(["bash", str(ROOT / "dashboard" / "serve.sh")], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_make_dashboard_on_a_port_in_use_says_which_and_how_to_choose_another_before_starting(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = serve(str(port), tmp_path)
+    assert done.returncode == 2 and done.stdout == ""  # the offline set-up did not even run
+    line, = done.stderr.splitlines()
+    assert line.startswith(f"error: port {port} is already in use") and "PORT=" in line and "make dashboard" in line
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "65536", "-1", "99999999999999999999", "80 81"])
+def test_make_dashboard_refuses_a_port_that_is_not_a_port_number_in_one_line(port, tmp_path):
+    done = serve(port, tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: PORT={port} is not a port number: give one from 1 to 65535, e.g. " \
+                          "PORT=8098 make dashboard\n"

@@ -1,0 +1,304 @@
+"""Hostile input to the developer tools and experiment scripts: one line, exit code 2, nothing lost.
+
+Each case runs the script as a real process, as a user would, and fails before any heavy work:
+numbers argparse takes but nothing underneath can (NaN, 10**20, zero counts, sizes beyond memory),
+partial results met by the collectors, undecodable names, and flags passed through to train.py.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.cli import ROOT, process
+from tests.test_experiments import fake_run
+
+sys.path.insert(0, str(ROOT / "experiments"))
+import fmnist_report  # noqa: E402
+import fmnist_study  # noqa: E402
+
+BIG = "99999999999999999999"  # beyond int64
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def refused(proc, fragment: str, code: int = 2) -> str:
+    """The process ended with `code` and exactly one stderr line, an error naming `fragment`."""
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
+    return lines[0]
+
+
+def files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------ benchmark.py
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--reps", "0"], "--reps 0: use a whole number from 1"),
+    (["--steps", "0"], "--steps 0: use a whole number from 1"),
+    (["--warmup", "-1"], "--warmup -1: use a whole number from 0"),
+    (["--n_critic", BIG], f"--n_critic {BIG}: use a whole number from 1 to 2147483647"),
+    (["--threads", "0"], "--threads 0: use 1 to"),
+    (["--threads", BIG], f"--threads {BIG}"),
+    (["--seed", BIG], f"--seed {BIG}: use a whole number from 0 to 2**64 - 1"),
+    (["--isize", BIG], f"--isize {BIG} is not supported"),
+    (["--isize", "nan"], "argument --isize: invalid int value: 'nan' (see: benchmark.py -h)"),
+    (["--batchsize", "1000000000"], "--batchsize 1000000000 of 3x32x32 images with --ngf 64 --ndf 64 --nz 100 "
+                                    "needs at least"),
+    (["--isize", str(2**20)], "of memory is free: use a smaller --batchsize"),
+    (["--loader", "--loader_images", "10", "--batchsize", "64"], "less than one batch of --batchsize 64"),
+    (["--loader", "--loader_images", "2000000000", "--isize", "1024"], "use fewer --loader_images"),
+])
+def test_benchmark_refuses_numbers_that_pass_argparse_but_break_the_measurement(args, fragment, tmp_path):
+    refused(process("benchmark.py", args, tmp_path), fragment)
+    assert files(tmp_path) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_benchmark_on_cuda_without_a_gpu_says_so_in_one_line(tmp_path):
+    refused(process("benchmark.py", ["--device", "cuda"], tmp_path), "torch sees no CUDA GPU here; use --device cpu")
+
+
+# ------------------------------------------------------------------ baselines.py
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--k", "0"], "--k 0: use a whole number of neighbours"),
+    (["--k", BIG], f"--k {BIG}"),
+    (["--pca_variance", "nan"], "--pca_variance nan: use a share of the variance in (0, 1]"),
+    (["--pca_variance", "1.5"], "--pca_variance 1.5"),
+    (["--pca_variance", "0"], "--pca_variance 0.0"),
+    (["--val_ratio", "nan"], "--val_ratio nan: use a share in [0, 1)"),
+    (["--isize", str(2**20)], f"--isize {2**20} (70000 images of 1x{2**20}x{2**20}) needs at least"),
+    (["--isize", "12"], "--isize 12 is not supported"),
+    (["--classes", "bag", "hat"], "unknown class 'hat' for fashion-mnist"),
+    (["--dataset", "my_folder"], "--dataset my_folder: baselines need a dataset with classes"),
+    (["--k", "five"], "argument --k: invalid int value: 'five' (see: baselines.py -h)"),
+])
+def test_baselines_refuse_values_with_no_meaningful_result_before_loading_anything(args, fragment, tmp_path):
+    refused(process("baselines.py", [*args, "--out", tmp_path / "b.csv"], tmp_path), fragment)
+    assert files(tmp_path) == []
+
+
+def test_baselines_refuse_more_neighbours_than_training_images_and_write_nothing(tmp_path):
+    proc = process("baselines.py", ["--dataset", "digits", "--classes", "3", "--k", "100000",
+                                    "--out", tmp_path / "b.csv"], tmp_path)
+    refused(proc, "--k 100000 is more than the")
+    assert files(tmp_path) == []
+
+
+def test_baselines_refuse_an_out_file_that_is_a_folder_before_the_work(tmp_path):
+    refused(process("baselines.py", ["--dataset", "digits", "--out", tmp_path], tmp_path), "is a folder")
+
+
+# ------------------------------------------------------------------ the collector
+
+def sweep_with_partial_results(root: Path) -> dict[str, bytes]:
+    """Two good runs (one in UTF-16) and one bad results.json per kind of damage a sweep meets."""
+    fake_run(root, "good/bird", "w_skipganomaly", "bird", 0, 0.7)
+    fake_run(root, "utf16/cat", "w_skipganomaly", "cat", 0, 0.6)
+    path = root / "utf16/cat/results.json"
+    path.write_bytes(path.read_text().encode("utf-16"))
+    good = json.loads((root / "good/bird/results.json").read_text())
+    bad = {"torn": b'{"best": {"test": {"au',
+           "not_utf8": b'{"best": "\xc3\x28"}',
+           "missing_key": json.dumps({k: v for k, v in good.items() if k != "dataset"}).encode(),
+           "wrong_type": json.dumps({**good, "best": {"test": {"auroc": "high"}}}).encode(),
+           "nan": json.dumps({**good, "best": {"test": {"auroc": float("nan")}}}).encode(),
+           "list": b"[1, 2]",
+           "empty": b""}
+    for name, data in bad.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_bytes(data)
+    fake_run(root, "latin1_opt/dog", "w_skipganomaly", "dog", 0, 0.5)
+    (root / "latin1_opt/dog/opt.txt").write_bytes("w_con: 5\t[default: 50] é".encode("latin-1"))
+    bad["latin1_opt"] = b""
+    return bad
+
+
+def test_the_collector_skips_each_damaged_run_with_one_warning_and_tables_the_rest(tmp_path):
+    root = tmp_path / "output"
+    bad = sweep_with_partial_results(root)
+    proc = process("collect_results.py", [root], tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    warnings = proc.stderr.splitlines()
+    assert len(warnings) == len(bad) and all(w.startswith("warning: skipping ") for w in warnings)
+    for name in bad:
+        assert sum(f"/{name}/" in w for w in warnings) == 1, name
+    assert "| **Skip-WGANomaly** | 0.700 | 0.600 | 0.650 |" in proc.stdout  # the UTF-16 file is read
+    assert (root / "results.md").is_file() and (root / "results.csv").is_file()
+
+
+def test_the_collector_fails_in_one_line_after_the_warnings_when_no_run_is_usable(tmp_path):
+    root = tmp_path / "output"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_text('{"best": ')
+    proc = process("collect_results.py", [root], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    *warnings, error = proc.stderr.splitlines()
+    assert len(warnings) == 2 and error.startswith("error: no readable results.json with a test auroc under")
+    assert files(tmp_path) == files(root) and len(files(root)) == 2  # nothing written
+
+
+def test_the_collector_reads_and_writes_under_names_that_are_not_utf8(tmp_path):
+    root = tmp_path / os.fsdecode(b"runs\xff")
+    fake_run(root, "w/bird", "w_skipganomaly", "bird", 0, 0.8)
+    out = tmp_path / os.fsdecode(b"table\xfe")
+    proc = process("collect_results.py", [root, "--out", out], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "| **Skip-WGANomaly** | 0.800 | 0.800 |" in proc.stdout and "table\\xfe.md" in proc.stdout
+    assert Path(f"{out}.md").is_file() and Path(f"{out}.csv").is_file()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["{root}", "--out", "{root}/w"], "--out {root}/w.md is a folder"),
+    (["{root}", "--out", "{root}/w/bird/results.json/t"], "(not a folder): choose another --out"),
+    (["{root}", "--metric", "accuracy"], "argument --metric: invalid choice: 'accuracy'"),
+    (["{root}/missing"], "no folder '{root}/missing'"),
+    ([os.fsdecode(b"missing\xff")], "no folder 'missing\\xff'"),
+])
+def test_the_collector_refuses_bad_arguments_in_one_line_and_writes_nothing(args, fragment, tmp_path):
+    root = tmp_path / "output"
+    fake_run(root, "w/bird", "w_skipganomaly", "bird", 0, 0.8)
+    (root / "w.md").mkdir()
+    before = files(tmp_path)
+    proc = process("collect_results.py", [a.format(root=root) for a in args], tmp_path)
+    refused(proc, fragment.format(root=root))
+    assert files(tmp_path) == before
+
+
+# ------------------------------------------------------------------ the Fashion-MNIST study's report
+
+def study_result(auroc) -> dict:
+    metrics = {"auroc": auroc, "auroc_reconstruction": 0.5, "auroc_features": 0.4}
+    return {"epochs": 2, "best": {"epoch": 1, "test": metrics, "val": {"auroc": 0.6}},
+            "last": {"test": metrics}, "best_on_test_optimistic": {"epoch": 2, "test": metrics}}
+
+
+def test_the_study_report_skips_each_unreadable_run_or_file_with_one_warning(tmp_path, capsys):
+    out, results = tmp_path / "runs", tmp_path / "results"
+    damaged = {"trouser/seed0": json.dumps(study_result(0.9)).encode("utf-16"),  # readable
+               "bag/seed0": b'{"best": ', "sandal/seed0": json.dumps(study_result("high")).encode(),
+               "shirt/seed0": b"\xc3\x28", "coat/seedX": json.dumps(study_result(0.8)).encode(),
+               "dress/seed0": json.dumps({**study_result(0.7), "best": []}).encode()}
+    for run, data in damaged.items():
+        (out / "skip_ganomaly/one-class" / run).mkdir(parents=True)
+        (out / "skip_ganomaly/one-class" / run / "results.json").write_bytes(data)
+    curve = out / "skip_ganomaly/curves/bag/seed0"
+    curve.mkdir(parents=True)
+    (curve / "results.json").write_text(json.dumps(study_result(0.6)))
+    (curve / "metrics.csv").write_text("epoch,g_con,val_auroc,test_auroc\n1,0.5\n")
+    results.mkdir()
+    (results / "baselines_one-class.csv").write_bytes(b"dataset,protocol,class,method,auroc\nx,one-class,Bag,svm,")
+    (results / "runs_cpu.csv").write_text("variant,protocol,class,seed,test_auroc\nSkip-GANomaly,one-class,Bag\n"
+                                          "No such variant,one-class,Bag,0,0.5\n")
+
+    fmnist_report.write_report(out, results, None, "cpu", "--flags")
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 9 and all(w.startswith("warning: skipping ") for w in warnings), warnings
+    runs = (results / "runs_cpu.csv").read_text().splitlines()
+    assert len(runs) == 2 and runs[1].startswith("Skip-GANomaly,one-class,Trouser,0,2,1,0.6,0.9,")
+
+
+# ------------------------------------------------------------------ experiments/*.py
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--threads", "0"], "--threads 0: use 1 to"),
+    (["--niter", "3"], "--niter: only --isize, --ngf, --ndf, --nz, --batchsize are passed on"),
+    (["stray"], "stray: only --isize"),
+    (["--out", "{tmp}"], "--out {tmp} is a folder"),
+    (["--out", "{tmp}/file/x.json"], "(not a folder): choose another --out"),
+    (["--isize=nan"], "benchmark.py failed with exit code 2: error: argument --isize: invalid int value: 'nan'"),
+])
+def test_epoch_speed_refuses_bad_flags_in_one_line_before_measuring(args, fragment, tmp_path):
+    (tmp_path / "file").write_text("mine")
+    proc = process("experiments/epoch_speed.py", [a.format(tmp=tmp_path) for a in args], tmp_path)
+    refused(proc, fragment.format(tmp=tmp_path))
+    assert files(tmp_path) == [tmp_path / "file"]
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--budget", "tpu"], "argument --budget: invalid choice: 'tpu'"),
+    (["--steps", "everything"], "argument --steps: invalid choice: 'everything'"),
+    (["--out", "{tmp}/file"], "--out {tmp}/file is a file: give the folder of the study's runs"),
+    (["--results", "{tmp}/file/results"], "--results {tmp}/file/results: cannot make that folder"),
+])
+def test_the_fmnist_study_refuses_bad_arguments_in_one_line(args, fragment, tmp_path):
+    (tmp_path / "file").write_text("mine")
+    proc = process("experiments/fmnist_study.py", [a.format(tmp=tmp_path) for a in args], tmp_path)
+    refused(proc, fragment.format(tmp=tmp_path))
+    assert files(tmp_path) == [tmp_path / "file"]
+
+
+def test_the_study_rebuilds_the_readme_section_only_from_the_committed_results_folder(tmp_path, monkeypatch):
+    readmes = []
+    monkeypatch.setattr(fmnist_study, "write_report", lambda out, results, readme, *rest: readmes.append(readme))
+    fmnist_study.main(["--steps", "--results", str(tmp_path / "elsewhere"), "--out", str(tmp_path / "runs")])
+    assert readmes == [None]  # an empty study elsewhere cannot empty the README's tables
+
+
+@pytest.mark.skipif(FASHION.is_dir(), reason="with Debian's Fashion-MNIST the run would train")
+def test_a_failed_run_stops_the_fmnist_study_in_one_line_and_keeps_its_output(tmp_path):
+    (tmp_path / "data").write_text("not a folder: train.py cannot find or download Fashion-MNIST")
+    proc = process("experiments/fmnist_study.py", ["--steps", "one-class", "--out", "runs", "--results", "res"],
+                   tmp_path)
+    line = refused(proc, "train.py failed for Skip-GANomaly | one-class | T-shirt/top | seed 0 with exit code 2: "
+                         "error: fashion-mnist not found")
+    log = tmp_path / "runs/skip_ganomaly/one-class/t_shirt_top/seed0.stderr.txt"
+    assert str(log.relative_to(tmp_path)) in line and "fashion-mnist not found" in log.read_text()
+
+
+# ------------------------------------------------------------------ experiments/run_*.sh
+
+# Stands in for python: records each train.py run; exits STUB_CODE for runs of class STUB_FAIL ("*": all).
+STUB = """import json, os, sys
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+fail = os.environ.get("STUB_FAIL")
+sys.exit(int(os.environ.get("STUB_CODE", "1")) if fail == "*" or fail in sys.argv else 0)
+"""
+
+
+def sweep(args, env, tmp_path):
+    (tmp_path / "stub.py").write_text(STUB)
+    log = tmp_path / "runs.log"
+    env = {**os.environ, "PYTHON": f"{sys.executable} {tmp_path / 'stub.py'}", "STUB_LOG": str(log), **env}
+    done = subprocess.run(["bash", str(ROOT / "experiments" / "run_mnist.sh"), *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+    return done, log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize("args,env,fragment", [
+    (["--abnormal_class", "3"], {}, "--abnormal_class: the sweep sets --abnormal_class for each class itself"),
+    (["--abnormal=3"], {}, "--abnormal: the sweep sets"),
+    (["--normal_class", "3"], {}, "choose the classes with CLASSES="),
+    (["--name", "mine"], {}, "--name would put every run of the sweep in one run folder"),
+    (["--manualseed", "4"], {"SEEDS": "0 1"}, "--manualseed and SEEDS both set the seed"),
+    ([], {"SEEDS": "0 x"}, "'x' is not a seed"),
+    ([], {"SEEDS": BIG + "x"}, "is not a seed"),
+    ([], {"PYTHON": "/no/such/python"}, 'PYTHON="/no/such/python" cannot be run'),
+])
+def test_a_sweep_refuses_flags_that_would_break_every_run_before_running_any(args, env, fragment, tmp_path):
+    done, runs = sweep(args, env, tmp_path)
+    refused(done, fragment)
+    assert runs == []
+
+
+def test_a_flag_train_py_refuses_stops_the_sweep_at_its_first_run_in_one_line(tmp_path):
+    done, runs = sweep(["--niter", "-1"], {"STUB_FAIL": "*", "STUB_CODE": "2"}, tmp_path)
+    refused(done, "train.py refused the sweep's first run (class 0; the line above says why)")
+    assert len(runs) == 1
+
+
+def test_a_later_refused_run_is_named_in_the_last_line_and_fails_the_sweep(tmp_path):
+    done, runs = sweep([], {"STUB_FAIL": "7", "STUB_CODE": "2", "SEEDS": "0 1"}, tmp_path)
+    assert done.returncode == 1 and len(runs) == 20
+    assert done.stderr.splitlines() == [
+        "failed: 7 (seed 0), 7 (seed 1) (2 of 20 runs): their cells in collect_results.py's table stay empty (–) "
+        "until they are rerun"]
