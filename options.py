@@ -211,6 +211,10 @@ def validate(opt) -> None:
                  "save_image_freq", "ngpu", "lr_decay_iters", "niter_decay"):
         if getattr(opt, name) <= 0:
             raise UserError(f"--{name} must be positive (got {getattr(opt, name)})")
+    ids = str(opt.gpu_ids).replace(" ", "").split(",")
+    if not all(i.lstrip("-").isdigit() and -1 <= int(i) <= C_INT_MAX for i in ids):
+        raise UserError(f"--gpu_ids {opt.gpu_ids!r}: give GPU numbers separated by commas (e.g. 0 or 0,1), or -1 "
+                        "for the CPU")
     if opt.ngpu > 1:
         raise UserError(f"--ngpu {opt.ngpu}: a run uses one GPU (these networks are small); to use several GPUs, "
                         "run several trials at once with train_tune.py --gpus_per_trial")
@@ -235,9 +239,9 @@ def validate(opt) -> None:
     if not names:  # a folder dataset: its folders say what is normal
         for flag in ("abnormal_class", "normal_class"):
             if getattr(opt, flag) is not None:
-                raise UserError(f"--{flag} does not apply to the folder dataset '{opt.dataset}': its split comes "
-                                "from its folders (train/0.normal, test/0.normal, test/1.abnormal); drop --"
-                                f"{flag}")
+                raise UserError(f"--{flag} does not apply to '{opt.dataset}': it is not a built-in dataset "
+                                f"({', '.join(DATASETS)}), and a folder dataset's split comes from its folders "
+                                f"(train/0.normal, test/0.normal, test/1.abnormal): check the name, or drop --{flag}")
     if names:
         for flag in ("abnormal_class", "normal_class"):
             if getattr(opt, flag) is not None:

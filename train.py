@@ -50,6 +50,8 @@ def main(argv):
     opt = options.parse(argv)
     if opt.tune:
         raise UserError("--tune runs a Ray Tune search: use `python train_tune.py ... --tune True`")
+    if opt.path and not Path(opt.path).exists():  # found out now, not after the training it follows
+        raise UserError(f"--path '{opt.path}' does not exist; give an image file or a folder of images to score")
     # torch and the rest load only now: a command line that is refused is refused at once.
     from lib.run import build_trainer, load_checkpoint, run_dir
     from lib.trainer import Interrupted

@@ -114,10 +114,10 @@ class RunFolder:
             (self.path / name).unlink(missing_ok=True)
         for name in RUN_FOLDERS:
             path = self.path / name
-            if path.is_symlink():
-                path.unlink()
-            elif path.is_dir():
+            if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()  # a link or a stray file where the run needs its folder
 
 
 def probe_writable(folder: Path) -> None:

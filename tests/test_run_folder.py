@@ -163,16 +163,19 @@ def _wait_for_training(folder: Path, proc, timeout=600):
         time.sleep(0.05)
 
 
-def test_a_second_run_into_a_folder_in_use_refuses_and_the_first_finishes_alone(tmp_path):
-    args = [*TINY, "--model", "skipganomaly", "--niter", "3", "--print_freq", "1", "--batchsize", "16",
+def test_a_second_run_into_a_folder_in_use_refuses_and_the_first_keeps_it(tmp_path):
+    # The first run is long enough to be still training when the second one checks the folder.
+    args = [*TINY, "--model", "skipganomaly", "--niter", "500", "--print_freq", "1", "--batchsize", "16",
             "--outf", "out"]
     first = _start([*args, "--manualseed", "1"], tmp_path)
     folder = tmp_path / "out" / RUN
     _wait_for_training(folder, first)
     second = process("train.py", [*args, "--manualseed", "2", "--overwrite"], tmp_path)
+    assert first.poll() is None, "the first run ended before the second checked the folder"
     one_line_error(second, "is in use by", f"process {first.pid}")
+    first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err
+    assert first.returncode == 130, err
     assert "manualseed: 1" in (folder / "opt.txt").read_text()
     assert (folder / "loss_log.txt").read_text().count("Training Loss") == 1
 
@@ -234,6 +237,9 @@ def test_a_read_only_working_directory_costs_only_the_convenience_copy(read_only
     (["--display_port", "70000"], "TCP port"),
     (["--isize", "4096", "--ngf", "512", "--ndf", "512"], "needs at least"),
     (["--model", "skipganomaly", "--wgan", "clip"], "only applies to --model w_skipganomaly"),
+    (["--gpu_ids", "abc"], "give GPU numbers separated by commas"),
+    (["--name", "a\nb"], "control characters"),
+    (["--path", "nothing/here"], "--path 'nothing/here' does not exist"),
 ])
 def test_values_that_cannot_work_are_refused_before_anything_is_written(tmp_path, args, message):
     argv = [*TINY, "--niter", "1", "--outf", "out", *args]
@@ -247,5 +253,5 @@ def test_class_flags_a_folder_dataset_ignores_are_refused(tmp_path):
     make_folder_dataset(tmp_path / "data")
     proc = process("train.py", ["--dataset", "custom", "--abnormal_class", "3", "--isize", "8", "--device", "cpu",
                                 "--outf", "out"], tmp_path)
-    one_line_error(proc, "does not apply to the folder dataset")
+    one_line_error(proc, "does not apply to 'custom'", "split comes from its folders")
     assert not (tmp_path / "out").exists()
