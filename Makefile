@@ -1,11 +1,11 @@
-# make demo | make test | make dashboard | make environment
+# make demo | make test | make test-fast | make lint | make dashboard | make environment
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8097
 
-.PHONY: demo test dashboard environment clean
+.PHONY: demo test test-fast lint dashboard environment clean
 
 # Reinstall only when the pins change.
 $(STAMP): requirements.txt
@@ -18,9 +18,17 @@ demo: $(STAMP)
 	$(PY) train.py --dataset digits --abnormal_class 0 --model w_skipganomaly --device cpu \
 		--nc 1 --isize 16 --ngf 32 --ndf 32 --nz 64 --batchsize 32 --niter 10 --n_critic 2 --manualseed 0 --outf ./output
 
+# Every test (what CI runs).
 test: $(STAMP)
 	PYTHON=$(PY) dashboard/setup.sh
 	$(PY) -m pytest -q tests
+
+# The inner loop: no slow, browser, Ray or Fashion-MNIST tests (markers in pyproject.toml).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not browser and not ray and not dataset" tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 # A Visdom server whose pages render offline (JS/CSS/fonts from the npm registry, once).
 dashboard: $(STAMP)

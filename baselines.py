@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from lib.files import write_text
 from lib.classes import builtin_dataset
 from lib.collect import check_writable, shown
 from lib.data import class_names, load_split, resolve_class
 from lib.errors import UserError, run_cli
+from lib.files import write_text
 from lib.metrics import all_metrics
 from lib.resources import check_fits
 from options import check_image_shape

@@ -308,8 +308,7 @@ def loader(args, device) -> dict:
 
 def profile(args, device) -> dict:
     """Where the time of `--path` goes: torch.profiler's top operators by self time, per batch."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
+    from torch.profiler import ProfilerActivity, profile as torch_profile
     data = make_data(args, device)
     runner = build(args.path, args, device)
     steps = -(-args.steps // steps_per_cycle(args)) * steps_per_cycle(args)

@@ -17,8 +17,20 @@ import torch
 import options
 from lib import checkpoint
 from lib.errors import UserError, run_cli
-from lib.predict import (MAPS, PREDICTIONS, check_batch_memory, check_out, choose_threshold, find_images,
-                         load_model, open_out, predict, publish, remove_if_empty, run_folder)
+from lib.predict import (
+    MAPS,
+    PREDICTIONS,
+    check_batch_memory,
+    check_out,
+    choose_threshold,
+    find_images,
+    load_model,
+    open_out,
+    predict,
+    publish,
+    remove_if_empty,
+    run_folder,
+)
 
 SHOW_UNREADABLE = 20  # the summary names this many unreadable files, then counts the rest
 C_INT_MAX = 2**31 - 1  # as for train.py's integer options

@@ -19,14 +19,30 @@ from pathlib import Path
 
 import options
 from lib.classes import DATASETS, class_names
-from lib.cluster import (check_cluster_fits, check_local_resources, check_reachable, cluster_address, held_stderr,
-                         join_or_start)
+from lib.cluster import (
+    check_cluster_fits,
+    check_local_resources,
+    check_reachable,
+    cluster_address,
+    held_stderr,
+    join_or_start,
+)
 from lib.errors import UserError, run_cli
 from lib.files import rows_csv, write_text
 from lib.metrics import HEADLINE
 from lib.runfolder import probe_writable
-from lib.tune import (command_line, largest, ray_space, read_space, run_trial, sort_rows, train_actions,
-                      trial_base, trial_options, trial_row)
+from lib.tune import (
+    command_line,
+    largest,
+    ray_space,
+    read_space,
+    run_trial,
+    sort_rows,
+    train_actions,
+    trial_base,
+    trial_options,
+    trial_row,
+)
 
 PROG = "train_tune.py"
 ROOT = Path(__file__).resolve().parent

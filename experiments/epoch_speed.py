@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.files import write_text  # noqa: E402
 from lib.collect import check_writable, shown  # noqa: E402
 from lib.errors import UserError, run_cli  # noqa: E402
+from lib.files import write_text  # noqa: E402
 
 NETWORK_FLAGS = ("--isize", "--ngf", "--ndf", "--nz", "--batchsize")
 

@@ -19,11 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fmnist_report import write_report  # noqa: E402
 from lib.classes import class_names  # noqa: E402
 from lib.collect import UNREADABLE, check_writable, read_json, shown, unreadable  # noqa: E402
 from lib.errors import UserError, run_cli  # noqa: E402
 from lib.files import write_text  # noqa: E402
-from fmnist_report import write_report  # noqa: E402
 
 VARIANTS = {  # row label -> train.py flags
     "Skip-GANomaly": ["--model", "skipganomaly"],

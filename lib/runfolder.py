@@ -97,8 +97,8 @@ class RunFolder:
         if not holds_run(self.path):
             return
         if not overwrite:
-            resume = (f"--resume {self.path} to continue it, " if (self.path / "train" / "weights" / "last.pt").is_file()
-                      else "")
+            last = self.path / "train" / "weights" / "last.pt"
+            resume = f"--resume {self.path} to continue it, " if last.is_file() else ""
             raise UserError(f"'{self.path}' already holds a run: pass {resume}--overwrite to delete it and start "
                             "over, or choose another --name/--outf")
         self.remove_run()

@@ -23,8 +23,15 @@ from lib.data import batches, to_float
 from lib.errors import UserError
 from lib.files import rows_csv, write_text
 from lib.images import save_grid
-from lib.metrics import (HEADLINE, all_metrics, best_f1, choose_score_weight, combined_score,
-                         normal_quantile_threshold, roc_auc)
+from lib.metrics import (
+    HEADLINE,
+    all_metrics,
+    best_f1,
+    choose_score_weight,
+    combined_score,
+    normal_quantile_threshold,
+    roc_auc,
+)
 from lib.runfolder import append_line
 
 # Fraction of normal images the stored threshold may flag (predict.py's default).
@@ -87,7 +94,7 @@ def make_schedulers(opt, optimizers):
 
 def histogram_csv(scores, labels) -> str:
     """The original's histogram.csv: columns scores,labels, one row per test image."""
-    lines = ["scores,labels"] + [f"{float(s)!r},{int(l)}" for s, l in zip(scores, labels)]
+    lines = ["scores,labels"] + [f"{float(s)!r},{int(label)}" for s, label in zip(scores, labels)]
     return "\n".join(lines) + "\n"
 
 

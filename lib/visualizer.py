@@ -15,7 +15,6 @@ import requests
 import torch
 import visdom
 
-
 from lib.metrics import roc_auc, roc_curve
 
 TIMEOUT_S = (3.0, 30.0)  # connect, read: a stalled server costs one wait, then the display is off

@@ -159,6 +159,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("case", TAMPERED)
 def test_a_checkpoint_edited_by_hand_is_refused_in_one_line_and_nothing_is_written(trained, tmp_path, case, command):
@@ -171,6 +172,7 @@ def test_a_checkpoint_edited_by_hand_is_refused_in_one_line_and_nothing_is_writt
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["state", "history", "schedulers", "rng", "data_rng", "threshold"])
 def test_a_checkpoint_missing_any_entry_is_refused_naming_it(trained, tmp_path, key):
     run = tampered_run(trained, tmp_path, drop(key))
@@ -180,6 +182,7 @@ def test_a_checkpoint_missing_any_entry_is_refused_naming_it(trained, tmp_path, 
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_loading_weights_into_a_new_run_refuses_a_damaged_checkpoint_before_creating_the_run(trained, tmp_path):
     run = tampered_run(trained, tmp_path, set_in("options", "lr", -1.0))
     proc = process("train.py", [*TINY, "--outf", "fresh", "--load_weights", run], tmp_path)
@@ -187,6 +190,7 @@ def test_loading_weights_into_a_new_run_refuses_a_damaged_checkpoint_before_crea
     assert not (tmp_path / "fresh").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_scheduler_and_optimiser_states_that_do_not_fit(trained, tmp_path):
     def tamper(ckpt):
         ckpt["schedulers"][0]["optimizer"] = {}  # would replace the scheduler's optimiser when loaded
@@ -219,6 +223,7 @@ def peak_memory(script, args, cwd) -> tuple[int, int, str]:
     return peak, code, "\n".join(stderr)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("archive", ["a real checkpoint recompressed around 3.5 GiB of deflated zeros",
                                      "a hand-made zip whose member declares 64 GiB"])
 def test_a_small_file_that_would_inflate_to_gigabytes_is_refused_without_allocating(trained, tmp_path, archive):
@@ -249,6 +254,7 @@ def test_the_archive_check_refuses_a_zip_bomb_in_milliseconds(trained, tmp_path)
     assert time.perf_counter() - start < 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, message", [
     ("truncated", "cannot read checkpoint"),
     ("directory of a million entries", "lists 1000000 entries"),

@@ -250,6 +250,7 @@ def test_a_port_that_is_not_visdom_counts_as_no_server(tmp_path):
         other.wait()
 
 
+@pytest.mark.slow
 def test_a_training_run_with_display_shows_every_loss_metric_image_histogram_and_roc(visdom_server, training_runs):
     output, folder = training_runs["server"]
     assert not [line for line in output.splitlines() if line.startswith("warning:")]
@@ -268,6 +269,7 @@ def test_a_training_run_with_display_shows_every_loss_metric_image_histogram_and
     assert any(title.startswith("ROC on the test set (epoch 2, AUROC ") for title in drawn)
 
 
+@pytest.mark.slow
 def test_a_training_run_without_a_server_warns_once_and_writes_every_output(training_runs):
     output, folder = training_runs["no server"]
     warnings = [line for line in output.splitlines() if line.startswith("warning:")]
@@ -276,6 +278,8 @@ def test_a_training_run_without_a_server_warns_once_and_writes_every_output(trai
         assert (folder / name).is_file(), name
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
                     reason="needs Chromium (Debian package `chromium`)")
 def test_a_runs_dashboard_renders_in_a_browser_with_every_file_served_locally(visdom_server, training_runs):

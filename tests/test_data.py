@@ -124,6 +124,7 @@ def test_missing_mnist_without_network_says_where_to_put_the_files(tmp_path, off
         load("mnist", tmp_path, nc=1, abnormal_class=0)
 
 
+@pytest.mark.dataset
 @pytest.mark.skipif(not data.SYSTEM_FASHION_MNIST.is_dir(),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_is_read_from_the_debian_package(tmp_path):

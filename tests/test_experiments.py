@@ -81,6 +81,7 @@ def test_classes_and_seeds_come_from_the_environment_and_seeds_get_their_own_run
     assert [argv[argv.index("--manualseed") + 1] for argv in runs] == ["0", "1", "0", "1"]
 
 
+@pytest.mark.slow
 def test_a_real_tiny_sweep_through_a_script_lands_in_the_collected_table(tmp_path):
     make_idx(tmp_path / "data", "MNIST/raw", n_train=200, n_test=60)
     env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "CLASSES": "4"}

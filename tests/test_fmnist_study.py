@@ -15,8 +15,8 @@ import fmnist_report  # noqa: E402
 import fmnist_study  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-TINY = ["--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--niter", "1", "--device", "cpu", "--batchsize", "512",
-        "--dataroot", str(FASHION)]
+TINY = ["--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--niter", "1", "--device", "cpu",
+        "--batchsize", "512", "--dataroot", str(FASHION)]
 
 
 def rows(path):
@@ -37,6 +37,8 @@ def test_the_readme_section_is_exactly_what_the_committed_result_files_give(tmp_
         assert path.read_text() == (ROOT / "results" / "fmnist" / path.name).read_text(), path.name
 
 
+@pytest.mark.dataset
+@pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, monkeypatch):
     monkeypatch.setitem(fmnist_study.BUDGETS, "tiny", TINY)
@@ -73,6 +75,8 @@ def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, m
     assert readme.read_text() == text
 
 
+@pytest.mark.dataset
+@pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_epoch_speed_times_a_real_epoch_against_the_originals_rates(tmp_path):
     out = tmp_path / "epoch.json"
@@ -95,6 +99,7 @@ def test_epoch_speed_times_a_real_epoch_against_the_originals_rates(tmp_path):
                                                               rel=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--niter", "3"], "--niter: only --isize"),
     (["--isize", "12"], "benchmark.py failed with exit code 2: error: --isize 12 is not supported"),

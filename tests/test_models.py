@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import options
+from lib.errors import UserError
 from lib.losses import gradient_penalty
 from lib.models import MODELS, build_model
-from lib.errors import UserError
 from lib.networks import Critic, Discriminator, UNet
 
 

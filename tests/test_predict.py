@@ -180,6 +180,7 @@ def test_a_checkpoint_without_a_threshold_asks_for_one():
     assert choose_threshold({}, "0.5") == (0.5, ["threshold: 0.5, given by --threshold"])
 
 
+@pytest.mark.slow
 def test_a_missing_path_is_a_one_line_error_with_exit_code_2(run):
     cwd, _, folder = run
     proc = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--path", "nowhere",
@@ -302,6 +303,7 @@ def test_a_threshold_that_is_not_a_finite_number_is_refused(run, capsys, tmp_pat
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_image_names_of_bytes_that_are_not_utf8_are_scored_and_written_back_as_those_bytes(run, tmp_path):
     _, dataset, folder = run
     images = tmp_path / "images"

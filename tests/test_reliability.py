@@ -119,6 +119,7 @@ def test_two_runs_with_the_same_seed_give_identical_scores(trained, tmp_path):
     assert (tmp_path / "again" / RUN / "histogram.csv").read_bytes() == (run / "histogram.csv").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_mid_epoch_saves_a_checkpoint_and_resume_ends_like_an_uninterrupted_run(tmp_path, sig):
     args = [*TINY, "--model", "skipganomaly", "--batchsize", "32", "--print_freq", "1"]

@@ -55,6 +55,7 @@ def run(finished, tmp_path):
     return tmp_path, tmp_path / "out" / RUN
 
 
+@pytest.mark.slow
 def test_the_same_command_twice_refuses_and_leaves_the_first_run_whole(run):
     cwd, folder = run
     before = snapshot(folder)
@@ -63,6 +64,7 @@ def test_the_same_command_twice_refuses_and_leaves_the_first_run_whole(run):
     assert snapshot(folder) == before
 
 
+@pytest.mark.slow
 def test_overwrite_deletes_the_old_run_and_leaves_only_the_new_one(run):
     cwd, folder = run
     (folder / "my_notes.txt").write_text("mine")
@@ -76,6 +78,7 @@ def test_overwrite_deletes_the_old_run_and_leaves_only_the_new_one(run):
     assert set(p.name for p in (folder / "train" / "images").iterdir()) == old_images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--w_con", "nan"], "--w_con must be a finite number"),
     (["--lr", "inf"], "--lr must be a finite number"),
@@ -91,6 +94,7 @@ def test_a_refused_run_writes_nothing_into_an_existing_run(run, args, message):
     assert snapshot(folder) == before
 
 
+@pytest.mark.slow
 def test_phase_test_writes_its_own_files_and_never_the_training_record(run):
     cwd, folder = run
     before = snapshot(folder)
@@ -106,6 +110,7 @@ def test_phase_test_writes_its_own_files_and_never_the_training_record(run):
     assert (folder / "test" / "histogram.csv").read_text() == (folder / "histogram.csv").read_text()
 
 
+@pytest.mark.slow
 def test_resume_of_a_copied_run_continues_in_the_copy_and_leaves_the_original_alone(run):
     cwd, folder = run
     original = snapshot(folder)
@@ -118,6 +123,7 @@ def test_resume_of_a_copied_run_continues_in_the_copy_and_leaves_the_original_al
     assert "outf: copy" in (copy / "opt.txt").read_text()
 
 
+@pytest.mark.slow
 def test_resume_refuses_outf_and_name_which_would_write_elsewhere(run):
     cwd, folder = run
     before = snapshot(folder)
@@ -126,6 +132,7 @@ def test_resume_refuses_outf_and_name_which_would_write_elsewhere(run):
     assert snapshot(folder) == before and not (cwd / "other").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("planted", ["loss_log.txt", ".lock", "train/images", "opt.txt"])
 def test_a_symlink_planted_in_a_run_folder_is_never_written_through(run, planted):
     cwd, folder = run
@@ -140,6 +147,7 @@ def test_a_symlink_planted_in_a_run_folder_is_never_written_through(run, planted
     assert (snapshot(folder), snapshot(victim) if victim.is_dir() else victim.read_text()) == before
 
 
+@pytest.mark.slow
 def test_a_symlink_planted_in_a_fresh_folder_is_refused_too(tmp_path):
     folder = tmp_path / "out" / RUN
     folder.mkdir(parents=True)
@@ -163,6 +171,7 @@ def _wait_for_training(folder: Path, proc, timeout=600):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_folder_in_use_refuses_and_the_first_keeps_it(tmp_path):
     # The first run is long enough to be still training when the second one checks the folder.
     args = [*TINY, "--model", "skipganomaly", "--niter", "500", "--print_freq", "1", "--batchsize", "16",
@@ -180,6 +189,7 @@ def test_a_second_run_into_a_folder_in_use_refuses_and_the_first_keeps_it(tmp_pa
     assert (folder / "loss_log.txt").read_text().count("Training Loss") == 1
 
 
+@pytest.mark.slow
 def test_a_killed_runs_lock_is_no_obstacle_to_resuming_it(tmp_path):
     args = [*TINY, "--model", "skipganomaly", "--niter", "4", "--print_freq", "1", "--batchsize", "16",
             "--outf", "out"]
@@ -217,6 +227,7 @@ def read_only_dir(tmp_path):
         subprocess.run(["umount", str(path)], check=True)
 
 
+@pytest.mark.slow
 def test_a_read_only_working_directory_costs_only_the_convenience_copy(read_only_dir, tmp_path):
     out = tmp_path / "out"
     proc = process("train.py", [*ONE_EPOCH, "--outf", str(out)], read_only_dir)
@@ -235,7 +246,8 @@ def test_a_read_only_working_directory_costs_only_the_convenience_copy(read_only
     (["--batchsize", "99999999999999999999"], "out of range"),
     (["--manualseed", str(2**64)], "--manualseed"),
     (["--display_port", "70000"], "TCP port"),
-    (["--isize", "4096", "--ngf", "512", "--ndf", "512"], "needs at least"),
+    pytest.param(["--isize", "4096", "--ngf", "512", "--ndf", "512"], "needs at least",
+                 marks=pytest.mark.slow),  # the memory check imports torch
     (["--model", "skipganomaly", "--wgan", "clip"], "only applies to --model w_skipganomaly"),
     (["--gpu_ids", "abc"], "give GPU numbers separated by commas"),
     (["--name", "a\nb"], "control characters"),

@@ -201,6 +201,7 @@ def test_loader_benchmark_reports_images_per_second(capsys):
     assert json.loads(capsys.readouterr().out)["loader_img_per_s"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [(["--isize", "12"], "--isize 12 is not supported"),
                                           (["--nc", "2"], "--nc 2 is not supported")])
 def test_benchmark_refuses_an_image_shape_the_networks_cannot_take(args, message):

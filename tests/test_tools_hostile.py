@@ -39,6 +39,7 @@ def files(folder: Path) -> list[Path]:
 
 # ------------------------------------------------------------------ benchmark.py
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,fragment", [
     (["--reps", "0"], "--reps 0: use a whole number from 1"),
     (["--steps", "0"], "--steps 0: use a whole number from 1"),
@@ -60,6 +61,7 @@ def test_benchmark_refuses_numbers_that_pass_argparse_but_break_the_measurement(
     assert files(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_benchmark_on_cuda_without_a_gpu_says_so_in_one_line(tmp_path):
     refused(process("benchmark.py", ["--device", "cuda"], tmp_path), "torch sees no CUDA GPU here; use --device cpu")
@@ -67,6 +69,7 @@ def test_benchmark_on_cuda_without_a_gpu_says_so_in_one_line(tmp_path):
 
 # ------------------------------------------------------------------ baselines.py
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,fragment", [
     (["--k", "0"], "--k 0: use a whole number of neighbours"),
     (["--k", BIG], f"--k {BIG}"),
@@ -85,6 +88,7 @@ def test_baselines_refuse_values_with_no_meaningful_result_before_loading_anythi
     assert files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_baselines_refuse_more_neighbours_than_training_images_and_write_nothing(tmp_path):
     proc = process("baselines.py", ["--dataset", "digits", "--classes", "3", "--k", "100000",
                                     "--out", tmp_path / "b.csv"], tmp_path)
@@ -92,6 +96,7 @@ def test_baselines_refuse_more_neighbours_than_training_images_and_write_nothing
     assert files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_baselines_refuse_an_out_file_that_is_a_folder_before_the_work(tmp_path):
     refused(process("baselines.py", ["--dataset", "digits", "--out", tmp_path], tmp_path), "is a folder")
 
@@ -214,7 +219,8 @@ def test_the_study_report_skips_each_unreadable_run_or_file_with_one_warning(tmp
     (["stray"], "stray: only --isize"),
     (["--out", "{tmp}"], "--out {tmp} is a folder"),
     (["--out", "{tmp}/file/x.json"], "(not a folder): choose another --out"),
-    (["--isize=nan"], "benchmark.py failed with exit code 2: error: argument --isize: invalid int value: 'nan'"),
+    pytest.param(["--isize=nan"], "benchmark.py failed with exit code 2: error: argument --isize: invalid int "
+                 "value: 'nan'", marks=pytest.mark.slow),  # runs benchmark.py, which imports torch
 ])
 def test_epoch_speed_refuses_bad_flags_in_one_line_before_measuring(args, fragment, tmp_path):
     (tmp_path / "file").write_text("mine")
@@ -243,6 +249,7 @@ def test_the_study_rebuilds_the_readme_section_only_from_the_committed_results_f
     assert readmes == [None]  # an empty study elsewhere cannot empty the README's tables
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(FASHION.is_dir(), reason="with Debian's Fashion-MNIST the run would train")
 def test_a_failed_run_stops_the_fmnist_study_in_one_line_and_keeps_its_output(tmp_path):
     (tmp_path / "data").write_text("not a folder: train.py cannot find or download Fashion-MNIST")

@@ -7,6 +7,7 @@ import pytest
 
 from tests.cli import TINY, process, train_cli as train
 
+
 def rows(path):
     with open(path) as f:
         return list(csv.DictReader(f))
@@ -185,8 +186,8 @@ def test_score_weight_val_is_chosen_on_validation_kept_in_the_checkpoint_and_use
     assert best["val"]["score_weight"] == weights[best["epoch"] - 1]
     stored = torch.load(run / "train/weights/best.pt", weights_only=True)["state"]["score_weight"]
     assert stored == best["val"]["score_weight"]
-    from tests.cli import run_main
     import predict
+    from tests.cli import run_main
     out = run_main(predict.main, ["--path", "new", "--weights", str(run), "--device", "cpu", "--overwrite"],
                    tmp_path)
     assert f"score = {stored:g} x image MSE + {1 - stored:g} x feature MSE (chosen on the validation split)" \

@@ -39,6 +39,8 @@ def search(argv, capsys):
     return code, capsys.readouterr().out
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_search_ranks_trials_on_validation_and_prints_a_command_that_reproduces_the_best(tmp_path, capsys,
                                                                                           monkeypatch):
     monkeypatch.chdir(tmp_path)  # train.py also writes ./histogram.csv
@@ -76,6 +78,8 @@ def test_a_search_ranks_trials_on_validation_and_prints_a_command_that_reproduce
     assert float(history[int(best["best_epoch"]) - 1]["val_auroc"]) == pytest.approx(float(best["val_auroc"]))
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_class_sweep_is_one_command_with_one_row_per_class(tmp_path, capsys):
     # The original README's command, with a space that sweeps the anomaly class.
     make_cifar(tmp_path / "data", n_per_class_train=6, n_per_class_test=3)
@@ -98,6 +102,8 @@ def test_a_class_sweep_is_one_command_with_one_row_per_class(tmp_path, capsys):
     assert "--abnormal_class" in stdout.split("reproduce: ")[1]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_overwrite_replaces_a_finished_search_and_its_trials_start_afresh(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
@@ -161,6 +167,7 @@ print(json.dumps(report))
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_tune_false_trains_once_and_neither_script_imports_ray(tmp_path):
     # One process for both checks: starting Python with torch costs seconds.
     script = ("import sys, train; assert 'ray' not in sys.modules, 'train.py imports ray'; "

@@ -62,7 +62,8 @@ RESOURCES = {
     "gpus inf": (["--gpus_per_trial", "inf"], "--gpus_per_trial must be a number 0 or more"),
     "gpus negative": (["--gpus_per_trial", "-0.5"], "--gpus_per_trial must be a number 0 or more"),
     "gpus fractional above one": (["--gpus_per_trial", "1.5"], "a fraction below 1"),
-    "gpus beyond the machine": (["--device", "gpu", "--gpus_per_trial", "100000"], "no trial could start"),
+    "gpus beyond the machine": pytest.param(["--device", "gpu", "--gpus_per_trial", "100000"], "no trial could start",
+                                            marks=pytest.mark.slow),  # counting GPUs imports torch
     "gpus for cpu trials": (["--gpus_per_trial", "0.5"], "with --device cpu"),
     "num_cpus zero": (["--num_cpus", "0"], "--num_cpus must be a whole number from 1"),
     "num_cpus negative": (["--num_cpus", "-2"], "--num_cpus must be a whole number from 1"),
