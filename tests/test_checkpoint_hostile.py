@@ -18,7 +18,7 @@ import options
 from lib import checkpoint
 from lib.errors import UserError
 from lib.trainer import make_schedulers
-from tests.cli import ROOT, TINY, process, train_cli
+from tests.cli import ROOT, TINY, one_line_error, process, train_cli
 
 RUN = "skipganomaly/digits/3"
 GIB = 1 << 30
@@ -37,13 +37,6 @@ def snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else "dir") for p in sorted(folder.rglob("*"))}
 
 
-def one_line_refusal(proc, *fragments) -> None:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    for fragment in fragments:
-        assert fragment in proc.stderr
 
 
 def tampered_run(trained: Path, tmp_path: Path, tamper) -> Path:
@@ -168,7 +161,7 @@ def test_a_checkpoint_edited_by_hand_is_refused_in_one_line_and_nothing_is_writt
     before = snapshot(tmp_path)
     script, args = COMMANDS[command](run)
     proc = process(script, args, tmp_path)
-    one_line_refusal(proc, "is damaged", message, str(run / "train" / "weights"))
+    one_line_error(proc, "is damaged", message, str(run / "train" / "weights"))
     assert snapshot(tmp_path) == before
 
 
@@ -178,7 +171,7 @@ def test_a_checkpoint_missing_any_entry_is_refused_naming_it(trained, tmp_path, 
     run = tampered_run(trained, tmp_path, drop(key))
     before = snapshot(tmp_path)
     proc = process("predict.py", ["--path", run / "train" / "images", "--weights", run, "--device", "cpu"], tmp_path)
-    one_line_refusal(proc, f"'{key}' is missing", "it was edited, or not written by this version")
+    one_line_error(proc, f"'{key}' is missing", "it was edited, or not written by this version")
     assert snapshot(tmp_path) == before
 
 
@@ -186,7 +179,7 @@ def test_a_checkpoint_missing_any_entry_is_refused_naming_it(trained, tmp_path, 
 def test_loading_weights_into_a_new_run_refuses_a_damaged_checkpoint_before_creating_the_run(trained, tmp_path):
     run = tampered_run(trained, tmp_path, set_in("options", "lr", -1.0))
     proc = process("train.py", [*TINY, "--outf", "fresh", "--load_weights", run], tmp_path)
-    one_line_refusal(proc, "its options fail this version's checks (--lr must be positive")
+    one_line_error(proc, "its options fail this version's checks (--lr must be positive")
     assert not (tmp_path / "fresh").exists()
 
 
@@ -196,13 +189,13 @@ def test_resume_refuses_scheduler_and_optimiser_states_that_do_not_fit(trained, 
         ckpt["schedulers"][0]["optimizer"] = {}  # would replace the scheduler's optimiser when loaded
     run = tampered_run(trained, tmp_path, tamper)
     proc = process("train.py", ["--resume", run, "--device", "cpu"], tmp_path)
-    one_line_refusal(proc, "'schedulers.0' sets 'optimizer'")
+    one_line_error(proc, "'schedulers.0' sets 'optimizer'")
 
     def tamper_adam(ckpt):
         ckpt["state"]["optimizer_g"]["state"][0]["exp_avg"] = torch.zeros(2)
     run = tampered_run(trained, tmp_path / "adam", tamper_adam)
     proc = process("train.py", ["--resume", run, "--device", "cpu"], tmp_path)
-    one_line_refusal(proc, "'state.optimizer_g.state.0.exp_avg' does not fit parameter 0")
+    one_line_error(proc, "'state.optimizer_g.state.0.exp_avg' does not fit parameter 0")
 
 
 # --- archives that would inflate: refused from their headers ---------------------------------------
@@ -271,7 +264,7 @@ def test_an_archive_that_is_cut_short_or_forged_is_refused_in_one_line(trained, 
     run = tampered_run(trained, tmp_path, lambda c: data)
     before = snapshot(tmp_path)
     proc = process("predict.py", ["--path", run / "train" / "images", "--weights", run, "--device", "cpu"], tmp_path)
-    one_line_refusal(proc, message)
+    one_line_error(proc, message)
     assert snapshot(tmp_path) == before
 
 

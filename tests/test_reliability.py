@@ -13,18 +13,12 @@ import torch
 
 from lib import checkpoint, files
 from lib.errors import UserError
-from tests.cli import ROOT, TINY, train_cli as train
+from tests.cli import ROOT, TINY, one_line_error, train_cli as train
 from tests.conftest import make_folder_dataset
 
 RUN = "skipganomaly/digits/3"
 
 
-def one_line_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for fragment in fragments:
-        assert fragment in proc.stderr
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import ROOT, TINY, process, train_cli
+from tests.cli import ROOT, TINY, one_line_error, process, train_cli
 from tests.conftest import make_folder_dataset
 
 RUN = "skipganomaly/digits/3"
@@ -32,12 +32,6 @@ def snapshot(folder: Path) -> dict:
     return out
 
 
-def one_line_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for fragment in fragments:
-        assert fragment in proc.stderr, proc.stderr
 
 
 @pytest.fixture(scope="module")
