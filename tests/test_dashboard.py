@@ -17,7 +17,8 @@ from visdom import Visdom
 
 from dashboard.screenshot import open_dashboard
 from lib.metrics import roc_auc
-from lib.visualizer import NullVisualizer, VisdomVisualizer, env_name, make_visualizer
+from lib.visdom_visualizer import VisdomVisualizer
+from lib.visualizer import NullVisualizer, env_name, make_visualizer
 from tests.conftest import make_folder_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,6 +214,18 @@ def test_display_off_draws_nothing_and_contacts_no_server():
     lines = []
     vis = make_visualizer(options(free_port(), display=False), RUN, log=lines.append)
     assert isinstance(vis, NullVisualizer) and lines == []
+
+
+@pytest.mark.slow
+def test_a_run_without_display_never_loads_visdom(tmp_path):
+    from tests.cli import ROOT, TINY
+    code = ("import sys, train; from lib.errors import run_cli; "
+            f"code = run_cli(train.main, {[*TINY, '--niter', '1', '--outf', 'out']!r}); "
+            "print('loaded:', sorted(m for m in ('visdom', 'requests') if m in sys.modules)); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert "loaded: []" in proc.stdout
 
 
 def test_a_server_lost_mid_run_gives_one_warning_and_training_goes_on(offline_assets, tmp_path):

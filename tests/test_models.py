@@ -128,7 +128,7 @@ def test_input_noise_is_gaussian_of_the_given_std_and_absent_by_default():
 
 def test_unknown_model_names_the_registered_ones():
     with pytest.raises(UserError, match="skipganomaly, w_skipganomaly"):
-        build_model(make_opt(model="ganomaly"), torch.device("cpu"))
+        build_model(make_opt(model="no_such_model"), torch.device("cpu"))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
