@@ -11,7 +11,6 @@ Both see the same images as the GAN (same resizing, channels, protocol,
 validation hold-out) and are scored with the same metric functions, so a table
 can show whether the GAN adds anything.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from lib.classes import builtin_dataset
 from lib.collect import check_writable, shown
 from lib.data import class_names, load_split, resolve_class
-from lib.errors import UserError, run_cli
+from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
 from lib.metrics import all_metrics
 from lib.resources import check_fits
@@ -84,11 +83,6 @@ def run(opt, targets: list[str]) -> list[dict]:
     return rows
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line naming the problem and where to look, exit code 2."""
-        raise UserError(f"{message} (see: {self.prog} -h)")
-
 
 def check(opt) -> list[str]:
     """The target classes, in order; UserError for values with no meaningful result."""
@@ -113,7 +107,7 @@ def check(opt) -> list[str]:
 
 
 def main(argv):
-    p = _Parser(prog="baselines.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="baselines.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--dataroot", default="./data")
     p.add_argument("--isize", type=int, default=32)

@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import options
 from lib.data import batches, to_float
-from lib.errors import UserError, run_cli
+from lib.errors import OneLineParser, UserError, run_cli
 from lib.losses import anomaly_score, contextual_loss, gradient_penalty, latent_loss
 from lib.models import MODELS
 from lib.networks import init_weights
@@ -333,11 +333,6 @@ def profile(args, device) -> dict:
     return out
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line naming the problem and where to look, exit code 2."""
-        raise UserError(f"{message} (see: {self.prog} -h)")
-
 
 C_INT_MAX = 2**31 - 1  # torch and OpenMP keep counts and thread numbers in C ints
 COUNTS = ("batchsize", "n_critic", "ngf", "ndf", "nz", "steps", "eval_batches", "reps", "profile_top",
@@ -393,7 +388,7 @@ def check(args) -> None:
 
 
 def parse(argv=None):
-    p = _Parser(prog="benchmark.py", description=__doc__.split("\n")[0],
+    p = OneLineParser(prog="benchmark.py", description=__doc__.split("\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--model", default="skipganomaly", choices=sorted(MODELS))

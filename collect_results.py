@@ -8,18 +8,12 @@ import sys
 from pathlib import Path
 
 from lib.collect import METRICS, SELECTIONS, check_writable, collect, shown
-from lib.errors import UserError, run_cli
+from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line naming the problem and where to look, exit code 2."""
-        raise UserError(f"{message} (see: {self.prog} -h)")
-
-
 def main(argv):
-    parser = _Parser(prog="collect_results.py", description=__doc__.splitlines()[0],
+    parser = OneLineParser(prog="collect_results.py", description=__doc__.splitlines()[0],
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("outf", help="folder holding the run folders (train.py's --outf)")
     parser.add_argument("--metric", default="auroc", choices=METRICS, help="test metric in the cells")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from lib.classes import DATASETS, class_names, resolve_class
-from lib.errors import UserError
+from lib.errors import OneLineParser, UserError
 
 MODEL_NAMES = ("skipganomaly", "w_skipganomaly")
 METRICS = ("roc", "auprc", "f1")
@@ -28,11 +28,6 @@ def str2bool(value) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line naming the problem and where to look, exit code 2."""
-        self.exit(2, f"error: {message} (see: {self.prog} -h)\n")
-
 
 def score_weight(text: str):
     """A weight in [0, 1], or 'val' to choose it on the validation split."""
@@ -45,7 +40,7 @@ def score_weight(text: str):
 
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = OneLineParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                 description="Train and evaluate Skip-GANomaly / Skip-WGANomaly.")
     a = p.add_argument
     # Data

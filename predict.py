@@ -16,7 +16,7 @@ import torch
 
 import options
 from lib import checkpoint
-from lib.errors import UserError, run_cli
+from lib.errors import OneLineParser, UserError, run_cli
 from lib.predict import (
     MAPS,
     PREDICTIONS,
@@ -29,21 +29,16 @@ from lib.predict import (
     predict,
     publish,
     remove_if_empty,
-    run_folder,
 )
+from lib.runfolder import run_folder_of
 
 SHOW_UNREADABLE = 20  # the summary names this many unreadable files, then counts the rest
 C_INT_MAX = 2**31 - 1  # as for train.py's integer options
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line naming the problem and where to look, exit code 2."""
-        self.exit(2, f"error: {message} (see: {self.prog} -h)\n")
-
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="predict.py", description="Score images with a trained model: anomaly scores, "
+    p = OneLineParser(prog="predict.py", description="Score images with a trained model: anomaly scores, "
                                                "normal/abnormal decisions and anomaly maps.")
     a = p.add_argument
     a("--path", required=True, help="an image, or a folder of images (subfolders included)")
@@ -85,7 +80,7 @@ def main(argv):
     if not (path.is_file() or path.is_dir()):
         raise UserError(f"--path '{path}' is neither a file nor a folder; give an image file or a folder of images")
     # Everything that can be refused is refused before the model is loaded or a file written.
-    out = Path(args.out) if args.out else run_folder(checkpoint.find(args.weights, "best")) / "predict"
+    out = Path(args.out) if args.out else run_folder_of(checkpoint.find(args.weights, "best")) / "predict"
     check_out(out, path, args.overwrite)
     device = resolve_device(args.device)
     model, ckpt, opt = load_model(args.weights, options.defaults(), device, options.validate)

@@ -9,7 +9,6 @@ and after one full epoch of `train.py` (data loading, training, evaluating valid
 writing every output), and reports how long the original would take for the same images at its
 measured rates, against the epoch's measured time. Prints one JSON object.
 """
-import argparse
 import csv
 import json
 import os
@@ -24,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lib.collect import check_writable, shown  # noqa: E402
-from lib.errors import UserError, run_cli  # noqa: E402
+from lib.errors import OneLineParser, UserError, run_cli  # noqa: E402
 from lib.files import write_text  # noqa: E402
 
 NETWORK_FLAGS = ("--isize", "--ngf", "--ndf", "--nz", "--batchsize")
@@ -67,14 +66,9 @@ def original_rates(args, env) -> dict:
     return {"train_img_per_s": result["train_img_per_s"], "eval_img_per_s": result["eval_img_per_s"]}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line naming the problem and where to look, exit code 2."""
-        raise UserError(f"{message} (see: {self.prog} -h)")
-
 
 def main(argv) -> None:
-    p = _Parser(prog="epoch_speed.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="epoch_speed.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="skipganomaly")
     p.add_argument("--abnormal_class", default="bag")
     p.add_argument("--threads", type=int, default=2)

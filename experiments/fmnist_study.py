@@ -10,7 +10,6 @@ the validation split; the original's best-on-test epoch is reported beside them 
 A run that fails stops the study with one line (its full output is kept beside its folder);
 the runs finished before it stay in results/, and a rerun continues from the failed one.
 """
-import argparse
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from fmnist_report import write_report  # noqa: E402
 from lib.classes import class_names  # noqa: E402
 from lib.collect import UNREADABLE, check_writable, read_json, shown, unreadable  # noqa: E402
-from lib.errors import UserError, run_cli  # noqa: E402
+from lib.errors import OneLineParser, UserError, run_cli  # noqa: E402
 from lib.files import write_text  # noqa: E402
 
 VARIANTS = {  # row label -> train.py flags
@@ -129,14 +128,9 @@ def baselines(results: Path, protocol: str) -> None:
     sys.stderr.write(proc.stderr)  # its warnings, if any
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line naming the problem and where to look, exit code 2."""
-        raise UserError(f"{message} (see: {self.prog} -h)")
-
 
 def main(argv) -> None:
-    p = _Parser(prog="fmnist_study.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="fmnist_study.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", choices=BUDGETS, default="cpu")
     p.add_argument("--out", default=None, help="run folders (default: output/fmnist_study_<budget>)")
     p.add_argument("--results", default=str(RESULTS), help="small result files (the README's section is "

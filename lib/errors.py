@@ -1,4 +1,5 @@
 """User-facing errors: one clear line, a non-zero exit, no traceback unless --verbose."""
+import argparse
 import sys
 import traceback
 
@@ -24,3 +25,10 @@ def run_cli(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the problem and where to look, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see: {self.prog} -h)\n")

@@ -177,14 +177,6 @@ def publish(out: Path, staging: Path | None, rows: list[dict]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def run_folder(checkpoint_path) -> Path:
-    """The run folder of `<run>/train/weights/<name>.pt`; the file's own folder otherwise."""
-    path = Path(checkpoint_path)
-    if path.parent.name == "weights" and path.parent.parent.name == "train":
-        return path.parent.parent.parent
-    return path.parent
-
-
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
