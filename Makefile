@@ -16,7 +16,7 @@ $(STAMP): requirements.txt
 
 demo: $(STAMP)
 	$(PY) train.py --dataset digits --abnormal_class 0 --model w_skipganomaly --device cpu \
-		--nc 1 --isize 16 --ngf 32 --ndf 32 --nz 64 --batchsize 32 --niter 10 --n_critic 2 --manualseed 0 --outf ./output
+		--nc 1 --isize 16 --ngf 32 --ndf 32 --nz 64 --batchsize 32 --niter 10 --n_critic 2 --manualseed 0 --outf ./output --overwrite
 
 # Every test (what CI runs).
 test: $(STAMP)
