@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-import options
+from lib import options
 from lib.data import batches, to_float
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.losses import anomaly_score, contextual_loss, gradient_penalty, latent_loss

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-import options
-from lib import checkpoint
+from lib import checkpoint, options
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.predict import (
     MAPS,

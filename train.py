@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-import options
+from lib import options
 from lib.errors import UserError, run_cli
 from lib.files import write_text
 from lib.runfolder import evaluation_dir, probe_writable, run_folder_of

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-import options
+from lib import options
 from lib.classes import DATASETS, class_names
 from lib.cluster import (
     check_cluster_fits,

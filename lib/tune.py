@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import options
+from lib import options
 from lib.errors import UserError
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import options
-from lib import checkpoint
+from lib import checkpoint, options
 from lib.errors import UserError
 from lib.trainer import make_schedulers
 from tests.cli import ROOT, TINY, one_line_error, process, train_cli

@@ -4,7 +4,7 @@ import argparse
 import pytest
 import torch
 
-import options
+from lib import options
 from lib.errors import UserError
 from lib.losses import gradient_penalty
 from lib.models import MODELS, build_model

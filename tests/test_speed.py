@@ -1,15 +1,11 @@
 """The fast path trains and scores like the plain path; the benchmark reports what it promises."""
 import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import benchmark
-import options
+from lib import options
 from lib.models import MODELS
 from lib.networks import MatmulConv2d, MatmulConvTranspose2d, UNet, use_matmul_convolutions
 from lib.optim import ChannelsLastAdam
@@ -164,48 +160,3 @@ def test_channels_last_adam_updates_like_fused_adam_without_copying(amsgrad):
             assert b.dim() != 4 or b.is_contiguous(memory_format=torch.channels_last)
     assert copies[0] > 0 and copies[1] == 0  # the usual kernel copies the 4-D weights; ours none
     assert ours.state_dict()["state"].keys() == usual.state_dict()["state"].keys()
-
-
-def test_benchmark_compares_the_three_paths_in_one_json_object(capsys, monkeypatch):
-    def in_this_process(path, argv):  # the fresh process per path costs seconds of imports
-        args = benchmark.parse([*argv, "--path", path])
-        device = torch.device(args.device)
-        return benchmark.peak_memory(benchmark.build(path, args, device), benchmark.make_data(args, device),
-                                     args, device)
-    monkeypatch.setattr(benchmark, "memory_in_fresh_process", in_this_process)
-    benchmark.main(["--compare", "--model", "w_skipganomaly", "--isize", "8", "--ngf", "4", "--ndf", "4",
-                    "--nz", "4", "--batchsize", "4", "--n_critic", "2", "--steps", "2", "--reps", "1",
-                    "--warmup", "0", "--eval_batches", "1", "--threads", "1"])
-    out = json.loads(capsys.readouterr().out)
-    assert set(out["paths"]) == {"original", "plain", "fast"}
-    for path in out["paths"].values():
-        assert path["train_img_per_s"] > 0 and path["eval_img_per_s"] > 0 and path["peak_mem_mb"] >= 0
-        assert path["gflop_per_img"]["train_step"] > path["gflop_per_img"]["eval"] > 0
-    assert {"train", "eval"} <= set(out["ratios"]["fast/original"])
-    assert out["settings"]["batchsize"] == 4
-    # The roofline: each path's rate against a large matrix product's, and the ceiling it implies.
-    roof = out["roofline"]
-    assert roof["matmul_gflop_per_s"] > 0
-    for name, path in out["paths"].items():
-        for phase in ("train", "eval"):
-            entry = roof["paths"][name][phase]
-            gflop = path["gflop_per_img"]["train_step" if phase == "train" else "eval"]
-            assert entry["gflop_per_s"] == pytest.approx(path[f"{phase}_img_per_s"] * gflop, rel=0.01, abs=0.1)
-            assert entry["ceiling_img_per_s"] == pytest.approx(roof["matmul_gflop_per_s"] / gflop, rel=0.01)
-    ceiling = roof["paths"]["fast"]["eval"]["ceiling_img_per_s"] / out["paths"]["original"]["eval_img_per_s"]
-    assert roof["ceiling/original"]["eval"] == pytest.approx(ceiling, rel=0.01)
-
-
-def test_loader_benchmark_reports_images_per_second(capsys):
-    benchmark.main(["--loader", "--loader_images", "256", "--batchsize", "32", "--reps", "1", "--threads", "1"])
-    assert json.loads(capsys.readouterr().out)["loader_img_per_s"] > 0
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("args,message", [(["--isize", "12"], "--isize 12 is not supported"),
-                                          (["--nc", "2"], "--nc 2 is not supported")])
-def test_benchmark_refuses_an_image_shape_the_networks_cannot_take(args, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmark.py"), *args], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}: " + \
-        ("use a power of two >= 8 (e.g. 32, 64, 128)" if "isize" in message else "use 1 (grey) or 3 (colour)")
