@@ -56,8 +56,8 @@ run_classes() {
     if [[ ${#failed[@]} -gt 0 ]]; then
         local list
         list=$(printf '%s, ' "${failed[@]}")
-        echo "failed: ${list%, } (${#failed[@]} of $total runs): their cells in collect_results.py's table" \
-             "stay empty (–) until they are rerun" >&2
+        echo "failed: ${list%, } (${#failed[@]} of $total runs): their cells in the collected table" \
+             "(python -m tools.collect_results) stay empty (–) until they are rerun" >&2
         exit 1
     fi
 }

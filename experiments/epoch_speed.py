@@ -1,13 +1,14 @@
 """One real training epoch of Fashion-MNIST against the original's step rate on the same machine.
 
-    python experiments/epoch_speed.py                    # default networks, two threads
-    python experiments/epoch_speed.py --threads 1 --model w_skipganomaly
-    python experiments/epoch_speed.py --isize 16 --ngf 16     # network flags go to both sides
+    python -m experiments.epoch_speed                    # default networks, two threads
+    python -m experiments.epoch_speed --threads 1 --model w_skipganomaly
+    python -m experiments.epoch_speed --isize 16 --ngf 16     # network flags go to both sides
 
-Runs `benchmark.py --path original` (the original's work per step, see docs/benchmarks.md) before
-and after one full epoch of `train.py` (data loading, training, evaluating validation and test,
-writing every output), and reports how long the original would take for the same images at its
-measured rates, against the epoch's measured time. Prints one JSON object.
+Runs `python -m tools.benchmark --path original` (the original's work per step, see
+docs/benchmarks.md) before and after one full epoch of `train.py` (data loading, training,
+evaluating validation and test, writing every output), and reports how long the original would
+take for the same images at its measured rates, against the epoch's measured time. Prints one
+JSON object.
 """
 import csv
 import json
@@ -19,21 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from lib.collect import check_writable, shown
+from lib.errors import OneLineParser, UserError, run_cli
+from lib.files import write_text
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from lib.collect import check_writable, shown  # noqa: E402
-from lib.errors import OneLineParser, UserError, run_cli  # noqa: E402
-from lib.files import write_text  # noqa: E402
-
 NETWORK_FLAGS = ("--isize", "--ngf", "--ndf", "--nz", "--batchsize")
 
 
 def run(script: str, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """Run `script` with `cmd`; on failure, one line with the last line it wrote to stderr
+    """Run `python CMD`; on failure, one line naming `script` with the last line it wrote to stderr
     (exit code 2 when the script refused its input, as it did, else 1)."""
-    proc = subprocess.run([sys.executable, str(ROOT / script), *cmd], stderr=subprocess.PIPE, text=True,
-                          errors="replace", **kwargs)
+    proc = subprocess.run([sys.executable, *cmd], stderr=subprocess.PIPE, text=True, errors="replace", **kwargs)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
         message = f"{script} failed with exit code {proc.returncode}: {last}"
@@ -49,7 +47,7 @@ def network_flags(extra: list[str]) -> list[str]:
     while i < len(extra):
         name = extra[i].split("=", 1)[0]
         if name not in NETWORK_FLAGS:
-            raise UserError(f"{shown(name)}: only {', '.join(NETWORK_FLAGS)} are passed on to benchmark.py "
+            raise UserError(f"{shown(name)}: only {', '.join(NETWORK_FLAGS)} are passed on to tools.benchmark "
                             "and train.py")
         i += 1 if "=" in extra[i] else 2
     return extra
@@ -61,14 +59,14 @@ def original_rates(args, env) -> dict:
     # 20 % between measurements on this shared machine (55 to 66 images/s).
     cmd = ["--path", "original", "--model", args.model, "--nc", "1", "--threads", str(args.threads),
            "--steps", "10", "--reps", "5", "--eval_batches", "10", *args.network]
-    out = run("benchmark.py", cmd, stdout=subprocess.PIPE, env=env).stdout
+    out = run("tools.benchmark", ["-m", "tools.benchmark", *cmd], cwd=ROOT, stdout=subprocess.PIPE, env=env).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return {"train_img_per_s": result["train_img_per_s"], "eval_img_per_s": result["eval_img_per_s"]}
 
 
 
 def main(argv) -> None:
-    p = OneLineParser(prog="epoch_speed.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m experiments.epoch_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="skipganomaly")
     p.add_argument("--abnormal_class", default="bag")
     p.add_argument("--threads", type=int, default=2)
@@ -86,7 +84,7 @@ def main(argv) -> None:
     before = original_rates(args, env)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        run("train.py", ["--dataset", "fashion-mnist", "--nc", "1", "--model", args.model,
+        run("train.py", [str(ROOT / "train.py"), "--dataset", "fashion-mnist", "--nc", "1", "--model", args.model,
                          "--abnormal_class", args.abnormal_class, "--niter", "1", "--device", "cpu",
                          "--outf", tmp, "--name", "epoch", *args.network,
                          *(["--dataroot", args.dataroot] if args.dataroot else [])],

@@ -1,8 +1,8 @@
 """The Fashion-MNIST study: four GAN variants and two classical baselines, both protocols.
 
-    python experiments/fmnist_study.py                 # CPU budget, resumable, then the report
-    python experiments/fmnist_study.py --budget gpu    # the original's budget (15 epochs, 32x32, width 64)
-    python experiments/fmnist_study.py --report        # only rebuild results/ and the README section
+    python -m experiments.fmnist_study                 # CPU budget, resumable, then the report
+    python -m experiments.fmnist_study --budget gpu    # the original's budget (15 epochs, 32x32, width 64)
+    python -m experiments.fmnist_study --report        # only rebuild results/ and docs/fmnist_study.md
 
 Every step skips what is already done (a run with a finished results.json, a baselines file),
 so an interrupted study continues where it stopped. Headline numbers use the epoch chosen on
@@ -15,47 +15,33 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.fmnist_report import write_report
+from experiments.fmnist_setup import (
+    ABLATIONS,
+    BUDGETS,
+    CURVE_CLASS,
+    CURVE_EPOCHS,
+    EXTRA_SEEDS,
+    MAIN,
+    SCORE_WEIGHT,
+    SEED_CLASSES,
+    VARIANTS,
+    slug,
+)
+from lib.classes import class_names
+from lib.collect import UNREADABLE, check_writable, read_json, shown, unreadable
+from lib.errors import OneLineParser, UserError, run_cli
+from lib.files import write_text
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from fmnist_report import write_report  # noqa: E402
-from lib.classes import class_names  # noqa: E402
-from lib.collect import UNREADABLE, check_writable, read_json, shown, unreadable  # noqa: E402
-from lib.errors import OneLineParser, UserError, run_cli  # noqa: E402
-from lib.files import write_text  # noqa: E402
-
-VARIANTS = {  # row label -> train.py flags
-    "Skip-GANomaly": ["--model", "skipganomaly"],
-    "Skip-WGANomaly": ["--model", "w_skipganomaly"],
-    "Skip-WGANomaly (no skip connections)": ["--model", "w_skipganomaly", "--no_skip"],
-    "Skip-WGANomaly (weight clipping)": ["--model", "w_skipganomaly", "--wgan", "clip"],
-    # The investigation: the score weighting chosen on the validation split instead of 0.9.
-    "Skip-GANomaly (score weight chosen on validation)": ["--model", "skipganomaly", "--score_weight", "val"],
-    "Skip-WGANomaly (score weight chosen on validation)": ["--model", "w_skipganomaly", "--score_weight", "val"],
-}
-BUDGETS = {
-    # Fits a few hours on a 2-core CPU: 16x16 images, quarter-width networks, 2 epochs.
-    "cpu": ["--isize", "16", "--ngf", "16", "--ndf", "16", "--nz", "32", "--niter", "2", "--device", "cpu"],
-    # The original's: 32x32, full width, 15 epochs.
-    "gpu": ["--isize", "32", "--niter", "15", "--device", "gpu"],
-}
-MAIN, ABLATIONS, SCORE_WEIGHT = list(VARIANTS)[:2], list(VARIANTS)[2:4], list(VARIANTS)[4:]
 STEPS = {  # step name -> (protocol, variants); the cheap and the headline parts come first
     "one-class": ("one-class", MAIN + ABLATIONS),
     "leave-one-out-main": ("leave-one-out", MAIN),
     "leave-one-out-ablations": ("leave-one-out", ABLATIONS),
     "score-weight": ("both", SCORE_WEIGHT),
 }
-RESULTS = ROOT / "results" / "fmnist"  # the committed result files, from which the README section is built
-SEED_CLASSES = ("Sandal", "Shirt")  # extra seeds to show the spread: an easy and a hard class
-EXTRA_SEEDS = (1, 2)
-# Learning curves: the main models trained for the original's 15 epochs on one class whose
-# score parts disagree most (Skip-WGANomaly's image error alone 0.88, its score 0.51).
-CURVE_CLASS, CURVE_EPOCHS = "Bag", 15
-
-
-def slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
+RESULTS = ROOT / "results" / "fmnist"  # the committed result files, from which docs/fmnist_study.md is built
+STUDY_PAGE = ROOT / "docs" / "fmnist_study.md"  # its tables are rebuilt between markers
 
 
 def finished(run: Path, niter: int) -> bool:
@@ -120,21 +106,22 @@ def baselines(results: Path, protocol: str) -> None:
     if target.is_file():
         return
     print(f"[{time.strftime('%H:%M:%S')}] baselines | {protocol}", flush=True)
-    proc = subprocess.run([sys.executable, str(ROOT / "baselines.py"), "--dataset", "fashion-mnist", "--nc", "1",
+    # In this working directory, as train.py's runs: both read the same ./data.
+    proc = subprocess.run([sys.executable, "-m", "tools.baselines", "--dataset", "fashion-mnist", "--nc", "1",
                            "--isize", "16", "--protocol", protocol, "--out", str(target)],
                           stderr=subprocess.PIPE, text=True, errors="replace")
     if proc.returncode != 0:
-        failed("baselines.py", f"the {protocol} protocol", proc)
+        failed("tools.baselines", f"the {protocol} protocol", proc)
     sys.stderr.write(proc.stderr)  # its warnings, if any
 
 
 
 def main(argv) -> None:
-    p = OneLineParser(prog="fmnist_study.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m experiments.fmnist_study", description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", choices=BUDGETS, default="cpu")
     p.add_argument("--out", default=None, help="run folders (default: output/fmnist_study_<budget>)")
-    p.add_argument("--results", default=str(RESULTS), help="small result files (the README's section is "
-                   "rebuilt only from the default folder, so another one cannot empty it)")
+    p.add_argument("--results", default=str(RESULTS), help="small result files (docs/fmnist_study.md's tables "
+                   "are rebuilt only from the default folder, so another one cannot empty them)")
     p.add_argument("--report", action="store_true", help="only rebuild the report from finished runs")
     p.add_argument("--steps", nargs="*", choices=["baselines", *STEPS, "seeds", "curves"],
                    default=["baselines", "one-class", "leave-one-out-main", "seeds", "leave-one-out-ablations",
@@ -155,14 +142,13 @@ def main(argv) -> None:
     check_writable(results / f"summary_{opt.budget}.json", "--results")
     classes = class_names("fashion-mnist")
 
-    def report(readme=True):
-        readme = readme and results.resolve() == RESULTS.resolve()
-        write_report(out, results, ROOT / "README.md" if readme else None, opt.budget,
-                     " ".join(BUDGETS[opt.budget]))
+    def report(page=True):
+        page = page and results.resolve() == RESULTS.resolve()
+        write_report(out, results, STUDY_PAGE if page else None, opt.budget, " ".join(BUDGETS[opt.budget]))
 
     def train_and_report(*args):
         if train(out, opt.budget, *args):
-            report(readme=False)  # after every run, so an interrupted study leaves results/ current
+            report(page=False)  # after every run, so an interrupted study leaves results/ current
 
     if not opt.report:
         for step in opt.steps:

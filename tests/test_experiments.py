@@ -1,4 +1,4 @@
-"""experiments/run_*.sh and collect_results.py: class sweeps and the README's results table."""
+"""experiments/run_*.sh and tools.collect_results: class sweeps and the README's results table."""
 import csv
 import json
 import os
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import collect_results
 from lib.errors import run_cli
 from tests.conftest import make_idx
+from tools import collect_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

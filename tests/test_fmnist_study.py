@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from experiments import fmnist_report, fmnist_setup, fmnist_study
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "experiments"))
-import fmnist_report  # noqa: E402
-import fmnist_study  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 TINY = ["--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--niter", "1", "--device", "cpu",
@@ -24,15 +23,16 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
-def test_the_readme_section_is_exactly_what_the_committed_result_files_give(tmp_path):
+def test_the_study_page_is_exactly_what_the_committed_result_files_give(tmp_path):
     """Rebuilding from results/ alone (a fresh clone has no run folders) changes nothing."""
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results" / "fmnist", results)
-    readme = tmp_path / "README.md"
-    shutil.copy(ROOT / "README.md", readme)
-    flags = " ".join(fmnist_study.BUDGETS["cpu"])
-    fmnist_report.write_report(tmp_path / "no-runs", results, readme, "cpu", flags)
-    assert readme.read_text() == (ROOT / "README.md").read_text()
+    page = tmp_path / "fmnist_study.md"
+    shutil.copy(fmnist_study.STUDY_PAGE, page)
+    assert fmnist_report.BEGIN in page.read_text()
+    flags = " ".join(fmnist_setup.BUDGETS["cpu"])
+    fmnist_report.write_report(tmp_path / "no-runs", results, page, "cpu", flags)
+    assert page.read_text() == fmnist_study.STUDY_PAGE.read_text()
     for path in results.iterdir():
         assert path.read_text() == (ROOT / "results" / "fmnist" / path.name).read_text(), path.name
 
@@ -41,17 +41,17 @@ def test_the_readme_section_is_exactly_what_the_committed_result_files_give(tmp_
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, monkeypatch):
-    monkeypatch.setitem(fmnist_study.BUDGETS, "tiny", TINY)
+    monkeypatch.setitem(fmnist_setup.BUDGETS, "tiny", TINY)
     out, results = tmp_path / "runs", tmp_path / "results"
     results.mkdir()
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{fmnist_report.BEGIN}\nold\n{fmnist_report.END}\nafter\n")
+    page = tmp_path / "fmnist_study.md"
+    page.write_text(f"intro\n{fmnist_report.BEGIN}\nold\n{fmnist_report.END}\nafter\n")
     assert fmnist_study.train(out, "tiny", "Skip-GANomaly", "one-class", "Trouser", 0)
     assert not fmnist_study.train(out, "tiny", "Skip-GANomaly", "one-class", "Trouser", 0)  # done: skipped
     assert fmnist_study.train(out, "tiny", "Skip-WGANomaly (score weight chosen on validation)",
                               "one-class", "Trouser", 0)
     assert fmnist_study.train(out, "tiny", "Skip-GANomaly", "curves", "Trouser", 0, 2)
-    fmnist_report.write_report(out, results, readme, "tiny", " ".join(TINY))
+    fmnist_report.write_report(out, results, page, "tiny", " ".join(TINY))
 
     table = rows(results / "runs_tiny.csv")
     assert [(r["variant"], r["protocol"]) for r in table] == [
@@ -63,16 +63,16 @@ def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, m
     assert float(table[1]["score_weight"]) == chosen
     curves = rows(results / "curves_tiny.csv")
     assert [int(r["epoch"]) for r in curves] == [1, 2]
-    text = readme.read_text()
+    text = page.read_text()
     assert text.startswith("intro\n") and text.endswith("after\n") and "\nold\n" not in text
     assert f"| Skip-GANomaly | — | {trained['best']['test']['auroc']:.3f} |" in text  # Trouser is column 2
 
     # Without the run folders the report rebuilds the same files and section from results/.
     before = {p.name: p.read_text() for p in results.iterdir()}
     shutil.rmtree(out)
-    fmnist_report.write_report(out, results, readme, "tiny", " ".join(TINY))
+    fmnist_report.write_report(out, results, page, "tiny", " ".join(TINY))
     assert {p.name: p.read_text() for p in results.iterdir()} == before
-    assert readme.read_text() == text
+    assert page.read_text() == text
 
 
 @pytest.mark.dataset
@@ -80,9 +80,9 @@ def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, m
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_epoch_speed_times_a_real_epoch_against_the_originals_rates(tmp_path):
     out = tmp_path / "epoch.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "epoch_speed.py"), "--threads", "1",
+    proc = subprocess.run([sys.executable, "-m", "experiments.epoch_speed", "--threads", "1",
                            "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "256",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result == json.loads(proc.stdout)
@@ -102,12 +102,12 @@ def test_epoch_speed_times_a_real_epoch_against_the_originals_rates(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--niter", "3"], "--niter: only --isize"),
-    (["--isize", "12"], "benchmark.py failed with exit code 2: error: --isize 12 is not supported"),
+    (["--isize", "12"], "tools.benchmark failed with exit code 2: error: --isize 12 is not supported"),
     (["--abnormal_class", "hat", "--isize", "8", "--ngf", "4", "--ndf", "4", "--nz", "4"],
      "train.py failed with exit code 2: error: unknown class 'hat'"),
 ])
 def test_epoch_speed_fails_with_one_line_naming_the_problem(args, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "epoch_speed.py"), "--threads", "1", *args],
+    proc = subprocess.run([sys.executable, "-m", "experiments.epoch_speed", "--threads", "1", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

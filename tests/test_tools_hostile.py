@@ -13,15 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli import ROOT, process
+from experiments import fmnist_report, fmnist_study
+from tests.cli import ROOT
 from tests.test_experiments import fake_run
-
-sys.path.insert(0, str(ROOT / "experiments"))
-import fmnist_report  # noqa: E402
-import fmnist_study  # noqa: E402
 
 BIG = "99999999999999999999"  # beyond int64
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def tool(module: str, args, cwd) -> subprocess.CompletedProcess:
+    """A real `python -m MODULE ARGS` process in `cwd`, finding the modules as from the repository root."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
 def refused(proc, fragment: str, code: int = 2) -> str:
@@ -37,7 +41,7 @@ def files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-# ------------------------------------------------------------------ benchmark.py
+# ------------------------------------------------------------------ tools.benchmark
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,fragment", [
@@ -49,7 +53,7 @@ def files(folder: Path) -> list[Path]:
     (["--threads", BIG], f"--threads {BIG}"),
     (["--seed", BIG], f"--seed {BIG}: use a whole number from 0 to 2**64 - 1"),
     (["--isize", BIG], f"--isize {BIG} is not supported"),
-    (["--isize", "nan"], "argument --isize: invalid int value: 'nan' (see: benchmark.py -h)"),
+    (["--isize", "nan"], "argument --isize: invalid int value: 'nan' (see: python -m tools.benchmark -h)"),
     (["--batchsize", "1000000000"], "--batchsize 1000000000 of 3x32x32 images with --ngf 64 --ndf 64 --nz 100 "
                                     "needs at least"),
     (["--isize", str(2**20)], "of memory is free: use a smaller --batchsize"),
@@ -57,17 +61,17 @@ def files(folder: Path) -> list[Path]:
     (["--loader", "--loader_images", "2000000000", "--isize", "1024"], "use fewer --loader_images"),
 ])
 def test_benchmark_refuses_numbers_that_pass_argparse_but_break_the_measurement(args, fragment, tmp_path):
-    refused(process("benchmark.py", args, tmp_path), fragment)
+    refused(tool("tools.benchmark", args, tmp_path), fragment)
     assert files(tmp_path) == []
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_benchmark_on_cuda_without_a_gpu_says_so_in_one_line(tmp_path):
-    refused(process("benchmark.py", ["--device", "cuda"], tmp_path), "torch sees no CUDA GPU here; use --device cpu")
+    refused(tool("tools.benchmark", ["--device", "cuda"], tmp_path), "torch sees no CUDA GPU here; use --device cpu")
 
 
-# ------------------------------------------------------------------ baselines.py
+# ------------------------------------------------------------------ tools.baselines
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,fragment", [
@@ -81,16 +85,16 @@ def test_benchmark_on_cuda_without_a_gpu_says_so_in_one_line(tmp_path):
     (["--isize", "12"], "--isize 12 is not supported"),
     (["--classes", "bag", "hat"], "unknown class 'hat' for fashion-mnist"),
     (["--dataset", "my_folder"], "--dataset my_folder: baselines need a dataset with classes"),
-    (["--k", "five"], "argument --k: invalid int value: 'five' (see: baselines.py -h)"),
+    (["--k", "five"], "argument --k: invalid int value: 'five' (see: python -m tools.baselines -h)"),
 ])
 def test_baselines_refuse_values_with_no_meaningful_result_before_loading_anything(args, fragment, tmp_path):
-    refused(process("baselines.py", [*args, "--out", tmp_path / "b.csv"], tmp_path), fragment)
+    refused(tool("tools.baselines", [*args, "--out", tmp_path / "b.csv"], tmp_path), fragment)
     assert files(tmp_path) == []
 
 
 @pytest.mark.slow
 def test_baselines_refuse_more_neighbours_than_training_images_and_write_nothing(tmp_path):
-    proc = process("baselines.py", ["--dataset", "digits", "--classes", "3", "--k", "100000",
+    proc = tool("tools.baselines", ["--dataset", "digits", "--classes", "3", "--k", "100000",
                                     "--out", tmp_path / "b.csv"], tmp_path)
     refused(proc, "--k 100000 is more than the")
     assert files(tmp_path) == []
@@ -98,7 +102,7 @@ def test_baselines_refuse_more_neighbours_than_training_images_and_write_nothing
 
 @pytest.mark.slow
 def test_baselines_refuse_an_out_file_that_is_a_folder_before_the_work(tmp_path):
-    refused(process("baselines.py", ["--dataset", "digits", "--out", tmp_path], tmp_path), "is a folder")
+    refused(tool("tools.baselines", ["--dataset", "digits", "--out", tmp_path], tmp_path), "is a folder")
 
 
 # ------------------------------------------------------------------ the collector
@@ -129,7 +133,7 @@ def sweep_with_partial_results(root: Path) -> dict[str, bytes]:
 def test_the_collector_skips_each_damaged_run_with_one_warning_and_tables_the_rest(tmp_path):
     root = tmp_path / "output"
     bad = sweep_with_partial_results(root)
-    proc = process("collect_results.py", [root], tmp_path)
+    proc = tool("tools.collect_results", [root], tmp_path)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     warnings = proc.stderr.splitlines()
     assert len(warnings) == len(bad) and all(w.startswith("warning: skipping ") for w in warnings)
@@ -144,7 +148,7 @@ def test_the_collector_fails_in_one_line_after_the_warnings_when_no_run_is_usabl
     for name in ("a", "b"):
         (root / name).mkdir(parents=True)
         (root / name / "results.json").write_text('{"best": ')
-    proc = process("collect_results.py", [root], tmp_path)
+    proc = tool("tools.collect_results", [root], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     *warnings, error = proc.stderr.splitlines()
     assert len(warnings) == 2 and error.startswith("error: no readable results.json with a test auroc under")
@@ -155,7 +159,7 @@ def test_the_collector_reads_and_writes_under_names_that_are_not_utf8(tmp_path):
     root = tmp_path / os.fsdecode(b"runs\xff")
     fake_run(root, "w/bird", "w_skipganomaly", "bird", 0, 0.8)
     out = tmp_path / os.fsdecode(b"table\xfe")
-    proc = process("collect_results.py", [root, "--out", out], tmp_path)
+    proc = tool("tools.collect_results", [root, "--out", out], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "| **Skip-WGANomaly** | 0.800 | 0.800 |" in proc.stdout and "table\\xfe.md" in proc.stdout
     assert Path(f"{out}.md").is_file() and Path(f"{out}.csv").is_file()
@@ -173,7 +177,7 @@ def test_the_collector_refuses_bad_arguments_in_one_line_and_writes_nothing(args
     fake_run(root, "w/bird", "w_skipganomaly", "bird", 0, 0.8)
     (root / "w.md").mkdir()
     before = files(tmp_path)
-    proc = process("collect_results.py", [a.format(root=root) for a in args], tmp_path)
+    proc = tool("tools.collect_results", [a.format(root=root) for a in args], tmp_path)
     refused(proc, fragment.format(root=root))
     assert files(tmp_path) == before
 
@@ -215,16 +219,16 @@ def test_the_study_report_skips_each_unreadable_run_or_file_with_one_warning(tmp
 
 @pytest.mark.parametrize("args,fragment", [
     (["--threads", "0"], "--threads 0: use 1 to"),
-    (["--niter", "3"], "--niter: only --isize, --ngf, --ndf, --nz, --batchsize are passed on"),
+    (["--niter", "3"], "--niter: only --isize, --ngf, --ndf, --nz, --batchsize are passed on to tools.benchmark"),
     (["stray"], "stray: only --isize"),
     (["--out", "{tmp}"], "--out {tmp} is a folder"),
     (["--out", "{tmp}/file/x.json"], "(not a folder): choose another --out"),
-    pytest.param(["--isize=nan"], "benchmark.py failed with exit code 2: error: argument --isize: invalid int "
-                 "value: 'nan'", marks=pytest.mark.slow),  # runs benchmark.py, which imports torch
+    pytest.param(["--isize=nan"], "tools.benchmark failed with exit code 2: error: argument --isize: invalid int "
+                 "value: 'nan'", marks=pytest.mark.slow),  # runs tools.benchmark, which imports torch
 ])
 def test_epoch_speed_refuses_bad_flags_in_one_line_before_measuring(args, fragment, tmp_path):
     (tmp_path / "file").write_text("mine")
-    proc = process("experiments/epoch_speed.py", [a.format(tmp=tmp_path) for a in args], tmp_path)
+    proc = tool("experiments.epoch_speed", [a.format(tmp=tmp_path) for a in args], tmp_path)
     refused(proc, fragment.format(tmp=tmp_path))
     assert files(tmp_path) == [tmp_path / "file"]
 
@@ -237,23 +241,25 @@ def test_epoch_speed_refuses_bad_flags_in_one_line_before_measuring(args, fragme
 ])
 def test_the_fmnist_study_refuses_bad_arguments_in_one_line(args, fragment, tmp_path):
     (tmp_path / "file").write_text("mine")
-    proc = process("experiments/fmnist_study.py", [a.format(tmp=tmp_path) for a in args], tmp_path)
+    proc = tool("experiments.fmnist_study", [a.format(tmp=tmp_path) for a in args], tmp_path)
     refused(proc, fragment.format(tmp=tmp_path))
     assert files(tmp_path) == [tmp_path / "file"]
 
 
-def test_the_study_rebuilds_the_readme_section_only_from_the_committed_results_folder(tmp_path, monkeypatch):
-    readmes = []
-    monkeypatch.setattr(fmnist_study, "write_report", lambda out, results, readme, *rest: readmes.append(readme))
+def test_the_study_rebuilds_its_docs_page_only_from_the_committed_results_folder(tmp_path, monkeypatch):
+    pages = []
+    monkeypatch.setattr(fmnist_study, "write_report", lambda out, results, page, *rest: pages.append(page))
     fmnist_study.main(["--steps", "--results", str(tmp_path / "elsewhere"), "--out", str(tmp_path / "runs")])
-    assert readmes == [None]  # an empty study elsewhere cannot empty the README's tables
+    assert pages == [None]  # an empty study elsewhere cannot empty the tables of docs/fmnist_study.md
+    fmnist_study.main(["--steps", "--out", str(tmp_path / "runs"), "--report"])
+    assert pages[-1] == ROOT / "docs" / "fmnist_study.md"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(FASHION.is_dir(), reason="with Debian's Fashion-MNIST the run would train")
 def test_a_failed_run_stops_the_fmnist_study_in_one_line_and_keeps_its_output(tmp_path):
     (tmp_path / "data").write_text("not a folder: train.py cannot find or download Fashion-MNIST")
-    proc = process("experiments/fmnist_study.py", ["--steps", "one-class", "--out", "runs", "--results", "res"],
+    proc = tool("experiments.fmnist_study", ["--steps", "one-class", "--out", "runs", "--results", "res"],
                    tmp_path)
     line = refused(proc, "train.py failed for Skip-GANomaly | one-class | T-shirt/top | seed 0 with exit code 2: "
                          "error: fashion-mnist not found")
@@ -307,5 +313,5 @@ def test_a_later_refused_run_is_named_in_the_last_line_and_fails_the_sweep(tmp_p
     done, runs = sweep([], {"STUB_FAIL": "7", "STUB_CODE": "2", "SEEDS": "0 1"}, tmp_path)
     assert done.returncode == 1 and len(runs) == 20
     assert done.stderr.splitlines() == [
-        "failed: 7 (seed 0), 7 (seed 1) (2 of 20 runs): their cells in collect_results.py's table stay empty (–) "
-        "until they are rerun"]
+        "failed: 7 (seed 0), 7 (seed 1) (2 of 20 runs): their cells in the collected table "
+        "(python -m tools.collect_results) stay empty (–) until they are rerun"]

@@ -1,6 +1,6 @@
 """Classical anomaly-detection baselines on exactly the split train.py uses.
 
-    python baselines.py --dataset fashion-mnist --nc 1 --abnormal_class bag [--out results/baselines.csv]
+    python -m tools.baselines --dataset fashion-mnist --nc 1 --classes bag [--out results/baselines.csv]
 
 - PCA: reconstruction error of each test image from the principal components
   of the normal training images (enough to explain --pca_variance of the variance).
@@ -107,7 +107,7 @@ def check(opt) -> list[str]:
 
 
 def main(argv):
-    p = OneLineParser(prog="baselines.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m tools.baselines", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--dataroot", default="./data")
     p.add_argument("--isize", type=int, default=32)

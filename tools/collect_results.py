@@ -1,7 +1,7 @@
 """Collect the run folders of a sweep into the README's results table (markdown and CSV).
 
-    python collect_results.py output                  # prints the table, writes output/results.md, .csv
-    python collect_results.py output --metric auprc --out tables/cifar
+    python -m tools.collect_results output                  # prints the table, writes output/results.md, .csv
+    python -m tools.collect_results output --metric auprc --out tables/cifar
 """
 import argparse
 import sys
@@ -13,8 +13,8 @@ from lib.files import write_text
 
 
 def main(argv):
-    parser = OneLineParser(prog="collect_results.py", description=__doc__.splitlines()[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog="python -m tools.collect_results", description=__doc__.splitlines()[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("outf", help="folder holding the run folders (train.py's --outf)")
     parser.add_argument("--metric", default="auroc", choices=METRICS, help="test metric in the cells")
     parser.add_argument("--select", default="best", choices=tuple(SELECTIONS),

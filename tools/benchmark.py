@@ -1,9 +1,9 @@
 """Training and evaluation throughput, peak memory and counted FLOPs of a model.
 
-    python benchmark.py --model skipganomaly --device cpu            # the fast path alone
-    python benchmark.py --model skipganomaly --device cpu --compare  # original vs plain vs fast
-    python benchmark.py --loader                                     # the data loader alone
-    python benchmark.py --profile --path original                    # where its time goes
+    python -m tools.benchmark --model skipganomaly --device cpu            # the fast path alone
+    python -m tools.benchmark --model skipganomaly --device cpu --compare  # original vs plain vs fast
+    python -m tools.benchmark --loader                                     # the data loader alone
+    python -m tools.benchmark --profile --path original                    # where its time goes
 
 Prints one JSON object. Three paths can be measured:
 - `fast`: the models' default path (lib/models/base.py);
@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -40,13 +41,20 @@ from lib.networks import init_weights
 from lib.resources import check_fits
 
 PATHS = ("original", "plain", "fast")
+ROOT = Path(__file__).resolve().parent.parent  # where `python -m tools.benchmark` runs
 
 
 class Original:
     """The original implementation's per-step work on a plain model's networks and optimisers."""
 
     def __init__(self, model):
+        steps = {"skipganomaly": self._gan_step, "w_skipganomaly": self._wgan_step}
+        if model.name not in steps:
+            raise UserError(f"--model {model.name} with the original path: the original code has no model "
+                            f"{model.name}; benchmark --model skipganomaly or w_skipganomaly, or measure "
+                            "--path fast or plain without --compare")
         self.model = model
+        self._update = steps[model.name]
         self.step = 0
 
     def train_step(self, images):
@@ -55,9 +63,7 @@ class Original:
         m.adversary.train()
         self.step += 1
         fake = m.generator(images)  # always recorded for autograd, as in the original
-        if m.name == "skipganomaly":
-            return self._gan_step(m, images, fake)
-        return self._wgan_step(m, images, fake)
+        return self._update(m, images, fake)
 
     def _gan_step(self, m, images, fake):
         bce = F.binary_cross_entropy
@@ -68,14 +74,14 @@ class Original:
         _, features_real = m.adversary(images)
         loss_g = (m.w_adv * bce(prob_fake, torch.ones_like(prob_fake)) + m.w_con * contextual_loss(fake, images)
                   + m.w_lat * latent_loss(features_real, features_fake))
-        m.optimizer_g.zero_grad()
+        m.optimizers["g"].zero_grad()
         loss_g.backward()
-        m.optimizer_g.step()
+        m.optimizers["g"].step()
         # update D on the first passes
         loss_d = bce(prob_real, torch.ones_like(prob_real)) + bce(prob_fake_d, torch.zeros_like(prob_fake_d))
-        m.optimizer_d.zero_grad()
+        m.optimizers["d"].zero_grad()
         loss_d.backward()
-        m.optimizer_d.step()
+        m.optimizers["d"].step()
         if loss_d.item() < 1e-5:
             init_weights(m.adversary)
         return {"g": loss_g.item(), "d": loss_d.item()}
@@ -86,9 +92,9 @@ class Original:
         loss_c = value_fake.mean() - value_real.mean()
         if m.wgan == "gp":
             loss_c = loss_c + m.lambda_gp * gradient_penalty(m.adversary, images, fake.detach())
-        m.optimizer_d.zero_grad()
+        m.optimizers["d"].zero_grad()
         loss_c.backward()
-        m.optimizer_d.step()
+        m.optimizers["d"].step()
         if m.wgan == "clip":
             for p in m.adversary.parameters():
                 p.data.clamp_(-m.clip_value, m.clip_value)
@@ -98,9 +104,9 @@ class Original:
             _, features_real = m.adversary(images)
             loss_g = (-m.w_adv * value_fake.mean() + m.w_con * contextual_loss(fake, images)
                       + m.w_lat * latent_loss(features_real, features_fake))
-            m.optimizer_g.zero_grad()
+            m.optimizers["g"].zero_grad()
             loss_g.backward()
-            m.optimizer_g.step()
+            m.optimizers["g"].step()
             losses["g"] = loss_g.item()
         return losses
 
@@ -214,8 +220,8 @@ def peak_memory(runner, data, args, device) -> dict:
 
 def memory_in_fresh_process(path, argv) -> dict:
     """Freed memory stays resident for reuse, so each path's CPU peak is measured in its own process."""
-    out = subprocess.run([sys.executable, __file__, *argv, "--path", path, "--memory_only"],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "tools.benchmark", *argv, "--path", path, "--memory_only"],
+                         check=True, capture_output=True, text=True, cwd=ROOT)
     return json.loads(out.stdout)
 
 
@@ -388,8 +394,8 @@ def check(args) -> None:
 
 
 def parse(argv=None):
-    p = OneLineParser(prog="benchmark.py", description=__doc__.split("\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog="python -m tools.benchmark", description=__doc__.split("\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--model", default="skipganomaly", choices=sorted(MODELS))
     a("--isize", type=int, default=32)

@@ -1,0 +1,2 @@
+"""Developer tools, run from the repository root: `python -m tools.benchmark`, `python -m tools.baselines`,
+`python -m tools.collect_results`. Not installed with the package; the user commands stay at the top level."""
