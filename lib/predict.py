@@ -1,10 +1,10 @@
 """Scoring new images with a trained Skip-GANomaly / Skip-WGANomaly checkpoint.
 
 Owns: finding the image files to score, rebuilding a model from a checkpoint,
-choosing the decision threshold, scoring in batches exactly as the training
-loop evaluates, drawing the input / reconstruction / error-heatmap strips, and
-the output folder: earlier predictions are replaced only when asked, and whole
-(the strips are written to a hidden folder that becomes maps/ once all are done).
+choosing the decision threshold, scoring in batches with the training loop's own
+evaluation (lib/evaluation.py), drawing the input / reconstruction / error-heatmap
+strips, and the output folder: earlier predictions are replaced only when asked, and
+whole (the strips are written to a hidden folder that becomes maps/ once all are done).
 `predict.py` is its command line.
 """
 import argparse
@@ -23,12 +23,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from lib import checkpoint
-from lib.data import image_files, read_image, to_float
+from lib.data import image_files, read_image
 from lib.errors import UserError
+from lib.evaluation import evaluate
 from lib.files import atomic_write
 from lib.models import build_model
 from lib.resources import check_fits, network_bytes
-from lib.trainer import make_schedulers
+from lib.schedules import make_schedulers
 
 PREDICTIONS, MAPS = "predictions.csv", "maps"  # what predict.py writes into --out
 MAX_TILE = 128  # strips are enlarged (nearest neighbour) to tiles of at most this many pixels
@@ -280,27 +281,29 @@ def predict(model, opt, files, root: Path, threshold: float, batchsize: int, dev
             maps_dir: Path | None, listed_as: Path | None = None) -> Prediction:
     """Score `files` in batches; writes one strip per image into `maps_dir` unless it is None.
 
-    The rows name each strip below `listed_as` (default `maps_dir`), where it will be found.
+    A row holds the image's path, every part of its score (as lib.evaluation.evaluate gives
+    them), the decision and the strip's path below `listed_as` (default `maps_dir`), where
+    it will be found.
     """
     result = Prediction()
+    drawn = {}  # the batch's inputs and reconstructions, from the pass that scores it
+
+    def keep(real, parts):
+        drawn.update(real=real.cpu(), fake=parts["fake"].float().cpu())
     bar = tqdm(total=len(files), desc="scoring", unit="img", dynamic_ncols=True, disable=None)
     for start in range(0, len(files), batchsize):
         images, kept = _read_batch(files[start:start + batchsize], opt.nc, opt.isize, result.unreadable)
         bar.update(min(batchsize, len(files) - start))
         if images is None:
             continue
-        real = to_float(images, device)
-        parts = {k: v.float().cpu() for k, v in model.score_parts(real).items()}
-        real = real.cpu()
+        parts = evaluate(model, images, len(images), device, on_batch=keep if maps_dir is not None else None)
         for i, path in enumerate(kept):
             score = float(parts["score"][i])
-            row = {"path": str(path), "score": score,
-                   "reconstruction": float(parts["reconstruction"][i]),
-                   "features": float(parts["features"][i]),
+            row = {"path": str(path), **{name: float(values[i]) for name, values in parts.items()},
                    "decision": "abnormal" if score >= threshold else "normal", "map": ""}
             if maps_dir is not None:
                 name = map_name(path, root)
-                save_png(maps_dir / name, strip(real[i], parts["fake"][i]))
+                save_png(maps_dir / name, strip(drawn["real"][i], drawn["fake"][i]))
                 row["map"] = str((listed_as or maps_dir) / name)
             result.rows.append(row)
     bar.close()
@@ -308,11 +311,11 @@ def predict(model, opt, files, root: Path, threshold: float, batchsize: int, dev
 
 
 def predictions_csv(rows: list[dict]) -> str:
-    """predictions.csv: scores written with every digit, so they compare exactly."""
+    """predictions.csv, columns in the rows' order: scores written with every digit, so they compare exactly."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "score", "reconstruction", "features", "decision", "map"])
+    columns = list(rows[0]) if rows else ["path", "score", "decision", "map"]
+    writer.writerow(columns)
     for r in rows:
-        writer.writerow([r["path"], repr(r["score"]), repr(r["reconstruction"]), repr(r["features"]),
-                         r["decision"], r["map"]])
+        writer.writerow([repr(r[c]) if isinstance(r[c], float) else r[c] for c in columns])
     return out.getvalue()

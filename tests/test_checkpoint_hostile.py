@@ -16,7 +16,7 @@ import torch
 
 from lib import checkpoint, options
 from lib.errors import UserError
-from lib.trainer import make_schedulers
+from lib.schedules import make_schedulers
 from tests.cli import ROOT, TINY, one_line_error, process, train_cli
 
 RUN = "skipganomaly/digits/3"

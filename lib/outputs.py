@@ -1,0 +1,79 @@
+"""The run folder's files, named and laid out as the original wrote them.
+
+histogram.csv (the test images' scores and labels), metrics.csv (one row per epoch),
+results.json (the last, best-on-validation and best-on-test epochs), loss_log.txt and the
+image grids in train/images/ and test/images/. The folder's lock, opt.txt and the
+checkpoints are written elsewhere (lib/runfolder.py, lib/run.py, lib/checkpoint.py).
+"""
+import itertools
+import json
+from pathlib import Path
+
+import torch
+
+from lib.files import rows_csv, write_text
+from lib.images import save_grid
+from lib.runfolder import append_line
+
+
+def histogram_csv(scores, labels) -> str:
+    """The original's histogram.csv: columns scores,labels, one row per test image."""
+    lines = ["scores,labels"] + [f"{float(s)!r},{int(label)}" for s, label in zip(scores, labels)]
+    return "\n".join(lines) + "\n"
+
+
+def results(opt, history: list[dict], best_epoch: int, headline: str, threshold: dict) -> dict:
+    """results.json: last-epoch and best-validation-epoch metrics, plus the optimistic best-on-test."""
+    pick = lambda row, prefix: {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}  # noqa: E731
+    last = history[-1]
+    best = next(r for r in history if r["epoch"] == best_epoch)
+    on_test = max(history, key=lambda r: r.get(f"test_{headline}", -1))
+    return {
+        "run": opt.name, "model": opt.model, "dataset": opt.dataset,
+        "abnormal_class": opt.abnormal_class, "normal_class": opt.normal_class,
+        "metric": headline, "seed": opt.manualseed, "epochs": last["epoch"],
+        "last": {"epoch": last["epoch"], "test": pick(last, "test_"), "val": pick(last, "val_")},
+        "best": {"epoch": best["epoch"], "selected_by": f"val_{headline}",
+                 "test": pick(best, "test_"), "val": pick(best, "val_")},
+        "best_on_test_optimistic": {"epoch": on_test["epoch"], "test": pick(on_test, "test_")},
+        "threshold": threshold,
+    }
+
+
+class RunOutputs:
+    """Writes the run folder's result files, log and image grids."""
+
+    def __init__(self, folder: Path):
+        self.dir = Path(folder)
+        self.images = self.dir / "train" / "images"
+
+    def log(self, line: str) -> None:
+        """One line of loss_log.txt."""
+        append_line(self.dir / "loss_log.txt", line)
+
+    def epoch_results(self, history: list[dict], results: dict, test_scores, test_labels) -> None:
+        """histogram.csv, metrics.csv and results.json as of the epoch just finished."""
+        write_text(self.dir / "histogram.csv", histogram_csv(test_scores, test_labels))
+        write_text(self.dir / "metrics.csv", rows_csv(history))
+        write_text(self.dir / "results.json", json.dumps(results, indent=2) + "\n")
+
+    def train_samples(self, real, fake, epoch: int) -> None:
+        """A training batch and its reconstruction during `epoch` (counted from 1)."""
+        save_grid(real, self.images / "real_samples.png")
+        save_grid(fake, self.images / f"fake_samples_epoch_{epoch:03d}.png")
+
+    def fixed_images(self, name: str, real, fake, epoch: int) -> None:
+        """The watched test images (one row) above their reconstructions, after `epoch`."""
+        save_grid(torch.cat([real, fake]), self.images / f"fixed_{name}_epoch_{epoch:03d}.png", nrow=len(real))
+
+    def test_image_writer(self):
+        """A `(real, parts)` callback for `evaluate` saving each test batch and its reconstruction."""
+        folder = self.dir / "test" / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        numbers = itertools.count(1)
+
+        def save(real, parts) -> None:
+            n = next(numbers)
+            save_grid(real, folder / f"real_{n:04d}.png")
+            save_grid(parts["fake"], folder / f"fake_{n:04d}.png")
+        return save
