@@ -268,15 +268,17 @@ def check(ckpt: dict, file, defaults: dict | None = None, validate=None) -> None
                               and all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in rng["cuda"])):
         raise damaged(file, f"'rng.cuda' is {_shown(rng['cuda'])}, not CUDA generator states")
     state = need("state", lambda v: isinstance(v, dict), "a dict of network and optimiser states")
-    for key in ("generator", "adversary"):
-        tensors = need(key, lambda v: isinstance(v, dict), "a dict of tensors", state, "state.")
-        for name, value in tensors.items():
-            if not isinstance(value, torch.Tensor):
-                raise damaged(file, f"'state.{key}.{name}' is {_shown(value)}, not a tensor")
-    for key in ("optimizer_g", "optimizer_d"):
-        need(key, lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
-             and isinstance(v.get("param_groups"), list) and all(isinstance(g, dict) for g in v["param_groups"]),
-             "an optimiser state", state, "state.")
+    # Which networks and optimisers the model has is check_networks' to say; here, their kinds:
+    # an optimiser state under optimizer_<name>, a network's tensors under its name.
+    for key, value in state.items():
+        if key.startswith("optimizer_"):
+            need(key, lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
+                 and isinstance(v.get("param_groups"), list) and all(isinstance(g, dict) for g in v["param_groups"]),
+                 "an optimiser state", state, "state.")
+        elif isinstance(value, dict):
+            for name, tensor in value.items():
+                if not isinstance(tensor, torch.Tensor):
+                    raise damaged(file, f"'state.{key}.{name}' is {_shown(tensor)}, not a tensor")
     need("step", lambda v: _integer(v) and 0 <= v < 2**63, "a count of steps", state, "state.")
     if "score_weight" in state:
         need("score_weight", lambda v: _number(v) and 0 <= v <= 1, "a weight in [0, 1]", state, "state.")
@@ -383,10 +385,13 @@ def check_networks(ckpt: dict, template, schedulers=None) -> None:
     template's optimisers), the stored scheduler states must have their structure too.
     """
     file, state = ckpt.get("path", "?"), ckpt["state"]
-    for key in ("generator", "adversary"):
-        _check_tensors(state[key], getattr(template, key).state_dict(), file, f"state.{key}")
-    for key in ("optimizer_g", "optimizer_d"):
-        _check_optimizer(state[key], getattr(template, key), file, f"state.{key}")
+    expected = {**{name: (net.state_dict(), _check_tensors) for name, net in template.networks.items()},
+                **{f"optimizer_{name}": (o, _check_optimizer) for name, o in template.optimizers.items()}}
+    for key, (want, check_entry) in expected.items():
+        if not isinstance(state.get(key), dict):
+            raise damaged(file, f"'state.{key}' is missing" if key not in state
+                          else f"'state.{key}' is {_shown(state[key])}, not a dict")
+        check_entry(state[key], want, file, f"state.{key}")
     if schedulers is not None:
         saved = ckpt["schedulers"]
         if len(saved) != len(schedulers):
@@ -408,10 +413,11 @@ def check_networks(ckpt: dict, template, schedulers=None) -> None:
 def check_states(ckpt: dict, opt, make_schedulers=None) -> None:
     """UserError unless `ckpt`'s states fit the networks, optimisers and schedulers its options describe.
 
-    `opt` fills in options the checkpoint lacks; `make_schedulers(opt, optimizers)` (the
-    trainer's) builds the schedulers whose structure the stored ones must have.
+    `opt` fills in options the checkpoint lacks; `make_schedulers(opt, optimizers)` (lib/schedules.py's)
+    builds the schedulers whose structure the stored ones must have.
     """
     stored = argparse.Namespace(**{**vars(opt), **ckpt["options"]})
     template = networks_template(stored)
-    schedulers = make_schedulers(stored, template.optimizers) if make_schedulers is not None else None
+    schedulers = (make_schedulers(stored, list(template.optimizers.values())) if make_schedulers is not None
+                  else None)
     check_networks(ckpt, template, schedulers)

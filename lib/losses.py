@@ -16,7 +16,16 @@ def contextual_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP (Gulrajani et al., 2017): E[(‖∇C(x̂)‖₂ − 1)²] on random interpolates x̂."""
+    """WGAN-GP (Gulrajani et al., 2017): E[(‖∇C(x̂)‖₂ − 1)²] on random interpolates x̂.
+
+    Always in fp32, under bf16 autocast too: a gradient norm through a double backward is too
+    coarse in bf16.
+    """
+    with torch.autocast(real.device.type, enabled=False):
+        return _gradient_penalty(critic, real.float(), fake.float())
+
+
+def _gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     eps = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
     mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
     value, _ = critic(mixed)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from lib.classes import DATASETS, class_names, resolve_class
 from lib.errors import OneLineParser, UserError
+from lib.models import MODELS, registry
 
-MODEL_NAMES = ("skipganomaly", "w_skipganomaly")
 METRICS = ("roc", "auprc", "f1")
 LR_POLICIES = ("lambda", "step", "plateau")
 
@@ -69,7 +69,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--ndf", type=int, default=64, help="discriminator/critic width")
     a("--extralayers", type=int, default=0, help="extra 3x3 layers in the discriminator/critic")
     a("--no_skip", action="store_true", help="UNet without skip connections (ablation)")
-    a("--model", default="skipganomaly", choices=MODEL_NAMES, help="model to train")
+    a("--model", default="skipganomaly", choices=tuple(MODELS), help="model to train")
     # Hardware
     a("--device", default="gpu", choices=("gpu", "cpu"), help="gpu falls back to cpu without CUDA")
     a("--gpu_ids", default="0", help="gpu ids, e.g. 0 or 0,1; -1 for CPU")
@@ -120,11 +120,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--score_weight", type=score_weight, default=0.9,
       help="anomaly score = w * image MSE + (1 - w) * feature MSE; 'val': choose w in 0, 0.05, ..., 1 "
            "by validation AUROC at every evaluation (never the test set)")
-    # Skip-WGANomaly
-    a("--wgan", default="gp", choices=("gp", "clip"), help="critic constraint: gradient penalty or weight clipping")
-    a("--lambda_gp", type=float, default=10, help="gradient penalty weight")
-    a("--clip_value", type=float, default=0.01, help="weight clipping bound")
-    a("--n_critic", type=int, default=5, help="critic updates per generator update")
+    registry.add_model_options(p, MODELS)  # each model's own flags, in a section of --help per model
     return p
 
 
@@ -136,23 +132,35 @@ def check_image_shape(isize: int, nc: int) -> None:
         raise UserError(f"--nc {nc} is not supported: use 1 (grey) or 3 (colour)")
 
 
-# Floats that must be finite numbers; integers that must fit a C int (the libraries below are C).
-FLOAT_OPTIONS = ("lr", "beta1", "w_adv", "w_con", "w_lat", "noise_std", "lambda_gp", "clip_value", "val_ratio")
-INT_OPTIONS = ("batchsize", "isize", "nc", "nz", "ngf", "ndf", "extralayers", "workers", "niter", "iter",
-               "print_freq", "save_image_freq", "niter_decay", "lr_decay_iters", "n_critic", "ngpu", "display_id")
 C_INT_MAX = 2**31 - 1
 MAX_WORKERS = 256  # decoding threads: more only costs memory
 MAX_EXTRA_LAYERS = 64
-# Flags that only one model reads: given to another model they would be ignored silently.
-MODEL_OPTIONS = {"w_skipganomaly": ("wgan", "lambda_gp", "clip_value", "n_critic")}
+
+
+def _typed_options(kind) -> tuple[str, ...]:
+    """Every option of that type, the models' own included (so a new model's flags are checked too)."""
+    return tuple(a.dest for a in build_parser()._actions if a.type is kind)
+
+
+def model_option_names() -> dict[str, tuple[str, ...]]:
+    """{model: the flags only it reads} (each model's OPTIONS): given to another they would be ignored."""
+    return registry.model_options(MODELS)
+
+
+def check_model_options(opt, explicit: set[str]) -> None:
+    """Refuse a flag given explicitly that only another model reads."""
+    registry.check_model_options(opt, explicit, MODELS)
 
 
 def check_numbers(opt) -> None:
     """Raise UserError for NaN/infinite floats and integers beyond what the libraries take."""
-    for name in FLOAT_OPTIONS:
+    for name in _typed_options(float):
         if not math.isfinite(getattr(opt, name)):
             raise UserError(f"--{name} must be a finite number (got {getattr(opt, name)})")
-    for name in INT_OPTIONS:
+    # Integers must fit a C int (the libraries below are C); the seed and the port have ranges of their own.
+    for name in _typed_options(int):
+        if name in ("manualseed", "display_port"):
+            continue
         if abs(getattr(opt, name)) > C_INT_MAX:
             raise UserError(f"--{name} {getattr(opt, name)} is out of range (at most {C_INT_MAX})")
     if not -1 <= opt.manualseed < 2**64:
@@ -199,10 +207,11 @@ def validate(opt) -> None:
     check_numbers(opt)
     check_names(opt)
     check_image_shape(opt.isize, opt.nc)
-    for name in ("w_adv", "w_con", "w_lat", "lambda_gp", "clip_value", "noise_std", "extralayers", "iter", "workers"):
+    registry.check_values(opt, MODELS)
+    for name in ("w_adv", "w_con", "w_lat", "noise_std", "extralayers", "iter", "workers"):
         if getattr(opt, name) < 0:
             raise UserError(f"--{name} must not be negative (got {getattr(opt, name)})")
-    for name in ("lr", "batchsize", "niter", "nz", "ngf", "ndf", "n_critic", "print_freq",
+    for name in ("lr", "batchsize", "niter", "nz", "ngf", "ndf", "print_freq",
                  "save_image_freq", "ngpu", "lr_decay_iters", "niter_decay"):
         if getattr(opt, name) <= 0:
             raise UserError(f"--{name} must be positive (got {getattr(opt, name)})")
@@ -248,24 +257,13 @@ def validate(opt) -> None:
 
 def default_name(opt) -> str:
     """<model>[-no_skip][-clip]/<dataset>/<class>: the runs of a sweep or an ablation never collide."""
-    variant = opt.model + ("-no_skip" if opt.no_skip else "")
-    if opt.model == "w_skipganomaly" and opt.wgan == "clip":
-        variant += "-clip"
+    variant = opt.model + ("-no_skip" if opt.no_skip else "") + registry.run_name_suffix(opt, MODELS)
     parts = [variant, opt.dataset]
     if opt.normal_class is not None:
         parts.append(f"normal_{opt.normal_class}")
     elif opt.abnormal_class is not None:
         parts.append(str(opt.abnormal_class))
     return "/".join(p.replace("/", "-").replace(" ", "_") for p in parts)
-
-
-def check_model_options(opt, explicit: set[str]) -> None:
-    """Refuse a flag that only another model reads (it would be ignored)."""
-    for model, names in MODEL_OPTIONS.items():
-        given = [f"--{n}" for n in names if n in explicit]
-        if given and opt.model != model:
-            raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to --model {model}, "
-                            f"not --model {opt.model}: drop {'it' if len(given) == 1 else 'them'} or change --model")
 
 
 def parse(argv=None, prog: str = "train.py"):

@@ -12,10 +12,11 @@ from lib import checkpoint
 from lib.data import load_split
 from lib.errors import UserError
 from lib.files import write_text
-from lib.models import build_model
+from lib.models import build_model, model_class
 from lib.resources import check_fits, network_bytes
 from lib.runfolder import RunFolder
-from lib.trainer import Trainer, make_schedulers
+from lib.schedules import make_schedulers
+from lib.trainer import Trainer
 from lib.visualizer import make_visualizer
 
 # Options that define the networks: a checkpoint fixes them.
@@ -87,7 +88,7 @@ def check_memory(opt, device, training: bool) -> None:
     meta = argparse.Namespace(**{**vars(opt), "fast": False, "compile": False, "amp": False})
     with torch.device("meta"):  # parameters are created without storage, not moved there
         model = build_model(meta, torch.device("meta"))
-    needed = network_bytes([model.generator, model.adversary], (opt.batchsize, opt.nc, opt.isize, opt.isize),
+    needed = network_bytes(list(model.networks.values()), (opt.batchsize, opt.nc, opt.isize, opt.isize),
                            training)
     check_fits(needed, f"--model {opt.model} at --isize {opt.isize}, --batchsize {opt.batchsize}, "
                        f"--ngf {opt.ngf}, --ndf {opt.ndf}, --nz {opt.nz}",
@@ -96,7 +97,7 @@ def check_memory(opt, device, training: bool) -> None:
 
 def check_generator_updates(opt, n_train: int) -> None:
     """A critic-driven model updates the generator every --n_critic steps: make sure it ever does."""
-    n_critic = getattr(opt, "n_critic", 1) if opt.model == "w_skipganomaly" else 1
+    n_critic = model_class(opt.model).generator_every(opt)
     per_epoch = n_train // opt.batchsize if opt.droplast else -(-n_train // opt.batchsize)
     steps = per_epoch * (opt.niter - opt.iter)
     if opt.phase == "train" and not opt.resume and steps < n_critic:

@@ -250,7 +250,7 @@ def _check_drawn(space: dict, drawn: dict, base: dict) -> None:
 def _check_together(where, space: dict, base: dict) -> None:
     """Options searched together (e.g. iter and niter) must also make valid runs together."""
     models = set(space["model"][1]) if "model" in space else {base["model"]}
-    for model, names in options.MODEL_OPTIONS.items():
+    for model, names in options.model_option_names().items():
         for name in (n for n in names if n in space and model not in models):
             raise UserError(f"{where}: '{name}' only applies to --model {model}, and this search trains "
                             f"{', '.join(sorted(models))}: drop it or search --model")

@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lib.models import MODELS
+
+MODELS.add("tests.toy_model")  # a third model, only for the tests: every generic test runs on it too
+
 
 def make_cifar(root, n_per_class_train, n_per_class_test, seed=0):
     """Write CIFAR-10's python pickles under `root`/cifar-10-batches-py; return that folder.

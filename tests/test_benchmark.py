@@ -1,13 +1,15 @@
-"""benchmark.py reports what it promises and refuses what it cannot measure."""
+"""tools.benchmark reports what it promises and refuses what it cannot measure."""
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-import benchmark
+from lib.errors import UserError
+from tools import benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +53,13 @@ def test_loader_benchmark_reports_images_per_second(capsys):
 @pytest.mark.parametrize("args,message", [(["--isize", "12"], "--isize 12 is not supported"),
                                           (["--nc", "2"], "--nc 2 is not supported")])
 def test_benchmark_refuses_an_image_shape_the_networks_cannot_take(args, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmark.py"), *args], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "tools.benchmark", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}: " + \
         ("use a power of two >= 8 (e.g. 32, 64, 128)" if "isize" in message else "use 1 (grey) or 3 (colour)")
+
+
+def test_the_originals_step_exists_only_for_the_two_models_the_original_code_had():
+    with pytest.raises(UserError, match="^--model no_such_model with the original path: the original code has no "
+                                        "model no_such_model; benchmark --model skipganomaly or w_skipganomaly"):
+        benchmark.Original(SimpleNamespace(name="no_such_model"))

@@ -1,4 +1,5 @@
-"""The fast path trains and scores like the plain path; the benchmark reports what it promises."""
+"""The models' steps train as the oracle's (tests/reference_steps.py), with and without the speed layer;
+the speed layer's pieces match the kernels they replace."""
 import argparse
 from pathlib import Path
 
@@ -6,9 +7,11 @@ import pytest
 import torch
 
 from lib import options
+from lib.fast.adam import ChannelsLastAdam
+from lib.fast.matmul import MatmulConv2d, MatmulConvTranspose2d, use_matmul_convolutions
 from lib.models import MODELS
-from lib.networks import MatmulConv2d, MatmulConvTranspose2d, UNet, use_matmul_convolutions
-from lib.optim import ChannelsLastAdam
+from lib.networks import UNet
+from tests import reference_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,37 +35,47 @@ def make_opt(**overrides):
     return opt
 
 
-def train(name, fast, steps=4, amp=None, **overrides):
+def train(name, fast, steps=4, amp=None, reference=False, **overrides):
+    """A model after `steps` steps: its own step (`fast` on or off), or the oracle's (`reference`)."""
     torch.manual_seed(0)
     model = MODELS[name](make_opt(model=name, **overrides), torch.device("cpu"), fast=fast, amp=amp)
+    step = (lambda x: reference_steps.STEPS[name](model, x)) if reference else model.train_step
     data = torch.Generator().manual_seed(1)
-    losses = [model.train_step(torch.rand(8, 3, 16, 16, generator=data) * 2 - 1) for _ in range(steps)]
+    losses = [step(torch.rand(8, 3, 16, 16, generator=data) * 2 - 1) for _ in range(steps)]
     return model, losses
 
 
-@pytest.mark.parametrize("name,overrides", SETTINGS)
-def test_fast_path_reaches_the_plain_paths_losses_weights_and_scores(name, overrides):
-    plain, plain_losses = train(name, fast=False, **overrides)
-    fast, fast_losses = train(name, fast=True, **overrides)
-    for a, b in zip(plain_losses, fast_losses):
+def assert_same_training(model, losses, oracle, oracle_losses):
+    for a, b in zip(oracle_losses, losses, strict=True):
         assert a.keys() == b.keys()
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
     # Weights, BatchNorm running statistics and step counters included.
     for net in ("generator", "adversary"):
-        ref, got = plain.state_dict()[net], fast.state_dict()[net]
+        ref, got = oracle.state_dict()[net], model.state_dict()[net]
         for key in ref:
             torch.testing.assert_close(got[key], ref[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert model.step == oracle.step
     images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    torch.testing.assert_close(fast.score(images), plain.score(images), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.score(images), reference_steps.score(oracle, images), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("name,overrides", SETTINGS)
+def test_the_models_step_reaches_the_oracles_losses_weights_and_scores(name, overrides, fast):
+    """With and without the speed layer, the one step each model has trains as the step
+    written out in full (tests/reference_steps.py) does."""
+    oracle, oracle_losses = train(name, fast=False, reference=True, **overrides)
+    model, losses = train(name, fast=fast, **overrides)
+    assert_same_training(model, losses, oracle, oracle_losses)
 
 
 @pytest.mark.parametrize("name,overrides", SETTINGS)
-def test_bf16_autocast_path_used_on_cuda_trains_and_scores_close_to_fp32(name, overrides):
+def test_bf16_autocast_used_on_cuda_trains_and_scores_close_to_fp32(name, overrides):
     fp32, fp32_losses = train(name, fast=True, **overrides)
     bf16, bf16_losses = train(name, fast=True, amp=True, **overrides)
-    assert bf16.amp and not fp32.amp
-    for a, b in zip(fp32_losses, bf16_losses):
+    assert bf16.speed.amp and not fp32.speed.amp
+    for a, b in zip(fp32_losses, bf16_losses, strict=True):
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=0.05, abs=0.02), key
     images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
@@ -71,21 +84,36 @@ def test_bf16_autocast_path_used_on_cuda_trains_and_scores_close_to_fp32(name, o
     torch.testing.assert_close(scores, fp32.score(images), rtol=0.05, atol=1e-3)
 
 
-def test_fast_path_is_the_default_and_plain_is_selectable():
-    assert MODELS["skipganomaly"](make_opt(), torch.device("cpu")).fast
-    assert not MODELS["skipganomaly"](make_opt(), torch.device("cpu"), fast=False).fast
-    assert not MODELS["skipganomaly"](make_opt(fast=False), torch.device("cpu")).fast
+def test_fast_is_the_default_and_can_be_turned_off():
+    assert MODELS["skipganomaly"](make_opt(), torch.device("cpu")).speed.fast
+    assert not MODELS["skipganomaly"](make_opt(), torch.device("cpu"), fast=False).speed.fast
+    assert not MODELS["skipganomaly"](make_opt(fast=False), torch.device("cpu")).speed.fast
+
+
+def test_the_speed_layer_swaps_kernels_layouts_and_optimisers_and_nothing_else():
+    plain = MODELS["w_skipganomaly"](make_opt(model="w_skipganomaly"), torch.device("cpu"), fast=False)
+    fast = MODELS["w_skipganomaly"](make_opt(model="w_skipganomaly"), torch.device("cpu"), fast=True)
+    assert {type(m) for net in plain.networks.values() for m in net.modules()}.isdisjoint(
+        {MatmulConv2d, MatmulConvTranspose2d})
+    assert any(isinstance(m, MatmulConv2d) for m in fast.adversary.modules())
+    assert all(type(o) is torch.optim.Adam for o in plain.optimizers.values())
+    assert all(isinstance(o, ChannelsLastAdam) and o.param_groups[0]["fused"] for o in fast.optimizers.values())
+    assert fast.adversary.features.main[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.state_dict().keys() == fast.state_dict().keys()
+    for name in plain.networks:  # same parameters, names and shapes
+        assert {k: v.shape for k, v in plain.networks[name].state_dict().items()} == \
+            {k: v.shape for k, v in fast.networks[name].state_dict().items()}
 
 
 @pytest.mark.parametrize("source_fast", [False, True])
-def test_checkpoints_move_between_paths_and_training_continues_alike(source_fast):
+def test_checkpoints_move_between_speed_settings_and_training_continues_alike(source_fast):
     source, _ = train("skipganomaly", fast=source_fast, steps=1)
     state = source.state_dict()
     plain, fast = (MODELS["skipganomaly"](make_opt(), torch.device("cpu"), fast=f) for f in (False, True))
     plain.load_state_dict(state)
     fast.load_state_dict(state)
-    assert all(g["fused"] for o in fast.optimizers for g in o.param_groups)
-    assert not any(g["fused"] for o in plain.optimizers for g in o.param_groups)
+    assert all(g["fused"] for o in fast.optimizers.values() for g in o.param_groups)
+    assert not any(g["fused"] for o in plain.optimizers.values() for g in o.param_groups)
     x = torch.rand(4, 3, 16, 16) * 2 - 1
     a, b = plain.train_step(x), fast.train_step(x)
     assert b == pytest.approx(a, rel=1e-4, abs=1e-5)

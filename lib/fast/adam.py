@@ -1,4 +1,4 @@
-"""Adam for channels-last weights: the fast path's optimiser.
+"""Adam for channels-last weights: the optimiser the speed layer swaps in.
 
 torch's fused CPU Adam kernel works on contiguous memory: it copies every
 channels-last weight, its gradient and both moments to contiguous tensors and

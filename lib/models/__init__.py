@@ -1,13 +1,21 @@
-"""Model registry: a new model is one file plus one line here."""
-from lib.errors import UserError
-from lib.models.skipganomaly import SkipGANomaly
-from lib.models.w_skipganomaly import WSkipGANomaly
+"""The models. A new model is one file in this folder plus one line in MODELS below.
 
-MODELS = {m.name: m for m in (SkipGANomaly, WSkipGANomaly)}
+Importing this package loads no model and no torch: see registry.py.
+"""
+from lib.models import registry
+from lib.models.registry import register  # noqa: F401  (what a model file uses)
+
+MODELS = registry.Registry(
+    "lib.models.skipganomaly",
+    "lib.models.w_skipganomaly",
+)
 
 
-def build_model(opt, device):
-    """The model named by `opt.model`, on `device`."""
-    if opt.model not in MODELS:
-        raise UserError(f"unknown model '{opt.model}'; choose one of: {', '.join(MODELS)}")
-    return MODELS[opt.model](opt, device)
+def model_class(name: str):
+    """The class of `--model name` (imports its module, and torch)."""
+    return registry.model_class(name, MODELS)
+
+
+def build_model(opt, device, **speed):
+    """The model named by `opt.model`, on `device` (`speed`: fast, amp, compile; see lib.fast)."""
+    return model_class(opt.model)(opt, device, **speed)

@@ -1,178 +1,145 @@
-"""What Skip-GANomaly and Skip-WGANomaly share: the UNet generator, input noise,
-Adam optimisers, the anomaly score and the checkpointable state.
+"""The contract every model satisfies, and the generic machinery it gets for free.
 
-A model subclasses `AnomalyGAN`, builds its adversary (a module returning
-`(value, features)`) in `build_adversary`, and writes `train_step`, which runs
-`fast_train_step` or `plain_train_step`.
+A model is one subclass of `AnomalyModel` in one file, lib/models/<name>.py,
+registered with `@register` and listed in lib/models/__init__.py. It writes
+four methods, all checked when it registers (a half-written model cannot be built):
 
-Two paths compute the same losses and scores. The plain path is the method
-written out straightforwardly and is the reference the tests hold the fast
-path to (docs/benchmarks.md). The fast path shares discriminator passes between
-updates, keeps tensors channels-last and uses fused Adam (stepping channels-last
-weights in place, `lib.optim`); on CPU it runs the few-position convolutions as
-matrix products; on CUDA it uses bf16 autocast (`amp`) and cuDNN autotuning.
+- `build_networks(opt)`: its named networks, e.g. {"generator": ..., "adversary": ...}.
+- `build_optimizers(opt)`: its named optimisers over those networks' parameters.
+- `update(images)`: one training step on a batch in [-1, 1], written once, plainly;
+  returns the losses as tensors. The trainer owns the loop; the model owns the step.
+- `outputs(images)`: per-image "score" (higher = more anomalous) and "fake" (the
+  reconstruction), plus any other per-image parts of the score worth reporting.
+
+and may declare flags only it reads (a literal `OPTIONS` list at the top of its
+file, see registry.py), say how often its generator learns (`generator_every`)
+and keep more in checkpoints (`extra_state`).
+
+Everything else loops over the named collections: train/eval modes, devices,
+checkpoints (network `name` → state key `name`, optimiser `name` → `optimizer_name`),
+printing. Speed is not the model's business: `lib.fast.accelerate` makes the
+networks and optimisers fast after they are built, and `train_step` and
+`score_parts` run `update` and `outputs` inside the speed layer's layout and autocast.
 """
-import contextlib
+import abc
 
 import torch
 from torch import nn
 
-from lib.losses import anomaly_score, contextual_loss, latent_loss
-from lib.metrics import DEFAULT_SCORE_WEIGHT
-from lib.networks import UNet, init_weights, use_matmul_convolutions
-from lib.optim import ChannelsLastAdam
+from lib import fast as speed_layer
 
 
-def _option(opt, name: str, value):
-    """`value` if given, else `opt.<name>` when the options define it, else None."""
-    return value if value is not None else getattr(opt, name, None)
+class AnomalyModel(abc.ABC):
+    name = ""  # the --model name
+    # Whether the trainer sets `score_weight` (the weight of a two-part score) on the validation split.
+    choose_score_weight = False
 
-
-class AnomalyGAN:
-    name = ""
-
-    def __init__(self, opt, device: torch.device, fast: bool | None = None, amp: bool | None = None,
-                 compile: bool | None = None):
-        """`fast`, `amp` and `compile` default to the options' values, else fast on,
-        amp (bf16, fast path only) on for CUDA only, compile off."""
+    def __init__(self, opt, device, fast: bool | None = None, amp: bool | None = None, compile: bool | None = None):
+        """`fast`, `amp` and `compile` default to the options' values (see lib.fast.settings)."""
         self.device = torch.device(device)
-        fast = _option(opt, "fast", fast)
-        self.fast = True if fast is None else bool(fast)
-        amp = _option(opt, "amp", amp)
-        self.amp = self.fast and (self.device.type == "cuda" if amp is None else bool(amp))
-        self.compiled = bool(_option(opt, "compile", compile))
-        self.noise_std = opt.noise_std
-        # 'val': the trainer sets the weight from the validation split; checkpoints keep it.
-        self.choose_score_weight = opt.score_weight == "val"
-        self.score_weight = DEFAULT_SCORE_WEIGHT if self.choose_score_weight else float(opt.score_weight)
-        self.w_adv, self.w_con, self.w_lat = opt.w_adv, opt.w_con, opt.w_lat
-        self.generator = UNet(opt.nc, opt.ngf, opt.isize, skip=not opt.no_skip).to(self.device)
-        self.adversary = self.build_adversary(opt).to(self.device)
-        init_weights(self.generator)
-        init_weights(self.adversary)
-        # Channels-last suits oneDNN's CPU kernels and tensor cores alike.
-        self.memory_format = torch.channels_last if self.fast else torch.contiguous_format
-        if self.fast:
-            self.generator.to(memory_format=self.memory_format)
-            self.adversary.to(memory_format=self.memory_format)
-        if self.fast and self.device.type == "cpu":
-            use_matmul_convolutions(self.generator)
-            use_matmul_convolutions(self.adversary)
-        if self.fast and self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # process-wide: autotune a kernel per shape
-        if self.compiled:
-            # nn.Module.compile keeps parameter names, so checkpoints stay interchangeable.
-            self.generator.compile()
-            if self.adversary_compiles:
-                self.adversary.compile()
-        betas = (opt.beta1, 0.999)
-        adam = ChannelsLastAdam if self.fast else torch.optim.Adam  # the same updates, fewer copies
-        self.optimizer_g = adam(self.generator.parameters(), lr=opt.lr, betas=betas, fused=self.fast)
-        self.optimizer_d = adam(self.adversary.parameters(), lr=opt.lr, betas=betas, fused=self.fast)
-        self.step = 0  # training steps taken; drives n_critic and survives resume
+        self.networks: dict[str, nn.Module] = dict(self.build_networks(opt))
+        for net in self.networks.values():
+            net.to(self.device)
+        self.speed = speed_layer.settings(opt, self.device, fast, amp, compile)
+        self.optimizers: dict[str, torch.optim.Optimizer] = speed_layer.accelerate(
+            self.speed, self.networks, dict(self.build_optimizers(opt)), self.compiles)
+        self.step = 0  # training steps taken; survives resume (a critic's schedule depends on it)
 
-    @property
-    def adversary_compiles(self) -> bool:
-        """Whether torch.compile can take the adversary (not with a double backward)."""
+    # --- what a model writes ------------------------------------------------------
+    @classmethod
+    def generator_every(cls, opt) -> int:
+        """Training steps per generator update (a critic-driven model: more than one)."""
+        return 1
+
+    @abc.abstractmethod
+    def build_networks(self, opt) -> dict[str, nn.Module]:
+        """The model's networks by name, initialised (on the CPU; the base moves them)."""
+
+    @abc.abstractmethod
+    def build_optimizers(self, opt) -> dict[str, torch.optim.Optimizer]:
+        """The model's optimisers by name, over `self.networks`' parameters."""
+
+    @abc.abstractmethod
+    def update(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One training step (networks already in training mode, `self.step` already counted)."""
+
+    @abc.abstractmethod
+    def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image "score", "fake" and optional score parts (networks in eval mode, no grad)."""
+
+    def compiles(self, network: str) -> bool:
+        """Whether torch.compile can take that network (not with a double backward through it)."""
         return True
 
-    def build_adversary(self, opt) -> nn.Module:
-        raise NotImplementedError
+    def after_update(self, losses: dict[str, float]) -> None:
+        """Act on a step's losses once they are floats (`update` itself never waits for the device)."""
 
+    def extra_state(self) -> dict:
+        """Whatever else the model must keep in a checkpoint (plain values)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore `extra_state`'s entries (a checkpoint may lack them)."""
+
+    # --- what every model gets --------------------------------------------------------
     def train_step(self, images: torch.Tensor) -> dict[str, float]:
         """One training step on a batch in [-1, 1]; returns the losses as floats."""
-        if self.fast:
-            return self.fast_train_step(images.to(memory_format=self.memory_format))
-        return self.plain_train_step(images)
-
-    def plain_train_step(self, images: torch.Tensor) -> dict[str, float]:
-        raise NotImplementedError
-
-    def fast_train_step(self, images: torch.Tensor) -> dict[str, float]:
-        raise NotImplementedError
-
-    def autocast(self):
-        """bf16 autocast when `amp` is on; losses are computed outside it, in fp32."""
-        if not self.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
-    @staticmethod
-    def floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Loss tensors as floats with one device sync instead of one per loss."""
-        values = torch.stack([v.detach().float() for v in losses.values()]).tolist()
-        return dict(zip(losses, values))
-
-    def generator_loss(self, g_adv, fake, images, features_real, features_fake):
-        """(total, contextual, latent): w_adv·g_adv + w_con·|G(x) − x|₁ + w_lat·‖f(G(x)) − f(x)‖², in fp32."""
-        g_con = contextual_loss(fake.float(), images.float())
-        g_lat = latent_loss(features_real.detach().float(), features_fake.float())
-        return self.w_adv * g_adv + self.w_con * g_con + self.w_lat * g_lat, g_con, g_lat
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.optimizer_g, self.optimizer_d]
-
-    def _train_mode(self) -> None:
-        self.generator.train()
-        self.adversary.train()
-
-    def add_noise(self, images: torch.Tensor) -> torch.Tensor:
-        """Gaussian input noise (the original added an uninitialised buffer instead)."""
-        if self.noise_std <= 0:
-            return images
-        # Drawn in the standard layout so a channels-last batch gets the same noise.
-        return images + self.noise_std * torch.randn(images.shape, dtype=images.dtype, device=images.device)
+        self.train()
+        self.step += 1
+        with self.speed.autocast():
+            losses = floats(self.update(self.speed.inputs(images)))
+        self.after_update(losses)
+        return losses
 
     @torch.no_grad()
     def score_parts(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-image anomaly score and its reconstruction/feature parts, in eval mode.
+        """Per-image score, its parts and the reconstruction, in fp32, in eval mode.
 
         Eval mode makes BatchNorm use its running statistics, so an image's
         score does not depend on which other images share its batch.
         """
-        self.generator.eval()
-        self.adversary.eval()
-        if self.fast:
-            images = images.to(memory_format=self.memory_format)
-            with self.autocast():
-                fake = self.generator(images)
-                # In eval mode every layer treats images independently: one pass for both.
-                _, features = self.adversary(torch.cat([images, fake]))
-            features_real, features_fake = features.float().chunk(2)
-            fake = fake.float().contiguous()
-        else:
-            fake = self.generator(images)
-            _, features_real = self.adversary(images)
-            _, features_fake = self.adversary(fake)
-        score, reconstruction, features = anomaly_score(
-            images, fake, features_real, features_fake, self.score_weight)
-        return {"score": score, "reconstruction": reconstruction, "features": features, "fake": fake}
+        self.eval()
+        with self.speed.autocast():
+            parts = self.outputs(self.speed.inputs(images))
+        return {k: v.float().contiguous() for k, v in parts.items()}
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """Per-image anomaly score (higher = more anomalous)."""
         return self.score_parts(images)["score"]
 
+    def train(self) -> None:
+        for net in self.networks.values():
+            net.train()
+
+    def eval(self) -> None:
+        for net in self.networks.values():
+            net.eval()
+
     def state_dict(self) -> dict:
-        return {
-            "generator": self.generator.state_dict(),
-            "adversary": self.adversary.state_dict(),
-            "optimizer_g": self.optimizer_g.state_dict(),
-            "optimizer_d": self.optimizer_d.state_dict(),
-            "step": self.step,
-            "score_weight": self.score_weight,
-        }
+        return {**{name: net.state_dict() for name, net in self.networks.items()},
+                **{f"optimizer_{name}": o.state_dict() for name, o in self.optimizers.items()},
+                "step": self.step, **self.extra_state()}
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
         """Restore networks (and, unless `weights_only`, optimisers and step)."""
-        self.generator.load_state_dict(state["generator"])
-        self.adversary.load_state_dict(state["adversary"])
-        if self.choose_score_weight and "score_weight" in state:
-            self.score_weight = state["score_weight"]
+        for name, net in self.networks.items():
+            net.load_state_dict(state[name])
+        self.load_extra_state(state)
         if not weights_only:
-            for optimizer, key in ((self.optimizer_g, "optimizer_g"), (self.optimizer_d, "optimizer_d")):
-                optimizer.load_state_dict(state[key])
-                for group in optimizer.param_groups:  # a checkpoint's path must not switch ours
-                    group["fused"] = self.fast
-                    group["foreach"] = None
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(state[f"optimizer_{name}"])
+                self.speed.optimizer_loaded(optimizer)
             self.step = state["step"]
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{name} {sum(p.numel() for p in net.parameters()):,} parameters"
+                          for name, net in self.networks.items())
+        return f"{type(self).__name__}({sizes}; {self.speed})"
+
+
+def floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Loss tensors as floats, with one device sync instead of one per loss."""
+    if not losses:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).tolist()
+    return dict(zip(losses, values))

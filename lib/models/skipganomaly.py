@@ -1,7 +1,9 @@
 """Skip-GANomaly (Akçay, Atapour-Abarghouei, Breckon, IJCNN 2019).
 
-UNet generator with skip connections against a DCGAN discriminator trained
-with binary cross-entropy; the discriminator's features give the latent loss.
+A UNet generator with skip connections reconstructs the image; a DCGAN
+discriminator trained with binary cross-entropy judges it, and its features
+give the latent loss. The anomaly score weighs the image error against the
+feature error. Skip-WGANomaly (w_skipganomaly.py) keeps all of this but the adversary.
 """
 import contextlib
 
@@ -9,8 +11,115 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.models.base import AnomalyGAN
-from lib.networks import Discriminator, init_weights
+from lib.losses import anomaly_score, contextual_loss, latent_loss
+from lib.metrics import DEFAULT_SCORE_WEIGHT
+from lib.models.base import AnomalyModel
+from lib.models.registry import register
+from lib.networks import Discriminator, UNet, init_weights
+
+
+@register
+class SkipGANomaly(AnomalyModel):
+    name = "skipganomaly"
+
+    def __init__(self, opt, device, **speed):
+        self.w_adv, self.w_con, self.w_lat = opt.w_adv, opt.w_con, opt.w_lat
+        self.noise_std = opt.noise_std
+        # 'val': the trainer sets the weight from the validation split; checkpoints keep it.
+        self.choose_score_weight = opt.score_weight == "val"
+        self.score_weight = DEFAULT_SCORE_WEIGHT if self.choose_score_weight else float(opt.score_weight)
+        super().__init__(opt, device, **speed)
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.networks["generator"]
+
+    @property
+    def adversary(self) -> nn.Module:
+        return self.networks["adversary"]
+
+    def build_networks(self, opt) -> dict[str, nn.Module]:
+        networks = {"generator": UNet(opt.nc, opt.ngf, opt.isize, skip=not opt.no_skip),
+                    "adversary": self.build_adversary(opt)}
+        for net in networks.values():
+            init_weights(net)
+        return networks
+
+    def build_adversary(self, opt) -> nn.Module:
+        return Discriminator(opt.isize, opt.nc, opt.ndf, opt.nz, opt.extralayers)
+
+    def build_optimizers(self, opt) -> dict[str, torch.optim.Optimizer]:
+        betas = (opt.beta1, 0.999)
+        return {"g": torch.optim.Adam(self.generator.parameters(), lr=opt.lr, betas=betas),
+                "d": torch.optim.Adam(self.adversary.parameters(), lr=opt.lr, betas=betas)}
+
+    def add_noise(self, images: torch.Tensor) -> torch.Tensor:
+        """Gaussian input noise (the original added an uninitialised buffer instead)."""
+        if self.noise_std <= 0:
+            return images
+        # Drawn in the standard layout so a channels-last batch gets the same noise.
+        return images + self.noise_std * torch.randn(images.shape, dtype=images.dtype, device=images.device)
+
+    def generator_loss(self, g_adv, fake, images, features_real, features_fake):
+        """(total, contextual, latent): w_adv·g_adv + w_con·|G(x) − x|₁ + w_lat·‖f(G(x)) − f(x)‖², in fp32."""
+        g_con = contextual_loss(fake.float(), images.float())
+        g_lat = latent_loss(features_real.detach().float(), features_fake.float())
+        return self.w_adv * g_adv + self.w_con * g_con + self.w_lat * g_lat, g_con, g_lat
+
+    def update(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """G and D both learn from one discriminator pass over x and one over G(x).
+
+        Both updates see the discriminator before either steps (as in the paper's
+        alternating step, where D's update uses the G(x) made before G stepped), so
+        the two passes serve both losses; each loss takes gradients only for its
+        own network. BatchNorm's momenta are set so its running statistics end
+        where the four passes of the step written out in full leave them.
+        """
+        fake = self.generator(self.add_noise(images))
+        with _momentum(self.adversary, 0):
+            logit_real, features_real = self.adversary.logits(images)
+        with _momentum(self.adversary, 1):
+            logit_fake, features_fake = self.adversary.logits(fake)
+
+        # update G: minimize w_adv·BCE(D(G(x)), real) + w_con·|G(x) − x|₁ + w_lat·‖f(G(x)) − f(x)‖²
+        g_adv = _bce_logits(logit_fake, 1.0)
+        loss_g, g_con, g_lat = self.generator_loss(g_adv, fake, images, features_real, features_fake)
+        # update D: maximize log D(x) + log(1 − D(G(x)))
+        d_real = _bce_logits(logit_real, 1.0)
+        d_fake = _bce_logits(logit_fake, 0.0)
+        loss_d = d_real + d_fake
+
+        self.optimizers["g"].zero_grad(set_to_none=True)
+        self.optimizers["d"].zero_grad(set_to_none=True)
+        loss_d.backward(inputs=list(self.adversary.parameters()), retain_graph=True)
+        loss_g.backward(inputs=list(self.generator.parameters()))
+        self.optimizers["g"].step()
+        self.optimizers["d"].step()
+        return {"g_adv": g_adv, "g_con": g_con, "g_lat": g_lat, "g": loss_g,
+                "d_real": d_real, "d_fake": d_fake, "d": loss_d}
+
+    def after_update(self, losses: dict[str, float]) -> None:
+        # As in the original: a discriminator that wins outright gives G no gradient, so start it afresh.
+        if losses["d"] < 1e-5:
+            init_weights(self.adversary)
+
+    def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """score = w·MSE(x, G(x)) + (1 − w)·MSE(f(x), f(G(x))), with both parts."""
+        fake = self.generator(images)
+        # In eval mode every layer treats images independently: one pass for both.
+        _, features = self.adversary(torch.cat([images, fake]))
+        features_real, features_fake = features.float().chunk(2)
+        fake = fake.float()
+        score, reconstruction, features = anomaly_score(images.float(), fake, features_real, features_fake,
+                                                        self.score_weight)
+        return {"score": score, "reconstruction": reconstruction, "features": features, "fake": fake}
+
+    def extra_state(self) -> dict:
+        return {"score_weight": self.score_weight}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.choose_score_weight and "score_weight" in state:
+            self.score_weight = state["score_weight"]
 
 
 def _bce_logits(logit: torch.Tensor, target: float) -> torch.Tensor:
@@ -19,7 +128,7 @@ def _bce_logits(logit: torch.Tensor, target: float) -> torch.Tensor:
 
 def matching_momenta(m: float) -> tuple[float, float]:
     """BatchNorm momenta for one pass over real then one over fake images that leave the
-    running statistics where the plain step's four passes (fake, real, real, fake) leave them."""
+    running statistics where four passes (fake, real, real, fake) at momentum `m` leave them."""
     fake = m + m * (1 - m) ** 3
     real = m * (1 - m) * (2 - m) / (1 - fake)
     return real, fake
@@ -39,80 +148,3 @@ def _momentum(module: nn.Module, which: int):
             m.momentum = momentum
             if m.training and m.track_running_stats:
                 m.num_batches_tracked.add_(1)
-
-
-class SkipGANomaly(AnomalyGAN):
-    name = "skipganomaly"
-
-    def build_adversary(self, opt):
-        return Discriminator(opt.isize, opt.nc, opt.ndf, opt.nz, opt.extralayers)
-
-    def plain_train_step(self, images: torch.Tensor) -> dict[str, float]:
-        self._train_mode()
-        self.step += 1
-        fake = self.generator(self.add_noise(images))
-
-        # update G: minimize w_adv·BCE(D(G(x)), real) + w_con·|G(x) − x|₁ + w_lat·‖f(G(x)) − f(x)‖²
-        prob_fake, features_fake = self.adversary(fake)
-        with torch.no_grad():
-            _, features_real = self.adversary(images)
-        g_adv = F.binary_cross_entropy(prob_fake, torch.ones_like(prob_fake))
-        loss_g, g_con, g_lat = self.generator_loss(g_adv, fake, images, features_real, features_fake)
-        self.optimizer_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.optimizer_g.step()
-
-        # update D: maximize log D(x) + log(1 − D(G(x)))
-        prob_real, _ = self.adversary(images)
-        prob_fake, _ = self.adversary(fake.detach())
-        d_real = F.binary_cross_entropy(prob_real, torch.ones_like(prob_real))
-        d_fake = F.binary_cross_entropy(prob_fake, torch.zeros_like(prob_fake))
-        loss_d = d_real + d_fake
-        self.optimizer_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.optimizer_d.step()
-
-        # As in the original: a discriminator that wins outright gives G no
-        # gradient, so start it afresh.
-        if loss_d.item() < 1e-5:
-            init_weights(self.adversary)
-
-        return {"g_adv": g_adv.item(), "g_con": g_con.item(), "g_lat": g_lat.item(),
-                "g": loss_g.item(), "d_real": d_real.item(), "d_fake": d_fake.item(), "d": loss_d.item()}
-
-    def fast_train_step(self, images: torch.Tensor) -> dict[str, float]:
-        """The plain step with one discriminator pass per batch instead of two.
-
-        Both updates see the discriminator before either steps, as in the plain
-        step, so D's passes over x and G(x) serve both; each loss then takes
-        gradients only for its own network's parameters.
-        """
-        self._train_mode()
-        self.step += 1
-        with self.autocast():
-            fake = self.generator(self.add_noise(images))
-            with _momentum(self.adversary, 0):
-                logit_real, features_real = self.adversary.logits(images)
-            with _momentum(self.adversary, 1):
-                logit_fake, features_fake = self.adversary.logits(fake)
-
-        # update G: minimize w_adv·BCE(D(G(x)), real) + w_con·|G(x) − x|₁ + w_lat·‖f(G(x)) − f(x)‖²
-        g_adv = _bce_logits(logit_fake, 1.0)
-        loss_g, g_con, g_lat = self.generator_loss(g_adv, fake, images, features_real, features_fake)
-        # update D: maximize log D(x) + log(1 − D(G(x)))
-        d_real = _bce_logits(logit_real, 1.0)
-        d_fake = _bce_logits(logit_fake, 0.0)
-        loss_d = d_real + d_fake
-
-        self.optimizer_g.zero_grad(set_to_none=True)
-        self.optimizer_d.zero_grad(set_to_none=True)
-        loss_d.backward(inputs=list(self.adversary.parameters()), retain_graph=True)
-        loss_g.backward(inputs=list(self.generator.parameters()))
-        self.optimizer_g.step()
-        self.optimizer_d.step()
-
-        losses = self.floats({"g_adv": g_adv, "g_con": g_con, "g_lat": g_lat, "g": loss_g,
-                              "d_real": d_real, "d_fake": d_fake, "d": loss_d})
-        if losses["d"] < 1e-5:  # as in the plain step
-            init_weights(self.adversary)
-        return losses

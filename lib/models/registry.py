@@ -1,0 +1,142 @@
+"""The registry of models: the single source of model names and of their own flags.
+
+A model is a module (lib/models/<name>.py) holding one class registered with
+`@register`, whose `name` is the module's last part; `MODELS` lists the modules.
+
+A model declares the flags only it reads as plain data, a literal `OPTIONS`
+list at the top of its file. The registry reads that list from the file's text
+(`ast.literal_eval`: nothing is executed), so the command line is parsed and
+checked without importing the model, and torch with it: 3-4 s on our CPUs, for
+every refused command line and every `--help`. The model's class is imported
+only when a model is built.
+
+An `OPTIONS` entry: {"flag": "--n_critic", "type": "int" | "float" | "str",
+"default": 5, "help": "...", optional "choices": [...], "min": N (refused below;
+0: "must not be negative", 1: "must be positive"), "run_name": {value: suffix}
+(added to the default run name when the flag has that value)}.
+"""
+import argparse
+import ast
+import importlib
+import importlib.util
+import inspect
+from collections.abc import Mapping
+from functools import cache
+
+from lib.errors import UserError
+
+_TYPES = {"int": int, "float": float, "str": str}
+_CLASSES: dict = {}  # name -> class, filled by @register as model modules are imported
+
+
+def register(cls):
+    """Class decorator: the model class of its module (checked complete, here, at import)."""
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise TypeError(f"model {cls.__name__} does not implement {missing}")
+    if not cls.name:
+        raise TypeError(f"model {cls.__name__} needs a name")
+    _CLASSES[cls.name] = cls
+    return cls
+
+
+class Registry(Mapping):
+    """name -> model class, loading a model's module only when its class is asked for."""
+
+    def __init__(self, *modules: str):
+        self.modules = {module.rsplit(".", 1)[-1]: module for module in modules}
+
+    def add(self, module: str) -> None:
+        """Register one more model module (the toy model of the tests does this)."""
+        self.modules[module.rsplit(".", 1)[-1]] = module
+
+    def __getitem__(self, name: str):
+        if name not in self.modules:
+            raise KeyError(name)
+        importlib.import_module(self.modules[name])
+        if name not in _CLASSES:
+            raise TypeError(f"{self.modules[name]} registers no model named '{name}' (@register, name = '{name}')")
+        return _CLASSES[name]
+
+    def __iter__(self):
+        return iter(self.modules)
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def options(self, name: str) -> tuple[dict, ...]:
+        """The model's `OPTIONS`, read from its file without importing it."""
+        return _declared_options(self.modules[name])
+
+
+@cache
+def _declared_options(module: str) -> tuple[dict, ...]:
+    spec = importlib.util.find_spec(module)
+    with open(spec.origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), spec.origin)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "OPTIONS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    return ()
+
+
+def _dest(entry: dict) -> str:
+    return entry["flag"].lstrip("-")
+
+
+def add_model_options(parser: argparse.ArgumentParser, models: Registry) -> None:
+    """Every model's own flags, one --help section per model; a flag two models share is added once."""
+    known = {action.dest for action in parser._actions}
+    for name in models:
+        group = parser.add_argument_group(f"--model {name}")
+        for entry in models.options(name):
+            if _dest(entry) in known:
+                continue
+            known.add(_dest(entry))
+            kwargs = {k: entry[k] for k in ("default", "choices", "help") if k in entry}
+            group.add_argument(entry["flag"], type=_TYPES[entry.get("type", "str")], **kwargs)
+
+
+def model_options(models: Registry) -> dict[str, tuple[str, ...]]:
+    """{model: the option names only it (and models sharing them) reads}."""
+    return {name: tuple(_dest(e) for e in models.options(name)) for name in models}
+
+
+def check_model_options(opt, explicit: set[str], models: Registry) -> None:
+    """Refuse a flag that only other models read (given to this model it would be ignored)."""
+    owners: dict[str, list[str]] = {}
+    for name in models:
+        for entry in models.options(name):
+            owners.setdefault(_dest(entry), []).append(name)
+    foreign = [dest for dest in owners if dest in explicit and opt.model not in owners[dest]]  # declared order
+    if foreign:
+        models_named = sorted({m for dest in foreign for m in owners[dest]})
+        given = ", ".join(f"--{dest}" for dest in foreign)
+        one = len(foreign) == 1
+        raise UserError(f"{given} only appl{'ies' if one else 'y'} to --model {' or '.join(models_named)}, "
+                        f"not --model {opt.model}: drop {'it' if one else 'them'} or change --model")
+
+
+def check_values(opt, models: Registry) -> None:
+    """The bounds the model's `OPTIONS` declare, for the model `opt` names."""
+    for entry in models.options(opt.model):
+        if "min" not in entry:
+            continue
+        dest, low = _dest(entry), entry["min"]
+        value = getattr(opt, dest)
+        if value < low:
+            rule = ("must not be negative" if low == 0 else "must be positive" if low == 1 and entry["type"] == "int"
+                    else f"must be at least {low}")
+            raise UserError(f"--{dest} {rule} (got {value})")
+
+
+def run_name_suffix(opt, models: Registry) -> str:
+    """What the model's flags add to the default run name (e.g. -clip)."""
+    return "".join(entry.get("run_name", {}).get(getattr(opt, _dest(entry)), "")
+                   for entry in models.options(opt.model))
+
+
+def model_class(name: str, models: Registry):
+    if name not in models:
+        raise UserError(f"unknown model '{name}'; choose one of: {', '.join(models)}")
+    return models[name]
