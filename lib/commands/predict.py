@@ -1,0 +1,128 @@
+"""Score new images with a trained Skip-GANomaly / Skip-WGANomaly model.
+
+    python predict.py --path IMAGE_OR_FOLDER --weights RUN_DIR_OR_CHECKPOINT
+
+Writes predictions.csv (path, score, its reconstruction and feature parts, normal/abnormal)
+and one strip per image (input | reconstruction | error heatmap) into --out. The model,
+image size and channels come from the checkpoint. An --out holding earlier predictions is
+refused unless --overwrite is given; a run that fails leaves --out as it was.
+"""
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from lib import checkpoint, options
+from lib.errors import OneLineParser, UserError
+from lib.predict import (
+    MAPS,
+    PREDICTIONS,
+    check_batch_memory,
+    check_out,
+    choose_threshold,
+    find_images,
+    load_model,
+    open_out,
+    predict,
+    publish,
+    remove_if_empty,
+)
+from lib.runfolder import run_folder_of
+
+SHOW_UNREADABLE = 20  # the summary names this many unreadable files, then counts the rest
+C_INT_MAX = 2**31 - 1  # as for train.py's integer options
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="predict.py", description="Score images with a trained model: anomaly scores, "
+                                               "normal/abnormal decisions and anomaly maps.")
+    a = p.add_argument
+    a("--path", required=True, help="an image, or a folder of images (subfolders included)")
+    a("--weights", required=True,
+      help="a run folder (its train/weights/best.pt is used) or a .pt checkpoint")
+    a("--out", default=None, help="output folder (default: <run folder>/predict)")
+    a("--overwrite", action="store_true",
+      help="replace the predictions.csv and maps/ already in --out (without it, such an --out is refused)")
+    a("--threshold", default="normal", metavar="T|normal|f1",
+      help="score at or above which an image is abnormal; 'normal' (default): the one stored at "
+           "training from normal validation images; 'f1': the F1-optimal one on the labelled test set")
+    a("--batchsize", type=int, default=64, help="images scored at once (default: 64; at most the number of images)")
+    a("--device", default="gpu", choices=("gpu", "cpu"),
+      help="gpu (default) falls back to cpu without CUDA")
+    a("--maps", default="strip", choices=("strip", "none"),
+      help="strip (default): save input | reconstruction | error heatmap per image; none: scores only")
+    a("--verbose", action="store_true", help="print tracebacks")
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "gpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "gpu":
+        print("notice: CUDA is not available, scoring on the CPU (--device cpu silences this)")
+    return torch.device("cpu")
+
+
+def main(argv):
+    args = build_parser().parse_args(argv)
+    if not 1 <= args.batchsize <= C_INT_MAX:
+        raise UserError(f"--batchsize must be between 1 and {C_INT_MAX} (got {args.batchsize})")
+    for flag in ("path", "weights", "out"):
+        if getattr(args, flag) is not None and not getattr(args, flag).strip():
+            raise UserError(f"--{flag} is empty: give a {'folder' if flag == 'out' else 'file or folder'}")
+    path = Path(args.path)
+    if not path.exists():
+        raise UserError(f"--path '{path}' does not exist; give an image file or a folder of images")
+    if not (path.is_file() or path.is_dir()):
+        raise UserError(f"--path '{path}' is neither a file nor a folder; give an image file or a folder of images")
+    # Everything that can be refused is refused before the model is loaded or a file written.
+    out = Path(args.out) if args.out else run_folder_of(checkpoint.find(args.weights, "best")) / "predict"
+    check_out(out, path, args.overwrite)
+    device = resolve_device(args.device)
+    model, ckpt, opt = load_model(args.weights, options.defaults(), device, options.validate)
+    files, skipped = find_images(path, exclude=out)
+    batchsize = min(args.batchsize, len(files))
+    check_batch_memory(opt, batchsize, device)
+    stored = ckpt.get("threshold") or {}
+    threshold, threshold_lines = choose_threshold(stored, args.threshold)
+
+    epoch = ckpt.get("epoch")
+    print(f"model: {opt.model} (isize {opt.isize}, nc {opt.nc}) from {ckpt['path']}, epoch {epoch}")
+    chosen = " (chosen on the validation split)" if model.choose_score_weight else ""
+    w = model.score_weight
+    print(f"score = {w:g} x image MSE + {1 - w:g} x feature MSE{chosen}")
+    if "epoch" in stored and stored["epoch"] != epoch:
+        print(f"notice: the stored threshold was chosen at epoch {stored['epoch']}, these weights are "
+              f"from epoch {epoch}; use best.pt or pass --threshold")
+    print("\n".join(threshold_lines))
+
+    created, staging = open_out(out, strips=args.maps == "strip")
+    try:
+        root = path if path.is_dir() else path.parent
+        result = predict(model, opt, files, root, threshold, batchsize, device, staging, listed_as=out / MAPS)
+        unreadable = skipped + result.unreadable
+        if unreadable and path.is_dir():
+            print(f"skipped {len(unreadable)} file(s) that are not readable images:", file=sys.stderr)
+            for name, reason in unreadable[:SHOW_UNREADABLE]:
+                print(f"  {name}: {reason}", file=sys.stderr)
+            if len(unreadable) > SHOW_UNREADABLE:
+                print(f"  ... and {len(unreadable) - SHOW_UNREADABLE} more", file=sys.stderr)
+        if not result.rows:
+            if path.is_file():
+                raise UserError(f"'{path}' is not a readable image ({unreadable[0][1]})")
+            raise UserError(f"none of the {len(files)} image file(s) in '{path}' could be read; see above")
+        publish(out, staging, result.rows)
+    finally:  # a run that fails or is interrupted leaves --out as it found it
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            remove_if_empty(out)
+
+    abnormal = sum(r["decision"] == "abnormal" for r in result.rows)
+    print(f"scored {len(result.rows)} image(s): {abnormal} abnormal, {len(result.rows) - abnormal} normal")
+    print(f"outputs: {out / PREDICTIONS}" + (f", strips in {out / MAPS}" if staging else ""))
+    return 0
+

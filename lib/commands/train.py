@@ -1,0 +1,140 @@
+"""Train (or, with --phase test, evaluate) Skip-GANomaly / Skip-WGANomaly.
+
+    python train.py --dataset cifar10 --abnormal_class airplane --model w_skipganomaly
+"""
+import json
+import sys
+from pathlib import Path
+
+from lib import options
+from lib.errors import UserError
+from lib.files import write_text
+from lib.runfolder import evaluation_dir, probe_writable, run_folder_of
+
+
+class HistogramCopy:
+    """The original README's ./histogram.csv: a convenience copy that never costs the run anything.
+
+    The run's own histogram.csv is written first; this copy is skipped, with one notice, where
+    the working directory cannot take it.
+    """
+
+    def __init__(self, run_copy: Path, log=print):
+        self.run_copy, self.log, self.ok = run_copy, log, True
+        try:
+            probe_writable(Path.cwd())
+        except OSError as err:
+            self._give_up(err)
+
+    def _give_up(self, err: OSError) -> None:
+        self.ok = False
+        self.log(f"notice: ./histogram.csv is not written ({err.strerror} in the working directory); "
+                 f"the run's own copy is {self.run_copy}")
+
+    def write(self, text: str) -> None:
+        if self.ok:
+            try:
+                write_text("histogram.csv", text)
+            except OSError as err:
+                self._give_up(err)
+
+    def after_epoch(self, trainer, row) -> None:
+        """Trainer's on_epoch hook: the run's histogram.csv has just been written."""
+        try:
+            self.write(self.run_copy.read_text())
+        except OSError as err:
+            self._give_up(err)
+
+
+def main(argv):
+    opt = options.parse(argv)
+    if opt.tune:
+        raise UserError("--tune runs a Ray Tune search: use `python train_tune.py ... --tune True`")
+    if opt.path and not Path(opt.path).exists():  # found out now, not after the training it follows
+        raise UserError(f"--path '{opt.path}' does not exist; give an image file or a folder of images to score")
+    # torch and the rest load only now: a command line that is refused is refused at once.
+    from lib.run import build_trainer, load_checkpoint, run_dir
+    from lib.trainer import Interrupted
+
+    explicit = options.explicit_options(argv)
+    ckpt = load_checkpoint(opt, explicit, options.validate, options.defaults())
+    if opt.phase == "test":
+        return evaluate_weights(opt, ckpt)
+
+    folder = resume_folder(opt, ckpt, explicit) if opt.resume else run_dir(opt)
+    histogram = HistogramCopy(folder / "histogram.csv")
+    trainer = build_trainer(opt, options.defaults(), ckpt, on_epoch=histogram.after_epoch, folder=folder,
+                            overwrite=opt.overwrite)
+    try:
+        results = trainer.fit()
+    except Interrupted as stop:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        return 128 + stop.signal
+    finally:
+        trainer.close()
+    h = results["metric"]
+    print(f"test {h}: {results['last']['test'][h]:.4f} (last epoch {results['last']['epoch']}), "
+          f"{results['best']['test'][h]:.4f} (epoch {results['best']['epoch']}, best on validation)")
+    print(f"outputs: {folder}")
+    return score_path(opt, folder)
+
+
+def resume_folder(opt, ckpt, explicit) -> Path:
+    """--resume continues in the run folder it names, wherever the run was first written.
+
+    The checkpoint's stored --outf/--name describe where the run began; a copied run folder
+    continues in the copy. opt's outf/name are set to match, for opt.txt and the dashboard.
+    """
+    for flag in ("outf", "name"):
+        if flag in explicit:
+            raise UserError(f"--resume continues a run in its own folder: drop --{flag} (to branch a run, copy "
+                            "its folder and resume the copy)")
+    folder = run_folder_of(ckpt["path"])
+    name = Path(opt.name).parts
+    if len(folder.parts) > len(name) and folder.parts[-len(name):] == name:
+        opt.outf = str(Path(*folder.parts[:-len(name)]))
+    else:
+        opt.outf, opt.name = str(folder.parent), folder.name
+    return folder
+
+
+def evaluate_weights(opt, ckpt) -> int:
+    """--phase test: score the test split with the loaded weights; results go to <run>/test/."""
+    from lib.evaluation import evaluate
+    from lib.metrics import all_metrics
+    from lib.outputs import histogram_csv
+    from lib.run import build_evaluation, options_text
+
+    if opt.overwrite:
+        raise UserError("--overwrite applies to training; --phase test writes only below <run>/test/")
+    out = evaluation_dir(run_folder_of(ckpt["path"]))
+    model, split, device = build_evaluation(opt, ckpt)
+    parts = evaluate(model, split.test_images, opt.batchsize, device)
+    labels = split.test_labels.numpy()
+    hist = histogram_csv(parts["score"], labels)
+    metrics = all_metrics(labels, parts["score"])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "opt.txt", options_text(opt, options.defaults()))
+        write_text(out / "histogram.csv", hist)
+        write_text(out / "results.json", json.dumps(
+            {"weights": ckpt["path"], "epoch": ckpt.get("epoch"), "seed": opt.manualseed, "test": metrics},
+            indent=2) + "\n")
+    except OSError as err:
+        raise UserError(f"cannot write the evaluation folder '{out}' ({err.strerror})") from None
+    HistogramCopy(out / "histogram.csv").write(hist)
+    print("test: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    print(f"outputs: {out}")
+    return score_path(opt, run_folder_of(ckpt["path"]))
+
+
+def score_path(opt, folder) -> int:
+    """--path: score those images with the run's best weights, as predict.py does."""
+    if not opt.path:
+        return 0
+    from lib.commands import predict  # only when asked: it is the scoring command
+    # The run's own predict/ folder: predictions of its earlier weights are stale, so replace them.
+    args = ["--path", opt.path, "--weights", str(folder), "--batchsize", str(opt.batchsize),
+            "--device", "cpu" if str(opt.gpu_ids).strip() == "-1" else opt.device, "--overwrite"]
+    return predict.main(args)
+

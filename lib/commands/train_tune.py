@@ -1,0 +1,330 @@
+"""Search train.py's options with Ray Tune; each trial is one train.py run.
+
+    python train_tune.py --dataset cifar10 --abnormal_class bird --model w_skipganomaly \
+        --space experiments/tune_space.json --num_samples 1 --scheduler asha
+
+Trials are ranked by the validation metric (held-out normal and abnormal images,
+disjoint from the test set); test AUROC is only recorded. `--tune False` runs one
+plain training instead, without Ray. Everything a user can get wrong is refused
+with one line before Ray starts (or, for what only the cluster knows, before the
+search writes anything).
+"""
+import argparse
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from lib import options
+from lib.classes import DATASETS, class_names
+from lib.cluster import (
+    check_cluster_fits,
+    check_local_resources,
+    check_reachable,
+    cluster_address,
+    held_stderr,
+    join_or_start,
+)
+from lib.errors import UserError
+from lib.files import rows_csv, write_text
+from lib.metrics import HEADLINE
+from lib.runfolder import probe_writable
+from lib.tune import (
+    command_line,
+    largest,
+    ray_space,
+    read_space,
+    run_trial,
+    sort_rows,
+    train_actions,
+    trial_base,
+    trial_options,
+    trial_row,
+)
+
+PROG = "train_tune.py"
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+DEFAULT_SPACE = ROOT / "experiments" / "tune_space.json"
+# ASHA keeps the best 1/REDUCTION of trials at each rung: halving suits searches of tens of trials.
+REDUCTION = 2
+RESOURCE_STEP = 1e-4  # Ray counts CPUs and GPUs in steps of 0.0001
+# What Tune writes at the top of a search folder: only such a folder may be deleted by --overwrite.
+TUNE_FILES = ("tuner.pkl", "trainable.pkl", "experiment_state-*.json", "basic-variant-state-*.json")
+# A search over these compares different problems: ASHA would stop the hard ones, not the poor trials.
+PROBLEM_OPTIONS = ("dataset", "abnormal_class", "normal_class")
+
+
+def add_tune_arguments(parser) -> None:
+    group = parser.add_argument_group("Ray Tune search (train_tune.py only; --overwrite deletes the search folder)")
+    a = group.add_argument
+    a("--space", default=str(DEFAULT_SPACE), help="JSON search space: option -> {grid|choice|uniform|"
+      "loguniform|randint: [...]}")
+    a("--num_samples", type=int, default=1, help="samples of the space (each grid point this many times)")
+    a("--cpus_per_trial", type=float, default=1, help="CPUs reserved for each trial")
+    a("--gpus_per_trial", type=float, default=None,
+      help="GPUs per trial; a fraction packs several trials on one GPU; unset: 1 with --device gpu "
+           "when the cluster has GPUs, else 0")
+    a("--scheduler", default="fifo", choices=("fifo", "asha"), help="asha stops poor trials early")
+    a("--grace_period", type=int, default=1, help="asha: epochs every trial runs before it can be stopped")
+    a("--address", default=None, help="Ray cluster to join (HOST:6379, ray://HOST:10001 or auto); "
+      "unset: start Ray on this machine")
+    a("--num_cpus", type=int, default=None, help="CPUs a Ray started on this machine may use; unset: all")
+    a("--restore", action="store_true", help="continue the interrupted search named by --name")
+
+
+def tune_only_parser() -> argparse.ArgumentParser:
+    # Abbreviations are safe here: the full parser has already refused any that is ambiguous.
+    parser = argparse.ArgumentParser(add_help=False)
+    add_tune_arguments(parser)
+    return parser
+
+
+def given_tune_options(argv) -> set[str]:
+    """Names of the search options the command line sets explicitly."""
+    parser = tune_only_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_known_args(argv)[0]))
+
+
+# ------------------------------------------------------------------ resources
+
+def check_resources(args) -> None:
+    """Counts Ray could never grant, refused before it starts."""
+    for flag in ("num_samples", "grace_period", "num_cpus"):
+        value = getattr(args, flag)
+        if value is not None and not 1 <= value <= options.C_INT_MAX:
+            raise UserError(f"--{flag} must be a whole number from 1 to {options.C_INT_MAX} (got {value})")
+    for flag in ("cpus_per_trial", "gpus_per_trial"):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < 0 or (flag == "cpus_per_trial" and value == 0):
+            least = "above 0" if flag == "cpus_per_trial" else "0 or more"
+            raise UserError(f"--{flag} must be a number {least} (got {value:g}), e.g. 1 or 0.5")
+        if abs(value / RESOURCE_STEP - round(value / RESOURCE_STEP)) > 1e-6:
+            raise UserError(f"--{flag} {value:g}: Ray counts resources in steps of {RESOURCE_STEP:g}; round it")
+    gpus = args.gpus_per_trial
+    if gpus is not None and gpus > 1 and not float(gpus).is_integer():
+        raise UserError(f"--gpus_per_trial {gpus:g}: use a fraction below 1 (e.g. 0.25) or a whole number")
+
+
+# ------------------------------------------------------------------ the search folder
+
+def check_name(name: str) -> None:
+    """A search is one folder under <outf>/tune."""
+    if name in ("", ".", "..") or "/" in name or os.sep in name or not name.isprintable():
+        raise UserError(f"--name {name!a}: a search's name is one folder name (no '/' or control characters), "
+                        "e.g. wcon_sweep")
+    if len(os.fsencode(name)) > 200:
+        raise UserError(f"--name is {len(os.fsencode(name))} bytes long: a folder name takes at most 200 here")
+
+
+def is_search_folder(folder: Path) -> bool:
+    """Whether `folder` holds what a search of this tool writes (Tune's state or the results table)."""
+    return any(next(folder.glob(pattern), None) is not None for pattern in TUNE_FILES) \
+        or (folder / "results.csv").is_file() and (folder / "runs").is_dir()
+
+
+def check_search_folder(folder: Path, restore: bool, overwrite: bool) -> bool:
+    """Refuse what would lose or mix searches; returns whether an old search is to be deleted."""
+    if restore and overwrite:
+        raise UserError("--restore continues the search and --overwrite deletes it: give one of them")
+    if restore:
+        if not folder.is_dir():
+            raise UserError(f"--restore: no search at '{folder}' (give the --name it printed, and the same --outf)")
+        return False
+    if not (folder.exists() or folder.is_symlink()):
+        return False
+    if not overwrite:
+        raise UserError(f"'{folder}' exists: add --restore to continue that search, --overwrite to delete it and "
+                        "start over, or choose another --name")
+    if folder.is_symlink() or not folder.is_dir() or not is_search_folder(folder):
+        raise UserError(f"--overwrite deletes only a search this tool wrote, and '{folder}' is not one: "
+                        "move it away or choose another --name")
+    return True
+
+
+def check_writable(folder: Path) -> None:
+    """The search folder can be created: its nearest existing parent is a writable folder."""
+    parent = folder
+    while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        what = "a broken link" if parent.is_symlink() and not parent.exists() else "a file"
+        raise UserError(f"--outf: '{parent}' is {what}, not a folder: give --outf a folder")
+    try:
+        probe_writable(parent)
+    except OSError as err:
+        raise UserError(f"cannot write in '{parent}' ({err.strerror}): choose a writable --outf") from None
+
+
+def search_name(opt, explicit: set, space: dict) -> str:
+    """--name, else <model>_<dataset>_<class or 'classes'>_<time> (a rerun never overwrites)."""
+    if "name" in explicit:
+        return opt.name
+    target = ("classes" if {"abnormal_class", "normal_class"} & set(space)
+              else f"normal-{opt.normal_class}" if opt.normal_class is not None else opt.abnormal_class)
+    parts = [opt.model, opt.dataset, str(target or "all"), time.strftime("%Y%m%d-%H%M%S")]
+    return "_".join(p.replace("/", "-").replace(" ", "_") for p in parts)
+
+
+# ------------------------------------------------------------------ the command line
+
+def check_search(args, given: set, opt, space: dict, explicit: set) -> None:
+    """Settings a search cannot use, or that are each valid but make no sense together."""
+    niter = largest(space, "niter", opt.niter)
+    if args.scheduler == "asha":
+        if args.grace_period > niter:
+            raise UserError(f"--grace_period {args.grace_period} is more than the {niter} epochs a trial runs: "
+                            f"ASHA could never stop one early; give at most {niter}, or use --scheduler fifo")
+        searched = [name for name in PROBLEM_OPTIONS if name in space]
+        if searched:
+            raise UserError(f"--scheduler asha with a search over {', '.join(searched)}: ASHA would compare "
+                            "AUROCs of different problems and stop the hard ones; use --scheduler fifo")
+    elif "grace_period" in given:
+        raise UserError("--grace_period applies to --scheduler asha: add it, or drop --grace_period")
+    if (args.num_samples > 1 and opt.manualseed >= 0 and "manualseed" not in space
+            and all(kind == "grid" for kind, _ in space.values())):
+        raise UserError(f"--num_samples {args.num_samples} with --manualseed {opt.manualseed} and only grid values "
+                        "would train identical trials: leave --manualseed unset, or search it "
+                        '(e.g. "manualseed": {"grid": [0, 1, 2]}) with --num_samples 1')
+    models = set(space["model"][1]) if "model" in space else {opt.model}
+    if opt.load_weights is None and len(models) == 1:
+        options.check_model_options(opt, explicit)
+    if args.gpus_per_trial and (set(space["device"][1]) if "device" in space else {opt.device}) == {"cpu"}:
+        raise UserError(f"--gpus_per_trial {args.gpus_per_trial:g} with --device cpu: trials would hold GPUs "
+                        "they never use; drop --gpus_per_trial or use --device gpu")
+    if opt.load_weights == "run":
+        raise UserError("--load_weights without a path would load each trial's own new run: give a checkpoint "
+                        "or run folder")
+    if opt.load_weights is not None and not Path(opt.load_weights).exists():
+        raise UserError(f"--load_weights '{opt.load_weights}' does not exist: give a checkpoint or run folder")
+    if not class_names(opt.dataset) and not {"dataset", "dataroot"} & set(space):
+        root = Path(opt.dataroot)
+        if not ((root / opt.dataset).is_dir() or (root / "train").is_dir()):
+            raise UserError(f"dataset '{opt.dataset}' is not built in ({', '.join(DATASETS)}) and "
+                            f"'{root / opt.dataset}' does not exist: give --dataroot the folder that holds it")
+
+
+def main(argv):
+    parser = options.build_parser(PROG)
+    add_tune_arguments(parser)
+    parser.parse_args(argv)  # -h, and one-line errors for any flag
+    args, train_argv = tune_only_parser().parse_known_args(argv)
+    given = given_tune_options(argv)
+    explicit = options.explicit_options(train_argv, PROG)
+    raw = options.build_parser(PROG).parse_args(train_argv)
+    if "tune" in explicit and not raw.tune:
+        if given:
+            raise UserError(f"--{sorted(given)[0]} is for a search, and --tune False runs one plain training: "
+                            "drop one of them")
+        from lib.commands import train  # one plain training, through the same loop, no Ray
+        return train.main(train_argv)
+
+    # Everything the user can get wrong is checked here, before Ray starts.
+    check_resources(args)
+    opt = trial_options(vars(raw), {})
+    if opt.resume:
+        raise UserError("--resume continues one run: to continue a search, pass --name NAME --restore")
+    if opt.phase != "train":
+        raise UserError("a search trains: evaluate a run with train.py --phase test --load_weights RUN")
+    if opt.val_ratio <= 0:
+        raise UserError("a search ranks trials on the validation split: --val_ratio must be above 0")
+    if args.restore and "name" not in explicit:
+        raise UserError("--restore continues the search named by --name: give the name it printed")
+    actions = train_actions(options.build_parser(PROG))
+    base = trial_base(vars(raw))
+    space = read_space(args.space, actions, base)
+    check_search(args, given, opt, space, explicit)
+    name = search_name(opt, explicit, space)
+    check_name(name)
+    folder = Path(base["outf"]) / "tune" / name
+    replace = check_search_folder(folder, args.restore, raw.overwrite)
+    check_writable(folder)
+    objective = f"val_{HEADLINE[opt.metric]}"
+    address, source = cluster_address(args.address)
+    if address is None:
+        check_local_resources(args)
+    elif args.num_cpus is not None:
+        raise UserError(f"--num_cpus sets the CPUs of a Ray started here, not of the cluster {source} names "
+                        "(its machines set theirs with ray start --num-cpus): drop --num_cpus")
+    else:
+        check_reachable(address, source)
+
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    storage = str(Path(base["outf"]) / "tune")
+    if args.restore and not tune.Tuner.can_restore(str(folder)):
+        raise UserError(f"--restore: '{folder}' holds no search state to continue")
+    started_here = not ray.is_initialized()
+    try:
+        with held_stderr(address is not None and not opt.verbose):
+            if started_here:
+                join_or_start(ray, address, args.num_cpus, ROOT)
+            gpus = args.gpus_per_trial
+            if gpus is None:
+                gpus = 1 if opt.device == "gpu" and ray.cluster_resources().get("GPU", 0) > 0 else 0
+            check_cluster_fits(ray, args.cpus_per_trial, gpus, address or "this machine")
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, base=base, defaults=options.defaults(PROG),
+                                 explicit=explicit, run_prefix=f"tune/{name}/runs"),
+            {"cpu": args.cpus_per_trial, "gpu": gpus})
+        if replace:  # the last check has passed: the old search goes only now
+            try:
+                shutil.rmtree(folder)
+            except OSError as err:
+                raise UserError(f"--overwrite: cannot delete '{folder}' ({err.strerror})") from None
+        print(f"search '{name}': {folder} ({objective}, {args.scheduler}, {args.cpus_per_trial:g} CPU + "
+              f"{gpus:g} GPU per trial); continue it after an interruption with --name {name} --restore")
+        if args.restore:
+            tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            niter = largest(space, "niter", opt.niter)
+            scheduler = (ASHAScheduler(time_attr="epoch", max_t=niter, grace_period=args.grace_period,
+                                       reduction_factor=REDUCTION)
+                         if args.scheduler == "asha" else FIFOScheduler())
+            tuner = tune.Tuner(
+                trainable, param_space=ray_space(space),
+                tune_config=tune.TuneConfig(metric=objective, mode="max", num_samples=args.num_samples,
+                                            scheduler=scheduler,
+                                            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+                run_config=tune.RunConfig(name=name, storage_path=storage,
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        results = tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    return report(results, objective, space, raw, actions, name, folder)
+
+
+def report(results, objective, space, raw, actions, name, folder) -> int:
+    """Write results.csv, print the best trial and the train.py command that reproduces it."""
+    rows = sort_rows([trial_row(r, objective, space, folder / "runs") for r in results], objective)
+    write_text(folder / "results.csv", rows_csv(rows))
+    print(f"{len(rows)} trials: {folder / 'results.csv'}")
+    failed = sum(r["status"] == "error" for r in rows)
+    if failed:
+        print(f"warning: {failed} trial(s) failed; see the error column of results.csv", file=sys.stderr)
+    unfinished = len(rows) - results.num_terminated - results.num_errors
+    if unfinished:
+        print(f"search interrupted with {unfinished} trial(s) unfinished: continue it with "
+              f"--name {name} --restore", file=sys.stderr)
+    best = rows[0] if rows and not math.isnan(rows[0][objective]) else None
+    if best is None:
+        print(f"error: no trial reported {objective}", file=sys.stderr)
+        return 1
+    config = {k: best[k] for k in space}
+    best_opt = trial_options(vars(raw), {**config, "manualseed": best["seed"]})
+    command = command_line(vars(best_opt), actions, options.defaults(PROG))
+    write_text(folder / "best_command.txt", command + "\n")
+    print(f"best trial {best['trial']}: {objective} {best[objective]:.4f} (epoch {best['best_epoch']}), "
+          f"test auroc {best['test_auroc']:.4f}")
+    print("best config: " + (", ".join(f"{k}={v}" for k, v in config.items()) or "(nothing searched)"))
+    print(f"reproduce: {command}")
+    return 130 if unfinished else 0
+
