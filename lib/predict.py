@@ -94,7 +94,7 @@ def load_model(weights, defaults: dict, device: torch.device, validate=None):
 def check_batch_memory(opt, batchsize: int, device) -> None:
     """Refuse a batch whose scoring cannot fit in memory, before any of it is allocated."""
     template = checkpoint.networks_template(opt)
-    needed = network_bytes([template.generator, template.adversary], (batchsize, opt.nc, opt.isize, opt.isize),
+    needed = network_bytes(list(template.networks.values()), (batchsize, opt.nc, opt.isize, opt.isize),
                            training=False)
     check_fits(needed, f"scoring {batchsize} images of {opt.isize}x{opt.isize} at once", "lower --batchsize",
                device)

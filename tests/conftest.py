@@ -1,6 +1,8 @@
-"""Shared fixtures: tiny datasets in the real on-disk formats, and an offline torchvision."""
+"""Shared fixtures: one trained run for the whole session, tiny datasets in the real on-disk formats,
+and an offline torchvision."""
 import gzip
 import pickle
+import shutil
 import struct
 import sys
 import types
@@ -12,8 +14,31 @@ import pytest
 from PIL import Image
 
 from lib.models import MODELS
+from tests.helpers import ONE_EPOCH, RUN, train_cli
 
 MODELS.add("tests.toy_model")  # a third model, only for the tests: every generic test runs on it too
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """The run folder of `train.py ONE_EPOCH --outf out`, trained once per session: read it, never change it.
+
+    Tests compare runs with it byte for byte: a test that changes torch's thread count must restore it."""
+    cwd = tmp_path_factory.mktemp("trained_run")
+    train_cli([*ONE_EPOCH, "--outf", "out"], cwd)
+    return cwd / "out" / RUN
+
+
+@pytest.fixture
+def trained_run_copy(trained_run, tmp_path) -> Path:
+    """A copy of `trained_run` at tmp_path/out/skipganomaly/digits/3, to change, delete, lock or resume.
+
+    Its .lock file is copied as a finished run leaves it: the lock itself (an flock) is never copied,
+    and --resume continues in the copy's own folder.
+    """
+    copy = tmp_path / "out" / RUN
+    shutil.copytree(trained_run, copy)
+    return copy
 
 
 def make_cifar(root, n_per_class_train, n_per_class_test, seed=0):

@@ -17,18 +17,9 @@ import torch
 from lib import checkpoint, options
 from lib.errors import UserError
 from lib.schedules import make_schedulers
-from tests.cli import ROOT, TINY, one_line_error, process, train_cli
+from tests.helpers import ROOT, RUN, TINY, one_line_error, process
 
-RUN = "skipganomaly/digits/3"
 GIB = 1 << 30
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A finished 1-epoch run, never changed: each test tampers a copy of it."""
-    cwd = tmp_path_factory.mktemp("hostile")
-    train_cli([*TINY, "--model", "skipganomaly", "--niter", "1", "--outf", "out"], cwd)
-    return cwd / "out" / RUN
 
 
 def snapshot(folder: Path) -> dict:
@@ -36,12 +27,11 @@ def snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else "dir") for p in sorted(folder.rglob("*"))}
 
 
-
-
-def tampered_run(trained: Path, tmp_path: Path, tamper) -> Path:
-    """A copy of the run whose best.pt and last.pt have been through `tamper(ckpt) -> ckpt or None`."""
+def tampered_run(trained_run: Path, tmp_path: Path, tamper) -> Path:
+    """A copy of the session's finished run (conftest.py) whose best.pt and last.pt have been through
+    `tamper(ckpt) -> ckpt or None`."""
     run = tmp_path / "out" / RUN
-    shutil.copytree(trained, run)
+    shutil.copytree(trained_run, run)
     for name in ("best.pt", "last.pt"):
         path = run / "train" / "weights" / name
         ckpt = torch.load(path, weights_only=True)
@@ -154,9 +144,10 @@ COMMANDS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("case", TAMPERED)
-def test_a_checkpoint_edited_by_hand_is_refused_in_one_line_and_nothing_is_written(trained, tmp_path, case, command):
+def test_a_checkpoint_edited_by_hand_is_refused_in_one_line_and_nothing_is_written(trained_run, tmp_path, case,
+                                                                                   command):
     tamper, message = TAMPERED[case]
-    run = tampered_run(trained, tmp_path, tamper)
+    run = tampered_run(trained_run, tmp_path, tamper)
     before = snapshot(tmp_path)
     script, args = COMMANDS[command](run)
     proc = process(script, args, tmp_path)
@@ -166,8 +157,8 @@ def test_a_checkpoint_edited_by_hand_is_refused_in_one_line_and_nothing_is_writt
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["state", "history", "schedulers", "rng", "data_rng", "threshold"])
-def test_a_checkpoint_missing_any_entry_is_refused_naming_it(trained, tmp_path, key):
-    run = tampered_run(trained, tmp_path, drop(key))
+def test_a_checkpoint_missing_any_entry_is_refused_naming_it(trained_run, tmp_path, key):
+    run = tampered_run(trained_run, tmp_path, drop(key))
     before = snapshot(tmp_path)
     proc = process("predict.py", ["--path", run / "train" / "images", "--weights", run, "--device", "cpu"], tmp_path)
     one_line_error(proc, f"'{key}' is missing", "it was edited, or not written by this version")
@@ -175,24 +166,24 @@ def test_a_checkpoint_missing_any_entry_is_refused_naming_it(trained, tmp_path, 
 
 
 @pytest.mark.slow
-def test_loading_weights_into_a_new_run_refuses_a_damaged_checkpoint_before_creating_the_run(trained, tmp_path):
-    run = tampered_run(trained, tmp_path, set_in("options", "lr", -1.0))
+def test_loading_weights_into_a_new_run_refuses_a_damaged_checkpoint_before_creating_the_run(trained_run, tmp_path):
+    run = tampered_run(trained_run, tmp_path, set_in("options", "lr", -1.0))
     proc = process("train.py", [*TINY, "--outf", "fresh", "--load_weights", run], tmp_path)
     one_line_error(proc, "its options fail this version's checks (--lr must be positive")
     assert not (tmp_path / "fresh").exists()
 
 
 @pytest.mark.slow
-def test_resume_refuses_scheduler_and_optimiser_states_that_do_not_fit(trained, tmp_path):
+def test_resume_refuses_scheduler_and_optimiser_states_that_do_not_fit(trained_run, tmp_path):
     def tamper(ckpt):
         ckpt["schedulers"][0]["optimizer"] = {}  # would replace the scheduler's optimiser when loaded
-    run = tampered_run(trained, tmp_path, tamper)
+    run = tampered_run(trained_run, tmp_path, tamper)
     proc = process("train.py", ["--resume", run, "--device", "cpu"], tmp_path)
     one_line_error(proc, "'schedulers.0' sets 'optimizer'")
 
     def tamper_adam(ckpt):
         ckpt["state"]["optimizer_g"]["state"][0]["exp_avg"] = torch.zeros(2)
-    run = tampered_run(trained, tmp_path / "adam", tamper_adam)
+    run = tampered_run(trained_run, tmp_path / "adam", tamper_adam)
     proc = process("train.py", ["--resume", run, "--device", "cpu"], tmp_path)
     one_line_error(proc, "'state.optimizer_g.state.0.exp_avg' does not fit parameter 0")
 
@@ -218,17 +209,17 @@ def peak_memory(script, args, cwd) -> tuple[int, int, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("archive", ["a real checkpoint recompressed around 3.5 GiB of deflated zeros",
                                      "a hand-made zip whose member declares 64 GiB"])
-def test_a_small_file_that_would_inflate_to_gigabytes_is_refused_without_allocating(trained, tmp_path, archive):
+def test_a_small_file_that_would_inflate_to_gigabytes_is_refused_without_allocating(trained_run, tmp_path, archive):
     weights = tmp_path / "bomb.pt"
     if archive.startswith("a real"):
-        weights.write_bytes(bomb_in(trained / "train/weights/best.pt", 3584))
+        weights.write_bytes(bomb_in(trained_run / "train/weights/best.pt", 3584))
         fragment = "is a zip bomb"
     else:
         weights.write_bytes(declared_only(64 * GIB))
         fragment = "declares 64.0 GiB"
     assert weights.stat().st_size < 4 << 20
     (tmp_path / "images").mkdir()
-    shutil.copy(next((trained / "train/images").glob("*.png")), tmp_path / "images")
+    shutil.copy(next((trained_run / "train/images").glob("*.png")), tmp_path / "images")
     before = snapshot(tmp_path)
     peak, code, stderr = peak_memory("predict.py", ["--path", "images", "--weights", weights, "--out", "out",
                                                     "--device", "cpu"], tmp_path)
@@ -237,9 +228,9 @@ def test_a_small_file_that_would_inflate_to_gigabytes_is_refused_without_allocat
     assert snapshot(tmp_path) == before
 
 
-def test_the_archive_check_refuses_a_zip_bomb_in_milliseconds(trained, tmp_path):
+def test_the_archive_check_refuses_a_zip_bomb_in_milliseconds(trained_run, tmp_path):
     weights = tmp_path / "bomb.pt"
-    weights.write_bytes(bomb_in(trained / "train/weights/best.pt", 3584))
+    weights.write_bytes(bomb_in(trained_run / "train/weights/best.pt", 3584))
     start = time.perf_counter()
     with pytest.raises(UserError, match="inflates .* bytes to 3758096384"):
         checkpoint.load(weights)
@@ -252,15 +243,15 @@ def test_the_archive_check_refuses_a_zip_bomb_in_milliseconds(trained, tmp_path)
     ("directory of a million entries", "lists 1000000 entries"),
     ("plain pickle", "refusing to load"),
 ])
-def test_an_archive_that_is_cut_short_or_forged_is_refused_in_one_line(trained, tmp_path, damage, message):
-    real = (trained / "train/weights/best.pt").read_bytes()
+def test_an_archive_that_is_cut_short_or_forged_is_refused_in_one_line(trained_run, tmp_path, damage, message):
+    real = (trained_run / "train/weights/best.pt").read_bytes()
     if damage == "truncated":
         data = real[:len(real) // 2]
     elif damage == "plain pickle":
         data = b"\x80\x04" + real[4:]
     else:
         data = zip64_claim(real, 1_000_000)
-    run = tampered_run(trained, tmp_path, lambda c: data)
+    run = tampered_run(trained_run, tmp_path, lambda c: data)
     before = snapshot(tmp_path)
     proc = process("predict.py", ["--path", run / "train" / "images", "--weights", run, "--device", "cpu"], tmp_path)
     one_line_error(proc, message)
@@ -277,10 +268,10 @@ def zip64_claim(real: bytes, entries: int) -> bytes:
     return body + zip64 + locator + classic
 
 
-def test_a_real_checkpoint_recompressed_without_inflation_still_loads(trained, tmp_path):
+def test_a_real_checkpoint_recompressed_without_inflation_still_loads(trained_run, tmp_path):
     """Deflate by itself is no crime: only ratios no checkpoint has are refused."""
     weights = tmp_path / "deflated.pt"
-    with zipfile.ZipFile(trained / "train/weights/best.pt") as src, \
+    with zipfile.ZipFile(trained_run / "train/weights/best.pt") as src, \
             zipfile.ZipFile(weights, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info))
@@ -288,8 +279,8 @@ def test_a_real_checkpoint_recompressed_without_inflation_still_loads(trained, t
     assert ckpt["epoch"] == 1
 
 
-def test_the_checks_accept_every_checkpoint_a_run_writes(trained):
+def test_the_checks_accept_every_checkpoint_a_run_writes(trained_run):
     for name in ("best.pt", "last.pt"):
-        ckpt = checkpoint.load(trained / "train/weights" / name, defaults=options.defaults(),
+        ckpt = checkpoint.load(trained_run / "train/weights" / name, defaults=options.defaults(),
                                validate=options.validate)
         checkpoint.check_states(ckpt, options.parse(["--dataset", "digits"]), make_schedulers)

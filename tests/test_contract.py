@@ -1,7 +1,6 @@
 """The model contract, on every registered model: the two of the paper and the throwaway
 tests/toy_model.py (registered by conftest.py), which proves that a new model needs one
 file and one line and then trains, resumes, evaluates and predicts like the others."""
-import argparse
 import json
 import subprocess
 import sys
@@ -15,16 +14,14 @@ from lib.errors import UserError
 from lib.models import MODELS, build_model, register
 from lib.models.base import AnomalyModel
 from lib.run import make_schedulers
-from tests.cli import ROOT, TINY, run_main, train_cli
+from tests.helpers import ROOT, TINY, make_opt, run_main, train_cli
 
 GENERIC = sorted(MODELS)  # the toy model included
 
 
-def make_opt(**overrides):
-    opt = argparse.Namespace(**options.defaults())
-    opt.__dict__.update(isize=16, nc=3, ngf=8, ndf=8, nz=8, manualseed=0, n_critic=1)
-    opt.__dict__.update(overrides)
-    return opt
+def tiny_opt(name):
+    """Tiny options for model `name`; one critic step per generator step, so one step updates every network."""
+    return make_opt(model=name, n_critic=1)
 
 
 def batch(n=6, seed=0):
@@ -38,7 +35,7 @@ def test_the_toy_model_is_registered_by_its_one_line():
 @pytest.mark.parametrize("name", GENERIC)
 def test_a_step_returns_finite_losses_and_changes_every_network(name):
     torch.manual_seed(0)
-    model = build_model(make_opt(model=name), torch.device("cpu"))
+    model = build_model(tiny_opt(name), torch.device("cpu"))
     before = {n: [p.detach().clone() for p in net.parameters()] for n, net in model.networks.items()}
     losses = model.train_step(batch())
     assert losses and all(isinstance(v, float) and v == v and abs(v) != float("inf") for v in losses.values())
@@ -50,7 +47,7 @@ def test_a_step_returns_finite_losses_and_changes_every_network(name):
 @pytest.mark.parametrize("name", GENERIC)
 def test_scores_are_per_image_fp32_and_do_not_depend_on_the_batch(name):
     torch.manual_seed(0)
-    model = build_model(make_opt(model=name), torch.device("cpu"))
+    model = build_model(tiny_opt(name), torch.device("cpu"))
     for seed in range(2):
         model.train_step(batch(8, seed))
     images = batch(6, 5)
@@ -67,7 +64,7 @@ def test_the_speed_layer_changes_no_result(name):
     runs = []
     for fast in (False, True):
         torch.manual_seed(0)
-        model = build_model(make_opt(model=name), torch.device("cpu"), fast=fast)
+        model = build_model(tiny_opt(name), torch.device("cpu"), fast=fast)
         losses = [model.train_step(batch(8, seed)) for seed in range(3)]
         runs.append((losses, model.score(batch(5, 9))))
     (plain_losses, plain_scores), (fast_losses, fast_scores) = runs
@@ -79,7 +76,7 @@ def test_the_speed_layer_changes_no_result(name):
 @pytest.mark.parametrize("name", GENERIC)
 def test_a_checkpoint_restores_networks_optimisers_and_step(tmp_path, name):
     torch.manual_seed(0)
-    opt = make_opt(model=name)
+    opt = tiny_opt(name)
     a = build_model(opt, torch.device("cpu"))
     a.train_step(batch())
     checkpoint.save(tmp_path / "last.pt", {"state": a.state_dict()})

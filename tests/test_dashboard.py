@@ -20,8 +20,8 @@ from lib.metrics import roc_auc
 from lib.visdom_visualizer import VisdomVisualizer
 from lib.visualizer import NullVisualizer, env_name, make_visualizer
 from tests.conftest import make_folder_dataset
+from tests.helpers import ROOT, TINY
 
-ROOT = Path(__file__).resolve().parent.parent
 RUN = "w_skipganomaly/cifar10/airplane"
 # visdom 0.2.4 calls the deprecated Logger.warn when a client skips the incoming socket.
 pytestmark = pytest.mark.filterwarnings("ignore:The 'warn' method is deprecated:DeprecationWarning")
@@ -218,7 +218,6 @@ def test_display_off_draws_nothing_and_contacts_no_server():
 
 @pytest.mark.slow
 def test_a_run_without_display_never_loads_visdom(tmp_path):
-    from tests.cli import ROOT, TINY
     code = ("import sys, train; from lib.errors import run_cli; "
             f"code = run_cli(train.main, {[*TINY, '--niter', '1', '--outf', 'out']!r}); "
             "print('loaded:', sorted(m for m in ('visdom', 'requests') if m in sys.modules)); sys.exit(code)")
@@ -250,10 +249,11 @@ def test_a_port_that_is_not_visdom_counts_as_no_server(tmp_path):
                               "--directory", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while True:  # with nothing listening at all, the port would count as no server too
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
+            assert other.poll() is None and time.monotonic() < deadline, "http.server did not start"
             time.sleep(0.1)
         lines = []
         vis = make_visualizer(options(port), RUN, log=lines.append)

@@ -1,18 +1,16 @@
 """experiments/run_*.sh and tools.collect_results: class sweeps and the README's results table."""
-import csv
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from lib.errors import run_cli
 from tests.conftest import make_idx
+from tests.helpers import ROOT, read_csv
 from tools import collect_results
 
-ROOT = Path(__file__).resolve().parents[1]
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 # script -> (flags every run gets, its classes)
@@ -119,7 +117,7 @@ def fake_run(root, name, model, cls, seed, auroc, changed=(), dataset="cifar10")
 def collect(root, *args, out=None):
     out = out or root.parent / "table"
     assert run_cli(collect_results.main, [str(root), "--out", str(out), *args]) == 0
-    return out.with_suffix(".md").read_text(), list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
+    return out.with_suffix(".md").read_text(), read_csv(out.with_suffix(".csv"))
 
 
 def test_the_collector_builds_the_readme_table_with_means_and_seed_spread(tmp_path):

@@ -1,26 +1,18 @@
 """The Fashion-MNIST study's runner and report: real tiny runs, and the committed results."""
-import csv
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from experiments import fmnist_report, fmnist_setup, fmnist_study
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, read_csv, tiny, tool
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-TINY = ["--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--niter", "1", "--device", "cpu",
-        "--batchsize", "512", "--dataroot", str(FASHION)]
-
-
-def rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+# A budget for the study: TINY's networks for one epoch; the study sets the dataset, classes and seeds.
+BUDGET = [*tiny(dataset=None, abnormal_class=None, manualseed=None, print_freq=None, save_image_freq=None,
+                batchsize=512), "--niter", "1", "--dataroot", str(FASHION)]
 
 
 def test_the_study_page_is_exactly_what_the_committed_result_files_give(tmp_path):
@@ -41,7 +33,7 @@ def test_the_study_page_is_exactly_what_the_committed_result_files_give(tmp_path
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, monkeypatch):
-    monkeypatch.setitem(fmnist_setup.BUDGETS, "tiny", TINY)
+    monkeypatch.setitem(fmnist_setup.BUDGETS, "tiny", BUDGET)
     out, results = tmp_path / "runs", tmp_path / "results"
     results.mkdir()
     page = tmp_path / "fmnist_study.md"
@@ -51,9 +43,9 @@ def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, m
     assert fmnist_study.train(out, "tiny", "Skip-WGANomaly (score weight chosen on validation)",
                               "one-class", "Trouser", 0)
     assert fmnist_study.train(out, "tiny", "Skip-GANomaly", "curves", "Trouser", 0, 2)
-    fmnist_report.write_report(out, results, page, "tiny", " ".join(TINY))
+    fmnist_report.write_report(out, results, page, "tiny", " ".join(BUDGET))
 
-    table = rows(results / "runs_tiny.csv")
+    table = read_csv(results / "runs_tiny.csv")
     assert [(r["variant"], r["protocol"]) for r in table] == [
         ("Skip-GANomaly", "one-class"), ("Skip-WGANomaly (score weight chosen on validation)", "one-class")]
     trained = json.loads((out / "skip_ganomaly/one-class/trouser/seed0/results.json").read_text())
@@ -61,7 +53,7 @@ def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, m
     chosen = json.loads((out / "skip_wganomaly__score_weight_chosen_on_validation/one-class/trouser/seed0/"
                                 "results.json").read_text())["best"]["val"]["score_weight"]
     assert float(table[1]["score_weight"]) == chosen
-    curves = rows(results / "curves_tiny.csv")
+    curves = read_csv(results / "curves_tiny.csv")
     assert [int(r["epoch"]) for r in curves] == [1, 2]
     text = page.read_text()
     assert text.startswith("intro\n") and text.endswith("after\n") and "\nold\n" not in text
@@ -70,7 +62,7 @@ def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, m
     # Without the run folders the report rebuilds the same files and section from results/.
     before = {p.name: p.read_text() for p in results.iterdir()}
     shutil.rmtree(out)
-    fmnist_report.write_report(out, results, page, "tiny", " ".join(TINY))
+    fmnist_report.write_report(out, results, page, "tiny", " ".join(BUDGET))
     assert {p.name: p.read_text() for p in results.iterdir()} == before
     assert page.read_text() == text
 
@@ -80,9 +72,8 @@ def test_real_runs_reach_the_tables_and_survive_losing_their_folders(tmp_path, m
 @pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_epoch_speed_times_a_real_epoch_against_the_originals_rates(tmp_path):
     out = tmp_path / "epoch.json"
-    proc = subprocess.run([sys.executable, "-m", "experiments.epoch_speed", "--threads", "1",
-                           "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "256",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = tool("experiments.epoch_speed", ["--threads", "1", "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8",
+                                            "--batchsize", "256", "--out", out], ROOT)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result == json.loads(proc.stdout)
@@ -107,7 +98,6 @@ def test_epoch_speed_times_a_real_epoch_against_the_originals_rates(tmp_path):
      "train.py failed with exit code 2: error: unknown class 'hat'"),
 ])
 def test_epoch_speed_fails_with_one_line_naming_the_problem(args, message):
-    proc = subprocess.run([sys.executable, "-m", "experiments.epoch_speed", "--threads", "1", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = tool("experiments.epoch_speed", ["--threads", "1", *args], ROOT)
     assert proc.returncode == 2 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -1,10 +1,7 @@
 """`python predict.py`: scores, decisions and anomaly maps for new images from a trained run."""
-import csv
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +13,8 @@ import predict
 from lib.errors import UserError, run_cli
 from lib.predict import choose_threshold, map_name, strip
 from tests.conftest import make_folder_dataset
+from tests.helpers import process, read_csv, train_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 ISIZE = 16
 
 
@@ -30,10 +27,7 @@ def run(tmp_path_factory):
             "--ngf", "8", "--ndf", "8", "--nz", "8", "--niter", "1", "--device", "cpu",
             "--batchsize", "16", "--manualseed", "1", "--outf", "out", "--name", "run",
             "--model", "skipganomaly", "--val_ratio", "0"]
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    train_cli(args, cwd)
     return cwd, dataset, cwd / "out" / "run"
 
 
@@ -45,11 +39,6 @@ def score(argv, capsys):
         code = stop.code
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def mixed_folder(root, dataset):
@@ -69,8 +58,8 @@ def test_scores_are_identical_to_the_training_runs_evaluation_of_the_same_images
     cwd, dataset, folder = run
     code, out, _ = score(["--path", str(dataset / "test"), "--weights", str(folder), "--overwrite"], capsys)
     assert code == 0
-    predicted = rows(folder / "predict" / "predictions.csv")
-    trained = rows(folder / "histogram.csv")
+    predicted = read_csv(folder / "predict" / "predictions.csv")
+    trained = read_csv(folder / "histogram.csv")
     # Same images in the same (sorted) order: normal test folder, then abnormal.
     assert len(predicted) == len(trained) == 7
     for p, t in zip(predicted, trained):
@@ -86,7 +75,9 @@ def test_decisions_follow_the_stored_threshold_and_it_is_printed_with_how_it_was
     assert code == 0
     assert f"threshold: {stored['value']:.6g}, stored at training: 95th percentile" in out
     assert f"also stored: {stored['f1_optimal_test']:.6g}, F1-optimal on the labelled test set" in out
-    for row in rows(folder / "predict" / "predictions.csv"):
+    table = read_csv(folder / "predict" / "predictions.csv")
+    assert len(table) == 7
+    for row in table:
         expected = "abnormal" if float(row["score"]) >= stored["value"] else "normal"
         assert row["decision"] == expected
         # The score is the weighted sum of its two parts (--score_weight 0.9).
@@ -98,12 +89,12 @@ def test_threshold_option_overrides_and_an_image_at_the_threshold_is_abnormal(ru
     _, dataset, folder = run
     score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(tmp_path / "a"),
            "--maps", "none"], capsys)
-    scores = sorted(float(r["score"]) for r in rows(tmp_path / "a" / "predictions.csv"))
+    scores = sorted(float(r["score"]) for r in read_csv(tmp_path / "a" / "predictions.csv"))
     middle = repr(scores[3])
     code, out, _ = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out",
                           str(tmp_path / "b"), "--threshold", middle, "--maps", "none"], capsys)
     assert code == 0 and "given by --threshold" in out
-    decisions = [r["decision"] for r in sorted(rows(tmp_path / "b" / "predictions.csv"),
+    decisions = [r["decision"] for r in sorted(read_csv(tmp_path / "b" / "predictions.csv"),
                                                key=lambda r: float(r["score"]))]
     assert decisions == ["normal"] * 3 + ["abnormal"] * 4
     code, out, _ = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out",
@@ -118,7 +109,7 @@ def test_a_nested_mixed_folder_gives_one_row_and_one_map_per_readable_image(run,
     code, out, err = score(["--path", str(images), "--weights", str(folder / "train/weights/best.pt"),
                             "--out", str(tmp_path / "out"), "--batchsize", "3"], capsys)
     assert code == 0
-    table = rows(tmp_path / "out" / "predictions.csv")
+    table = read_csv(tmp_path / "out" / "predictions.csv")
     assert sorted(Path(r["path"]).relative_to(images).as_posix() for r in table) == \
         ["a/same.png", "b/deeper/big.jpg", "b/deeper/grey.png", "b/same.png"]
     assert "scored 4 image(s)" in out
@@ -137,11 +128,11 @@ def test_an_image_scores_the_same_alone_as_inside_a_folder_batch(run, capsys, tm
     code, _, _ = score(["--path", str(image), "--weights", str(folder), "--out", str(tmp_path / "one")],
                        capsys)
     assert code == 0
-    (row,) = rows(tmp_path / "one" / "predictions.csv")
+    (row,) = read_csv(tmp_path / "one" / "predictions.csv")
     assert (tmp_path / "one" / "maps" / "img_0.bmp.png").is_file()
     score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(tmp_path / "all"),
            "--maps", "none"], capsys)
-    in_folder = {r["path"]: r for r in rows(tmp_path / "all" / "predictions.csv")}
+    in_folder = {r["path"]: r for r in read_csv(tmp_path / "all" / "predictions.csv")}
     assert float(row["score"]) == pytest.approx(float(in_folder[str(image)]["score"]), abs=1e-5)
 
 
@@ -149,7 +140,7 @@ def test_maps_none_writes_scores_only(run, capsys, tmp_path):
     _, dataset, folder = run
     code, _, _ = score(["--path", str(dataset / "test/0.normal"), "--weights", str(folder),
                         "--out", str(tmp_path), "--maps", "none"], capsys)
-    assert code == 0 and len(rows(tmp_path / "predictions.csv")) == 4
+    assert code == 0 and len(read_csv(tmp_path / "predictions.csv")) == 4
     assert not (tmp_path / "maps").exists()
 
 
@@ -183,9 +174,7 @@ def test_a_checkpoint_without_a_threshold_asks_for_one():
 @pytest.mark.slow
 def test_a_missing_path_is_a_one_line_error_with_exit_code_2(run):
     cwd, _, folder = run
-    proc = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--path", "nowhere",
-                           "--weights", str(folder), "--out", "fresh"], cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    proc = process("predict.py", ["--path", "nowhere", "--weights", folder, "--out", "fresh"], cwd)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: --path 'nowhere' does not exist; give an "
                                                 "image file or a folder of images"]
@@ -193,10 +182,13 @@ def test_a_missing_path_is_a_one_line_error_with_exit_code_2(run):
 
 
 class Payload:
-    """Unpickling this would run code; weights_only loading must refuse it."""
+    """Unpickling this would run code (create `marker`); weights_only loading must refuse it."""
+
+    def __init__(self, marker):
+        self.marker = marker
 
     def __reduce__(self):
-        return (os.system, ("echo pwned",))
+        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.mark.parametrize("kind", ["random bytes", "pickle with code", "foreign checkpoint",
@@ -212,12 +204,12 @@ def test_a_checkpoint_of_the_wrong_kind_is_refused_with_one_line(run, capsys, tm
         weights.write_bytes(os.urandom(256))
     elif kind == "pickle with code":
         with open(weights, "wb") as f:
-            pickle.dump({"format": "skip-wganomaly/1", "state": Payload()}, f, protocol=2)
+            pickle.dump({"format": "skip-wganomaly/1", "state": Payload(tmp_path / "pwned")}, f, protocol=2)
     else:
         torch.save({"state_dict": {"w": torch.zeros(2)}}, weights)
     code, out, err = score(["--path", str(dataset / "test"), "--weights", str(weights),
                             "--out", str(tmp_path / "out")], capsys)
-    assert code == 2 and "pwned" not in out
+    assert code == 2 and not (tmp_path / "pwned").exists()
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
@@ -255,9 +247,7 @@ def test_a_folder_of_only_unreadable_images_is_an_error_that_writes_nothing(run,
 # --- bad input of predict.py's own, and earlier outputs it must never lose --------------------------
 def predict_process(args, cwd):
     """A real `python predict.py ARGS` process (str arguments may carry undecodable bytes)."""
-    return subprocess.run([sys.executable, str(ROOT / "predict.py"), *map(str, args), "--device", "cpu"], cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          errors="backslashreplace")
+    return process("predict.py", [*args, "--device", "cpu"], cwd, errors="backslashreplace")
 
 
 def refused(code, err, *fragments):
@@ -291,7 +281,7 @@ def test_a_batchsize_larger_than_the_images_scores_them_in_one_batch(run, capsys
     _, dataset, folder = run
     code, _, _ = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(tmp_path / "o"),
                         "--batchsize", str(2**31 - 1), "--maps", "none"], capsys)
-    assert code == 0 and len(rows(tmp_path / "o" / "predictions.csv")) == 7
+    assert code == 0 and len(read_csv(tmp_path / "o" / "predictions.csv")) == 7
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
@@ -344,7 +334,7 @@ def test_overwrite_replaces_the_predictions_and_their_maps_whole(run, capsys, tm
     code, _, _ = score(["--path", str(dataset / "test/0.normal"), "--weights", str(folder),
                         "--out", str(tmp_path / "o"), "--overwrite"], capsys)
     assert code == 0
-    table = rows(tmp_path / "o" / "predictions.csv")
+    table = read_csv(tmp_path / "o" / "predictions.csv")
     maps = sorted((tmp_path / "o" / "maps").rglob("*.png"))
     assert len(table) == len(maps) == 4  # the strips of the earlier run's other images are gone
     assert sorted(r["map"] for r in table) == sorted(map(str, maps))
@@ -406,7 +396,7 @@ def test_images_inside_out_are_refused_and_an_out_inside_the_images_is_left_out_
     code, _, _ = score(["--path", str(images), "--weights", str(folder), "--out", str(images / "scored")], capsys)
     assert code == 0
     code, _, _ = score(["--path", str(images), "--weights", str(folder), "--out", str(images / "again")], capsys)
-    assert code == 0 and len(rows(images / "again" / "predictions.csv")) == 4  # its own earlier maps not scored
+    assert code == 0 and len(read_csv(images / "again" / "predictions.csv")) == 4  # its own earlier maps not scored
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -477,7 +467,7 @@ def test_images_of_every_depth_and_mode_score_like_their_8_bit_copy_or_are_refus
     code, _, err = score(["--path", str(images), "--weights", str(folder), "--out", str(tmp_path / "o"),
                           "--maps", "none"], capsys)
     assert code == 0
-    scores = {Path(r["path"]).name: float(r["score"]) for r in rows(tmp_path / "o" / "predictions.csv")}
+    scores = {Path(r["path"]).name: float(r["score"]) for r in read_csv(tmp_path / "o" / "predictions.csv")}
     for name, reference in expected.items():
         if reference is None:  # no known intensity range: refused, with the reason, never clipped
             assert name not in scores and name in err and "intensit" in err, (name, err)

@@ -13,20 +13,8 @@ import torch
 
 from lib import checkpoint, files
 from lib.errors import UserError
-from tests.cli import ROOT, TINY, one_line_error, train_cli as train
 from tests.conftest import make_folder_dataset
-
-RUN = "skipganomaly/digits/3"
-
-
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A finished 1-epoch Skip-GANomaly run to load, resume and tamper with."""
-    cwd = tmp_path_factory.mktemp("trained")
-    train([*TINY, "--model", "skipganomaly", "--niter", "1", "--outf", "out"], cwd)
-    return cwd, cwd / "out" / RUN
+from tests.helpers import ONE_EPOCH, ROOT, RUN, TINY, one_line_error, tiny, train_cli as train
 
 
 def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(tmp_path):
@@ -51,17 +39,16 @@ def test_a_file_that_is_not_a_checkpoint_gives_a_clear_error(tmp_path):
     one_line_error(proc, "cannot read checkpoint")
 
 
-def test_a_checkpoint_of_another_model_is_refused_naming_the_setting(trained, tmp_path):
-    _, run = trained
+def test_a_checkpoint_of_another_model_is_refused_naming_the_setting(trained_run_copy, tmp_path):
+    # A copy: were the refusal lost, the resume would train on in the run it names.
     proc = train(["--dataset", "digits", "--abnormal_class", "3", "--model", "w_skipganomaly",
-                  "--resume", str(run)], tmp_path, check=False)
+                  "--resume", str(trained_run_copy)], tmp_path, check=False)
     one_line_error(proc, "--model skipganomaly, not w_skipganomaly")
 
 
-def test_incompatible_network_settings_name_the_setting_that_differs(trained, tmp_path):
-    _, run = trained
+def test_incompatible_network_settings_name_the_setting_that_differs(trained_run, tmp_path):
     proc = train(["--dataset", "digits", "--abnormal_class", "3", "--ngf", "16", "--phase", "test",
-                  "--load_weights", str(run)], tmp_path, check=False)
+                  "--load_weights", str(trained_run)], tmp_path, check=False)
     one_line_error(proc, "--ngf 8, not 16")
 
 
@@ -72,8 +59,7 @@ def test_an_unwritable_output_folder_fails_before_training(tmp_path):
 
 
 def test_a_batch_larger_than_the_training_set_with_droplast_fails_before_writing(tmp_path):
-    args = [a if a != "64" else "4096" for a in TINY]
-    proc = train([*args, "--niter", "1", "--outf", "out"], tmp_path, check=False)
+    proc = train([*tiny(batchsize=4096), "--niter", "1", "--outf", "out"], tmp_path, check=False)
     one_line_error(proc, "--no-droplast")
     assert not (tmp_path / "out").exists()
 
@@ -107,10 +93,9 @@ def test_missing_checkpoint_names_what_it_looked_for(tmp_path):
         checkpoint.load(tmp_path)
 
 
-def test_two_runs_with_the_same_seed_give_identical_scores(trained, tmp_path):
-    cwd, run = trained
-    train([*TINY, "--model", "skipganomaly", "--niter", "1", "--outf", "again"], tmp_path)
-    assert (tmp_path / "again" / RUN / "histogram.csv").read_bytes() == (run / "histogram.csv").read_bytes()
+def test_two_runs_with_the_same_seed_give_identical_scores(trained_run, tmp_path):
+    train([*ONE_EPOCH, "--outf", "again"], tmp_path)
+    assert (tmp_path / "again" / RUN / "histogram.csv").read_bytes() == (trained_run / "histogram.csv").read_bytes()
 
 
 @pytest.mark.slow
@@ -139,8 +124,9 @@ def test_a_signal_mid_epoch_saves_a_checkpoint_and_resume_ends_like_an_uninterru
     assert (tmp_path / "cut" / RUN / "histogram.csv").read_bytes() == straight
 
 
-FOLDER = ["--dataset", "custom", "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "4",
-          "--device", "cpu", "--niter", "1", "--outf", "out"]
+# TINY's networks on a folder dataset, which has no class to choose: its folders say what is abnormal.
+FOLDER = [*tiny(dataset="custom", abnormal_class=None, manualseed=None, print_freq=None, save_image_freq=None,
+                batchsize=4), "--niter", "1", "--outf", "out"]
 
 
 @pytest.mark.parametrize("breakage,message", [

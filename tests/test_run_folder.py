@@ -14,11 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import ROOT, TINY, one_line_error, process, train_cli
 from tests.conftest import make_folder_dataset
-
-RUN = "skipganomaly/digits/3"
-ONE_EPOCH = [*TINY, "--model", "skipganomaly", "--niter", "1"]
+from tests.helpers import ONE_EPOCH, ROOT, RUN, TINY, one_line_error, process
 
 
 def snapshot(folder: Path) -> dict:
@@ -32,21 +29,10 @@ def snapshot(folder: Path) -> dict:
     return out
 
 
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished one-epoch run, written once; each test works on its own copy."""
-    cwd = tmp_path_factory.mktemp("finished")
-    train_cli([*ONE_EPOCH, "--outf", "out"], cwd)
-    return cwd / "out"
-
-
 @pytest.fixture
-def run(finished, tmp_path):
-    """(working directory, run folder) holding a copy of the finished run."""
-    shutil.copytree(finished, tmp_path / "out")
-    return tmp_path, tmp_path / "out" / RUN
+def run(trained_run_copy, tmp_path):
+    """(working directory, run folder): the session's finished `ONE_EPOCH --outf out` run, copied to ./out."""
+    return tmp_path, trained_run_copy
 
 
 @pytest.mark.slow
@@ -62,14 +48,20 @@ def test_the_same_command_twice_refuses_and_leaves_the_first_run_whole(run):
 def test_overwrite_deletes_the_old_run_and_leaves_only_the_new_one(run):
     cwd, folder = run
     (folder / "my_notes.txt").write_text("mine")
-    old_images = set(p.name for p in (folder / "train" / "images").iterdir())
+    images = folder / "train" / "images"
+    one_epochs_images = set(p.name for p in images.iterdir())  # what the new run writes again
+    # What the old run wrote and the new one does not: a later epoch's images, and predictions.
+    shutil.copy(images / "fixed_normal_epoch_001.png", images / "fixed_normal_epoch_002.png")
+    (folder / "predict").mkdir()
+    (folder / "predict" / "predictions.csv").write_text("path,score\n")
     proc = process("train.py", [*ONE_EPOCH, "--outf", "out", "--manualseed", "7", "--overwrite"], cwd)
     assert proc.returncode == 0, proc.stderr
     assert "manualseed: 7" in (folder / "opt.txt").read_text()
     log = (folder / "loss_log.txt").read_text()
     assert log.count("Training Loss") == 1 and log.count("epoch 1/1") == 1
     assert (folder / "my_notes.txt").read_text() == "mine"  # not the tool's: left alone
-    assert set(p.name for p in (folder / "train" / "images").iterdir()) == old_images
+    assert set(p.name for p in images.iterdir()) == one_epochs_images
+    assert not (folder / "predict").exists()
 
 
 @pytest.mark.slow

@@ -1,19 +1,14 @@
 """The models' steps train as the oracle's (tests/reference_steps.py), with and without the speed layer;
 the speed layer's pieces match the kernels they replace."""
-import argparse
-from pathlib import Path
-
 import pytest
 import torch
 
-from lib import options
 from lib.fast.adam import ChannelsLastAdam
 from lib.fast.matmul import MatmulConv2d, MatmulConvTranspose2d, use_matmul_convolutions
 from lib.models import MODELS
 from lib.networks import UNet
 from tests import reference_steps
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import make_opt
 
 SETTINGS = [("skipganomaly", {}), ("skipganomaly", {"noise_std": 0.1}),
             ("w_skipganomaly", {"wgan": "gp"}), ("w_skipganomaly", {"wgan": "clip"})]
@@ -28,17 +23,11 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def make_opt(**overrides):
-    opt = argparse.Namespace(**options.defaults())
-    opt.__dict__.update(isize=16, nc=3, ngf=8, ndf=8, nz=8, n_critic=2)
-    opt.__dict__.update(overrides)
-    return opt
-
-
 def train(name, fast, steps=4, amp=None, reference=False, **overrides):
     """A model after `steps` steps: its own step (`fast` on or off), or the oracle's (`reference`)."""
     torch.manual_seed(0)
-    model = MODELS[name](make_opt(model=name, **overrides), torch.device("cpu"), fast=fast, amp=amp)
+    opt = make_opt(model=name, n_critic=2, **overrides)  # Skip-WGANomaly's generator steps twice in 4 steps
+    model = MODELS[name](opt, torch.device("cpu"), fast=fast, amp=amp)
     step = (lambda x: reference_steps.STEPS[name](model, x)) if reference else model.train_step
     data = torch.Generator().manual_seed(1)
     losses = [step(torch.rand(8, 3, 16, 16, generator=data) * 2 - 1) for _ in range(steps)]

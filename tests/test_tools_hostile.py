@@ -14,18 +14,11 @@ import pytest
 import torch
 
 from experiments import fmnist_report, fmnist_study
-from tests.cli import ROOT
+from tests.helpers import ROOT, tool
 from tests.test_experiments import fake_run
 
 BIG = "99999999999999999999"  # beyond int64
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-def tool(module: str, args, cwd) -> subprocess.CompletedProcess:
-    """A real `python -m MODULE ARGS` process in `cwd`, finding the modules as from the repository root."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
 
 
 def refused(proc, fragment: str, code: int = 2) -> str:

@@ -1,5 +1,4 @@
 """train_tune.py: Ray Tune searches on a real local Ray (2 CPUs) and tiny data."""
-import csv
 import json
 import math
 import os
@@ -14,18 +13,12 @@ import train
 import train_tune
 from lib.errors import run_cli
 from tests.conftest import make_cifar
+from tests.helpers import ROOT, read_csv, tiny
 
-ROOT = Path(__file__).resolve().parents[1]
-# scikit-learn's 8x8 digits: no files needed, a whole epoch takes about a second.
 CPUS = str(min(2, len(os.sched_getaffinity(0))))
-TINY = ["--dataset", "digits", "--abnormal_class", "0", "--isize", "8", "--ngf", "8", "--ndf", "8",
-        "--nz", "8", "--batchsize", "64", "--device", "cpu", "--manualseed", "1", "--num_cpus", CPUS]
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
+# TINY with anomaly class 0, logging at train.py's default intervals.
+TRAIN_ARGS = tiny(abnormal_class=0, print_freq=None, save_image_freq=None)
+SEARCH = [*TRAIN_ARGS, "--num_cpus", CPUS]
 
 def write_space(tmp_path, space, name="space.json"):
     path = tmp_path / name
@@ -46,7 +39,7 @@ def test_a_search_ranks_trials_on_validation_and_prints_a_command_that_reproduce
     monkeypatch.chdir(tmp_path)  # train.py also writes ./histogram.csv
     out = tmp_path / "out"
     space = write_space(tmp_path, {"w_con": {"grid": [1, 200]}})
-    code, stdout = search(TINY + ["--niter", "2", "--lr", "0.005", "--outf", str(out), "--name", "wcon",
+    code, stdout = search(SEARCH + ["--niter", "2", "--lr", "0.005", "--outf", str(out), "--name", "wcon",
                                   "--space", space, "--scheduler", "asha", "--grace_period", "2"], capsys)
     assert code == 0
     rows = read_csv(out / "tune" / "wcon" / "results.csv")
@@ -107,7 +100,7 @@ def test_a_class_sweep_is_one_command_with_one_row_per_class(tmp_path, capsys):
 def test_overwrite_replaces_a_finished_search_and_its_trials_start_afresh(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    argv = TINY + ["--niter", "1", "--outf", str(out), "--name", "again",
+    argv = SEARCH + ["--niter", "1", "--outf", str(out), "--name", "again",
                    "--space", write_space(tmp_path, {"w_con": {"grid": [1]}})]
     assert search(argv, capsys)[0] == 0
     folder = out / "tune" / "again"
@@ -136,9 +129,9 @@ BAD_SPACES = {
 
 
 def test_bad_space_files_fail_before_ray_starts_with_one_line(tmp_path):
-    cases = {name: TINY + ["--outf", str(tmp_path / "out"), "--space", write_space(tmp_path, text, f"{i}.json")]
+    cases = {name: SEARCH + ["--outf", str(tmp_path / "out"), "--space", write_space(tmp_path, text, f"{i}.json")]
              for i, (name, (text, _)) in enumerate(BAD_SPACES.items())}
-    cases["missing file"] = TINY + ["--space", str(tmp_path / "none.json")]
+    cases["missing file"] = SEARCH + ["--space", str(tmp_path / "none.json")]
     script = f"""
 import contextlib, io, json, sys
 import train_tune
@@ -172,7 +165,7 @@ def test_tune_false_trains_once_and_neither_script_imports_ray(tmp_path):
     # One process for both checks: starting Python with torch costs seconds.
     script = ("import sys, train; assert 'ray' not in sys.modules, 'train.py imports ray'; "
               "import train_tune; from lib.errors import run_cli; "
-              f"code = run_cli(train_tune.main, {TINY[:-2] + ['--niter', '1', '--outf', str(tmp_path)]!r} "
+              f"code = run_cli(train_tune.main, {TRAIN_ARGS + ['--niter', '1', '--outf', str(tmp_path)]!r} "
               "+ ['--tune', 'False']); assert 'ray' not in sys.modules, '--tune False imports ray'; "
               "sys.exit(code)")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from tests.cli import process
+from tests.helpers import process, tiny
 
-TINY = ["--dataset", "digits", "--abnormal_class", "0", "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8",
-        "--batchsize", "64", "--device", "cpu", "--niter", "2"]
+# TINY with anomaly class 0 for 2 epochs, and no seed (a fixed seed with --num_samples > 1 is refused on its own).
+SEARCH = tiny(abnormal_class=0, manualseed=None, print_freq=None, save_image_freq=None, niter=2)
 # More CPUs than any test machine has: a space that passes its checks is refused here, before Ray.
 TOO_MANY_CPUS = ["--cpus_per_trial", "100000"]
 
@@ -25,10 +25,10 @@ def snapshot(folder):
             for p in sorted(folder.rglob("*"))}
 
 
-def refused(tmp_path, args, fragment, tiny=TINY):
+def refused(tmp_path, args, fragment, search=SEARCH):
     """Run train_tune.py ARGS in tmp_path; assert it refused with one line holding `fragment`, writing nothing."""
     before = snapshot(tmp_path)
-    done = process("train_tune.py", [*tiny, "--outf", tmp_path / "out", *args], tmp_path)
+    done = process("train_tune.py", [*search, "--outf", tmp_path / "out", *args], tmp_path)
     lines = done.stderr.splitlines()
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
@@ -246,5 +246,5 @@ def test_settings_that_cannot_work_together_are_refused_before_ray_starts(tmp_pa
 
 
 def test_a_folder_dataset_that_is_not_there_is_refused_before_ray_starts(tmp_path):
-    folder_dataset = [a for a in TINY if a not in ("--abnormal_class", "0")] + ["--dataset", "mine"]
-    refused(tmp_path, ["--dataroot", "data"], "'data/mine' does not exist", tiny=folder_dataset)
+    folder_dataset = [a for a in SEARCH if a not in ("--abnormal_class", "0")] + ["--dataset", "mine"]
+    refused(tmp_path, ["--dataroot", "data"], "'data/mine' does not exist", search=folder_dataset)

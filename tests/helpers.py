@@ -1,5 +1,8 @@
-"""Run the command-line entry points as a user would, in-process (fast) or as a real process."""
+"""What the tests share: the tiny run's arguments, running the commands as a user would (in-process,
+fast, or as a real process), tiny model options, and reading a CSV file."""
+import argparse
 import contextlib
+import csv
 import io
 import os
 import subprocess
@@ -8,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import train
+from lib import options
 from lib.errors import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,6 +19,34 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--dataset", "digits", "--abnormal_class", "3", "--isize", "8", "--ngf", "8", "--ndf", "8",
         "--nz", "8", "--batchsize", "64", "--device", "cpu", "--manualseed", "1", "--print_freq", "5",
         "--save_image_freq", "10"]
+# The run most tests read: one epoch of Skip-GANomaly (tests/conftest.py trains it once, `trained_run`).
+ONE_EPOCH = [*TINY, "--model", "skipganomaly", "--niter", "1"]
+RUN = "skipganomaly/digits/3"  # where a TINY Skip-GANomaly run lands below --outf
+
+
+def tiny(**flags) -> list[str]:
+    """TINY with flags changed (`abnormal_class=0`), added (`niter=2`) or left out (`manualseed=None`)."""
+    args = dict(zip(TINY[::2], TINY[1::2]))
+    for name, value in flags.items():
+        if value is None:
+            del args[f"--{name}"]
+        else:
+            args[f"--{name}"] = str(value)
+    return [item for pair in args.items() for item in pair]
+
+
+def make_opt(**overrides) -> argparse.Namespace:
+    """train.py's default options with tiny networks (16x16 colour images), for building a model directly."""
+    opt = argparse.Namespace(**options.defaults())
+    opt.__dict__.update(isize=16, nc=3, ngf=8, ndf=8, nz=8)
+    opt.__dict__.update(overrides)
+    return opt
+
+
+def read_csv(path) -> list[dict]:
+    """The rows of a CSV file with a header line."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @dataclass
@@ -53,6 +85,13 @@ def process(script, args, cwd, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def tool(module: str, args, cwd) -> subprocess.CompletedProcess:
+    """A real `python -m MODULE ARGS` process in `cwd`, finding the modules as from the repository root."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
 def one_line_error(proc, *fragments) -> None:
