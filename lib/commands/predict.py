@@ -91,9 +91,7 @@ def main(argv):
 
     epoch = ckpt.get("epoch")
     print(f"model: {opt.model} (isize {opt.isize}, nc {opt.nc}) from {ckpt['path']}, epoch {epoch}")
-    chosen = " (chosen on the validation split)" if model.choose_score_weight else ""
-    w = model.score_weight
-    print(f"score = {w:g} x image MSE + {1 - w:g} x feature MSE{chosen}")
+    print(model.score_description())
     if "epoch" in stored and stored["epoch"] != epoch:
         print(f"notice: the stored threshold was chosen at epoch {stored['epoch']}, these weights are "
               f"from epoch {epoch}; use best.pt or pass --threshold")

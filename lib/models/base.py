@@ -71,6 +71,10 @@ class AnomalyModel(abc.ABC):
         """Whether torch.compile can take that network (not with a double backward through it)."""
         return True
 
+    def score_description(self) -> str:
+        """One line for predict.py: what the score is."""
+        return f"score: {type(self).__name__}'s anomaly score (higher = more anomalous)"
+
     def after_update(self, losses: dict[str, float]) -> None:
         """Act on a step's losses once they are floats (`update` itself never waits for the device)."""
 

@@ -114,6 +114,11 @@ class SkipGANomaly(AnomalyModel):
                                                         self.score_weight)
         return {"score": score, "reconstruction": reconstruction, "features": features, "fake": fake}
 
+    def score_description(self) -> str:
+        chosen = " (chosen on the validation split)" if self.choose_score_weight else ""
+        w = self.score_weight
+        return f"score = {w:g} x image MSE + {1 - w:g} x feature MSE{chosen}"
+
     def extra_state(self) -> dict:
         return {"score_weight": self.score_weight}
 
