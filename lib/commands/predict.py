@@ -1,12 +1,4 @@
-"""Score new images with a trained Skip-GANomaly / Skip-WGANomaly model.
-
-    python predict.py --path IMAGE_OR_FOLDER --weights RUN_DIR_OR_CHECKPOINT
-
-Writes predictions.csv (path, score, its reconstruction and feature parts, normal/abnormal)
-and one strip per image (input | reconstruction | error heatmap) into --out. The model,
-image size and channels come from the checkpoint. An --out holding earlier predictions is
-refused unless --overwrite is given; a run that fails leaves --out as it was.
-"""
+"""The code of predict.py (its docstring has the usage): score new images with a trained run."""
 import argparse
 import shutil
 import sys

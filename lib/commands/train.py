@@ -1,7 +1,4 @@
-"""Train (or, with --phase test, evaluate) Skip-GANomaly / Skip-WGANomaly.
-
-    python train.py --dataset cifar10 --abnormal_class airplane --model w_skipganomaly
-"""
+"""The code of train.py (its docstring has the usage): train, or with --phase test evaluate, one run."""
 import json
 import sys
 from pathlib import Path

@@ -1,14 +1,4 @@
-"""Search train.py's options with Ray Tune; each trial is one train.py run.
-
-    python train_tune.py --dataset cifar10 --abnormal_class bird --model w_skipganomaly \
-        --space experiments/tune_space.json --num_samples 1 --scheduler asha
-
-Trials are ranked by the validation metric (held-out normal and abnormal images,
-disjoint from the test set); test AUROC is only recorded. `--tune False` runs one
-plain training instead, without Ray. Everything a user can get wrong is refused
-with one line before Ray starts (or, for what only the cluster knows, before the
-search writes anything).
-"""
+"""The code of train_tune.py (its docstring has the usage and what is checked before Ray starts)."""
 import argparse
 import math
 import os
