@@ -418,6 +418,5 @@ def check_states(ckpt: dict, opt, make_schedulers=None) -> None:
     """
     stored = argparse.Namespace(**{**vars(opt), **ckpt["options"]})
     template = networks_template(stored)
-    schedulers = (make_schedulers(stored, list(template.optimizers.values())) if make_schedulers is not None
-                  else None)
+    schedulers = make_schedulers(stored, template.optimizers) if make_schedulers is not None else None
     check_networks(ckpt, template, schedulers)

@@ -1,27 +1,21 @@
 """Learning-rate schedules: the original's --lr_policy, stepped once per epoch.
 
-Owns building one scheduler per optimiser, re-applying the rule after a resume, and
-stepping them when an epoch ends. A model's optimisers may come as a list or as a
-dict of named optimisers; either way they are taken in their order.
+Owns building one scheduler per optimiser (a model's named optimisers, in their order),
+re-applying the rule after a resume, and stepping them when an epoch ends.
 """
 import warnings
 
 import torch
 
 
-def optimizer_list(optimizers) -> list:
-    """A model's optimisers in their order, whether named (dict) or listed."""
-    return list(optimizers.values()) if isinstance(optimizers, dict) else list(optimizers)
-
-
-def current_lr(optimizers) -> float:
+def current_lr(optimizers: dict) -> float:
     """The learning rate metrics.csv reports: the first optimiser's (every one follows the same rule)."""
-    return optimizer_list(optimizers)[0].param_groups[0]["lr"]
+    return next(iter(optimizers.values())).param_groups[0]["lr"]
 
 
-def make_schedulers(opt, optimizers) -> list:
-    """One scheduler per optimiser, in their order, for --lr_policy lambda, step or plateau."""
-    optimizers = optimizer_list(optimizers)
+def make_schedulers(opt, optimizers: dict) -> list:
+    """One scheduler per named optimiser, in their order, for --lr_policy lambda, step or plateau."""
+    optimizers = list(optimizers.values())
     if opt.lr_policy == "lambda":
         # pix2pix: constant for --niter epochs, then linear decay over --niter_decay.
         rule = lambda e: 1.0 - max(0, e + 1 + opt.iter - opt.niter) / float(opt.niter_decay + 1)  # noqa: E731

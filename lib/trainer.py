@@ -1,14 +1,11 @@
 """The one training loop for every model: epochs, evaluation, checkpoints, logs.
 
-Read it top to bottom in `fit`. What a model must offer:
-- `train_step(images) -> dict[str, float]`: one update on a float batch in [-1, 1]; its losses;
-- `score_parts(images) -> dict[str, Tensor]`: per image a "score" (higher = more anomalous),
-  its reconstruction "fake", and any other parts of the score ("reconstruction" and "features"
-  today), each of which gets its own AUROC in metrics.csv;
-- `state_dict()` / `load_state_dict(state, weights_only=False)`;
-- `optimizers`: a list or a dict by name; each gets a learning-rate scheduler;
-- `choose_score_weight` and `score_weight`: whether --score_weight val picks the weight of its
-  "reconstruction" and "features" parts on the validation labels, and the weight in use.
+Read it top to bottom in `fit`. A model is an `AnomalyModel` (lib/models/base.py); the loop
+uses its `train_step` (losses as floats), `score_parts` (per image a "score", the reconstruction
+"fake" and any other parts of the score, each of which gets its own AUROC in metrics.csv),
+`state_dict`/`load_state_dict`, `optimizers` (by name; each gets a learning-rate scheduler), and
+`choose_score_weight`/`score_weight` (--score_weight val: the weight of Skip-GANomaly's
+"reconstruction" and "features" parts, chosen on the validation labels).
 
 Model selection uses the validation split (held-out normal and abnormal
 images, disjoint from the test set); test metrics are recorded every epoch but

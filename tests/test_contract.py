@@ -92,7 +92,7 @@ def test_a_checkpoint_restores_networks_optimisers_and_step(tmp_path, name):
         torch.manual_seed(3)  # the same random draws (noise, a penalty's interpolates) for both
         steps.append(model.train_step(batch(4, 7)))
     assert steps[1] == pytest.approx(steps[0], rel=1e-5, abs=1e-6)
-    assert len(make_schedulers(opt, list(a.optimizers.values()))) == len(a.optimizers)
+    assert len(make_schedulers(opt, a.optimizers)) == len(a.optimizers)
 
 
 @pytest.mark.slow
