@@ -306,9 +306,12 @@ def check_options(stored: dict, file, defaults: dict, validate=None) -> None:
 
 
 def networks_template(opt):
-    """The model `opt` describes, on the meta device: its shapes, without allocating its weights."""
-    meta = argparse.Namespace(**{**vars(opt), "compile": False})
-    with torch.device("meta"):
+    """The model `opt` describes, on the meta device: its shapes, without allocating its weights.
+
+    Built without the speed layer: speed changes no shape, and a template is never run.
+    """
+    meta = argparse.Namespace(**{**vars(opt), "fast": False, "compile": False, "amp": False})
+    with torch.device("meta"):  # parameters are created without storage, not moved there
         return build_model(meta, torch.device("meta"))
 
 

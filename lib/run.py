@@ -2,7 +2,6 @@
 
 Everything a run can be refused for is checked before its first byte is written.
 """
-import argparse
 import random
 from pathlib import Path
 
@@ -85,9 +84,7 @@ def write_options(folder: Path, opt, defaults: dict) -> None:
 
 def check_memory(opt, device, training: bool) -> None:
     """Refuse networks and batches that cannot fit, before any of them is allocated."""
-    meta = argparse.Namespace(**{**vars(opt), "fast": False, "compile": False, "amp": False})
-    with torch.device("meta"):  # parameters are created without storage, not moved there
-        model = build_model(meta, torch.device("meta"))
+    model = checkpoint.networks_template(opt)
     needed = network_bytes(list(model.networks.values()), (opt.batchsize, opt.nc, opt.isize, opt.isize),
                            training)
     check_fits(needed, f"--model {opt.model} at --isize {opt.isize}, --batchsize {opt.batchsize}, "
