@@ -86,8 +86,10 @@ def test_epoch_speed_times_a_real_epoch_against_the_originals_rates(tmp_path):
                                                              result["original_img_per_s"]["after"]["train_img_per_s"]]))
     assert result["original_epoch_seconds_at_its_rates"] > expected * 0.99
     ours = result["epoch_seconds"]["train"] + result["epoch_seconds"]["eval"]
+    # The stored seconds are rounded to 0.1 s and the ratio to 0.01; on this tiny epoch (a few seconds)
+    # the 0.05 s of rounding alone moves the recomputed ratio by more than 1 %.
     assert result["speedup_train_plus_eval"] == pytest.approx(result["original_epoch_seconds_at_its_rates"] / ours,
-                                                              rel=0.01)
+                                                              rel=0.01, abs=0.005 + 0.05 / ours)
 
 
 @pytest.mark.slow
