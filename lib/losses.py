@@ -15,21 +15,22 @@ def contextual_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(fake, real)
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, of_sum: bool = False) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al., 2017): E[(‖∇C(x̂)‖₂ − 1)²] on random interpolates x̂.
 
-    Always in fp32, under bf16 autocast too: a gradient norm through a double backward is too
-    coarse in bf16.
+    C is the critic's value; `of_sum`: the sum of its features instead, as the original code
+    penalises (nz times the value's gradient). Always in fp32, under bf16 autocast too: a
+    gradient norm through a double backward is too coarse in bf16.
     """
     with torch.autocast(real.device.type, enabled=False):
-        return _gradient_penalty(critic, real.float(), fake.float())
+        return _gradient_penalty(critic, real.float(), fake.float(), of_sum)
 
 
-def _gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def _gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, of_sum: bool) -> torch.Tensor:
     eps = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
     mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    value, _ = critic(mixed)
-    (grad,) = torch.autograd.grad(value.sum(), mixed, create_graph=True)
+    value, features = critic(mixed)
+    (grad,) = torch.autograd.grad((features if of_sum else value).sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 

@@ -82,14 +82,16 @@ class Encoder(nn.Module):
     `norm` is BatchNorm2d for the discriminator and InstanceNorm2d for the
     critic (a gradient penalty is per sample, so the critic must not mix
     samples through batch statistics). `extra_layers` adds 3×3 convolutions
-    at the first resolution (the original's `--extralayers`).
+    at the first resolution (the original's `--extralayers`). `affine`: the norm
+    layers learn a scale and shift (the original's critic has none).
     """
 
-    def __init__(self, isize: int, nc: int, ndf: int, nz: int, norm: type[nn.Module], extra_layers: int = 0):
+    def __init__(self, isize: int, nc: int, ndf: int, nz: int, norm: type[nn.Module], extra_layers: int = 0,
+                 affine: bool = True):
         super().__init__()
 
         def norm_layer(ch):
-            return norm(ch, affine=True) if norm is nn.InstanceNorm2d else norm(ch)
+            return norm(ch, affine=affine)
 
         layers = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
         size, ch = isize // 2, ndf
@@ -106,12 +108,14 @@ class Encoder(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Skip-GANomaly's discriminator: returns (probability real per image, nz features)."""
+    """Skip-GANomaly's discriminator: returns (probability real per image, nz features).
 
-    def __init__(self, isize: int, nc: int, ndf: int, nz: int, extra_layers: int = 0):
+    `bias`: the classifier's bias (the original's has none)."""
+
+    def __init__(self, isize: int, nc: int, ndf: int, nz: int, extra_layers: int = 0, bias: bool = True):
         super().__init__()
         self.features = Encoder(isize, nc, ndf, nz, nn.BatchNorm2d, extra_layers)
-        self.classifier = nn.Sequential(nn.Conv2d(nz, 1, 3, 1, 1), nn.Sigmoid())
+        self.classifier = nn.Sequential(nn.Conv2d(nz, 1, 3, 1, 1, bias=bias), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logit, features = self.logits(x)
@@ -130,9 +134,9 @@ class Critic(nn.Module):
     serves both the Wasserstein loss and the latent loss.
     """
 
-    def __init__(self, isize: int, nc: int, ndf: int, nz: int, extra_layers: int = 0):
+    def __init__(self, isize: int, nc: int, ndf: int, nz: int, extra_layers: int = 0, affine: bool = True):
         super().__init__()
-        self.features = Encoder(isize, nc, ndf, nz, nn.InstanceNorm2d, extra_layers)
+        self.features = Encoder(isize, nc, ndf, nz, nn.InstanceNorm2d, extra_layers, affine)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(x).flatten(1)

@@ -12,6 +12,7 @@ from pathlib import Path
 from lib.classes import DATASETS, class_names, resolve_class
 from lib.errors import OneLineParser, UserError
 from lib.models import MODELS, registry
+from lib.original import FIXES, applies, fixes
 
 METRICS = ("roc", "auprc", "f1")
 LR_POLICIES = ("lambda", "step", "plateau")
@@ -120,6 +121,13 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--score_weight", type=score_weight, default=0.9,
       help="anomaly score = w * image MSE + (1 - w) * feature MSE; 'val': choose w in 0, 0.05, ..., 1 "
            "by validation AUROC at every evaluation (never the test set)")
+    # Reproducing the original code (lib/original.py)
+    a("--original", action="store_true",
+      help="reproduce the original code step for step, its defects included, to check its numbers "
+           "(the same as --fixes none; README: Reproducing the original)")
+    a("--fixes", default="all",
+      help=f"this framework's fixes to apply: all, none, or names separated by commas ('-name' drops one): "
+           f"{', '.join(FIXES)}")
     registry.add_model_options(p, MODELS)  # each model's own flags, in a section of --help per model
     return p
 
@@ -226,6 +234,9 @@ def validate(opt) -> None:
         raise UserError(f"--score_weight must be in [0, 1] or 'val' (got {opt.score_weight})")
     if not 0 <= opt.val_ratio < 1:
         raise UserError(f"--val_ratio must be in [0, 1) (got {opt.val_ratio})")
+    fixes(opt)  # an unknown fix name is refused here
+    if opt.original and opt.fixes != "all":
+        raise UserError(f"--original applies no fix and --fixes {opt.fixes} names some: give one of them")
     if opt.score_weight == "val" and opt.val_ratio == 0:
         raise UserError("--score_weight val chooses the weight on the validation split; give --val_ratio > 0 "
                         "or a fixed --score_weight")
@@ -258,6 +269,7 @@ def validate(opt) -> None:
 def default_name(opt) -> str:
     """<model>[-no_skip][-clip]/<dataset>/<class>: the runs of a sweep or an ablation never collide."""
     variant = opt.model + ("-no_skip" if opt.no_skip else "") + registry.run_name_suffix(opt, MODELS)
+    variant += fixes_suffix(fixes(opt))
     parts = [variant, opt.dataset]
     if opt.normal_class is not None:
         parts.append(f"normal_{opt.normal_class}")
@@ -266,13 +278,28 @@ def default_name(opt) -> str:
     return "/".join(p.replace("/", "-").replace(" ", "_") for p in parts)
 
 
+def fixes_suffix(applied: frozenset[str]) -> str:
+    """'' with every fix, '-original' with none, else the fixes dropped or the few kept."""
+    if applied == set(FIXES):
+        return ""
+    if not applied:
+        return "-original"
+    dropped = [name for name in FIXES if name not in applied]
+    if len(dropped) <= len(applied):
+        return "-without_" + "+".join(dropped)
+    return "-original_with_" + "+".join(name for name in FIXES if name in applied)
+
+
 def parse(argv=None, prog: str = "train.py"):
     """Parse and validate; fills in the derived run name."""
     argv = sys.argv[1:] if argv is None else argv
     opt = build_parser(prog).parse_args(argv)
+    explicit = explicit_options(argv, prog)
+    if "val_ratio" not in explicit and not applies(opt, "validation_selection"):
+        opt.val_ratio = 0.0  # the original holds nothing out: its test set is the whole split
     validate(opt)
     if not opt.resume and opt.load_weights is None:  # otherwise the checkpoint names the model
-        check_model_options(opt, explicit_options(argv, prog))
+        check_model_options(opt, explicit)
     if opt.name is None:
         opt.name = default_name(opt)
     return opt

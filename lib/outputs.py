@@ -9,16 +9,27 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lib.files import rows_csv, write_text
 from lib.images import save_grid
+from lib.original import applies
 from lib.runfolder import append_line
 
 
-def histogram_csv(scores, labels) -> str:
-    """The original's histogram.csv: columns scores,labels, one row per test image."""
-    lines = ["scores,labels"] + [f"{float(s)!r},{int(label)}" for s, label in zip(scores, labels)]
+def histogram_csv(scores, labels, min_max: bool = False) -> str:
+    """The original's histogram.csv layout (pandas' to_csv: an unnamed index column, then
+    scores,labels), one row per test image; read it with pandas.read_csv(path, index_col=0).
+
+    `min_max` scales the scores to [0, 1] over the test set as the original wrote them; by
+    default they are the raw scores, comparable across epochs, runs and predict.py.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if min_max and len(scores):
+        span = scores.max() - scores.min()
+        scores = (scores - scores.min()) / span if span > 0 else np.zeros_like(scores)
+    lines = [",scores,labels"] + [f"{i},{float(s)!r},{int(label)}" for i, (s, label) in enumerate(zip(scores, labels))]
     return "\n".join(lines) + "\n"
 
 
@@ -33,7 +44,8 @@ def results(opt, history: list[dict], best_epoch: int, headline: str, threshold:
         "abnormal_class": opt.abnormal_class, "normal_class": opt.normal_class,
         "metric": headline, "seed": opt.manualseed, "epochs": last["epoch"],
         "last": {"epoch": last["epoch"], "test": pick(last, "test_"), "val": pick(last, "val_")},
-        "best": {"epoch": best["epoch"], "selected_by": f"val_{headline}",
+        "best": {"epoch": best["epoch"], "selected_by": f"{'val' if applies(opt, 'validation_selection') else 'test'}"
+                                                        f"_{headline}",
                  "test": pick(best, "test_"), "val": pick(best, "val_")},
         "best_on_test_optimistic": {"epoch": on_test["epoch"], "test": pick(on_test, "test_")},
         "threshold": threshold,
@@ -43,8 +55,9 @@ def results(opt, history: list[dict], best_epoch: int, headline: str, threshold:
 class RunOutputs:
     """Writes the run folder's result files, log and image grids."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, min_max_histogram: bool = False):
         self.dir = Path(folder)
+        self.min_max_histogram = min_max_histogram
         self.images = self.dir / "train" / "images"
 
     def log(self, line: str) -> None:
@@ -53,7 +66,7 @@ class RunOutputs:
 
     def epoch_results(self, history: list[dict], results: dict, test_scores, test_labels) -> None:
         """histogram.csv, metrics.csv and results.json as of the epoch just finished."""
-        write_text(self.dir / "histogram.csv", histogram_csv(test_scores, test_labels))
+        write_text(self.dir / "histogram.csv", histogram_csv(test_scores, test_labels, self.min_max_histogram))
         write_text(self.dir / "metrics.csv", rows_csv(history))
         write_text(self.dir / "results.json", json.dumps(results, indent=2) + "\n")
 

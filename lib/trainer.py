@@ -26,6 +26,7 @@ from lib.errors import UserError
 from lib.evaluation import Scores, choose_weight, decision_threshold, evaluate, split_metrics
 from lib.metrics import HEADLINE
 from lib.schedules import current_lr, make_schedulers, step_schedulers
+from lib.original import applies
 from lib.training_state import TrainingState
 
 
@@ -73,9 +74,12 @@ class Trainer:
         else:
             self.train_images = split.train
         self.dir, self.vis, self.log = Path(run_dir), visualizer, log
-        self.out = outputs.RunOutputs(self.dir)
+        self.out = outputs.RunOutputs(self.dir, min_max_histogram=not applies(opt, "outputs"))
         self.weights = self.dir / "train" / "weights"
         self.headline = HEADLINE[opt.metric]
+        # The original picks the best epoch on the test set and never steps its schedulers (lib/original.py).
+        self.selection_split = "val" if applies(opt, "validation_selection") else "test"
+        self.steps_schedulers = applies(opt, "lr_schedule")
         self.schedulers = make_schedulers(opt, model.optimizers)
         self.state = TrainingState.start(opt.iter, opt.manualseed)
         self.train_seconds, self.images_trained = 0.0, 0
@@ -133,7 +137,7 @@ class Trainer:
                              + " ".join(f"{k}: {v:.4f}" for k, v in means.items()))
                 self.vis.losses(state.epoch + state.batch / len(order), means)
             if iteration % opt.save_image_freq == 0:
-                fake = model.score_parts(images)["fake"]
+                fake = model.score_parts(images, train_mode=False)["fake"]  # pictures leave BatchNorm alone
                 self.out.train_samples(images, fake, state.epoch + 1)
                 self.vis.images("train", images, fake)
             if stop.signal is not None:
@@ -173,7 +177,8 @@ class Trainer:
                "eval_img_per_s": round(evaluated / max(eval_seconds, 1e-9), 1)}
         state.history.append(row)
         state.epoch, state.batch = state.epoch + 1, 0
-        step_schedulers(self.schedulers, self._selection_value(row))
+        if self.steps_schedulers:
+            step_schedulers(self.schedulers, self._selection_value(row))
         is_best = self.best_epoch() == row["epoch"]
         if is_best:
             state.threshold = self._threshold(val, test)
@@ -203,8 +208,9 @@ class Trainer:
         return val, test
 
     def _selection_value(self, row: dict) -> float:
-        """What picks the best epoch: the validation headline metric, else the latest epoch."""
-        value = row.get(f"val_{self.headline}", float("nan"))
+        """What picks the best epoch: the validation headline metric (the test set's, as the
+        original did, without the validation_selection fix), else the latest epoch."""
+        value = row.get(f"{self.selection_split}_{self.headline}", float("nan"))
         return value if not math.isnan(value) else float(row["epoch"])
 
     def best_epoch(self) -> int:
@@ -236,7 +242,7 @@ class Trainer:
         mark = " *" if is_best else ""
         line = (f"epoch {row['epoch']}/{self.opt.niter}: test {h} {row.get(f'test_{h}', float('nan')):.4f}"
                 f" | val {h} {row.get(f'val_{h}', float('nan')):.4f}{mark}"
-                f" | best (val) epoch {self.best_epoch()} | train {row['train_seconds']:.0f} s "
+                f" | best ({self.selection_split}) epoch {self.best_epoch()} | train {row['train_seconds']:.0f} s "
                 f"({row['train_img_per_s']:.0f} img/s), eval {row['eval_seconds']:.0f} s")
         self.log(line)
         self.out.log(line)
@@ -247,6 +253,6 @@ class Trainer:
         for name, images in self.fixed.items():
             if len(images):
                 real = to_float(images, self.device)
-                fake = self.model.score_parts(real)["fake"]
+                fake = self.model.score_parts(real, train_mode=False)["fake"]
                 self.out.fixed_images(name, real, fake, row["epoch"])
                 self.vis.images(f"test {name}", real, fake)

@@ -17,19 +17,17 @@ def skipganomaly_step(model, images: torch.Tensor) -> dict[str, float]:
     model.step += 1
     generator, adversary, opt_g, opt_d = model.generator, model.adversary, model.optimizers["g"], model.optimizers["d"]
     fake = generator(model.add_noise(images))
+    prob_real, features_real = adversary(images)
+    prob_fake, features_fake = adversary(fake)
 
     # update G: minimize w_adv·BCE(D(G(x)), real) + w_con·|G(x) − x|₁ + w_lat·‖f(G(x)) − f(x)‖²
-    prob_fake, features_fake = adversary(fake)
-    with torch.no_grad():
-        _, features_real = adversary(images)
     g_adv = F.binary_cross_entropy(prob_fake, torch.ones_like(prob_fake))
     loss_g, g_con, g_lat = model.generator_loss(g_adv, fake, images, features_real, features_fake)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
 
-    # update D: maximize log D(x) + log(1 − D(G(x)))
-    prob_real, _ = adversary(images)
+    # update D: maximize log D(x) + log(1 − D(G(x))), on the G(x) made before G stepped
     prob_fake, _ = adversary(fake.detach())
     d_real = F.binary_cross_entropy(prob_real, torch.ones_like(prob_real))
     d_fake = F.binary_cross_entropy(prob_fake, torch.zeros_like(prob_fake))

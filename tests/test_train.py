@@ -29,7 +29,8 @@ def test_a_run_writes_every_output_into_a_folder_named_after_model_dataset_and_c
 def test_histogram_has_one_row_per_test_image_with_scores_and_labels(run):
     _, folder, proc = run
     table = read_csv(folder / "histogram.csv")
-    assert list(table[0]) == ["scores", "labels"]
+    assert list(table[0]) == ["", "scores", "labels"]  # the original's layout: pandas' index column first
+    assert [r[""] for r in table] == [str(i) for i in range(len(table))]
     # digits: 1/3 of 1797 images are test images; the abnormal class's training images join them.
     assert "| test " in proc.stdout
     counts = proc.stdout.split("| test ")[1].split()

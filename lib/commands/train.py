@@ -70,8 +70,9 @@ def main(argv):
     finally:
         trainer.close()
     h = results["metric"]
+    on = "validation" if results["best"]["selected_by"].startswith("val_") else "the test set (as the original)"
     print(f"test {h}: {results['last']['test'][h]:.4f} (last epoch {results['last']['epoch']}), "
-          f"{results['best']['test'][h]:.4f} (epoch {results['best']['epoch']}, best on validation)")
+          f"{results['best']['test'][h]:.4f} (epoch {results['best']['epoch']}, best on {on})")
     print(f"outputs: {folder}")
     return score_path(opt, folder)
 
@@ -99,6 +100,7 @@ def evaluate_weights(opt, ckpt) -> int:
     """--phase test: score the test split with the loaded weights; results go to <run>/test/."""
     from lib.evaluation import evaluate
     from lib.metrics import all_metrics
+    from lib.original import applies
     from lib.outputs import histogram_csv
     from lib.run import build_evaluation, options_text
 
@@ -108,7 +110,7 @@ def evaluate_weights(opt, ckpt) -> int:
     model, split, device = build_evaluation(opt, ckpt)
     parts = evaluate(model, split.test_images, opt.batchsize, device)
     labels = split.test_labels.numpy()
-    hist = histogram_csv(parts["score"], labels)
+    hist = histogram_csv(parts["score"], labels, min_max=not applies(opt, "outputs"))
     metrics = all_metrics(labels, parts["score"])
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from lib import fast as speed_layer
+from lib.original import applies
 
 
 class AnomalyModel(abc.ABC):
@@ -44,6 +45,8 @@ class AnomalyModel(abc.ABC):
         self.optimizers: dict[str, torch.optim.Optimizer] = speed_layer.accelerate(
             self.speed, self.networks, dict(self.build_optimizers(opt)), self.compiles)
         self.step = 0  # training steps taken; survives resume (a critic's schedule depends on it)
+        # The original scores in training mode (lib/original.py, eval_mode_scoring).
+        self.scores_in_train_mode = not applies(opt, "eval_mode_scoring")
 
     # --- what a model writes ------------------------------------------------------
     @classmethod
@@ -65,7 +68,9 @@ class AnomalyModel(abc.ABC):
 
     @abc.abstractmethod
     def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-image "score", "fake" and optional score parts (networks in eval mode, no grad)."""
+        """Per-image "score", "fake" and optional score parts (no grad; networks in eval mode, or in
+        training mode when the run scores as the original did: then no pass may mix images that
+        the original passed separately, since each pass normalises by its own batch)."""
 
     def compiles(self, network: str) -> bool:
         """Whether torch.compile can take that network (not with a double backward through it)."""
@@ -96,13 +101,18 @@ class AnomalyModel(abc.ABC):
         return losses
 
     @torch.no_grad()
-    def score_parts(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-image score, its parts and the reconstruction, in fp32, in eval mode.
+    def score_parts(self, images: torch.Tensor, train_mode: bool | None = None) -> dict[str, torch.Tensor]:
+        """Per-image score, its parts and the reconstruction, in fp32.
 
-        Eval mode makes BatchNorm use its running statistics, so an image's
-        score does not depend on which other images share its batch.
+        In eval mode (the default) BatchNorm uses its running statistics, so an image's
+        score does not depend on which other images share its batch. `train_mode` (default:
+        the run's `scores_in_train_mode`) scores as the original does: with each batch's own
+        statistics, which the running statistics then also absorb.
         """
-        self.eval()
+        if self.scores_in_train_mode if train_mode is None else train_mode:
+            self.train()
+        else:
+            self.eval()
         with self.speed.autocast():
             parts = self.outputs(self.speed.inputs(images))
         return {k: v.float().contiguous() for k, v in parts.items()}

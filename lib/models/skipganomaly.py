@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib import original_init
 from lib.losses import anomaly_score, contextual_loss, latent_loss
 from lib.metrics import DEFAULT_SCORE_WEIGHT
 from lib.models.base import AnomalyModel
 from lib.models.registry import register
 from lib.networks import Discriminator, UNet, init_weights
+from lib.original import applies
 
 
 @register
@@ -25,6 +27,8 @@ class SkipGANomaly(AnomalyModel):
     def __init__(self, opt, device, **speed):
         self.w_adv, self.w_con, self.w_lat = opt.w_adv, opt.w_con, opt.w_lat
         self.noise_std = opt.noise_std
+        # lib/original.py: without this fix the reported loss and the reset threshold include the latent loss.
+        self.d_loss_bce_only = applies(opt, "d_loss_bce_only")
         # 'val': the trainer sets the weight from the validation split; checkpoints keep it.
         self.choose_score_weight = opt.score_weight == "val"
         self.score_weight = DEFAULT_SCORE_WEIGHT if self.choose_score_weight else float(opt.score_weight)
@@ -39,14 +43,14 @@ class SkipGANomaly(AnomalyModel):
         return self.networks["adversary"]
 
     def build_networks(self, opt) -> dict[str, nn.Module]:
-        networks = {"generator": UNet(opt.nc, opt.ngf, opt.isize, skip=not opt.no_skip),
-                    "adversary": self.build_adversary(opt)}
-        for net in networks.values():
-            init_weights(net)
-        return networks
+        rng_state = torch.get_rng_state()
+        generator = UNet(opt.nc, opt.ngf, opt.isize, skip=not opt.no_skip)
+        adversary = self.build_adversary(opt)
+        original_init.replay(rng_state, generator, adversary)  # a seed gives the original's initial weights
+        return {"generator": generator, "adversary": adversary}
 
     def build_adversary(self, opt) -> nn.Module:
-        return Discriminator(opt.isize, opt.nc, opt.ndf, opt.nz, opt.extralayers)
+        return Discriminator(opt.isize, opt.nc, opt.ndf, opt.nz, opt.extralayers, bias=applies(opt, "classifier_bias"))
 
     def build_optimizers(self, opt) -> dict[str, torch.optim.Optimizer]:
         betas = (opt.beta1, 0.999)
@@ -69,16 +73,15 @@ class SkipGANomaly(AnomalyModel):
     def update(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """G and D both learn from one discriminator pass over x and one over G(x).
 
-        Both updates see the discriminator before either steps (as in the paper's
-        alternating step, where D's update uses the G(x) made before G stepped), so
-        the two passes serve both losses; each loss takes gradients only for its
-        own network. BatchNorm's momenta are set so its running statistics end
-        where the four passes of the step written out in full leave them.
+        Both updates see the discriminator before either steps (as in the original, where
+        D's update uses the G(x) made before G stepped), so the two passes serve both
+        losses; each loss takes gradients only for its own network. BatchNorm's momenta
+        are set so its running statistics end where the original's three passes (x, G(x),
+        G(x) again for D's update) leave them.
         """
         fake = self.generator(self.add_noise(images))
-        with _momentum(self.adversary, 0):
-            logit_real, features_real = self.adversary.logits(images)
-        with _momentum(self.adversary, 1):
+        logit_real, features_real = self.adversary.logits(images)
+        with _counted_twice(self.adversary):  # the original passes G(x) again for D's update
             logit_fake, features_fake = self.adversary.logits(fake)
 
         # update G: minimize w_adv·BCE(D(G(x)), real) + w_con·|G(x) − x|₁ + w_lat·‖f(G(x)) − f(x)‖²
@@ -88,6 +91,8 @@ class SkipGANomaly(AnomalyModel):
         d_real = _bce_logits(logit_real, 1.0)
         d_fake = _bce_logits(logit_fake, 0.0)
         loss_d = d_real + d_fake
+        if not self.d_loss_bce_only:  # the original adds the latent loss's value: no gradient, a higher loss
+            loss_d = loss_d + self.w_lat * g_lat.detach()
 
         self.optimizers["g"].zero_grad(set_to_none=True)
         self.optimizers["d"].zero_grad(set_to_none=True)
@@ -106,9 +111,12 @@ class SkipGANomaly(AnomalyModel):
     def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """score = w·MSE(x, G(x)) + (1 − w)·MSE(f(x), f(G(x))), with both parts."""
         fake = self.generator(images)
-        # In eval mode every layer treats images independently: one pass for both.
-        _, features = self.adversary(torch.cat([images, fake]))
-        features_real, features_fake = features.float().chunk(2)
+        if self.adversary.training:  # scoring in training mode (the original's): each pass has its own batch statistics
+            (_, features_real), (_, features_fake) = self.adversary(images), self.adversary(fake)
+        else:  # in eval mode every layer treats images independently: one pass for both
+            _, features = self.adversary(torch.cat([images, fake]))
+            features_real, features_fake = features.chunk(2)
+        features_real, features_fake = features_real.float(), features_fake.float()
         fake = fake.float()
         score, reconstruction, features = anomaly_score(images.float(), fake, features_real, features_fake,
                                                         self.score_weight)
@@ -131,21 +139,14 @@ def _bce_logits(logit: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logit.float(), torch.full_like(logit, target, dtype=torch.float))
 
 
-def matching_momenta(m: float) -> tuple[float, float]:
-    """BatchNorm momenta for one pass over real then one over fake images that leave the
-    running statistics where four passes (fake, real, real, fake) at momentum `m` leave them."""
-    fake = m + m * (1 - m) ** 3
-    real = m * (1 - m) * (2 - m) / (1 - fake)
-    return real, fake
-
-
 @contextlib.contextmanager
-def _momentum(module: nn.Module, which: int):
-    """Run BatchNorm layers of `module` with `matching_momenta(...)[which]`, counting two batches."""
+def _counted_twice(module: nn.Module):
+    """Run `module`'s BatchNorm layers so that one pass updates their running statistics as two
+    passes over the same batch would (momentum m becomes 1 − (1 − m)², and two batches count)."""
     norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d) and m.momentum is not None]
     saved = [m.momentum for m in norms]
     for m in norms:
-        m.momentum = matching_momenta(m.momentum)[which]
+        m.momentum = 1 - (1 - m.momentum) ** 2
     try:
         yield
     finally:

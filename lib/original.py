@@ -1,0 +1,88 @@
+"""The original code's behaviour, one named switch per difference.
+
+Each entry of `FIXES` is something this framework does differently from the original
+Skip-WGANomaly code (../shared/reference/original-behaviour.md lists the original's defects).
+A run applies the fixes named by `--fixes`; every one by default, none with `--original`,
+which reproduces the original step for step, defects included, to check its numbers.
+Because each fix is a switch, a study can turn them one at a time (experiments/ablation.py).
+
+`numbers` says whether a fix can change a trained model or its metrics (the ablation turns
+those); the others change only what the run writes or prints.
+"""
+from dataclasses import dataclass
+
+from lib.errors import UserError
+
+
+@dataclass(frozen=True)
+class Fix:
+    numbers: bool
+    ours: str  # what this framework does
+    original: str  # what the original code does instead
+
+
+FIXES = {
+    # Skip-WGANomaly's training step
+    "generator_gradients": Fix(True, "the generator's adversarial and latent losses reach it",
+                               "both are detached: the generator learns from the L1 loss alone"),
+    "gp_of_mean": Fix(True, "the gradient penalty constrains the critic's value, the mean of its features",
+                      "it constrains the sum of the nz features: an nz-times larger gradient norm"),
+    "critic_no_reset": Fix(True, "the critic is never re-initialised",
+                           "the critic is re-initialised whenever its loss is below 1e-5"),
+    "generator_phase": Fix(True, "the generator learns at steps n, 2n, ... (after n critic updates)",
+                           "it learns at steps n-1, 2n-1, ..."),
+    "critic_affine": Fix(True, "the critic's InstanceNorm layers have a learnable scale and shift",
+                         "they have none"),
+    # Skip-GANomaly's training step
+    "d_loss_bce_only": Fix(True, "the discriminator's loss is its cross-entropy",
+                           "it adds the latent loss's value (no gradient), which moves the 1e-5 re-initialisation "
+                           "threshold"),
+    "classifier_bias": Fix(True, "the discriminator's classifier has a bias", "it has none"),
+    # Evaluation, selection and data
+    "eval_mode_scoring": Fix(True, "scores in eval mode: an image's score does not depend on its batch",
+                             "scores in training mode over test batches in file order (normal images first), "
+                             "so BatchNorm's batch statistics of nearly pure batches enter every score"),
+    "validation_selection": Fix(True, "the best epoch is chosen on a validation split (--val_ratio 0.1)",
+                                "the best epoch is chosen on the test set's AUC; no validation split"),
+    "mnist_range": Fix(True, "MNIST is scaled to [-1, 1] like every dataset",
+                       "MNIST is normalised with mean 0.1307 and std 0.3081"),
+    "lr_schedule": Fix(True, "the learning-rate schedulers step once per epoch",
+                       "they are built but never stepped (--lr_policy and --niter_decay do nothing)"),
+    # What a run writes
+    "outputs": Fix(False, "this framework's run folder (metrics.csv, results.json, checkpoints, PNG images)",
+                   "the original's files: loss_log.txt with an AUC line per epoch, netG_<epoch>.pth and "
+                   "netD_<epoch>.pth when the AUC improves, .eps test images, min-max scaled histogram.csv"),
+}
+
+
+def parse_fixes(text: str) -> frozenset[str]:
+    """'all', 'none', or a comma-separated list of fix names; '-name' removes one
+    (e.g. 'all,-gp_of_mean': every fix but one; 'gp_of_mean': the original plus one fix)."""
+    chosen: set[str] = set()
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name = item.lstrip("-")
+        if name == "all":
+            group = set(FIXES)
+        elif name == "none":
+            group = set()
+        elif name in FIXES:
+            group = {name}
+        else:
+            raise UserError(f"--fixes: unknown fix '{name}'; choose from all, none, {', '.join(FIXES)}")
+        chosen = chosen - group if item.startswith("-") else chosen | group
+    return frozenset(chosen)
+
+
+def fixes(opt) -> frozenset[str]:
+    """The fixes a run applies (options saved by older versions lack the flag: all of them)."""
+    if getattr(opt, "original", False):
+        return frozenset()
+    return parse_fixes(getattr(opt, "fixes", "all"))
+
+
+def applies(opt, name: str) -> bool:
+    """Whether the run applies fix `name` (a KeyError for a name that is not a fix)."""
+    FIXES[name]  # noqa: B018 -- a misspelt name must fail loudly, not read as "not applied"
+    return name in fixes(opt)
