@@ -25,8 +25,8 @@ from lib.data import to_float
 from lib.errors import UserError
 from lib.evaluation import Scores, choose_weight, decision_threshold, evaluate, split_metrics
 from lib.metrics import HEADLINE
-from lib.schedules import current_lr, make_schedulers, step_schedulers
 from lib.original import applies
+from lib.schedules import current_lr, make_schedulers, step_schedulers
 from lib.training_state import TrainingState
 
 
