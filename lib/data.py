@@ -90,10 +90,23 @@ def load_split(dataset, dataroot="./data", isize=32, nc=3, abnormal_class=None, 
     return split
 
 
-def to_float(batch_uint8: torch.Tensor, device) -> torch.Tensor:
-    """Move a uint8 batch to `device` as float32 in [-1, 1] (mean 0.5, std 0.5 normalisation)."""
+MNIST_MEAN_STD = (0.1307, 0.3081)  # the original's MNIST normalisation (lib/original.py, mnist_range)
+
+
+def normalisation(dataset: str, mnist_range: bool = True) -> tuple[float, float]:
+    """(mean, std) of the pixel normalisation: (0.5, 0.5), which maps images to [-1, 1], the
+    generator's tanh range; without the mnist_range fix, MNIST gets the original's statistics."""
+    return MNIST_MEAN_STD if dataset == "mnist" and not mnist_range else (0.5, 0.5)
+
+
+def to_float(batch_uint8: torch.Tensor, device, mean_std: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor:
+    """Move a uint8 batch to `device` as float32 normalised by `mean_std` (by default to [-1, 1])."""
     # Converting after the move sends a quarter of the bytes to the accelerator.
-    return batch_uint8.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+    batch = batch_uint8.to(device, non_blocking=True).float()
+    if mean_std == (0.5, 0.5):
+        return batch.div_(127.5).sub_(1.0)  # the same numbers as below, in two passes over memory
+    mean, std = mean_std
+    return batch.div_(255.0).sub_(mean).div_(std)
 
 
 def batches(n: int, batchsize: int, shuffle: bool, drop_last: bool,

@@ -27,7 +27,7 @@ def evaluate(model, images: torch.Tensor, batchsize: int, device, on_batch=None)
     """
     collected = {"score": []}
     for start in range(0, len(images), batchsize):
-        real = to_float(images[start:start + batchsize], device)
+        real = to_float(images[start:start + batchsize], device, model.pixel_mean_std)
         parts = model.score_parts(real)
         for name, values in parts.items():
             if name != "fake" and values.dim() == 1:

@@ -5,6 +5,7 @@ Everything a run can be refused for is checked before its first byte is written.
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lib import checkpoint
@@ -12,6 +13,7 @@ from lib.data import load_split
 from lib.errors import UserError
 from lib.files import write_text
 from lib.models import build_model, model_class
+from lib.original import fixes
 from lib.resources import check_fits, network_bytes
 from lib.runfolder import RunFolder
 from lib.schedules import make_schedulers
@@ -36,10 +38,16 @@ def resolve_device(opt, log=print) -> torch.device:
 
 
 def seed_everything(opt) -> int:
-    """Seed torch; -1 picks a seed and records it in opt so opt.txt can reproduce the run."""
+    """Seed torch, numpy and Python's random as the original did; -1 picks a seed and records it
+    in opt so opt.txt can reproduce the run. --original also makes cuDNN deterministic, as the
+    original did (slower; our default keeps cuDNN's autotuning)."""
     if opt.manualseed < 0:
         opt.manualseed = random.SystemRandom().randrange(2**31)
+    random.seed(opt.manualseed)
+    np.random.seed(opt.manualseed % 2**32)  # numpy takes 32-bit seeds
     torch.manual_seed(opt.manualseed)
+    if not fixes(opt):  # --original
+        torch.backends.cudnn.deterministic = True
     return opt.manualseed
 
 

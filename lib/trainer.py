@@ -121,7 +121,7 @@ class Trainer:
         bar = tqdm(order[state.batch:], desc=f"epoch {state.epoch + 1}/{opt.niter}", leave=False,
                    initial=state.batch, total=len(order), dynamic_ncols=True, disable=None)
         for idx in bar:
-            images = to_float(self.train_images[idx], self.device)
+            images = to_float(self.train_images[idx], self.device, model.pixel_mean_std)
             losses = model.train_step(images)
             self._check_finite(losses)
             state.batch += 1
@@ -252,7 +252,7 @@ class Trainer:
         self.vis.evaluation(row["epoch"], test.parts["score"], test.labels)
         for name, images in self.fixed.items():
             if len(images):
-                real = to_float(images, self.device)
+                real = to_float(images, self.device, self.model.pixel_mean_std)
                 fake = self.model.score_parts(real, train_mode=False)["fake"]
                 self.out.fixed_images(name, real, fake, row["epoch"])
                 self.vis.images(f"test {name}", real, fake)

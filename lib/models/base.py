@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from lib import fast as speed_layer
+from lib.data import normalisation
 from lib.original import applies
 
 
@@ -47,6 +48,8 @@ class AnomalyModel(abc.ABC):
         self.step = 0  # training steps taken; survives resume (a critic's schedule depends on it)
         # The original scores in training mode (lib/original.py, eval_mode_scoring).
         self.scores_in_train_mode = not applies(opt, "eval_mode_scoring")
+        # How uint8 images become the float inputs this model was trained on (lib.data.to_float).
+        self.pixel_mean_std = normalisation(opt.dataset, applies(opt, "mnist_range"))
 
     # --- what a model writes ------------------------------------------------------
     @classmethod
