@@ -19,31 +19,41 @@ class Fix:
     numbers: bool
     ours: str  # what this framework does
     original: str  # what the original code does instead
+    models: tuple[str, ...] = ()  # the models it concerns (none named: every model)
+    training: bool = True  # False: it changes only how trained weights are scored or chosen
+
+    def concerns(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+
+WGAN, SKIP = ("w_skipganomaly",), ("skipganomaly",)
 
 
 FIXES = {
     # Skip-WGANomaly's training step
     "generator_gradients": Fix(True, "the generator's adversarial and latent losses reach it",
-                               "both are detached: the generator learns from the L1 loss alone"),
+                               "both are detached: the generator learns from the L1 loss alone", WGAN),
     "gp_of_mean": Fix(True, "the gradient penalty constrains the critic's value, the mean of its features",
-                      "it constrains the sum of the nz features: an nz-times larger gradient norm"),
+                      "it constrains the sum of the nz features: an nz-times larger gradient norm", WGAN),
     "critic_no_reset": Fix(True, "the critic is never re-initialised",
-                           "the critic is re-initialised whenever its loss is below 1e-5"),
+                           "the critic is re-initialised whenever its loss is below 1e-5", WGAN),
     "generator_phase": Fix(True, "the generator learns at steps n, 2n, ... (after n critic updates)",
-                           "it learns at steps n-1, 2n-1, ..."),
+                           "it learns at steps n-1, 2n-1, ...", WGAN),
     "critic_affine": Fix(True, "the critic's InstanceNorm layers have a learnable scale and shift",
-                         "they have none"),
+                         "they have none", WGAN),
     # Skip-GANomaly's training step
     "d_loss_bce_only": Fix(True, "the discriminator's loss is its cross-entropy",
                            "it adds the latent loss's value (no gradient), which moves the 1e-5 re-initialisation "
-                           "threshold"),
-    "classifier_bias": Fix(True, "the discriminator's classifier has a bias", "it has none"),
+                           "threshold", SKIP),
+    "classifier_bias": Fix(True, "the discriminator's classifier has a bias", "it has none", SKIP),
     # Evaluation, selection and data
     "eval_mode_scoring": Fix(True, "scores in eval mode: an image's score does not depend on its batch",
                              "scores in training mode over test batches in file order (normal images first), "
-                             "so BatchNorm's batch statistics of nearly pure batches enter every score"),
+                             "so BatchNorm's batch statistics of nearly pure batches enter every score",
+                             training=False),
     "validation_selection": Fix(True, "the best epoch is chosen on a validation split (--val_ratio 0.1)",
-                                "the best epoch is chosen on the test set's AUC; no validation split"),
+                                "the best epoch is chosen on the test set's AUC; no validation split",
+                                training=False),
     "mnist_range": Fix(True, "MNIST is scaled to [-1, 1] like every dataset",
                        "MNIST is normalised with mean 0.1307 and std 0.3081"),
     "lr_schedule": Fix(True, "the learning-rate schedulers step once per epoch",
@@ -51,7 +61,8 @@ FIXES = {
     # What a run writes
     "outputs": Fix(False, "this framework's run folder (metrics.csv, results.json, checkpoints, PNG images)",
                    "the original's files: loss_log.txt with an AUC line per epoch, netG_<epoch>.pth and "
-                   "netD_<epoch>.pth when the AUC improves, .eps test images, min-max scaled histogram.csv"),
+                   "netD_<epoch>.pth when the AUC improves, .eps test images, min-max scaled histogram.csv",
+                   training=False),
 }
 
 

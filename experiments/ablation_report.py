@@ -1,0 +1,129 @@
+"""Tables of the ablation (experiments/ablation.py) from its finished runs.
+
+Writes results/ablation/runs.csv (one row per run and way of scoring) and the tables of
+docs/original_ablation.md between its markers; the prose around them is written by hand.
+"""
+import statistics
+from pathlib import Path
+
+from lib.files import rows_csv, write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "original_ablation.md"
+BEGIN, END = "<!-- ablation-results:begin -->", "<!-- ablation-results:end -->"
+NAMES = {"skipganomaly": "Skip-GANomaly", "w_skipganomaly": "Skip-WGANomaly"}
+WAYS = {"train_ordered": "training mode, file order (the original)", "train_shuffled": "training mode, shuffled",
+        "eval": "eval mode (ours)"}
+
+
+def own_way(fixes: str) -> str:
+    """How a run scores by its own fixes: eval mode with the eval_mode_scoring fix, else as the original."""
+    names = set(fixes.split(","))
+    on = "all" in names and "-eval_mode_scoring" not in names or "eval_mode_scoring" in names
+    return "eval" if on else "train_ordered"
+
+
+def selected(run: dict, way: str, on: str) -> float:
+    """Test AUROC scored `way` at the epoch chosen on `on` ('val' or 'test') scored the same way."""
+    best = max(run["epochs"], key=lambda e: e[f"{on}_{way}"])
+    return best[f"test_{way}"]
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def seed_means(runs: list[dict], value) -> list[float]:
+    """Per seed, the mean over classes of `value(run)`: the spread shown is between seeds."""
+    by_seed: dict[int, list[float]] = {}
+    for run in runs:
+        by_seed.setdefault(run["seed"], []).append(value(run))
+    classes = {len(v) for v in by_seed.values()}
+    # A seed that has not finished every class would bias the mean: only complete seeds count.
+    complete = max(classes) if classes else 0
+    return [statistics.mean(v) for v in by_seed.values() if len(v) == complete]
+
+
+def batch_table(runs: list[dict]) -> str:
+    """Last-epoch test AUROC of the original's runs scored three ways, beside our default run."""
+    lines = ["| model | anomaly class | seeds | original, scored as the original | same weights, shuffled batches "
+             "| same weights, eval mode | all fixes (our default), eval mode |", "|---|---|---|---|---|---|---|"]
+    for model in NAMES:
+        classes = sorted({r["abnormal_class"] for r in runs if r["model"] == model})
+        for cls in classes + ["mean over these classes"]:
+            pick = lambda variant: [r for r in runs if r["model"] == model and r["variant"] == variant  # noqa: E731
+                                    and (r["abnormal_class"] == cls or cls.startswith("mean"))]
+            original, ours = pick("original"), pick("all fixes")
+            if not original and not ours:
+                continue
+            last = lambda run, way: run["epochs"][-1][f"test_{way}"]  # noqa: E731
+            if cls.startswith("mean"):
+                cells = [mean_sd(seed_means(original, lambda r, w=w: last(r, w))) for w in WAYS]
+                cells.append(mean_sd(seed_means(ours, lambda r: last(r, "eval"))))
+            else:
+                cells = [mean_sd([last(r, w) for r in original]) for w in WAYS]
+                cells.append(mean_sd([last(r, "eval") for r in ours]))
+            seeds = len({r["seed"] for r in original + ours})
+            lines.append(f"| {NAMES[model]} | {cls} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fixes_table(runs: list[dict], model: str) -> str:
+    """Every variant's test AUROC, with the epoch chosen on validation and on the test set."""
+    rows = []
+    variants = sorted({r["variant"] for r in runs if r["model"] == model},
+                      key=lambda v: (not v.startswith("original"), v not in ("original", "all fixes"), v))
+    for variant in variants:
+        chosen = [r for r in runs if r["model"] == model and r["variant"] == variant]
+        way = own_way(chosen[0]["fixes"])
+        rows.append((variant, chosen, way))
+        # The scoring fix costs no training: the same runs scored the other way.
+        if variant == "original":
+            rows.append(("original + eval_mode_scoring", chosen, "eval"))
+        if variant == "all fixes":
+            rows.append(("all fixes - eval_mode_scoring", chosen, "train_ordered"))
+    lines = ["| variant | scored | runs | test AUROC, epoch chosen on validation | "
+             "epoch chosen on the test set (the original) |", "|---|---|---|---|---|"]
+    for variant, chosen, way in rows:
+        cells = [mean_sd(seed_means(chosen, lambda r, on=on: selected(r, way, on))) for on in ("val", "test")]
+        mode = "eval mode" if way == "eval" else "training mode"
+        lines.append(f"| {variant} | {mode} | {len(chosen)} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def csv_rows(runs: list[dict]) -> list[dict]:
+    rows = []
+    for run in runs:
+        for way in WAYS:
+            last = run["epochs"][-1]
+            if f"test_{way}" not in last:
+                continue
+            rows.append({"model": run["model"], "variant": run["variant"], "fixes": run["fixes"],
+                         "abnormal_class": run["abnormal_class"], "seed": run["seed"], "scored": way,
+                         "test_auroc_last": last[f"test_{way}"],
+                         "test_auroc_val_selected": selected(run, way, "val") if way != "train_shuffled" else "",
+                         "test_auroc_test_selected": selected(run, way, "test") if way != "train_shuffled" else "",
+                         "seconds": run["seconds"]})
+    return rows
+
+
+def write_report(runs: list[dict], page: Path, csv: Path) -> Path:
+    """Write the CSV and the page's tables; returns the page."""
+    write_text(csv, rows_csv(csv_rows(runs)))
+    budget = " ".join(runs[0]["budget"]) if runs else "—"
+    section = [BEGIN, f"_Generated by `python -m experiments.ablation` from {len(runs)} finished runs "
+               f"(`results/ablation/`). Budget: `{budget}`, {runs[0]['train_images'] if runs else '—'} normal "
+               "training images. Mean ± standard deviation between seeds of the mean over classes._", "",
+               "### The same weights scored three ways", "", batch_table(runs), ""]
+    for model in NAMES:
+        if any(r["model"] == model for r in runs):
+            section += [f"### Each fix, {NAMES[model]}", "", fixes_table(runs, model), ""]
+    section.append(END)
+    text = page.read_text() if page.is_file() else f"# What each fix changes\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    write_text(page, head + "\n".join(section) + rest.split(END, 1)[1])
+    return page

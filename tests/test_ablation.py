@@ -1,0 +1,78 @@
+"""The ablation of the fixes (experiments/ablation.py): real tiny runs, resumed, and its report."""
+import json
+
+import pytest
+
+from experiments import ablation, ablation_report
+from tests.helpers import tiny
+
+BUDGET = [*tiny(abnormal_class=None, manualseed=None, print_freq=None, save_image_freq=None), "--niter", "2",
+          "--val_ratio", "0.2"]
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablation, "BUDGET", BUDGET)
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(ablation, "SCRATCH", tmp_path / "runs")
+    monkeypatch.setattr(ablation, "PAGE", tmp_path / "page.md")
+    monkeypatch.setattr(ablation, "STEPS", {"scoring": (("3", "5"), False), "fixes": (("3",), True)})
+    (tmp_path / "page.md").write_text(f"intro\n{ablation_report.BEGIN}\nold\n{ablation_report.END}\nconclusions\n")
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_every_variant_is_trained_once_scored_three_ways_and_tabled(study, monkeypatch, capsys):
+    assert ablation.main(["--seeds", "0"]) == 0
+    runs = ablation.finished_runs()
+    w_variants = ablation.variants("w_skipganomaly", True)
+    skip_variants = ablation.variants("skipganomaly", True)
+    # scoring: the original and all fixes on two classes; fixes: every variant on one class.
+    assert len(runs) == 2 * 2 * 2 + len(w_variants) - 2 + len(skip_variants) - 2
+    assert "original + gp_of_mean" in w_variants and "all fixes - classifier_bias" in skip_variants
+    assert not any("gp_of_mean" in v for v in skip_variants)
+    for run in runs:
+        assert [e["epoch"] for e in run["epochs"]] == [1, 2]
+        for epoch in run["epochs"]:
+            assert {"val_eval", "test_eval", "val_train_ordered", "test_train_ordered"} <= set(epoch)
+            assert all(0 <= v <= 1 for k, v in epoch.items() if k != "epoch")
+        assert "test_train_shuffled" in run["epochs"][-1]
+    # The same weights scored in eval and in training mode give different rankings.
+    original = [r for r in runs if r["variant"] == "original"]
+    assert any(r["epochs"][-1]["test_eval"] != r["epochs"][-1]["test_train_ordered"] for r in original)
+
+    page = (study / "page.md").read_text()
+    assert page.startswith("intro\n") and page.endswith("conclusions\n") and "old" not in page
+    assert "### The same weights scored three ways" in page and "### Each fix, Skip-WGANomaly" in page
+    assert "| original + eval_mode_scoring | eval mode |" in page
+    assert "| all fixes - eval_mode_scoring | training mode |" in page
+    rows = (study / "results" / "runs.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * len(runs)
+
+    # A second call trains nothing: every run is on disk.
+    monkeypatch.setattr(ablation, "train_one", lambda *a, **k: pytest.fail("trained again"))
+    capsys.readouterr()
+    assert ablation.main(["--seeds", "0"]) == 0
+    assert capsys.readouterr().out.startswith("report:")
+
+
+def test_a_run_scores_in_its_own_way_by_its_fixes():
+    assert ablation_report.own_way("none") == "train_ordered"
+    assert ablation_report.own_way("all") == "eval"
+    assert ablation_report.own_way("all,-eval_mode_scoring") == "train_ordered"
+    assert ablation_report.own_way("all,-gp_of_mean") == "eval"
+    assert ablation_report.own_way("eval_mode_scoring") == "eval"
+
+
+def test_the_selected_epoch_comes_from_the_named_split():
+    run = {"epochs": [{"val_eval": 0.9, "test_eval": 0.5}, {"val_eval": 0.6, "test_eval": 0.8}]}
+    assert ablation_report.selected(run, "eval", "val") == 0.5
+    assert ablation_report.selected(run, "eval", "test") == 0.8
+
+
+def test_bad_arguments_get_one_line(capsys):
+    from lib.errors import UserError
+    for argv in (["--seeds", "a"], ["--models", "ganomaly"]):
+        with pytest.raises(UserError):
+            ablation.main(argv)
+    json.dumps({})
