@@ -88,6 +88,9 @@ def load_model(weights, defaults: dict, device: torch.device, validate=None):
     checkpoint.check_states(ckpt, opt, make_schedulers)
     model = build_model(opt, device)
     model.load_state_dict(ckpt["state"], weights_only=True)
+    # An image's score must not depend on the images scored with it (and one image has no batch
+    # to normalise over): eval mode, for runs that scored in training mode (--original) too.
+    model.scores_in_train_mode = False
     return model, ckpt, opt
 
 
