@@ -46,11 +46,12 @@ class Scores:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def split_metrics(labels, parts: dict[str, np.ndarray]) -> dict[str, float]:
-    """The score's metrics and, as auroc_<part>, the AUROC of each other part alone ({} without images)."""
+def split_metrics(labels, parts: dict[str, np.ndarray], headline: str = "auroc") -> dict[str, float]:
+    """The score's metrics (the `headline` one included) and, as auroc_<part>, the AUROC of each other
+    part alone ({} without images)."""
     if not len(labels):
         return {}
-    metrics = all_metrics(labels, parts["score"])
+    metrics = all_metrics(labels, parts["score"], also=(headline,))
     # Each part of the score on its own shows which one carries (or spoils) the ranking.
     for name, values in parts.items():
         if name != "score":

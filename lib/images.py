@@ -18,15 +18,19 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
     """Tile images into one (H, W, C) uint8 array, `nrow` per row, with a black border."""
-    tiles = to_uint8(images)
+    return tile(to_uint8(images), nrow, padding)
+
+
+def tile(tiles: np.ndarray, nrow: int = 8, padding: int = 2) -> np.ndarray:
+    """Lay out (N, H, W, C) uint8 tiles `nrow` per row on black, `padding` pixels apart and around."""
     n, h, w, c = tiles.shape
     cols = min(nrow, n)
     rows = math.ceil(n / cols)
     out = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
-    for i, tile in enumerate(tiles):
+    for i, image in enumerate(tiles):
         r, k = divmod(i, cols)
         top, left = padding + r * (h + padding), padding + k * (w + padding)
-        out[top:top + h, left:left + w] = tile
+        out[top:top + h, left:left + w] = image
     return out
 
 

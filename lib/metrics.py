@@ -9,7 +9,7 @@ do not change under it, and a threshold must stay in the units the model produce
 import numpy as np
 
 # --metric value -> metrics key
-HEADLINE = {"roc": "auroc", "auprc": "auprc", "f1": "f1"}
+HEADLINE = {"roc": "auroc", "auprc": "auprc", "f1": "f1", "f1_score": "f1_score"}
 
 
 def _counts(labels, scores):
@@ -76,13 +76,39 @@ def equal_error_rate(labels, scores) -> float:
     return float((fpr[i] + fnr[i]) / 2)
 
 
+ORIGINAL_F1_THRESHOLD = 0.20
+
+
+def original_f1_score(labels, scores) -> float:
+    """The original code's `--metric f1_score` (its lib/evaluate.py): the F1 of calling abnormal every
+    image whose score, min-max scaled over the set, is at least 0.20.
+
+    In float32 like the original's score tensor, so an image right at the threshold falls on the
+    same side; 0.0 where scikit-learn's f1_score is 0/0, NaN for scores that are all equal (the
+    scaling divides by zero there: the original fails).
+    """
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float32)
+    if not len(scores) or scores.max() == scores.min():
+        return float("nan")
+    scaled = (scores - scores.min()) / (scores.max() - scores.min())
+    predicted = scaled >= np.float32(ORIGINAL_F1_THRESHOLD)
+    true_pos = int(np.sum(predicted & (labels == 1)))
+    errors = int(np.sum(predicted != (labels == 1)))  # false positives and false negatives
+    return 2 * true_pos / (2 * true_pos + errors) if true_pos + errors else 0.0
+
+
+# Recorded for every evaluation.
 METRICS = {"auroc": roc_auc, "auprc": average_precision, "f1": lambda labels, scores: best_f1(labels, scores)[0],
            "eer": equal_error_rate}
+# Recorded only when --metric names them (see HEADLINE).
+ON_REQUEST = {"f1_score": original_f1_score}
 
 
-def all_metrics(labels, scores) -> dict[str, float]:
-    """AUROC, AUPRC, best F1 and EER of one evaluation."""
-    return {name: metric(labels, scores) for name, metric in METRICS.items()}
+def all_metrics(labels, scores, also=()) -> dict[str, float]:
+    """AUROC, AUPRC, best F1 and EER of one evaluation, and those of ON_REQUEST named in `also`."""
+    chosen = {**METRICS, **{name: ON_REQUEST[name] for name in also if name in ON_REQUEST}}
+    return {name: metric(labels, scores) for name, metric in chosen.items()}
 
 
 def normal_quantile_threshold(normal_scores, false_positive_rate: float = 0.05) -> float:
@@ -114,7 +140,8 @@ def choose_score_weight(labels, reconstruction, features, metric: str = "auroc",
     if not _both_classes(labels):
         return default
     grid = np.linspace(0, 1, steps)
-    values = [METRICS[metric](labels, combined_score(reconstruction, features, w)) for w in grid]
+    measure = {**METRICS, **ON_REQUEST}[metric]
+    values = [measure(labels, combined_score(reconstruction, features, w)) for w in grid]
     best = max(values)
     candidates = [w for w, v in zip(grid, values) if v >= best - 1e-12]
     return round(float(min(candidates, key=lambda w: abs(w - default))), 4)

@@ -14,7 +14,7 @@ from lib.errors import OneLineParser, UserError
 from lib.models import MODELS, registry
 from lib.original import FIXES, applies, fixes
 
-METRICS = ("roc", "auprc", "f1")
+METRICS = ("roc", "auprc", "f1", "f1_score")
 LR_POLICIES = ("lambda", "step", "plateau")
 
 
@@ -86,9 +86,16 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--name", default=None, help="run name (default: <model>/<dataset>/<abnormal_class>)")
     a("--outf", default="./output", help="folder for run folders")
     a("--manualseed", type=int, default=-1, help="random seed; -1 picks one and records it")
-    a("--metric", default="roc", choices=METRICS, help="headline metric (all are recorded)")
-    a("--print_freq", type=int, default=100, help="iterations between loss logs")
-    a("--save_image_freq", type=int, default=100, help="iterations between saved image grids")
+    a("--metric", default="roc", choices=METRICS,
+      help="headline metric: roc (AUROC), auprc, f1 (the best F1 over all thresholds) or f1_score (the "
+           "original's: F1 at 0.20 on the scores min-max scaled over the set); all but f1_score are always "
+           "recorded")
+    a("--print_freq", type=int, default=100,
+      help="iterations between loss logs and dashboard points (without the 'outputs' fix: training images, "
+           "as the original counted)")
+    a("--save_image_freq", type=int, default=100,
+      help="iterations between saved image grids (without the 'outputs' fix: training images, as the "
+           "original counted)")
     a("--save_test_images", action="store_true", help="save test images and reconstructions")
     a("--load_weights", nargs="?", const="run", default=None, metavar="RUN_OR_FILE",
       help="start from trained weights: a checkpoint or run folder (no value: this run's best)")

@@ -1,12 +1,15 @@
-"""The run folder's files, named and laid out as the original wrote them.
+"""The run folder's files and the run's console lines, named and laid out as this framework writes them.
 
 histogram.csv (the test images' scores and labels), metrics.csv (one row per epoch),
 results.json (the last, best-on-validation and best-on-test epochs), loss_log.txt and the
 image grids in train/images/ and test/images/. The folder's lock, opt.txt and the
 checkpoints are written elsewhere (lib/runfolder.py, lib/run.py, lib/checkpoint.py).
+Without the 'outputs' fix (lib/original.py) the trainer is given lib/original_outputs.py's
+OriginalOutputs instead: the same methods, writing and printing what the original code did.
 """
 import itertools
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +56,52 @@ def results(opt, history: list[dict], best_epoch: int, headline: str, threshold:
 
 
 class RunOutputs:
-    """Writes the run folder's result files, log and image grids."""
+    """Writes the run folder's result files, log and image grids, and prints the run's lines.
 
-    def __init__(self, folder: Path, min_max_histogram: bool = False):
-        self.dir = Path(folder)
-        self.min_max_histogram = min_max_histogram
+    The trainer calls these methods in this order: `begin`; per training batch `count`, and
+    `training_losses` / `train_samples` when --print_freq / --save_image_freq divide the count;
+    per epoch `testing` (its callback sees each test batch), `epoch_results`, `epoch_report`,
+    `fixed_images`; `end`.
+    """
+    min_max_histogram = False  # histogram.csv keeps the raw scores
+
+    def __init__(self, folder: Path, opt, log=print):
+        """`log` prints a line on the console (the trainer's)."""
+        self.dir, self.opt, self.console = Path(folder), opt, log
         self.images = self.dir / "train" / "images"
 
     def log(self, line: str) -> None:
         """One line of loss_log.txt."""
         append_line(self.dir / "loss_log.txt", line)
+
+    def begin(self, model) -> None:
+        """Training starts (or resumes)."""
+        self.log(f"================ Training Loss ({time.strftime('%c')}) ================")
+
+    def count(self, images, epoch: int, batch: int, n_batches: int) -> int:
+        """After training batch number `batch` (from 1) of epoch `epoch` (from 0) of `n_batches`: what
+        --print_freq and --save_image_freq count, here training iterations."""
+        return epoch * n_batches + batch
+
+    def training_losses(self, epoch: int, batch: int, means: dict[str, float]) -> None:
+        """The epoch's mean losses so far, every --print_freq."""
+        self.log(f"(epoch: {epoch + 1}, iters: {batch}) " + " ".join(f"{k}: {v:.4f}" for k, v in means.items()))
+
+    def train_samples(self, real, fake, epoch: int, reconstruct) -> None:
+        """A training batch and its reconstruction during `epoch` (counted from 1); `reconstruct(images)`
+        gives the reconstruction of other images."""
+        save_grid(real, self.images / "real_samples.png")
+        save_grid(fake, self.images / f"fake_samples_epoch_{epoch:03d}.png")
+
+    def fixed_images(self, name: str, real, fake, epoch: int) -> None:
+        """The watched test images (one row) above their reconstructions, after `epoch`."""
+        save_grid(torch.cat([real, fake]), self.images / f"fixed_{name}_epoch_{epoch:03d}.png", nrow=len(real))
+
+    def testing(self, epoch: int):
+        """The test split is scored after `epoch` (from 1): a `(real, parts)` callback for each batch, or None."""
+        if self.opt.save_test_images and epoch == self.opt.niter:
+            return self.test_image_writer()
+        return None
 
     def epoch_results(self, history: list[dict], results: dict, test_scores, test_labels) -> None:
         """histogram.csv, metrics.csv and results.json as of the epoch just finished."""
@@ -70,14 +109,13 @@ class RunOutputs:
         write_text(self.dir / "metrics.csv", rows_csv(history))
         write_text(self.dir / "results.json", json.dumps(results, indent=2) + "\n")
 
-    def train_samples(self, real, fake, epoch: int) -> None:
-        """A training batch and its reconstruction during `epoch` (counted from 1)."""
-        save_grid(real, self.images / "real_samples.png")
-        save_grid(fake, self.images / f"fake_samples_epoch_{epoch:03d}.png")
+    def epoch_report(self, line: str, history: list[dict], model) -> None:
+        """The epoch's summary `line`, on the console and in loss_log.txt (history[-1] is the epoch's row)."""
+        self.console(line)
+        self.log(line)
 
-    def fixed_images(self, name: str, real, fake, epoch: int) -> None:
-        """The watched test images (one row) above their reconstructions, after `epoch`."""
-        save_grid(torch.cat([real, fake]), self.images / f"fixed_{name}_epoch_{epoch:03d}.png", nrow=len(real))
+    def end(self) -> None:
+        """Training has finished every epoch."""
 
     def test_image_writer(self):
         """A `(real, parts)` callback for `evaluate` saving each test batch and its reconstruction."""

@@ -76,7 +76,8 @@ def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
 
 
 def options_text(opt, defaults: dict) -> str:
-    """The original's opt.txt: every option, with the default beside changed values."""
+    """Our opt.txt: every option, with the default beside changed values (as the CycleGAN code it
+    comes from wrote it; the original's train/opt.txt has no marks: lib/original_outputs.py)."""
     lines = ["------------ Options -------------"]
     for key, value in sorted(vars(opt).items()):
         default = defaults.get(key, value)

@@ -10,7 +10,8 @@ uses its `train_step` (losses as floats), `score_parts` (per image a "score", th
 Model selection uses the validation split (held-out normal and abnormal
 images, disjoint from the test set); test metrics are recorded every epoch but
 never used to choose anything. The rest lives beside the loop: lib/schedules.py,
-lib/training_state.py (what a checkpoint holds), lib/evaluation.py, lib/outputs.py.
+lib/training_state.py (what a checkpoint holds), lib/evaluation.py, and what the run writes
+and prints: lib/outputs.py, or lib/original_outputs.py for the original's files.
 """
 import math
 import signal
@@ -26,6 +27,7 @@ from lib.errors import UserError
 from lib.evaluation import Scores, choose_weight, decision_threshold, evaluate, split_metrics
 from lib.metrics import HEADLINE
 from lib.original import applies
+from lib.original_outputs import OriginalOutputs
 from lib.schedules import current_lr, make_schedulers, step_schedulers
 from lib.training_state import TrainingState
 
@@ -74,7 +76,7 @@ class Trainer:
         else:
             self.train_images = split.train
         self.dir, self.vis, self.log = Path(run_dir), visualizer, log
-        self.out = outputs.RunOutputs(self.dir, min_max_histogram=not applies(opt, "outputs"))
+        self.out = self._outputs()
         self.weights = self.dir / "train" / "weights"
         self.headline = HEADLINE[opt.metric]
         # The original picks the best epoch on the test set and never steps its schedulers (lib/original.py).
@@ -85,6 +87,12 @@ class Trainer:
         self.train_seconds, self.images_trained = 0.0, 0
         self.fixed = self._fixed_test_images()
         self.claim = None  # the run folder's lock, set by whoever claims the folder
+
+    def _outputs(self) -> outputs.RunOutputs:
+        """What the run writes and prints: this framework's run folder, or the original's (lib/original.py)."""
+        if applies(self.opt, "outputs"):
+            return outputs.RunOutputs(self.dir, self.opt, self.log)
+        return OriginalOutputs(self.dir, self.opt, len(self.split.test_labels), self.log)
 
     def close(self) -> None:
         """Close the dashboard and release the run folder (safe to call twice)."""
@@ -101,13 +109,14 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------
     def fit(self) -> dict:
-        self.out.log(f"================ Training Loss ({time.strftime('%c')}) ================")
+        self.out.begin(self.model)
         with StopFlag() as stop:
             while self.state.epoch < self.opt.niter:
                 start = time.perf_counter()
                 self.train_epoch(stop)
                 self.train_seconds = time.perf_counter() - start
                 self.end_epoch()
+        self.out.end()
         return self.results()
 
     def train_epoch(self, stop: StopFlag) -> None:
@@ -130,15 +139,14 @@ class Trainer:
                 self.sums[k] = self.sums.get(k, 0.0) + v
                 self.counts[k] = self.counts.get(k, 0) + 1
             bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if k in ("g", "d", "critic", "g_con")})
-            iteration = state.epoch * len(order) + state.batch
-            if iteration % opt.print_freq == 0:
+            count = self.out.count(images, state.epoch, state.batch, len(order))  # iterations, or images
+            if count % opt.print_freq == 0:
                 means = self.epoch_losses()
-                self.out.log(f"(epoch: {state.epoch + 1}, iters: {state.batch}) "
-                             + " ".join(f"{k}: {v:.4f}" for k, v in means.items()))
+                self.out.training_losses(state.epoch, state.batch, means)
                 self.vis.losses(state.epoch + state.batch / len(order), means)
-            if iteration % opt.save_image_freq == 0:
-                fake = model.score_parts(images, train_mode=False)["fake"]  # pictures leave BatchNorm alone
-                self.out.train_samples(images, fake, state.epoch + 1)
+            if count % opt.save_image_freq == 0:
+                fake = self.reconstruct(images)
+                self.out.train_samples(images, fake, state.epoch + 1, self.reconstruct)
                 self.vis.images("train", images, fake)
             if stop.signal is not None:
                 bar.close()
@@ -146,6 +154,10 @@ class Trainer:
                 raise Interrupted(f"stopped by signal {stop.signal} at epoch {state.epoch + 1}, "
                                   f"iteration {state.batch}; continue with --resume {self.dir}", stop.signal)
         bar.close()
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's reconstruction, for pictures: in eval mode, so that BatchNorm is left alone."""
+        return self.model.score_parts(images, train_mode=False)["fake"]
 
     def epoch_losses(self) -> dict[str, float]:
         return {k: self.sums[k] / self.counts[k] for k in self.sums}
@@ -160,7 +172,7 @@ class Trainer:
                                 f"{self.state.batch + 1}; {kept}; try a lower --lr or smaller loss weights")
 
     def end_epoch(self) -> None:
-        opt, state = self.opt, self.state
+        state = self.state
         losses = self.epoch_losses()
         start = time.perf_counter()
         val, test = self.evaluate_splits()
@@ -183,9 +195,6 @@ class Trainer:
         if is_best:
             state.threshold = self._threshold(val, test)
         self.out.epoch_results(state.history, self.results(), test.parts["score"], test.labels)
-        if opt.save_test_images and state.epoch == opt.niter:
-            evaluate(self.model, self.split.test_images, opt.batchsize, self.device,
-                     on_batch=self.out.test_image_writer())
         self.save("last")
         if is_best:
             self.save("best")
@@ -195,14 +204,15 @@ class Trainer:
 
     def evaluate_splits(self) -> tuple[Scores, Scores]:
         """Scores and metrics of the validation and test images."""
-        split = self.split
-        val, test = (Scores(labels.numpy(), evaluate(self.model, images, self.opt.batchsize, self.device))
-                     for images, labels in ((split.val_images, split.val_labels),
-                                            (split.test_images, split.test_labels)))
+        split, batchsize = self.split, self.opt.batchsize
+        val = Scores(split.val_labels.numpy(), evaluate(self.model, split.val_images, batchsize, self.device))
+        # The outputs see each test batch (test images, timing) in the one pass that scores it.
+        test = Scores(split.test_labels.numpy(), evaluate(self.model, split.test_images, batchsize, self.device,
+                                                          on_batch=self.out.testing(self.state.epoch + 1)))
         if self.model.choose_score_weight:  # --score_weight val: chosen on validation labels only
             choose_weight(self.model, val, [val, test], self.headline)
         for scores in (val, test):
-            scores.metrics = split_metrics(scores.labels, scores.parts)
+            scores.metrics = split_metrics(scores.labels, scores.parts, self.headline)
         if self.model.choose_score_weight and val.metrics:
             val.metrics["score_weight"] = self.model.score_weight  # metrics.csv: val_score_weight
         return val, test
@@ -244,8 +254,7 @@ class Trainer:
                 f" | val {h} {row.get(f'val_{h}', float('nan')):.4f}{mark}"
                 f" | best ({self.selection_split}) epoch {self.best_epoch()} | train {row['train_seconds']:.0f} s "
                 f"({row['train_img_per_s']:.0f} img/s), eval {row['eval_seconds']:.0f} s")
-        self.log(line)
-        self.out.log(line)
+        self.out.epoch_report(line, self.state.history, self.model)
         best_val = max(self._selection_value(r) for r in self.state.history)
         self.vis.metrics(row["epoch"], {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
                          | {f"best_val_{h}": best_val})
@@ -253,6 +262,6 @@ class Trainer:
         for name, images in self.fixed.items():
             if len(images):
                 real = to_float(images, self.device, self.model.pixel_mean_std)
-                fake = self.model.score_parts(real, train_mode=False)["fake"]
+                fake = self.reconstruct(real)
                 self.out.fixed_images(name, real, fake, row["epoch"])
                 self.vis.images(f"test {name}", real, fake)

@@ -50,6 +50,7 @@ def main(argv):
     if opt.path and not Path(opt.path).exists():  # found out now, not after the training it follows
         raise UserError(f"--path '{opt.path}' does not exist; give an image file or a folder of images to score")
     # torch and the rest load only now: a command line that is refused is refused at once.
+    from lib.original import applies
     from lib.run import build_trainer, load_checkpoint, run_dir
     from lib.trainer import Interrupted
 
@@ -69,10 +70,11 @@ def main(argv):
         return 128 + stop.signal
     finally:
         trainer.close()
-    h = results["metric"]
-    on = "validation" if results["best"]["selected_by"].startswith("val_") else "the test set (as the original)"
-    print(f"test {h}: {results['last']['test'][h]:.4f} (last epoch {results['last']['epoch']}), "
-          f"{results['best']['test'][h]:.4f} (epoch {results['best']['epoch']}, best on {on})")
+    if applies(opt, "outputs"):  # the original's last line, its [Done], has been printed instead
+        h = results["metric"]
+        on = "validation" if results["best"]["selected_by"].startswith("val_") else "the test set (as the original)"
+        print(f"test {h}: {results['last']['test'][h]:.4f} (last epoch {results['last']['epoch']}), "
+              f"{results['best']['test'][h]:.4f} (epoch {results['best']['epoch']}, best on {on})")
     print(f"outputs: {folder}")
     return score_path(opt, folder)
 
@@ -99,7 +101,7 @@ def resume_folder(opt, ckpt, explicit) -> Path:
 def evaluate_weights(opt, ckpt) -> int:
     """--phase test: score the test split with the loaded weights; results go to <run>/test/."""
     from lib.evaluation import evaluate
-    from lib.metrics import all_metrics
+    from lib.metrics import HEADLINE, all_metrics
     from lib.original import applies
     from lib.outputs import histogram_csv
     from lib.run import build_evaluation, options_text
@@ -111,7 +113,7 @@ def evaluate_weights(opt, ckpt) -> int:
     parts = evaluate(model, split.test_images, opt.batchsize, device)
     labels = split.test_labels.numpy()
     hist = histogram_csv(parts["score"], labels, min_max=not applies(opt, "outputs"))
-    metrics = all_metrics(labels, parts["score"])
+    metrics = all_metrics(labels, parts["score"], also=(HEADLINE[opt.metric],))
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "opt.txt", options_text(opt, options.defaults()))
