@@ -59,9 +59,11 @@ FIXES = {
     "lr_schedule": Fix(True, "the learning-rate schedulers step once per epoch",
                        "they are built but never stepped (--lr_policy and --niter_decay do nothing)"),
     # What a run writes
-    "outputs": Fix(False, "this framework's run folder (metrics.csv, results.json, checkpoints, PNG images)",
-                   "the original's files: loss_log.txt with an AUC line per epoch, netG_<epoch>.pth and "
-                   "netD_<epoch>.pth when the AUC improves, .eps test images, min-max scaled histogram.csv",
+    "outputs": Fix(False, "this framework's run folder (metrics.csv, results.json, checkpoints, PNG images) and lines",
+                   "the original's: train/opt.txt, loss_log.txt with an AUC line per epoch, netG_<epoch>.pth and "
+                   "netD_<epoch>.pth when the AUC improves, reals/fakes/fixed_fakes images, .eps test images, "
+                   "min-max scaled histogram.csv, its console lines; --print_freq and --save_image_freq count "
+                   "images (lib/original_outputs.py)",
                    training=False),
 }
 
