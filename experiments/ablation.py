@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.ablation_report import PAGE, write_report
+from experiments.ablation_report import PAGE, README, write_report
 from lib import options
 from lib.classes import class_names
 from lib.collect import read_json
@@ -144,7 +144,7 @@ def train_one(model: str, fixes: str, abnormal: str, seed: int, log) -> dict:
         trainer.close()
     return {"model": model, "fixes": fixes, "abnormal_class": abnormal, "seed": seed, "budget": BUDGET,
             "train_images": len(split.train), "val": split.counts(), "seconds": round(time.perf_counter() - start),
-            "epochs": epochs}
+            "adversary_restarts": trainer.model.restarts, "epochs": epochs}
 
 
 def run_step(step: str, seeds, models, log=print) -> None:
@@ -195,7 +195,7 @@ def main(argv) -> int:
     if not args.report:
         for step in args.step or list(STEPS):
             run_step(step, seeds, models)
-    print(f"report: {write_report(finished_runs(), PAGE, RESULTS / 'runs.csv')}")
+    print(f"report: {write_report(finished_runs(), PAGE, RESULTS / 'runs.csv', README)}")
     return 0
 
 

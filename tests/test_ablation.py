@@ -16,8 +16,11 @@ def study(tmp_path, monkeypatch):
     monkeypatch.setattr(ablation, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(ablation, "SCRATCH", tmp_path / "runs")
     monkeypatch.setattr(ablation, "PAGE", tmp_path / "page.md")
+    monkeypatch.setattr(ablation, "README", tmp_path / "README.md")
+    (tmp_path / "README.md").write_text(f"a\n{ablation_report.EFFECTS_BEGIN}\n{ablation_report.EFFECTS_END}\nb\n")
     monkeypatch.setattr(ablation, "STEPS", {"scoring": (("3", "5"), False), "fixes": (("3",), True)})
-    (tmp_path / "page.md").write_text(f"intro\n{ablation_report.BEGIN}\nold\n{ablation_report.END}\nconclusions\n")
+    markers = f"{ablation_report.BEGIN}\nstale-table\n{ablation_report.END}"
+    (tmp_path / "page.md").write_text(f"intro\n{markers}\nconclusions\n")
     return tmp_path
 
 
@@ -42,10 +45,18 @@ def test_every_variant_is_trained_once_scored_three_ways_and_tabled(study, monke
     assert any(r["epochs"][-1]["test_eval"] != r["epochs"][-1]["test_train_ordered"] for r in original)
 
     page = (study / "page.md").read_text()
-    assert page.startswith("intro\n") and page.endswith("conclusions\n") and "old" not in page
+    assert page.startswith("intro\n") and page.endswith("conclusions\n") and "stale-table" not in page
     assert "### The same weights scored three ways" in page and "### Each fix, Skip-WGANomaly" in page
     assert "| original + eval_mode_scoring | eval mode |" in page
     assert "| all fixes - eval_mode_scoring | training mode |" in page
+    assert "### What going back to the original's way changes" in page
+    readme = (study / "README.md").read_text()
+    assert readme.startswith("a\n") and readme.endswith("b\n")
+    assert "| `gp_of_mean` |" in readme and "| `classifier_bias` |" in readme
+    effects = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| `")}
+    assert effects["`gp_of_mean`"].split("|")[4].strip() == "n/a"  # a Skip-WGANomaly fix: no Skip-GANomaly effect
+    assert effects["`gp_of_mean`"].split("|")[5].strip() not in ("—", "n/a")
+    assert all(isinstance(r["adversary_restarts"], int) for r in runs)
     rows = (study / "results" / "runs.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * len(runs)
 

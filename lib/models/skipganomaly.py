@@ -32,6 +32,7 @@ class SkipGANomaly(AnomalyModel):
         # 'val': the trainer sets the weight from the validation split; checkpoints keep it.
         self.choose_score_weight = opt.score_weight == "val"
         self.score_weight = DEFAULT_SCORE_WEIGHT if self.choose_score_weight else float(opt.score_weight)
+        self.restarts = 0  # discriminator re-initialisations in this process
         super().__init__(opt, device, **speed)
 
     @property
@@ -106,7 +107,12 @@ class SkipGANomaly(AnomalyModel):
     def after_update(self, losses: dict[str, float]) -> None:
         # As in the original: a discriminator that wins outright gives G no gradient, so start it afresh.
         if losses["d"] < 1e-5:
-            init_weights(self.adversary)
+            self.restart_adversary()
+
+    def restart_adversary(self) -> None:
+        """Re-initialise the discriminator/critic, counting how often (the ablation reports it)."""
+        init_weights(self.adversary)
+        self.restarts += 1
 
     def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """score = w·MSE(x, G(x)) + (1 − w)·MSE(f(x), f(G(x))), with both parts."""

@@ -12,7 +12,7 @@ import torch
 from lib.losses import contextual_loss, gradient_penalty, latent_loss
 from lib.models.registry import register
 from lib.models.skipganomaly import SkipGANomaly
-from lib.networks import Critic, init_weights
+from lib.networks import Critic
 from lib.original import applies
 
 # This model's own flags, as data the command line reads without importing this file (lib/models/registry.py).
@@ -105,7 +105,7 @@ class WSkipGANomaly(SkipGANomaly):
     def after_update(self, losses: dict[str, float]) -> None:
         """A critic's loss is unbounded: nothing to restart (the original restarts it below 1e-5)."""
         if not self.critic_no_reset and losses["critic"] < 1e-5:
-            init_weights(self.adversary)
+            self.restart_adversary()
 
     def clip_critic(self) -> None:
         """--wgan clip: keep every critic weight in [-clip_value, clip_value]."""
