@@ -4,6 +4,13 @@ Owns: the search-space file (read and checked before Ray starts), the trial that
 trains one configuration through lib.run's loop and reports every epoch, the
 results table of a search and the train.py command that reproduces a trial.
 Ray is imported only inside the trial, so checking a space needs no Ray.
+
+A space file maps train.py options to values: {"grid": [...]} (every value, in every
+sample), {"choice": [...]}, {"uniform": [low, high]}, {"loguniform": [low, high]},
+{"randint": [low, high]} (both bounds included), or {"same": "OTHER"}: the option takes
+OTHER's value in every trial, as the original tied w_adv and w_lat to one "w_latadv"
+(experiments/tune_space_original.json). OTHER must be searched in the same file, with
+values of its own, and take values of the same type.
 """
 import argparse
 import codecs
@@ -19,7 +26,8 @@ from pathlib import Path
 from lib import options
 from lib.errors import UserError
 
-KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "same")
+TIE = "same"  # the kind that gives an option another searched option's value
 
 # Options a search sets itself, or that would make trials incomparable.
 NOT_SEARCHABLE = {
@@ -72,8 +80,9 @@ def trial_options(base: dict, config: dict) -> argparse.Namespace:
 
 # ------------------------------------------------------------------ the space file
 
-def read_space(path, actions: dict, base: dict) -> dict[str, tuple[str, list]]:
-    """Check SPACE.json; returns {option: (kind, values)} with values in the option's type.
+def read_space(path, actions: dict, base: dict) -> dict[str, tuple]:
+    """Check SPACE.json; returns {option: (kind, values)} with values in the option's type,
+    or ("same", OTHER) for an option tied to OTHER (values_of gives its values).
 
     Every value a search could draw must make a valid train.py run, alone and with the
     other searched options: Ray would only find out in a trial, after the search started.
@@ -82,7 +91,7 @@ def read_space(path, actions: dict, base: dict) -> dict[str, tuple[str, list]]:
     raw = _parse_json(_read_text(path, where), where)
     if not isinstance(raw, dict):
         raise UserError(f'{where} must hold one JSON object, e.g. {{"w_con": {{"grid": [25, 50, 75]}}}}')
-    space, drawn = {}, {}
+    space, drawn, ties = {}, {}, {}
     for key, spec in raw.items():
         name = key.lstrip("-")
         if name not in actions:
@@ -96,14 +105,79 @@ def read_space(path, actions: dict, base: dict) -> dict[str, tuple[str, list]]:
                             + f", got {_shown(spec)}")
         kind, values = next(iter(spec.items()))
         shown = f"{where}: \"{name}\": {{\"{kind}\": {_shown(values)}}}"
+        if kind == TIE:  # checked once every option of the file is known: the target may come later
+            if not isinstance(values, str):
+                raise UserError(f'{shown} needs the name of the searched option it follows, e.g. {{"same": "w_adv"}}')
+            space[name], ties[name] = (TIE, values.lstrip("-")), shown
+            continue
         values = _check_values(shown, name, kind, values, actions[name])
         if name in PATH_OPTIONS:  # trials run in their own working directory
             values = [os.path.abspath(v) if v else v for v in values]
         space[name] = (kind, values)
         drawn[name] = (shown, values if kind in ("grid", "choice") else _range_probes(kind, *values))
+    for name, shown in ties.items():
+        _check_tie(shown, name, space, actions)
     _check_drawn(space, drawn, base)
     _check_together(where, space, base)
     return space
+
+
+def _check_tie(shown, name, space: dict, actions: dict) -> None:
+    """A tied option follows an option of the same type that the space searches with values of its own."""
+    target = space[name][1]
+    if target == name:
+        raise UserError(f"{shown}: an option cannot follow itself: give '{name}' values of its own")
+    if target not in actions:
+        raise UserError(f"{shown}: unknown option '{target}' (options are train.py's: see python train.py -h)")
+    if target in NOT_SEARCHABLE:
+        raise UserError(f"{shown}: '{target}' cannot be searched ({NOT_SEARCHABLE[target]}), so nothing can follow it")
+    if target not in space:
+        raise UserError(f"{shown}: '{target}' is not searched in this space: add it with values of its own, "
+                        f"or drop '{name}' and give --{name} on the command line")
+    if space[target][0] == TIE:
+        chain, after = [name], target
+        while after in space and space[after][0] == TIE and after not in chain:
+            chain, after = chain + [after], space[after][1]
+        if after in chain:
+            circle = ", ".join(f"'{n}'" for n in chain[chain.index(after):])
+            raise UserError(f"{shown}: {circle} follow each other in a circle: give one of them values of its own")
+        fix = f"make '{name}' follow '{after}' directly" if after in space else "tie each to an option with values"
+        raise UserError(f"{shown}: '{target}' itself follows '{space[target][1]}': {fix}")
+    ours, theirs = _value_type(actions[name]), _value_type(actions[target])
+    if ours != theirs:
+        raise UserError(f"{shown}: '{name}' takes {ours} and '{target}' takes {theirs}: tie options of one type")
+    kind, values = space[target]
+    if kind in ("grid", "choice"):  # e.g. a value the target accepts and the tied option does not
+        for value in values:
+            _coerce(shown, actions[name], value)
+
+
+def _value_type(action) -> str:
+    """What an option's values are, in words: tied options must agree."""
+    if action.nargs == 0 or action.type is options.str2bool:
+        return "true or false"
+    if action.type in EXPECTED:
+        return EXPECTED[action.type].replace("a ", "", 1) + "s"
+    if action.type is None:
+        return "text"
+    return f"values like --{action.dest}'s"
+
+
+def followers(space: dict, config: dict) -> dict:
+    """`config` with every tied option set to the value of the option it follows."""
+    return {**config, **{name: config[target] for name, (kind, target) in space.items()
+                         if kind == TIE and target in config}}
+
+
+def values_of(space: dict, name: str) -> list:
+    """The values `name` takes in a search (a tied option: those of the option it follows)."""
+    kind, values = space[name]
+    return space[values][1] if kind == TIE else values
+
+
+def _free(space: dict) -> dict:
+    """The options searched with values of their own."""
+    return {name: entry for name, entry in space.items() if entry[0] != TIE}
 
 
 def _read_text(path, where) -> str:
@@ -237,26 +311,30 @@ def _rejection(base: dict, config: dict):
 
 def _check_drawn(space: dict, drawn: dict, base: dict) -> None:
     """Every value a search can draw for an option must make a valid run with some values of the others
-    (with the command line's first: an option that is wrong by itself is named by itself)."""
+    (with the command line's first: an option that is wrong by itself is named by itself).
+    The options tied to it take the same value."""
     for name, (shown, values) in drawn.items():
-        others = _ends({n: entry for n, entry in space.items() if n != name}, MAX_CONTEXTS)
+        others = _ends({n: entry for n, entry in _free(space).items() if n != name}, MAX_CONTEXTS)
+        tied = [n for n, (kind, target) in space.items() if kind == TIE and target == name]
+        with_tied = f" (with {', '.join(tied)} following it)" if tied else ""
         for value in values:
-            err = _rejection(base, {name: value})
-            if err and all(_rejection(base, {**context, name: value})
+            err = _rejection(base, followers(space, {name: value}))
+            if err and all(_rejection(base, followers(space, {**context, name: value}))
                            for context in _combinations(others, MAX_CONTEXTS) if context):
-                raise UserError(f"{shown}: {name} = {_short(value)} is rejected: {err}")
+                raise UserError(f"{shown}: {name} = {_short(value)}{with_tied} is rejected: {err}")
 
 
 def _check_together(where, space: dict, base: dict) -> None:
     """Options searched together (e.g. iter and niter) must also make valid runs together."""
-    models = set(space["model"][1]) if "model" in space else {base["model"]}
+    models = set(values_of(space, "model")) if "model" in space else {base["model"]}
     for model, names in options.model_option_names().items():
         for name in (n for n in names if n in space and model not in models):
             raise UserError(f"{where}: '{name}' only applies to --model {model}, and this search trains "
                             f"{', '.join(sorted(models))}: drop it or search --model")
-    if len(space) < 2:
+    if len(_free(space)) < 2:  # one option and its followers: _check_drawn tried each value
         return
-    for config in _combinations(_ends(space, MAX_CHECKED), MAX_CHECKED):
+    for config in _combinations(_ends(_free(space), MAX_CHECKED), MAX_CHECKED):
+        config = followers(space, config)
         err = _rejection(base, config)
         if err:
             shown = ", ".join(f"{name} = {_short(value)}" for name, value in config.items())
@@ -300,12 +378,25 @@ def _number(kind, value):
         raise ValueError("too large for a number") from None
 
 
+class Follow:
+    """A tied option's value in Ray: the option it follows, read from the trial's config once Ray has
+    expanded the grid and drawn the samples (Ray calls it with the trial's spec, config inside)."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __call__(self, spec):
+        # Attribute access: Ray's guard raises for a value not yet drawn, and retries after the others.
+        return getattr(spec.config, self.target)
+
+
 def ray_space(space: dict):
     """The space as Ray Tune search objects."""
     from ray import tune
     make = {"grid": tune.grid_search, "choice": tune.choice,
             "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
-            "randint": lambda v: tune.randint(v[0], v[1] + 1)}  # both bounds included
+            "randint": lambda v: tune.randint(v[0], v[1] + 1),  # both bounds included
+            TIE: lambda target: tune.sample_from(Follow(target))}
     return {name: make[kind](values) for name, (kind, values) in space.items()}
 
 
@@ -313,7 +404,7 @@ def largest(space: dict, name: str, fixed):
     """The largest value `name` can take in a search (e.g. epochs, for ASHA's horizon)."""
     if name not in space:
         return fixed
-    return max(space[name][1])
+    return max(values_of(space, name))
 
 
 # ------------------------------------------------------------------ one trial
@@ -356,7 +447,7 @@ def _report(trainer, row: dict) -> None:
 # ------------------------------------------------------------------ results
 
 def trial_row(result, objective: str, space: dict, runs) -> dict:
-    """One results.csv row: config, the validation-selected epoch's metrics, epochs run, time."""
+    """One results.csv row: config, the metrics of the epoch the objective selects, epochs run, time."""
     trial = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
     row = {"trial": trial, "status": "error" if result.error else "done"}
     row.update({name: result.config.get(name) for name in space})
@@ -365,7 +456,8 @@ def trial_row(result, objective: str, space: dict, runs) -> dict:
     history = result.metrics_dataframe
     if history is not None and objective in history:
         values = history[objective].astype(float)
-        # The epoch train.py would keep: the first with the best validation metric.
+        # The epoch train.py would keep: the first with the best objective (validation, or the
+        # test set's without the validation_selection fix, as the original).
         best = history.loc[values.idxmax()] if values.notna().any() else history.iloc[-1]
         last = history.iloc[-1]
         row.update({objective: float(best[objective]), "test_auroc": float(best["test_auroc"]),
@@ -378,7 +470,7 @@ def trial_row(result, objective: str, space: dict, runs) -> dict:
 
 
 def sort_rows(rows: list[dict], objective: str) -> list[dict]:
-    """Best validation metric first; trials without one last."""
+    """Best objective first; trials without one last."""
     def key(row):
         value = row[objective]
         return -value if isinstance(value, float) and not math.isnan(value) else math.inf

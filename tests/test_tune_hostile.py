@@ -135,12 +135,48 @@ SPACES = {
                                        '"w_lat": {"grid": [0]}}', "all 0"),
     "a score weight above one": ('{"score_weight": {"grid": [0.5, "val", 2]}}', "score_weight = 2.0 is rejected"),
     "an option of another model": ('{"n_critic": {"grid": [1, 5]}}', "only applies to --model w_skipganomaly"),
+    # Ties: {"same": "OTHER"} gives an option the value OTHER takes in each trial.
+    "a tie to no name": ('{"w_adv": {"grid": [1]}, "w_lat": {"same": ["w_adv"]}}', "needs the name of the searched"),
+    "a tie to an unknown option": ('{"w_adv": {"grid": [1]}, "w_lat": {"same": "w_advv"}}', "unknown option 'w_advv'"),
+    "a tie to an option the space does not search": ('{"w_lat": {"same": "w_adv"}}',
+                                                     "'w_adv' is not searched in this space: add it"),
+    "a tie to an option no search may set": ('{"w_lat": {"same": "val_ratio"}}', "so nothing can follow it"),
+    "a tie to itself": ('{"w_lat": {"same": "w_lat"}}', "an option cannot follow itself"),
+    "a chain of ties": ('{"w_con": {"grid": [1, 2]}, "w_adv": {"same": "w_con"}, "w_lat": {"same": "w_adv"}}',
+                        "'w_adv' itself follows 'w_con': make 'w_lat' follow 'w_con' directly"),
+    "a circle of ties": ('{"w_adv": {"same": "w_lat"}, "w_lat": {"same": "w_con"}, "w_con": {"same": "w_adv"}}',
+                         "'w_adv', 'w_lat', 'w_con' follow each other in a circle"),
+    "a tie to an option of another type": ('{"niter": {"grid": [1, 2]}, "w_lat": {"same": "niter"}}',
+                                           "'w_lat' takes numbers and 'niter' takes whole numbers"),
+    "a value the tied option rejects": ('{"abnormal_class": {"grid": ["1"]}, '
+                                        '"normal_class": {"same": "abnormal_class"}}',
+                                        "abnormal_class = '1' (with normal_class following it) is rejected"),
+    "tied values rejected together": ('{"w_con": {"grid": [0]}, "w_adv": {"grid": [0, 1]}, '
+                                      '"w_lat": {"same": "w_adv"}}',
+                                      "w_con = 0.0, w_adv = 0.0, w_lat = 0.0 together are rejected"),
 }
 
 
 @pytest.mark.parametrize("text, fragment", SPACES.values(), ids=SPACES.keys())
 def test_a_space_that_could_draw_an_invalid_value_is_refused_before_ray_starts(tmp_path, text, fragment):
     refused(tmp_path, space(tmp_path, text), fragment)
+
+
+def test_a_tie_may_come_before_the_option_it_follows(tmp_path):
+    # The space passes its checks: the refusal is the CPUs', the first check after the space.
+    refused(tmp_path, space(tmp_path, '{"w_lat": {"same": "w_adv"}, "w_adv": {"grid": [0.5, 2]}}') + TOO_MANY_CPUS,
+            "--cpus_per_trial 100000")
+
+
+def test_original_takes_the_originals_space_and_no_validation_split_without_refusing(tmp_path):
+    # experiments/tune_space_original.json passes its checks, and --val_ratio 0 is not refused: the original
+    # ranks trials on the test set.
+    refused(tmp_path, ["--original", "--val_ratio", "0"] + TOO_MANY_CPUS, "--cpus_per_trial 100000")
+
+
+def test_original_repeats_each_grid_point_so_a_fixed_seed_is_refused_naming_the_default(tmp_path):
+    line = refused(tmp_path, ["--original", "--manualseed", "1"], "would train identical trials")
+    assert "--num_samples 2 (the original's" in line and "--num_samples 1" in line
 
 
 def test_a_space_file_written_as_utf16_with_a_byte_order_mark_is_read(tmp_path):
@@ -230,7 +266,7 @@ CONFLICTS = {
     "load_weights missing": (["--load_weights", "nowhere.pt"], "does not exist"),
     "resume": (["--resume", "run"], "--restore"),
     "phase test": (["--phase", "test"], "a search trains"),
-    "no validation split": (["--val_ratio", "0"], "validation split"),
+    "no validation split": (["--val_ratio", "0"], "--original ranks them on the test set"),
     "lr nan": (["--lr", "nan"], "--lr must be a finite number"),
     "w_con infinite": (["--w_con", "inf"], "--w_con must be a finite number"),
     "a flag of another model": (["--n_critic", "3"], "only applies to --model w_skipganomaly"),

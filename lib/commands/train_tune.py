@@ -20,6 +20,7 @@ from lib.cluster import (
 from lib.errors import UserError
 from lib.files import rows_csv, write_text
 from lib.metrics import HEADLINE
+from lib.original import applies
 from lib.runfolder import probe_writable
 from lib.tune import (
     command_line,
@@ -32,11 +33,16 @@ from lib.tune import (
     trial_base,
     trial_options,
     trial_row,
+    values_of,
 )
 
 PROG = "train_tune.py"
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 DEFAULT_SPACE = ROOT / "experiments" / "tune_space.json"
+# Without the validation_selection fix (--original), the original's search: w_con x one weight for
+# w_adv and w_lat, each grid point twice, trials ranked on the test set.
+ORIGINAL_SPACE = ROOT / "experiments" / "tune_space_original.json"
+ORIGINAL_SAMPLES = 2
 # ASHA keeps the best 1/REDUCTION of trials at each rung: halving suits searches of tens of trials.
 REDUCTION = 2
 RESOURCE_STEP = 1e-4  # Ray counts CPUs and GPUs in steps of 0.0001
@@ -49,9 +55,11 @@ PROBLEM_OPTIONS = ("dataset", "abnormal_class", "normal_class")
 def add_tune_arguments(parser) -> None:
     group = parser.add_argument_group("Ray Tune search (train_tune.py only; --overwrite deletes the search folder)")
     a = group.add_argument
-    a("--space", default=str(DEFAULT_SPACE), help="JSON search space: option -> {grid|choice|uniform|"
-      "loguniform|randint: [...]}")
-    a("--num_samples", type=int, default=1, help="samples of the space (each grid point this many times)")
+    a("--space", default=None, help="JSON search space: option -> {grid|choice|uniform|loguniform|randint: [...]}, "
+      'or {"same": "OTHER"} to give it the value OTHER takes in each trial (README: Hyperparameter search); '
+      f"unset: experiments/{DEFAULT_SPACE.name}, with --original experiments/{ORIGINAL_SPACE.name}")
+    a("--num_samples", type=int, default=None, help="samples of the space (each grid point this many times); "
+      f"unset: 1, with --original {ORIGINAL_SAMPLES} as the original")
     a("--cpus_per_trial", type=float, default=1, help="CPUs reserved for each trial")
     a("--gpus_per_trial", type=float, default=None,
       help="GPUs per trial; a fraction packs several trials on one GPU; unset: 1 with --device gpu "
@@ -177,14 +185,16 @@ def check_search(args, given: set, opt, space: dict, explicit: set) -> None:
     elif "grace_period" in given:
         raise UserError("--grace_period applies to --scheduler asha: add it, or drop --grace_period")
     if (args.num_samples > 1 and opt.manualseed >= 0 and "manualseed" not in space
-            and all(kind == "grid" for kind, _ in space.values())):
-        raise UserError(f"--num_samples {args.num_samples} with --manualseed {opt.manualseed} and only grid values "
+            and all(kind in ("grid", "same") for kind, _ in space.values())):
+        samples = (f"--num_samples {args.num_samples}" if "num_samples" in given
+                   else f"--num_samples {args.num_samples} (the original's, the default without validation_selection)")
+        raise UserError(f"{samples} with --manualseed {opt.manualseed} and only grid values "
                         "would train identical trials: leave --manualseed unset, or search it "
                         '(e.g. "manualseed": {"grid": [0, 1, 2]}) with --num_samples 1')
-    models = set(space["model"][1]) if "model" in space else {opt.model}
+    models = set(values_of(space, "model")) if "model" in space else {opt.model}
     if opt.load_weights is None and len(models) == 1:
         options.check_model_options(opt, explicit)
-    if args.gpus_per_trial and (set(space["device"][1]) if "device" in space else {opt.device}) == {"cpu"}:
+    if args.gpus_per_trial and (set(values_of(space, "device")) if "device" in space else {opt.device}) == {"cpu"}:
         raise UserError(f"--gpus_per_trial {args.gpus_per_trial:g} with --device cpu: trials would hold GPUs "
                         "they never use; drop --gpus_per_trial or use --device gpu")
     if opt.load_weights == "run":
@@ -215,14 +225,16 @@ def main(argv):
         return train.main(train_argv)
 
     # Everything the user can get wrong is checked here, before Ray starts.
+    on_test = original_search(args, given, raw, explicit)
     check_resources(args)
     opt = trial_options(vars(raw), {})
     if opt.resume:
         raise UserError("--resume continues one run: to continue a search, pass --name NAME --restore")
     if opt.phase != "train":
         raise UserError("a search trains: evaluate a run with train.py --phase test --load_weights RUN")
-    if opt.val_ratio <= 0:
-        raise UserError("a search ranks trials on the validation split: --val_ratio must be above 0")
+    if opt.val_ratio <= 0 and not on_test:
+        raise UserError("a search ranks trials on the validation split: --val_ratio must be above 0 (--original "
+                        "ranks them on the test set, as the original did)")
     if args.restore and "name" not in explicit:
         raise UserError("--restore continues the search named by --name: give the name it printed")
     actions = train_actions(options.build_parser(PROG))
@@ -234,7 +246,7 @@ def main(argv):
     folder = Path(base["outf"]) / "tune" / name
     replace = check_search_folder(folder, args.restore, raw.overwrite)
     check_writable(folder)
-    objective = f"val_{HEADLINE[opt.metric]}"
+    objective = f"{'test' if on_test else 'val'}_{HEADLINE[opt.metric]}"
     address, source = cluster_address(args.address)
     if address is None:
         check_local_resources(args)
@@ -271,6 +283,9 @@ def main(argv):
                 raise UserError(f"--overwrite: cannot delete '{folder}' ({err.strerror})") from None
         print(f"search '{name}': {folder} ({objective}, {args.scheduler}, {args.cpus_per_trial:g} CPU + "
               f"{gpus:g} GPU per trial); continue it after an interruption with --name {name} --restore")
+        print(f"space {args.space}, {args.num_samples} sample(s) of it")
+        if on_test:
+            print(ranked_on_test(objective))
         if args.restore:
             tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
         else:
@@ -292,6 +307,26 @@ def main(argv):
     return report(results, objective, space, raw, actions, name, folder)
 
 
+def original_search(args, given: set, raw, explicit: set) -> bool:
+    """Whether trials are ranked on the test set, as the original's search did (no validation_selection
+    fix); fills in the defaults of that search: its space, its 2 samples and no validation split."""
+    on_test = not applies(raw, "validation_selection")
+    if on_test and "val_ratio" not in explicit:
+        raw.val_ratio = 0.0  # as train.py (lib/options.py parse): the original holds nothing out
+    if "space" not in given:
+        args.space = str(ORIGINAL_SPACE if on_test else DEFAULT_SPACE)
+    if "num_samples" not in given:
+        args.num_samples = ORIGINAL_SAMPLES if on_test else 1
+    return on_test
+
+
+def ranked_on_test(objective: str) -> str:
+    """The summary's line that says the ranking looked at the test set."""
+    return (f"note: trials are ranked on the TEST set ({objective}; each trial's best epoch is also chosen on "
+            "the test set), as the original did, so the best trial's score is optimistic; without --original "
+            "(the validation_selection fix) they are ranked on a validation split")
+
+
 def report(results, objective, space, raw, actions, name, folder) -> int:
     """Write results.csv, print the best trial and the train.py command that reproduces it."""
     rows = sort_rows([trial_row(r, objective, space, folder / "runs") for r in results], objective)
@@ -310,10 +345,15 @@ def report(results, objective, space, raw, actions, name, folder) -> int:
         return 1
     config = {k: best[k] for k in space}
     best_opt = trial_options(vars(raw), {**config, "manualseed": best["seed"]})
-    command = command_line(vars(best_opt), actions, options.defaults(PROG))
+    defaults = options.defaults(PROG)
+    if not applies(raw, "validation_selection"):
+        defaults["val_ratio"] = 0.0  # what train.py derives for such a run (lib/options.py parse)
+    command = command_line(vars(best_opt), actions, defaults)
     write_text(folder / "best_command.txt", command + "\n")
-    print(f"best trial {best['trial']}: {objective} {best[objective]:.4f} (epoch {best['best_epoch']}), "
-          f"test auroc {best['test_auroc']:.4f}")
+    test = "" if objective == "test_auroc" else f", test auroc {best['test_auroc']:.4f}"
+    print(f"best trial {best['trial']}: {objective} {best[objective]:.4f} (epoch {best['best_epoch']}){test}")
+    if objective.startswith("test_"):
+        print(ranked_on_test(objective))
     print("best config: " + (", ".join(f"{k}={v}" for k, v in config.items()) or "(nothing searched)"))
     print(f"reproduce: {command}")
     return 130 if unfinished else 0
