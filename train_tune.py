@@ -4,7 +4,8 @@
         --space experiments/tune_space.json --num_samples 1 --scheduler asha
 
 Trials are ranked by the validation metric (held-out normal and abnormal images,
-disjoint from the test set); test AUROC is only recorded. `--tune False` runs one
+disjoint from the test set); test AUROC is only recorded. `--original` runs the
+original's search instead, ranked on the test set as it was. `--tune False` runs one
 plain training instead, without Ray. Everything a user can get wrong is refused
 with one line before Ray starts (or, for what only the cluster knows, before the
 search writes anything).
