@@ -315,6 +315,24 @@ def networks_template(opt):
         return build_model(meta, torch.device("meta"))
 
 
+def check_same_networks(ckpt: dict, opt) -> None:
+    """UserError unless the checkpoint's networks have the shapes of the networks `opt` builds:
+    loading weights into another architecture (e.g. --original's discriminator, whose classifier
+    has no bias, from a default run) must be refused in one line, not fail inside torch."""
+    template = networks_template(opt)
+    for name, net in template.networks.items():
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        saved = {k: tuple(v.shape) for k, v in ckpt["state"].get(name, {}).items()}
+        if saved != expected:
+            differ = sorted(set(saved) ^ set(expected) | {k for k in saved.keys() & expected.keys()
+                                                         if saved[k] != expected[k]})
+            saved_opt = ckpt["options"]
+            made_with = "--original" if saved_opt.get("original") else f"--fixes {saved_opt.get('fixes', 'all')}"
+            raise UserError(f"checkpoint '{ckpt['path']}': its {name} does not fit this run's "
+                            f"({', '.join(differ[:2])} differ{'s' if len(differ) == 1 else ''}): it was trained "
+                            f"with {made_with}; give the same --original/--fixes")
+
+
 def _check_tensors(saved: dict, expected: dict, file, where: str) -> None:
     missing = [k for k in expected if k not in saved]
     extra = [k for k in saved if k not in expected]

@@ -153,6 +153,7 @@ def load_checkpoint(opt, explicit: set[str], validate=None, defaults: dict | Non
         adopt_checkpoint_options(opt, ckpt["options"], explicit, NETWORK_OPTIONS,
                                  f"checkpoint '{ckpt['path']}'")
         checkpoint.check_states(ckpt, opt, make_schedulers)
+        checkpoint.check_same_networks(ckpt, opt)
         return ckpt
     if opt.phase == "test":
         raise UserError("--phase test evaluates trained weights: add --load_weights [RUN_OR_FILE]")

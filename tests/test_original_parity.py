@@ -106,3 +106,13 @@ def _in_original_order(model, net: str) -> dict[str, torch.Tensor]:
     for i, module in enumerate(modules):
         state.update({f"{i}.{k}": v for k, v in module.state_dict().items()})
     return state
+
+
+def test_weights_of_another_architecture_are_refused_in_one_line(trained_run, tmp_path):
+    """A default run's discriminator has a classifier bias; --original's has none."""
+    from tests.helpers import TINY, one_line_error, process
+    proc = process("train.py", [*TINY, "--phase", "test", "--load_weights", trained_run, "--original"], tmp_path)
+    one_line_error(proc, "classifier.0.bias", "give the same --original/--fixes")
+    # A fix that changes no shape loads the same weights.
+    assert process("train.py", [*TINY, "--phase", "test", "--load_weights", trained_run,
+                                "--fixes", "all,-gp_of_mean"], tmp_path).returncode == 0
