@@ -108,6 +108,7 @@ def _in_original_order(model, net: str) -> dict[str, torch.Tensor]:
     return state
 
 
+@pytest.mark.slow
 def test_weights_of_another_architecture_are_refused_in_one_line(trained_run, tmp_path):
     """A default run's discriminator has a classifier bias; --original's has none."""
     from tests.helpers import TINY, one_line_error, process
