@@ -15,7 +15,7 @@ import train
 import train_tune
 from lib.collect import changed_options
 from lib.errors import run_cli
-from lib.tune import ray_space
+from lib.tune_space import ray_space
 from tests.conftest import make_cifar
 from tests.helpers import ROOT, read_csv, tiny
 

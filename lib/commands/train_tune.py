@@ -24,17 +24,14 @@ from lib.original import applies
 from lib.runfolder import probe_writable
 from lib.tune import (
     command_line,
-    largest,
-    ray_space,
-    read_space,
     run_trial,
     sort_rows,
     train_actions,
     trial_base,
     trial_options,
     trial_row,
-    values_of,
 )
+from lib.tune_space import largest, ray_space, read_space, values_of
 
 PROG = "train_tune.py"
 ROOT = Path(__file__).resolve().parents[2]  # the repository
