@@ -272,3 +272,16 @@ def test_to_float_maps_uint8_to_minus_one_to_one():
     assert out.dtype == torch.float32
     assert torch.allclose(out, torch.tensor([0, 255, 51]) / 255 * 2 - 1)
     assert out.min() == -1 and out.max() == 1
+
+
+def test_mnist_gets_the_originals_normalisation_only_without_the_mnist_range_fix():
+    from lib.data import MNIST_MEAN_STD, normalisation
+    from lib.models import build_model
+    from tests.helpers import make_opt
+    assert normalisation("mnist") == normalisation("cifar10", False) == (0.5, 0.5)
+    assert normalisation("mnist", mnist_range=False) == MNIST_MEAN_STD == (0.1307, 0.3081)
+    pixels = torch.tensor([0, 255, 100], dtype=torch.uint8)
+    assert torch.allclose(to_float(pixels, "cpu", MNIST_MEAN_STD), (pixels / 255 - 0.1307) / 0.3081)
+    # The model carries its run's normalisation, so training, evaluation and predict.py agree.
+    assert build_model(make_opt(dataset="mnist", nc=1, original=True), "cpu").pixel_mean_std == MNIST_MEAN_STD
+    assert build_model(make_opt(dataset="mnist", nc=1), "cpu").pixel_mean_std == (0.5, 0.5)
