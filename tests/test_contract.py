@@ -96,10 +96,11 @@ def test_a_checkpoint_restores_networks_optimisers_and_step(tmp_path, name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", [[], ["--original"]], ids=["default", "original"])
 @pytest.mark.parametrize("name", GENERIC)
-def test_train_resume_evaluate_and_predict_from_the_command_line(tmp_path, name):
-    """Every user command, unchanged, on every model."""
-    args = ["--model", name, *TINY, "--nc", "1", "--outf", tmp_path / "out", "--name", "run"]
+def test_train_resume_evaluate_and_predict_from_the_command_line(tmp_path, name, mode):
+    """Every user command, unchanged, on every model, in our default mode and as the original."""
+    args = ["--model", name, *TINY, "--nc", "1", "--outf", tmp_path / "out", "--name", "run", *mode]
     train_cli([*args, "--niter", "1"], tmp_path)
     run = tmp_path / "out" / "run"
     train_cli(["--resume", run, "--niter", "2"], tmp_path)
