@@ -46,6 +46,9 @@ FIXES = {
                            "it adds the latent loss's value (no gradient), which moves the 1e-5 re-initialisation "
                            "threshold", SKIP),
     "classifier_bias": Fix(True, "the discriminator's classifier has a bias", "it has none", SKIP),
+    "bce_with_logits": Fix(True, "the cross-entropy is computed from logits (exact in bf16, no log clamp)",
+                           "a sigmoid, then the cross-entropy of the probability (the same loss, other "
+                           "rounding)", SKIP),
     # Evaluation, selection and data
     "eval_mode_scoring": Fix(True, "scores in eval mode: an image's score does not depend on its batch",
                              "scores in training mode over test batches in file order (normal images first), "
@@ -54,6 +57,10 @@ FIXES = {
     "validation_selection": Fix(True, "the best epoch is chosen on a validation split (--val_ratio 0.1)",
                                 "the best epoch is chosen on the test set's AUC; no validation split",
                                 training=False),
+    "own_data_order": Fix(True, "each epoch's order of the training images comes from a generator of its own, "
+                          "seeded by --manualseed: the same images in the same order whatever else draws random "
+                          "numbers", "a DataLoader draws it from torch's global generator, after every number "
+                          "the run drew before (initial weights, penalties, each pass over the test set)"),
     "mnist_range": Fix(True, "MNIST is scaled to [-1, 1] like every dataset",
                        "MNIST is normalised with mean 0.1307 and std 0.3081"),
     "lr_schedule": Fix(True, "the learning-rate schedulers step once per epoch",

@@ -82,6 +82,9 @@ class Trainer:
         # The original picks the best epoch on the test set and never steps its schedulers (lib/original.py).
         self.selection_split = "val" if applies(opt, "validation_selection") else "test"
         self.steps_schedulers = applies(opt, "lr_schedule")
+        # Without own_data_order, the data order and the test pass draw from torch's global
+        # generator as the original's DataLoaders did.
+        self.global_data_order = not applies(opt, "own_data_order")
         self.schedulers = make_schedulers(opt, model.optimizers)
         self.state = TrainingState.start(opt.iter, opt.manualseed)
         self.train_seconds, self.images_trained = 0.0, 0
@@ -121,7 +124,7 @@ class Trainer:
 
     def train_epoch(self, stop: StopFlag) -> None:
         opt, model, state = self.opt, self.model, self.state
-        order = state.epoch_order(len(self.split.train), opt.batchsize, opt.droplast)
+        order = state.epoch_order(len(self.split.train), opt.batchsize, opt.droplast, self.global_data_order)
         if not order:
             raise UserError(f"no training batch: {len(self.split.train)} training images, --batchsize "
                             f"{opt.batchsize} with --droplast; lower --batchsize or pass --no-droplast")
@@ -207,6 +210,8 @@ class Trainer:
         split, batchsize = self.split, self.opt.batchsize
         val = Scores(split.val_labels.numpy(), evaluate(self.model, split.val_images, batchsize, self.device))
         # The outputs see each test batch (test images, timing) in the one pass that scores it.
+        if self.global_data_order:
+            torch.empty((), dtype=torch.int64).random_()  # the original's test DataLoader draws a base seed
         test = Scores(split.test_labels.numpy(), evaluate(self.model, split.test_images, batchsize, self.device,
                                                           on_batch=self.out.testing(self.state.epoch + 1)))
         if self.model.choose_score_weight:  # --score_weight val: chosen on validation labels only
@@ -227,12 +232,22 @@ class Trainer:
         return max(self.state.history, key=self._selection_value)["epoch"]
 
     def _threshold(self, val: Scores, test: Scores) -> dict:
-        """Thresholds stored for predict.py, from the scores of normal images only."""
+        """Thresholds stored for predict.py, from the scores of normal images only.
+
+        predict.py scores in eval mode: a run that scores in training mode (as the original) is
+        scored again in eval mode here, which also leaves BatchNorm's statistics as they were.
+        """
         normal = val.parts["score"][val.labels == 0]
         source = "validation normal images"
+        images = self.split.val_images[torch.from_numpy(val.labels == 0)]
         if len(normal) == 0:  # --val_ratio 0: training images are all we have without labels
-            normal = evaluate(self.model, self.split.train, self.opt.batchsize, self.device)["score"]
-            source = "training images (no validation split; biased low)"
+            images, source = self.split.train, "training images (no validation split; biased low)"
+        if len(normal) == 0 or self.model.scores_in_train_mode:
+            own_mode, self.model.scores_in_train_mode = self.model.scores_in_train_mode, False
+            try:
+                normal = evaluate(self.model, images, self.opt.batchsize, self.device)["score"]
+            finally:
+                self.model.scores_in_train_mode = own_mode
         return decision_threshold(normal, source, test, self.state.epoch)
 
     def results(self) -> dict:

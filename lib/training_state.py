@@ -44,9 +44,17 @@ class TrainingState:
         data_rng = torch.Generator().manual_seed(seed)
         return cls(epoch, data_rng, data_rng.get_state())
 
-    def epoch_order(self, n: int, batchsize: int, drop_last: bool) -> list[torch.Tensor]:
-        """The current epoch's batches of image indices; resuming mid-epoch replays the same order."""
+    def epoch_order(self, n: int, batchsize: int, drop_last: bool, global_draws: bool = False) -> list[torch.Tensor]:
+        """The current epoch's batches of image indices; resuming mid-epoch replays the same order.
+
+        `global_draws` (without the own_data_order fix): the order is seeded from torch's global
+        generator exactly as a shuffling DataLoader seeds it (its iterator draws a base seed,
+        then its sampler the seed of a fresh generator), so a run takes the original's order.
+        """
         if self.batch == 0:
+            if global_draws:
+                torch.empty((), dtype=torch.int64).random_()  # the DataLoader iterator's base seed
+                self.data_rng.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
             self.epoch_data_state = self.data_rng.get_state()
         else:
             self.data_rng.set_state(self.epoch_data_state)

@@ -29,6 +29,7 @@ class SkipGANomaly(AnomalyModel):
         self.noise_std = opt.noise_std
         # lib/original.py: without this fix the reported loss and the reset threshold include the latent loss.
         self.d_loss_bce_only = applies(opt, "d_loss_bce_only")
+        self.bce = _bce_logits if applies(opt, "bce_with_logits") else _bce_of_probability
         # 'val': the trainer sets the weight from the validation split; checkpoints keep it.
         self.choose_score_weight = opt.score_weight == "val"
         self.score_weight = DEFAULT_SCORE_WEIGHT if self.choose_score_weight else float(opt.score_weight)
@@ -86,11 +87,11 @@ class SkipGANomaly(AnomalyModel):
             logit_fake, features_fake = self.adversary.logits(fake)
 
         # update G: minimize w_adv·BCE(D(G(x)), real) + w_con·|G(x) − x|₁ + w_lat·‖f(G(x)) − f(x)‖²
-        g_adv = _bce_logits(logit_fake, 1.0)
+        g_adv = self.bce(logit_fake, 1.0)
         loss_g, g_con, g_lat = self.generator_loss(g_adv, fake, images, features_real, features_fake)
         # update D: maximize log D(x) + log(1 − D(G(x)))
-        d_real = _bce_logits(logit_real, 1.0)
-        d_fake = _bce_logits(logit_fake, 0.0)
+        d_real = self.bce(logit_real, 1.0)
+        d_fake = self.bce(logit_fake, 0.0)
         loss_d = d_real + d_fake
         if not self.d_loss_bce_only:  # the original adds the latent loss's value: no gradient, a higher loss
             loss_d = loss_d + self.w_lat * g_lat.detach()
@@ -143,6 +144,13 @@ class SkipGANomaly(AnomalyModel):
 
 def _bce_logits(logit: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logit.float(), torch.full_like(logit, target, dtype=torch.float))
+
+
+def _bce_of_probability(logit: torch.Tensor, target: float) -> torch.Tensor:
+    """The original's rounding: a sigmoid, then BCELoss (which clamps the log at -100). Outside
+    autocast, which refuses BCELoss (the reason our default takes logits)."""
+    with torch.autocast(logit.device.type, enabled=False):
+        return F.binary_cross_entropy(torch.sigmoid(logit.float()), torch.full_like(logit, target, dtype=torch.float))
 
 
 @contextlib.contextmanager
