@@ -117,3 +117,21 @@ def test_weights_of_another_architecture_are_refused_in_one_line(trained_run, tm
     # A fix that changes no shape loads the same weights.
     assert process("train.py", [*TINY, "--phase", "test", "--load_weights", trained_run,
                                 "--fixes", "all,-gp_of_mean"], tmp_path).returncode == 0
+
+
+def test_without_own_data_order_the_epochs_order_is_a_shuffling_dataloaders():
+    """The original's DataLoader(shuffle=True, drop_last=True) draws its order from torch's global
+    generator; the same seed must give the same batches, and leave the generator where it leaves it."""
+    from torch.utils.data import DataLoader
+
+    from lib.training_state import TrainingState
+    torch.manual_seed(5)
+    theirs = [batch.tolist() for batch in DataLoader(list(range(50)), batch_size=8, shuffle=True, drop_last=True)]
+    after_theirs = torch.rand(1)
+    torch.manual_seed(5)
+    ours = [batch.tolist() for batch in TrainingState.start(0, 0).epoch_order(50, 8, True, global_draws=True)]
+    assert ours == theirs and torch.rand(1) == after_theirs
+    # With the fix, the order is the run's own: torch's global generator is left alone.
+    torch.manual_seed(5)
+    TrainingState.start(0, 0).epoch_order(50, 8, True)
+    assert torch.rand(1) != after_theirs
