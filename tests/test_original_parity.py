@@ -109,13 +109,15 @@ def _in_original_order(model, net: str) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_weights_of_another_architecture_are_refused_in_one_line(trained_run, tmp_path):
+def test_weights_of_another_architecture_are_refused_in_one_line(trained_run_copy, tmp_path):
     """A default run's discriminator has a classifier bias; --original's has none."""
     from tests.helpers import TINY, one_line_error, process
-    proc = process("train.py", [*TINY, "--phase", "test", "--load_weights", trained_run, "--original"], tmp_path)
+    run = trained_run_copy  # --phase test writes <run>/test/: never into the session's shared run
+    proc = process("train.py", [*TINY, "--phase", "test", "--load_weights", run, "--original"], tmp_path)
     one_line_error(proc, "classifier.0.bias", "give the same --original/--fixes")
+    assert not (run / "test").exists()
     # A fix that changes no shape loads the same weights.
-    assert process("train.py", [*TINY, "--phase", "test", "--load_weights", trained_run,
+    assert process("train.py", [*TINY, "--phase", "test", "--load_weights", run,
                                 "--fixes", "all,-gp_of_mean"], tmp_path).returncode == 0
 
 
