@@ -147,11 +147,14 @@ def train_one(model: str, fixes: str, abnormal: str, seed: int, log) -> dict:
             "adversary_restarts": trainer.model.restarts, "epochs": epochs}
 
 
-def run_step(step: str, seeds, models, log=print) -> None:
+def run_step(step: str, seeds, models, only=(), log=print) -> None:
+    """Train the step's missing runs; `only`: just these variant names (all when empty)."""
     classes, full = STEPS[step]
     for abnormal in classes:
         for model in models:
             for variant, fixes in variants(model, full).items():
+                if only and variant not in only:
+                    continue
                 for seed in seeds:
                     path = run_file(model, variant, abnormal, seed)
                     if path.is_file():
@@ -182,6 +185,8 @@ def main(argv) -> int:
                    help="run only these steps (default: all, in order)")
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="seeds, separated by commas")
     p.add_argument("--models", default=",".join(MODELS), help="models, separated by commas")
+    p.add_argument("--variants", default="",
+                   help='only these variants, separated by commas, e.g. "all fixes - gp_of_mean"')
     p.add_argument("--report", action="store_true", help="only rebuild the report from the finished runs")
     args = p.parse_args(argv)
     try:
@@ -192,9 +197,14 @@ def main(argv) -> int:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise UserError(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    only = [v.strip() for v in args.variants.split(",") if v.strip()]
+    known = {v for model in models for v in variants(model, True)}
+    if set(only) - known:
+        raise UserError(f"--variants: unknown {', '.join(sorted(set(only) - known))}; "
+                        f"choose from {', '.join(sorted(known))}")
     if not args.report:
         for step in args.step or list(STEPS):
-            run_step(step, seeds, models)
+            run_step(step, seeds, models, only)
     print(f"report: {write_report(finished_runs(), PAGE, RESULTS / 'runs.csv', README)}")
     return 0
 

@@ -83,7 +83,21 @@ def test_the_selected_epoch_comes_from_the_named_split():
 
 def test_bad_arguments_get_one_line(capsys):
     from lib.errors import UserError
-    for argv in (["--seeds", "a"], ["--models", "ganomaly"]):
+    for argv in (["--seeds", "a"], ["--models", "ganomaly"], ["--variants", "all fixes - nothing"],
+                 ["--models", "skipganomaly", "--variants", "all fixes - gp_of_mean"]):
         with pytest.raises(UserError):
             ablation.main(argv)
     json.dumps({})
+
+
+def test_variants_limits_the_runs_to_the_named_ones(study, monkeypatch):
+    trained = []
+
+    def record(model, fixes, abnormal, seed, log):
+        trained.append((model, fixes))
+        raise KeyboardInterrupt  # stop after the first: which one came first is the question
+
+    monkeypatch.setattr(ablation, "train_one", record)
+    with pytest.raises(KeyboardInterrupt):
+        ablation.main(["--step", "fixes", "--models", "w_skipganomaly", "--variants", "all fixes - gp_of_mean"])
+    assert trained == [("w_skipganomaly", "all,-gp_of_mean")]
