@@ -86,32 +86,43 @@ def subsample(split, generator: torch.Generator):
     return split
 
 
-def scored_three_ways(trainer, row: dict, last: bool) -> dict[str, float]:
-    """AUROCs of the networks as the run left them: eval mode, training mode over batches in file
-    order and (last epoch, test split) over shuffled batches. The run's own way is in `row`
-    already. Training-mode passes move BatchNorm's running statistics, so the state is restored
-    after each; training itself never reads them."""
+def network_states(model) -> dict:
+    return {name: copy.deepcopy(net.state_dict()) for name, net in model.networks.items()}
+
+
+def scored_three_ways(trainer, row: dict, last: bool, trained: dict) -> dict[str, float]:
+    """AUROCs of the networks as the epoch's training left them (`trained`, taken before the
+    run's own evaluation): eval mode, training mode over batches in file order and (last epoch,
+    test split) over shuffled batches. The run's own way is in `row` already.
+
+    `trained` matters for a run that scores in training mode: its own passes moved BatchNorm's
+    running statistics toward the test batches' (the last ones, abnormal images), and eval mode
+    normalises with those statistics. Every way here starts from `trained`, and the run's state
+    is put back afterwards; training itself never reads running statistics."""
     from lib.evaluation import evaluate
     from lib.metrics import roc_auc
 
     model, split, opt = trainer.model, trainer.split, trainer.opt
     own = "train_ordered" if model.scores_in_train_mode else "eval"
     found = {f"val_{own}": row["val_auroc"], f"test_{own}": row["test_auroc"]}
-    saved = {name: copy.deepcopy(net.state_dict()) for name, net in model.networks.items()}
+    saved = network_states(model)
     order = torch.randperm(len(split.test_labels), generator=torch.Generator().manual_seed(opt.manualseed))
-    wanted = [("val", "eval" if own != "eval" else "train_ordered", split.val_images, split.val_labels),
-              ("test", "eval" if own != "eval" else "train_ordered", split.test_images, split.test_labels)]
+    other = "eval" if own != "eval" else "train_ordered"
+    wanted = [("val", other, split.val_images, split.val_labels),
+              ("test", other, split.test_images, split.test_labels)]
     if last:
         wanted.append(("test", "train_shuffled", split.test_images[order], split.test_labels[order]))
     try:
         for name, way, images, labels in wanted:
+            for net_name, net in model.networks.items():
+                net.load_state_dict(trained[net_name])
             model.scores_in_train_mode = way != "eval"
             scores = evaluate(model, images, opt.batchsize, trainer.device)["score"]
             found[f"{name}_{way}"] = roc_auc(labels.numpy(), scores)
-            for net_name, net in model.networks.items():
-                net.load_state_dict(saved[net_name])
     finally:
         model.scores_in_train_mode = own == "train_ordered"
+        for net_name, net in model.networks.items():
+            net.load_state_dict(saved[net_name])
     return found
 
 
@@ -131,10 +142,17 @@ def train_one(model: str, fixes: str, abnormal: str, seed: int, log) -> dict:
     split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, abnormal_class=opt.abnormal_class,
                        val_ratio=opt.val_ratio, log=log)
     split = subsample(split, torch.Generator().manual_seed(0))
-    epochs = []
+    epochs, trained = [], {}
     trainer = Trainer(opt, build_model(opt, device), split, device, folder, NullVisualizer(), log=log,
                       on_epoch=lambda t, row: epochs.append(
-                          {"epoch": row["epoch"], **scored_three_ways(t, row, row["epoch"] == opt.niter)}))
+                          {"epoch": row["epoch"], **scored_three_ways(t, row, row["epoch"] == opt.niter, trained)}))
+    own_evaluation = trainer.evaluate_splits
+
+    def keep_trained_then_evaluate():  # the weights and statistics as training left them
+        trained.update(network_states(trainer.model))
+        return own_evaluation()
+
+    trainer.evaluate_splits = keep_trained_then_evaluate
     start = time.perf_counter()
     try:
         trainer.claim = claim_run_dir(folder, resume=False, overwrite=True)

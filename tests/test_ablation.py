@@ -101,3 +101,19 @@ def test_variants_limits_the_runs_to_the_named_ones(study, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ablation.main(["--step", "fixes", "--models", "w_skipganomaly", "--variants", "all fixes - gp_of_mean"])
     assert trained == [("w_skipganomaly", "all,-gp_of_mean")]
+
+
+@pytest.mark.slow
+def test_eval_mode_scores_the_weights_as_training_left_them_whatever_way_the_run_scores(study):
+    """A run that scores in training mode moves BatchNorm's running statistics toward its test
+    batches; its eval-mode AUROC must not see that. Both runs train identically (the way of
+    scoring changes no weight), so their first epoch's eval-mode AUROCs are equal; in training
+    mode, which never reads the running statistics, every epoch's are."""
+    base = "own_data_order,bce_with_logits"
+    train_mode = ablation.train_one("skipganomaly", base, "3", 0, log=lambda *_: None)["epochs"]
+    eval_mode = ablation.train_one("skipganomaly", base + ",eval_mode_scoring", "3", 0, log=lambda *_: None)["epochs"]
+    for key in ("val_eval", "test_eval"):
+        assert train_mode[0][key] == eval_mode[0][key]
+    for a, b in zip(train_mode, eval_mode):
+        assert a["test_train_ordered"] == b["test_train_ordered"]
+    assert train_mode[-1]["test_train_shuffled"] == eval_mode[-1]["test_train_shuffled"]
