@@ -110,3 +110,15 @@ def test_input_noise_is_gaussian_of_the_given_std_and_absent_by_default():
 def test_unknown_model_names_the_registered_ones():
     with pytest.raises(UserError, match="skipganomaly, w_skipganomaly"):
         build_model(make_opt(model="no_such_model"), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("fixes,restarts", [("all", 0), ("all,-critic_no_reset", 1)])
+def test_the_critic_is_reset_below_1e_minus_5_only_without_the_critic_no_reset_fix(fixes, restarts):
+    model = build_model(make_opt(model="w_skipganomaly", fixes=fixes), torch.device("cpu"))
+    model.train_step(torch.rand(4, 3, 16, 16) * 2 - 1)
+    trained = [p.detach().clone() for p in model.adversary.parameters()]
+    model.after_update({"critic": 1.0})  # above the threshold: never a reset
+    model.after_update({"critic": -3.0})  # a critic loss is unbounded below: the original resets it
+    assert model.restarts == restarts
+    changed = any(not torch.equal(a, b) for a, b in zip(trained, model.adversary.parameters()))
+    assert changed == bool(restarts)

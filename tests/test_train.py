@@ -191,3 +191,11 @@ def test_score_weight_val_is_chosen_on_validation_kept_in_the_checkpoint_and_use
     for r in read_csv(run / "predict/predictions.csv"):
         expected = stored * float(r["reconstruction"]) + (1 - stored) * float(r["features"])
         assert float(r["score"]) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("fixes,decayed", [("all", True), ("all,-lr_schedule", False)])
+def test_the_learning_rate_decays_only_with_the_lr_schedule_fix(tmp_path, fixes, decayed):
+    train([*TINY, "--niter", "2", "--lr_policy", "step", "--lr_decay_iters", "1", "--fixes", fixes, "--outf", "out"],
+          tmp_path)
+    rates = [float(row["lr"]) for row in read_csv(next((tmp_path / "out").rglob("metrics.csv")))]  # each epoch's rate
+    assert rates == pytest.approx([2e-4, 2e-5 if decayed else 2e-4])
