@@ -157,15 +157,17 @@ def train_one(model: str, fixes: str, abnormal: str, seed: int, log) -> dict:
         return own_evaluation()
 
     trainer.evaluate_splits = keep_trained_then_evaluate
-    start = time.perf_counter()
+    start, threads = time.perf_counter(), torch.get_num_threads()
+    torch.set_num_threads(THREADS)
     try:
         trainer.claim = claim_run_dir(folder, resume=False, overwrite=True)
         write_options(folder, opt, options.defaults())
         trainer.fit()
     finally:
         trainer.close()
+        torch.set_num_threads(threads)
     return {"model": model, "fixes": fixes, "abnormal_class": abnormal, "seed": seed, "budget": BUDGET,
-            "threads": torch.get_num_threads(),
+            "threads": THREADS,
             "train_images": len(split.train), "val": split.counts(), "seconds": round(time.perf_counter() - start),
             "adversary_restarts": trainer.model.restarts, "epochs": epochs}
 
@@ -226,7 +228,6 @@ def main(argv) -> int:
         raise UserError(f"--variants: unknown {', '.join(sorted(set(only) - known))}; "
                         f"choose from {', '.join(sorted(known))}")
     if not args.report:
-        torch.set_num_threads(THREADS)
         for step in args.step or list(STEPS):
             run_step(step, seeds, models, only)
     print(f"report: {write_report(finished_runs(), PAGE, RESULTS / 'runs.csv', README)}")

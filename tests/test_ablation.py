@@ -26,8 +26,12 @@ def study(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_every_variant_is_trained_once_scored_three_ways_and_tabled(study, monkeypatch, capsys):
+    import torch
+    threads = torch.get_num_threads()
     assert ablation.main(["--seeds", "0"]) == 0
+    assert torch.get_num_threads() == threads  # the runs' own count is not left behind
     runs = ablation.finished_runs()
+    assert {r["threads"] for r in runs} == {ablation.THREADS}
     w_variants = ablation.variants("w_skipganomaly", True)
     skip_variants = ablation.variants("skipganomaly", True)
     # scoring: the original and all fixes on two classes; fixes: every variant on one class.
