@@ -124,6 +124,8 @@ def effect(runs: list[dict], model: str, name: str) -> str:
     differences = [{"seed": ours["seed"], "value": selected(other, way, on) - selected(ours, "eval", "val")}
                    for ours, other, way, on in pairs]
     text = mean_sd(seed_means(differences, lambda d: d["value"]))
+    if text.startswith("-") and float(text.split()[0]) == 0:  # a tiny negative mean: "+0.000", not "-0.000"
+        text = text[1:]
     return text if text.startswith("-") else f"+{text}"
 
 
