@@ -44,7 +44,7 @@ BUDGET = ["--dataset", "fashion-mnist", "--isize", "32", "--nc", "3", "--ngf", "
 TRAIN_IMAGES, VAL_NORMALS = 12000, 1200
 SEEDS = (0, 1, 2)
 # Float rounding differs with the thread count, and a GAN run amplifies it: the same run on 1 and 2
-# threads ended up to 0.06 AUROC apart. Every run therefore uses the same count; one thread each
+# threads ended up to 0.08 AUROC apart. Every run therefore uses the same count; one thread each
 # lets two processes (different --variants or --models) share a 2-core machine, 1.4x faster.
 THREADS = 1
 TABLE_CLASSES = ("T-shirt/top", "Dress", "Shirt", "Bag")  # the issue's comparison table
@@ -94,6 +94,11 @@ def network_states(model) -> dict:
     return {name: copy.deepcopy(net.state_dict()) for name, net in model.networks.items()}
 
 
+def load_network_states(model, states: dict) -> None:
+    for name, net in model.networks.items():
+        net.load_state_dict(states[name])
+
+
 def scored_three_ways(trainer, row: dict, last: bool, trained: dict) -> dict[str, float]:
     """AUROCs of the networks as the epoch's training left them (`trained`, taken before the
     run's own evaluation): eval mode, training mode over batches in file order and (last epoch,
@@ -118,15 +123,13 @@ def scored_three_ways(trainer, row: dict, last: bool, trained: dict) -> dict[str
         wanted.append(("test", "train_shuffled", split.test_images[order], split.test_labels[order]))
     try:
         for name, way, images, labels in wanted:
-            for net_name, net in model.networks.items():
-                net.load_state_dict(trained[net_name])
+            load_network_states(model, trained)
             model.scores_in_train_mode = way != "eval"
             scores = evaluate(model, images, opt.batchsize, trainer.device)["score"]
             found[f"{name}_{way}"] = roc_auc(labels.numpy(), scores)
     finally:
         model.scores_in_train_mode = own == "train_ordered"
-        for net_name, net in model.networks.items():
-            net.load_state_dict(saved[net_name])
+        load_network_states(model, saved)
     return found
 
 
