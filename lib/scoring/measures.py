@@ -1,0 +1,70 @@
+"""Per-image measurements of how far a reconstruction or an embedding is from normal.
+
+Pure torch functions of batches: (N, C, H, W) images or (N, D) vectors in, an (N,) tensor out.
+A score function (lib/scoring/functions.py) combines these; a model computes only those its
+chosen score needs.
+"""
+import torch
+import torch.nn.functional as F
+
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5  # Wang et al. (2004)
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def image_mse(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Mean squared pixel error per image (the original's reconstruction part)."""
+    return (real - fake).pow(2).flatten(1).mean(dim=1)
+
+
+def image_l1(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Mean absolute pixel error per image: the generator's own training objective (L_con)."""
+    return (real - fake).abs().flatten(1).mean(dim=1)
+
+
+def feature_mse(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between an image's and its reconstruction's adversary features."""
+    return (features_real - features_fake).pow(2).flatten(1).mean(dim=1)
+
+
+def local_error_max(real: torch.Tensor, fake: torch.Tensor, window: int = 5) -> torch.Tensor:
+    """The largest squared error averaged over a `window`×`window` patch (channels averaged).
+
+    A small defect changes few pixels, so a mean over the whole image dilutes it; the
+    maximum of a locally smoothed error map does not (the usual image score of
+    reconstruction-based detectors on industrial data, e.g. MVTec AD).
+    """
+    error = (real - fake).pow(2).mean(dim=1, keepdim=True)
+    window = min(window, error.shape[-2], error.shape[-1])
+    return F.avg_pool2d(error, window, stride=1).flatten(1).amax(dim=1)
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
+    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-offsets.pow(2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).to(like).expand(channels, 1, size, size)
+
+
+def ssim(real: torch.Tensor, fake: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Mean structural similarity per image (Wang et al., 2004): Gaussian window 11, σ 1.5,
+    over the positions where the window fits (as pytorch-msssim; smaller images use a window
+    as large as they are), averaged over channels. `data_range`: 2 for images in [−1, 1]."""
+    channels, size = real.shape[1], min(SSIM_WINDOW, real.shape[-2], real.shape[-1])
+    window = _gaussian_window(size, SSIM_SIGMA, channels, real)
+
+    def blur(x):
+        return F.conv2d(x, window, groups=channels)
+
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    mu_x, mu_y = blur(real), blur(fake)
+    var_x = blur(real * real) - mu_x.pow(2)
+    var_y = blur(fake * fake) - mu_y.pow(2)
+    cov = blur(real * fake) - mu_x * mu_y
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x.pow(2) + mu_y.pow(2) + c1)
+    structure = (2 * cov + c2) / (var_x + var_y + c2)
+    return (luminance * structure).flatten(1).mean(dim=1)
+
+
+def ssim_error(real: torch.Tensor, fake: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """1 − SSIM: 0 for a perfect reconstruction, higher = more anomalous."""
+    return 1 - ssim(real, fake, data_range)

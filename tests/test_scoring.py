@@ -1,0 +1,137 @@
+"""Score functions and measurements, each held to a value computed by hand on a tiny example."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lib.metrics import roc_auc
+from lib.scoring import functions as sf, measures
+
+
+def image(*rows):
+    """A one-channel image batch of one image from rows of pixel values."""
+    return torch.tensor([[list(rows)]], dtype=torch.float64)
+
+
+def test_image_errors_are_the_mean_squared_and_absolute_pixel_differences():
+    real, fake = image([0.0, 1.0], [0.5, -1.0]), image([1.0, 1.0], [0.0, 1.0])
+    # differences 1, 0, 0.5, 2
+    assert measures.image_mse(real, fake).item() == pytest.approx((1 + 0 + 0.25 + 4) / 4)
+    assert measures.image_l1(real, fake).item() == pytest.approx((1 + 0 + 0.5 + 2) / 4)
+
+
+def test_local_error_is_the_largest_patch_mean_of_squared_errors():
+    real = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    fake = real.clone()
+    fake[0, 0, 0, 0] = 2.0  # squared error 4 in one corner
+    fake[0, 0, 2, 2] = 1.0  # squared error 1 in the other
+    # 2x2 patches: the top-left one holds the 4 (mean 1), the bottom-right one the 1 (mean 0.25)
+    assert measures.local_error_max(real, fake, window=2).item() == pytest.approx(1.0)
+    # the whole image as one window: the mean error
+    assert measures.local_error_max(real, fake, window=3).item() == pytest.approx(5 / 9)
+
+
+def test_ssim_of_constant_images_is_the_luminance_term():
+    a, b = 0.5, -0.25
+    real, fake = torch.full((1, 1, 4, 4), a, dtype=torch.float64), torch.full((1, 1, 4, 4), b, dtype=torch.float64)
+    c1 = (0.01 * 2) ** 2
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)  # no variance: the structure term is c2/c2 = 1
+    assert measures.ssim(real, fake).item() == pytest.approx(expected)
+    assert measures.ssim_error(real, fake).item() == pytest.approx(1 - expected)
+
+
+def test_ssim_of_an_image_with_itself_is_one_and_falls_with_noise():
+    real = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert measures.ssim_error(real, real).abs().max().item() < 1e-5
+    worse = measures.ssim_error(real, real + 0.5 * torch.randn_like(real))
+    assert (worse > 0.1).all()
+
+
+def test_feature_mse_averages_over_every_feature():
+    assert measures.feature_mse(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 0.0, 0.0]])).item() == \
+        pytest.approx((0 + 4 + 9) / 3)
+
+
+def test_the_original_score_weighs_image_and_feature_error_nine_to_one():
+    m = {sf.IMAGE_MSE: np.array([1.0, 0.0]), sf.FEATURE_MSE: np.array([0.0, 10.0])}
+    stats = sf.fit("original", {}, {})
+    assert sf.apply("original", m, stats) == pytest.approx([0.9, 1.0])
+    assert sf.apply("original", m, sf.fit("original", {}, {}, weight=0.5)) == pytest.approx([0.5, 5.0])
+
+
+def test_the_standardised_score_puts_both_parts_on_the_normal_validation_scale():
+    val = {sf.IMAGE_MSE: np.array([1.0, 3.0]), sf.FEATURE_MSE: np.array([100.0, 300.0])}  # means 2, 200; stds 1, 100
+    stats = sf.fit("standardised", {}, val)
+    m = {sf.IMAGE_MSE: np.array([4.0, 2.0]), sf.FEATURE_MSE: np.array([200.0, 500.0])}
+    # image z = 2, 0; feature z = 0, 3
+    assert sf.apply("standardised", m, stats) == pytest.approx([1.0, 1.5])
+
+
+def test_the_standardised_score_falls_back_to_training_normals_without_validation_images():
+    train = {sf.IMAGE_MSE: np.array([0.0, 2.0]), sf.FEATURE_MSE: np.array([5.0, 5.0])}  # a constant part
+    stats = sf.fit("standardised", train, {})
+    assert stats["image_mse_mean"] == 1.0 and stats["image_mse_std"] == 1.0
+    scores = sf.apply("standardised", {sf.IMAGE_MSE: np.array([3.0]), sf.FEATURE_MSE: np.array([5.0])}, stats)
+    assert np.isfinite(scores).all() and scores == pytest.approx([1.0])
+
+
+def test_knn_distance_is_the_mean_distance_to_the_k_nearest_normal_embeddings():
+    train = {sf.ADVERSARY_EMBEDDING: np.array([[0.0, 0.0], [3.0, 4.0], [10.0, 10.0]])}
+    query = {sf.ADVERSARY_EMBEDDING: np.array([[0.0, 0.0], [3.0, 0.0]])}
+    one = sf.fit("knn_adversary", train, {}, k=1)
+    assert sf.apply("knn_adversary", query, one) == pytest.approx([0.0, 3.0])
+    two = sf.fit("knn_adversary", train, {}, k=2)
+    assert sf.apply("knn_adversary", query, two) == pytest.approx([2.5, 3.5])  # (0 + 5) / 2, (3 + 4) / 2
+
+
+def test_knn_keeps_an_evenly_spaced_bank_of_at_most_bank_size_training_embeddings(monkeypatch):
+    monkeypatch.setattr(sf, "BANK_SIZE", 3)
+    train = {sf.ENCODER_EMBEDDING: np.arange(10, dtype=np.float32)[:, None]}
+    stats = sf.fit("knn_encoder", train, {})
+    assert stats["bank"].flatten().tolist() == [0.0, 4.0, 9.0] and stats["k"] == sf.KNN_K
+    # k larger than the bank: every bank row counts
+    assert sf.apply("knn_encoder", {sf.ENCODER_EMBEDDING: np.array([[4.0]])}, stats) == pytest.approx([(4 + 0 + 5) / 3])
+
+
+def test_mahalanobis_distance_divides_each_direction_by_its_spread():
+    # mean 0, covariance diag(0.5, 2): the point (1, 2) is sqrt(1/0.5 + 4/2) = 2 away
+    precision = torch.tensor([[2.0, 0.0], [0.0, 0.5]], dtype=torch.float64)
+    stats = {"mean": torch.zeros(2, dtype=torch.float64), "precision": precision}
+    m = {sf.ADVERSARY_EMBEDDING: np.array([[1.0, 2.0], [0.0, 0.0]])}
+    assert sf.apply("mahalanobis_adversary", m, stats) == pytest.approx([2.0, 0.0])
+
+
+def test_mahalanobis_fits_a_shrunk_covariance_that_works_with_fewer_images_than_dimensions():
+    rng = np.random.default_rng(0)
+    train = {sf.ENCODER_EMBEDDING: rng.normal(size=(5, 20))}  # a plain covariance would be singular
+    stats = sf.fit("mahalanobis_encoder", train, {})
+    scores = sf.apply("mahalanobis_encoder", {sf.ENCODER_EMBEDDING: rng.normal(size=(3, 20)) * 10}, stats)
+    assert np.isfinite(scores).all()
+    assert (scores > sf.apply("mahalanobis_encoder", train, stats).max()).all()
+
+
+def test_every_score_function_is_fitted_and_applied_from_its_needs_alone():
+    rng = np.random.default_rng(1)
+    measured = {name: rng.random(8) for name in (sf.IMAGE_MSE, sf.IMAGE_L1, sf.LOCAL_ERROR, sf.SSIM_ERROR,
+                                                 sf.FEATURE_MSE, sf.ADVERSARY)}
+    measured |= {sf.ADVERSARY_EMBEDDING: rng.random((8, 3)), sf.ENCODER_EMBEDDING: rng.random((8, 4))}
+    for name, function in sf.SCORES.items():
+        only = {need: measured[need] for need in function.needs}
+        scores = sf.apply(name, only, sf.fit(name, only, only))
+        assert scores.shape == (8,) and np.isfinite(scores).all(), name
+    assert sf.needs(["original", "knn_encoder"]) == {sf.IMAGE_MSE, sf.FEATURE_MSE, sf.ENCODER_EMBEDDING}
+
+
+def test_choose_takes_the_best_validation_auroc_and_the_first_on_a_tie():
+    labels = np.array([0, 0, 1, 1])
+    candidates = {"backwards": np.array([4.0, 3, 2, 1]), "half": np.array([1.0, 3, 2, 4]),
+                  "right": np.array([1.0, 2, 3, 4]), "also_right": np.array([0.0, 1, 5, 6])}
+    assert sf.choose(labels, candidates, roc_auc) == "right"
+    assert sf.choose(np.array([0, 0]), candidates, roc_auc) == "backwards"  # nothing to rank: the first
+    assert math.isnan(roc_auc(np.array([0, 0]), candidates["right"]))
+
+
+def test_only_the_distances_to_normal_embeddings_need_a_pass_over_the_training_images():
+    assert {name for name, f in sf.SCORES.items() if f.fits_on_training} == {
+        "knn_adversary", "mahalanobis_adversary", "knn_encoder", "mahalanobis_encoder"}
