@@ -18,7 +18,7 @@ from experiments.fmnist_setup import CURVE_CLASS, CURVE_EPOCHS, SCORE_WEIGHT, VA
 from lib.classes import class_names
 from lib.collect import UNREADABLE, read_json, read_text, shown, unreadable
 from lib.files import rows_csv, write_text
-from lib.metrics import DEFAULT_SCORE_WEIGHT
+from lib.scoring.functions import DEFAULT_WEIGHT
 
 BEGIN, END = "<!-- fmnist-results:begin -->", "<!-- fmnist-results:end -->"
 LITERATURE = "GEOM 93.5, Deep SAD 89.2 (mean AUROC, one-class protocol, as reported in their papers)"
@@ -54,13 +54,23 @@ def _number(value, name: str, optional: bool = False):
     return value
 
 
+# A score part's AUROC in results.json, under its name before lib/scoring named the measurements.
+OLD_PART_NAMES = {"image_mse": "reconstruction", "feature_mse": "features"}
+
+
+def part_auroc(metrics: dict, part: str):
+    """The AUROC of one part of the score in a split's metrics (None when not recorded)."""
+    return metrics.get(f"auroc_{part}", metrics.get(f"auroc_{OLD_PART_NAMES[part]}"))
+
+
 def _run_row(variant, protocol, cls, seed, run) -> dict | None:
     """A finished run's row; None for old runs, which lack the score parts."""
     r = read_json(run / "results.json")
     if not isinstance(r, dict):
         raise TypeError("not a JSON object")
     best, test = r["best"], r["best"]["test"]
-    if "auroc_reconstruction" not in test:
+    image, feature = (part_auroc(test, name) for name in ("image_mse", "feature_mse"))
+    if image is None:
         return None
     return {"variant": variant, "protocol": protocol, "class": cls, "seed": seed,
             "epochs": r["epochs"], "best_epoch": best["epoch"],
@@ -69,9 +79,9 @@ def _run_row(variant, protocol, cls, seed, run) -> dict | None:
             "test_auroc_last": _number(r["last"]["test"]["auroc"], "last test auroc"),
             "test_auroc_optimistic": _number(r["best_on_test_optimistic"]["test"]["auroc"], "optimistic auroc"),
             "optimistic_epoch": r["best_on_test_optimistic"]["epoch"],
-            "test_auroc_reconstruction": _number(test.get("auroc_reconstruction"), "auroc_reconstruction", True),
-            "test_auroc_features": _number(test.get("auroc_features"), "auroc_features", True),
-            "score_weight": _number(best["val"].get("score_weight", DEFAULT_SCORE_WEIGHT), "score_weight"),
+            "test_auroc_reconstruction": _number(image, "auroc_image_mse", True),
+            "test_auroc_features": _number(feature, "auroc_feature_mse", True),
+            "score_weight": _number(best["val"].get("score_weight", DEFAULT_WEIGHT), "score_weight"),
             "finished": _date(run / "results.json")}
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.fmnist_report import write_report
+from experiments.fmnist_report import part_auroc, write_report
 from experiments.fmnist_setup import (
     ABLATIONS,
     BUDGETS,
@@ -51,7 +51,7 @@ def finished(run: Path, niter: int) -> bool:
     try:
         r = read_json(results)
         # Runs from before the per-part AUROCs were recorded are redone.
-        return r.get("epochs") == niter and "auroc_reconstruction" in r["best"]["test"]
+        return r.get("epochs") == niter and part_auroc(r["best"]["test"], "image_mse") is not None
     except UNREADABLE + (AttributeError,) as err:
         print(f"warning: {shown(results)}: {unreadable(err)}; the run is done again", file=sys.stderr)
         return False

@@ -1,8 +1,6 @@
-"""Loss terms of Skip-GANomaly and Skip-WGANomaly, and the anomaly score."""
+"""Loss terms of Skip-GANomaly and Skip-WGANomaly."""
 import torch
 import torch.nn.functional as F
-
-from lib.metrics import DEFAULT_SCORE_WEIGHT, combined_score
 
 
 def latent_loss(features_real: torch.Tensor, features_fake: torch.Tensor) -> torch.Tensor:
@@ -33,9 +31,3 @@ def _gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, of_sum: bo
     (grad,) = torch.autograd.grad((features if of_sum else value).sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
-
-def anomaly_score(real, fake, features_real, features_fake, weight: float = DEFAULT_SCORE_WEIGHT):
-    """Per-image score and its parts: weight·MSE(x, G(x)) + (1 − weight)·MSE(f(x), f(G(x)))."""
-    reconstruction = (real - fake).pow(2).flatten(1).mean(dim=1)
-    features = (features_real - features_fake).pow(2).flatten(1).mean(dim=1)
-    return combined_score(reconstruction, features, weight), reconstruction, features

@@ -114,34 +114,3 @@ def all_metrics(labels, scores, also=()) -> dict[str, float]:
 def normal_quantile_threshold(normal_scores, false_positive_rate: float = 0.05) -> float:
     """Score below which (1 − fpr) of normal images fall: needs no labelled anomalies."""
     return float(np.quantile(np.asarray(normal_scores), 1 - false_positive_rate))
-
-
-DEFAULT_SCORE_WEIGHT = 0.9  # the original's fixed weighting
-
-
-def combined_score(reconstruction, features, weight: float = DEFAULT_SCORE_WEIGHT):
-    """The anomaly score from its parts: weight·image MSE + (1 − weight)·feature MSE.
-
-    Works on NumPy arrays and torch tensors alike, keeping their precision.
-    """
-    weight = float(weight)  # a Python float does not widen float32 parts
-    return weight * reconstruction + (1 - weight) * features
-
-
-def choose_score_weight(labels, reconstruction, features, metric: str = "auroc",
-                        default: float = DEFAULT_SCORE_WEIGHT, steps: int = 21) -> float:
-    """The weight in {0, 1/(steps-1), ..., 1} whose combined score has the best `metric`.
-
-    Meant for validation images only. The two parts live on different scales and one can
-    even rank backwards (a WGAN critic's features are largest on real-looking normal
-    images), so a fixed 0.9 is not safe. Ties go to the weight nearest `default`;
-    without both classes the default is kept.
-    """
-    if not _both_classes(labels):
-        return default
-    grid = np.linspace(0, 1, steps)
-    measure = {**METRICS, **ON_REQUEST}[metric]
-    values = [measure(labels, combined_score(reconstruction, features, w)) for w in grid]
-    best = max(values)
-    candidates = [w for w, v in zip(grid, values) if v >= best - 1e-12]
-    return round(float(min(candidates, key=lambda w: abs(w - default))), 4)

@@ -65,6 +65,10 @@ class UNet(nn.Module):
                     nn.BatchNorm2d(widths[i - 1])))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode_and_decode(x)[0]
+
+    def encode_and_decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction, code): the code is the innermost level's 1×1 features, per image."""
         features = []
         for down in self.down:
             x = down(x)
@@ -73,7 +77,7 @@ class UNet(nn.Module):
             if self.skip and i < len(self.up) - 1:
                 x = torch.cat([features[i], x], dim=1)
             x = self.up[i](x)
-        return x
+        return x, features[-1]
 
 
 class Encoder(nn.Module):

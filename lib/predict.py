@@ -302,7 +302,7 @@ def predict(model, opt, files, root: Path, threshold: float, batchsize: int, dev
         parts = evaluate(model, images, len(images), device, on_batch=keep if maps_dir is not None else None)
         for i, path in enumerate(kept):
             score = float(parts["score"][i])
-            row = {"path": str(path), **{name: float(values[i]) for name, values in parts.items()},
+            row = {"path": str(path), **{name: float(values[i]) for name, values in parts.items() if values.ndim == 1},
                    "decision": "abnormal" if score >= threshold else "normal", "map": ""}
             if maps_dir is not None:
                 name = map_name(path, root)

@@ -4,8 +4,8 @@ Read it top to bottom in `fit`. A model is an `AnomalyModel` (lib/models/base.py
 uses its `train_step` (losses as floats), `score_parts` (per image a "score", the reconstruction
 "fake" and any other parts of the score, each of which gets its own AUROC in metrics.csv),
 `state_dict`/`load_state_dict`, `optimizers` (by name; each gets a learning-rate scheduler), and
-`choose_score_weight`/`score_weight` (--score_weight val: the weight of Skip-GANomaly's
-"reconstruction" and "features" parts, chosen on the validation labels).
+`choose_score_weight`/`score_weight` (--score_weight val: the weight of the original score's
+image and feature errors, chosen on the validation labels).
 
 Model selection uses the validation split (held-out normal and abnormal
 images, disjoint from the test set); test metrics are recorded every epoch but

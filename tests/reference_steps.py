@@ -8,8 +8,10 @@ weight. These functions drive a model's public networks and optimisers directly.
 import torch
 import torch.nn.functional as F
 
-from lib.losses import anomaly_score, gradient_penalty
+from lib.losses import gradient_penalty
 from lib.networks import init_weights
+from lib.scoring.functions import weighted
+from lib.scoring.measures import feature_mse, image_mse
 
 
 def skipganomaly_step(model, images: torch.Tensor) -> dict[str, float]:
@@ -92,4 +94,4 @@ def score(model, images: torch.Tensor) -> torch.Tensor:
     fake = model.generator(images)
     _, features_real = model.adversary(images)
     _, features_fake = model.adversary(fake)
-    return anomaly_score(images, fake, features_real, features_fake, model.score_weight)[0]
+    return weighted(image_mse(images, fake), feature_mse(features_real, features_fake), model.score_weight)

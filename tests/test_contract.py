@@ -52,10 +52,11 @@ def test_scores_are_per_image_fp32_and_do_not_depend_on_the_batch(name):
         model.train_step(batch(8, seed))
     images = batch(6, 5)
     parts = model.score_parts(images)
-    assert parts["score"].shape == (6,) and parts["score"].dtype == torch.float32
     assert parts["fake"].shape == images.shape
+    scores = model.score(images)
+    assert scores.shape == (6,) and scores.dtype == torch.float32
     alone = torch.cat([model.score(images[i:i + 1]) for i in range(6)])
-    torch.testing.assert_close(parts["score"], alone, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(scores, alone, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(model.score(images.flip(0)).flip(0), alone, rtol=1e-4, atol=1e-6)
 
 

@@ -51,30 +51,3 @@ def test_normal_quantile_threshold_flags_the_requested_share_of_normals():
     normals = np.arange(1000, dtype=float)
     t = metrics.normal_quantile_threshold(normals, 0.05)
     assert np.mean(normals >= t) == pytest.approx(0.05, abs=0.002)
-
-
-def test_the_score_weight_chosen_on_validation_drops_a_part_that_ranks_backwards():
-    rng = np.random.default_rng(0)
-    labels = np.r_[np.zeros(200), np.ones(50)]
-    reconstruction = rng.normal(size=250) + 2 * labels  # ranks anomalies high
-    features = 100 * (rng.normal(size=250) - 2 * labels)  # larger scale and backwards
-    weight = metrics.choose_score_weight(labels, reconstruction, features)
-    assert weight == 1.0
-    # The default 0.9 would have let the backwards part dominate.
-    fixed = metrics.roc_auc(labels, metrics.combined_score(reconstruction, features, 0.9))
-    chosen = metrics.roc_auc(labels, metrics.combined_score(reconstruction, features, weight))
-    assert fixed < 0.5 < chosen
-
-
-def test_the_chosen_score_weight_is_the_best_on_the_grid_and_ties_go_to_the_default():
-    rng = np.random.default_rng(1)
-    labels = np.r_[np.zeros(100), np.ones(100)]
-    reconstruction, features = rng.normal(size=200) + labels, rng.normal(size=200) + labels
-    weight = metrics.choose_score_weight(labels, reconstruction, features, metric="auprc")
-    best = max(metrics.average_precision(labels, metrics.combined_score(reconstruction, features, w))
-               for w in np.linspace(0, 1, 21))
-    assert metrics.average_precision(labels, metrics.combined_score(reconstruction, features, weight)) == best
-    # Both parts separate perfectly: every weight ties, so the default stays.
-    assert metrics.choose_score_weight(labels, labels, labels) == 0.9
-    # Without anomalies there is nothing to choose on.
-    assert metrics.choose_score_weight(np.zeros(5), np.arange(5), np.arange(5), default=0.7) == 0.7

@@ -96,8 +96,9 @@ def test_generator_updates_once_every_n_critic_steps():
 
 def test_score_is_the_weighted_sum_of_its_parts():
     model = build_model(make_opt(model="skipganomaly", score_weight=0.9), torch.device("cpu"))
-    parts = model.score_parts(torch.rand(3, 3, 16, 16) * 2 - 1)
-    torch.testing.assert_close(parts["score"], 0.9 * parts["reconstruction"] + 0.1 * parts["features"])
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    parts = model.score_parts(images)
+    torch.testing.assert_close(model.score(images), 0.9 * parts["image_mse"] + 0.1 * parts["feature_mse"])
 
 
 def test_input_noise_is_gaussian_of_the_given_std_and_absent_by_default():

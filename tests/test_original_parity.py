@@ -42,7 +42,7 @@ def replayed(request):
         model = build_model(opt, "cpu")
         train, test = synthetic_data(spec)
         losses = [model.train_step(batch) for batch in train]
-        scores = torch.cat([model.score_parts(batch)["score"] for batch in test.split(spec["batchsize"])])
+        scores = torch.cat([model.score(batch) for batch in test.split(spec["batchsize"])])
     finally:
         torch.set_num_threads(threads)
     return ref, losses, scores, model

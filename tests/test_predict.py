@@ -81,7 +81,7 @@ def test_decisions_follow_the_stored_threshold_and_it_is_printed_with_how_it_was
         expected = "abnormal" if float(row["score"]) >= stored["value"] else "normal"
         assert row["decision"] == expected
         # The score is the weighted sum of its two parts (--score_weight 0.9).
-        parts = 0.9 * float(row["reconstruction"]) + 0.1 * float(row["features"])
+        parts = 0.9 * float(row["image_mse"]) + 0.1 * float(row["feature_mse"])
         assert float(row["score"]) == pytest.approx(parts, rel=1e-5)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.metrics import roc_auc
+from lib.metrics import average_precision, roc_auc
 from lib.scoring import functions as sf, measures
 
 
@@ -135,3 +135,85 @@ def test_choose_takes_the_best_validation_auroc_and_the_first_on_a_tie():
 def test_only_the_distances_to_normal_embeddings_need_a_pass_over_the_training_images():
     assert {name for name, f in sf.SCORES.items() if f.fits_on_training} == {
         "knn_adversary", "mahalanobis_adversary", "knn_encoder", "mahalanobis_encoder"}
+
+
+def test_the_score_weight_chosen_on_validation_drops_a_part_that_ranks_backwards():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(200), np.ones(50)]
+    reconstruction = rng.normal(size=250) + 2 * labels  # ranks anomalies high
+    features = 100 * (rng.normal(size=250) - 2 * labels)  # larger scale and backwards
+    weight = sf.choose_score_weight(labels, reconstruction, features)
+    assert weight == 1.0
+    # The default 0.9 would have let the backwards part dominate.
+    fixed = roc_auc(labels, sf.weighted(reconstruction, features, 0.9))
+    chosen = roc_auc(labels, sf.weighted(reconstruction, features, weight))
+    assert fixed < 0.5 < chosen
+
+
+def test_the_chosen_score_weight_is_the_best_on_the_grid_and_ties_go_to_the_default():
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(100), np.ones(100)]
+    reconstruction, features = rng.normal(size=200) + labels, rng.normal(size=200) + labels
+    weight = sf.choose_score_weight(labels, reconstruction, features, metric="auprc")
+    best = max(average_precision(labels, sf.weighted(reconstruction, features, w))
+               for w in np.linspace(0, 1, 21))
+    assert average_precision(labels, sf.weighted(reconstruction, features, weight)) == best
+    # Both parts separate perfectly: every weight ties, so the default stays.
+    assert sf.choose_score_weight(labels, labels, labels) == 0.9
+    # Without anomalies there is nothing to choose on.
+    assert sf.choose_score_weight(np.zeros(5), np.arange(5), np.arange(5), default=0.7) == 0.7
+
+
+# ------------------------------------------------------------------ through the models
+
+def trained_tiny(name):
+    from lib.models import build_model
+    from tests.helpers import make_opt
+
+    torch.manual_seed(0)
+    model = build_model(make_opt(model=name, isize=16, ngf=4, ndf=4, nz=8), torch.device("cpu"))
+    model.train_step(torch.rand(4, 3, 16, 16) * 2 - 1)
+    return model
+
+
+@pytest.mark.parametrize("name", ["skipganomaly", "w_skipganomaly"])
+def test_a_score_that_needs_no_adversary_runs_no_adversary_pass(name):
+    model = trained_tiny(name)
+    calls = []
+    model.adversary.features.register_forward_hook(lambda *_: calls.append(1))
+    images = torch.rand(5, 3, 16, 16) * 2 - 1
+    for score in ("image", "image_l1", "local_error", "ssim", "knn_encoder"):
+        model.scoring = sf.Scoring(score)
+        model.score_parts(images)
+    assert calls == []
+    model.scoring = sf.Scoring("original", {"weight": 0.9})
+    model.score_parts(images)
+    assert calls  # the original score needs the adversary's features of x and G(x)
+
+
+@pytest.mark.parametrize("name", ["skipganomaly", "w_skipganomaly"])
+def test_every_score_function_scores_both_models_from_statistics_fitted_on_normal_images(name):
+    from lib.data import to_float
+    from lib.evaluation import evaluate
+
+    model = trained_tiny(name)
+    normal, other = (torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8) for n in (12, 7))
+    assert set(model.measurements) >= sf.needs(sf.SCORES)
+    for score, function in sf.SCORES.items():
+        train = evaluate(model, normal, 5, "cpu", needs=function.needs)
+        model.scoring = sf.Scoring(score, sf.fit(score, train, train))
+        scores = evaluate(model, other, 5, "cpu")["score"]
+        assert scores.shape == (7,) and np.isfinite(scores).all(), score
+        # the same images score the same alone, batched otherwise (eval mode)
+        again = np.concatenate([model.score(to_float(other[i:i + 1], "cpu")).numpy() for i in range(7)])
+        np.testing.assert_allclose(scores, again, rtol=1e-4, atol=1e-6, err_msg=score)
+
+
+def test_the_generator_code_comes_from_the_same_pass_as_the_reconstruction():
+    from lib.networks import UNet
+
+    torch.manual_seed(0)
+    net = UNet(3, 4, 16).eval()
+    images = torch.rand(2, 3, 16, 16)
+    fake, code = net.encode_and_decode(images)
+    assert torch.equal(fake, net(images)) and code.shape == (2, 32, 1, 1)

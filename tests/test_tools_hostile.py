@@ -178,7 +178,7 @@ def test_the_collector_refuses_bad_arguments_in_one_line_and_writes_nothing(args
 # ------------------------------------------------------------------ the Fashion-MNIST study's report
 
 def study_result(auroc) -> dict:
-    metrics = {"auroc": auroc, "auroc_reconstruction": 0.5, "auroc_features": 0.4}
+    metrics = {"auroc": auroc, "auroc_image_mse": 0.5, "auroc_feature_mse": 0.4}
     return {"epochs": 2, "best": {"epoch": 1, "test": metrics, "val": {"auroc": 0.6}},
             "last": {"test": metrics}, "best_on_test_optimistic": {"epoch": 2, "test": metrics}}
 

@@ -189,7 +189,7 @@ def test_score_weight_val_is_chosen_on_validation_kept_in_the_checkpoint_and_use
     assert f"score = {stored:g} x image MSE + {1 - stored:g} x feature MSE (chosen on the validation split)" \
         in out.stdout
     for r in read_csv(run / "predict/predictions.csv"):
-        expected = stored * float(r["reconstruction"]) + (1 - stored) * float(r["features"])
+        expected = stored * float(r["image_mse"]) + (1 - stored) * float(r["feature_mse"])
         assert float(r["score"]) == pytest.approx(expected, rel=1e-5)
 
 

@@ -1,7 +1,7 @@
 """A throwaway model that exists only to prove the model contract: a new model is one file
 (this one) plus one line (tests/conftest.py's `MODELS.add`), and every generic test then runs on it.
 
-A plain convolutional autoencoder with a flag of its own; its score is the reconstruction error.
+A plain convolutional autoencoder with a flag of its own; its score is the image error.
 """
 import torch
 from torch import nn
@@ -9,6 +9,7 @@ from torch import nn
 from lib.models import register
 from lib.models.base import AnomalyModel
 from lib.networks import init_weights
+from lib.scoring import measures
 
 OPTIONS = [{"flag": "--toy_width", "type": "int", "default": 4, "min": 1, "help": "channels of the toy's code"}]
 
@@ -16,6 +17,8 @@ OPTIONS = [{"flag": "--toy_width", "type": "int", "default": 4, "min": 1, "help"
 @register
 class ToyAutoencoder(AnomalyModel):
     name = "toy_model"
+    measurements = frozenset(measures.OF_RECONSTRUCTION)
+    default_score = "image"
 
     def build_networks(self, opt) -> dict[str, nn.Module]:
         w = opt.toy_width
@@ -34,6 +37,6 @@ class ToyAutoencoder(AnomalyModel):
         self.optimizers["ae"].step()
         return {"l1": loss}
 
-    def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def outputs(self, images: torch.Tensor, needs) -> dict[str, torch.Tensor]:
         fake = self.networks["autoencoder"](images).float()
-        return {"score": (fake - images.float()).pow(2).flatten(1).mean(1), "fake": fake}
+        return {"fake": fake, **measures.of_reconstruction(images.float(), fake, needs)}

@@ -35,10 +35,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from lib import options
 from lib.data import batches, to_float
 from lib.errors import OneLineParser, UserError, run_cli
-from lib.losses import anomaly_score, contextual_loss, gradient_penalty, latent_loss
+from lib.losses import contextual_loss, gradient_penalty, latent_loss
 from lib.models import MODELS
 from lib.networks import init_weights
 from lib.resources import check_fits
+from lib.scoring.functions import weighted
+from lib.scoring.measures import feature_mse, image_mse
 
 PATHS = ("original", "plain", "fast")
 ROOT = Path(__file__).resolve().parent.parent  # where `python -m tools.benchmark` runs
@@ -118,7 +120,7 @@ class Original:
         fake = m.generator(images)
         _, features_real = m.adversary(images)
         _, features_fake = m.adversary(fake)
-        return anomaly_score(images, fake, features_real, features_fake, m.score_weight)[0]
+        return weighted(image_mse(images, fake), feature_mse(features_real, features_fake), m.score_weight)
 
 
 def build(path, args, device):

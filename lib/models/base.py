@@ -8,8 +8,9 @@ four methods, all checked when it registers (a half-written model cannot be buil
 - `build_optimizers(opt)`: its named optimisers over those networks' parameters.
 - `update(images)`: one training step on a batch in [-1, 1], written once, plainly;
   returns the losses as tensors. The trainer owns the loop; the model owns the step.
-- `outputs(images)`: per-image "score" (higher = more anomalous) and "fake" (the
-  reconstruction), plus any other per-image parts of the score worth reporting.
+- `outputs(images, needs)`: "fake" (the reconstruction) and the per-image measurements
+  named in `needs` (lib/scoring/measures.py), computing nothing they do not need. The score
+  (`self.scoring`, lib/scoring/functions.py) is made from those measurements.
 
 and may declare flags only it reads (a literal `OPTIONS` list at the top of its
 file, see registry.py), say how often its generator learns (`generator_every`)
@@ -29,10 +30,14 @@ from torch import nn
 from lib import fast as speed_layer
 from lib.data import normalisation
 from lib.original import applies
+from lib.scoring.functions import Scoring, fit
 
 
 class AnomalyModel(abc.ABC):
     name = ""  # the --model name
+    # The measurements `outputs` can make (lib/scoring/measures.py): the scores this model can use.
+    measurements: frozenset[str] = frozenset()
+    default_score = "original"  # the score function (lib/scoring/functions.py) unless told otherwise
     # Whether the trainer sets `score_weight` (the weight of a two-part score) on the validation split.
     choose_score_weight = False
 
@@ -46,6 +51,12 @@ class AnomalyModel(abc.ABC):
         self.optimizers: dict[str, torch.optim.Optimizer] = speed_layer.accelerate(
             self.speed, self.networks, dict(self.build_optimizers(opt)), self.compiles)
         self.step = 0  # training steps taken; survives resume (a critic's schedule depends on it)
+        if not hasattr(self, "scoring"):  # a subclass may have set its score up already
+            self.scoring = Scoring(self.default_score, fit(self.default_score, {}, {}))
+        missing = set(self.scoring.needs) - self.measurements
+        if missing:
+            raise TypeError(f"{type(self).__name__}'s score '{self.scoring.name}' needs {sorted(missing)}, "
+                            "which its `outputs` does not measure (`measurements`)")
         # The original scores in training mode (lib/original.py, eval_mode_scoring).
         self.scores_in_train_mode = not applies(opt, "eval_mode_scoring")
         # How uint8 images become the float inputs this model was trained on (lib.data.to_float).
@@ -70,8 +81,8 @@ class AnomalyModel(abc.ABC):
         """One training step (networks already in training mode, `self.step` already counted)."""
 
     @abc.abstractmethod
-    def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-image "score", "fake" and optional score parts (no grad; networks in eval mode, or in
+    def outputs(self, images: torch.Tensor, needs) -> dict[str, torch.Tensor]:
+        """"fake" and the per-image measurements in `needs` (no grad; networks in eval mode, or in
         training mode when the run scores as the original did: then no pass may mix images that
         the original passed separately, since each pass normalises by its own batch)."""
 
@@ -104,8 +115,10 @@ class AnomalyModel(abc.ABC):
         return losses
 
     @torch.no_grad()
-    def score_parts(self, images: torch.Tensor, train_mode: bool | None = None) -> dict[str, torch.Tensor]:
-        """Per-image score, its parts and the reconstruction, in fp32.
+    def score_parts(self, images: torch.Tensor, train_mode: bool | None = None,
+                    needs=None) -> dict[str, torch.Tensor]:
+        """The reconstruction "fake" and the measurements the score needs (`needs`: these
+        instead), in fp32; `scoring` makes the score from them.
 
         In eval mode (the default) BatchNorm uses its running statistics, so an image's
         score does not depend on which other images share its batch. `train_mode` (default:
@@ -116,13 +129,14 @@ class AnomalyModel(abc.ABC):
             self.train()
         else:
             self.eval()
+        needs = frozenset(self.scoring.needs if needs is None else needs)
         with self.speed.autocast():
-            parts = self.outputs(self.speed.inputs(images))
+            parts = self.outputs(self.speed.inputs(images), needs)
         return {k: v.float().contiguous() for k, v in parts.items()}
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """Per-image anomaly score (higher = more anomalous)."""
-        return self.score_parts(images)["score"]
+        return torch.as_tensor(self.scoring(self.score_parts(images)))
 
     def train(self) -> None:
         for net in self.networks.values():

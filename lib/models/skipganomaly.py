@@ -12,17 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib import original_init
-from lib.losses import anomaly_score, contextual_loss, latent_loss
-from lib.metrics import DEFAULT_SCORE_WEIGHT
+from lib.losses import contextual_loss, latent_loss
 from lib.models.base import AnomalyModel
 from lib.models.registry import register
 from lib.networks import Discriminator, UNet, init_weights
 from lib.original import applies
+from lib.scoring import measures
+from lib.scoring.functions import DEFAULT_WEIGHT, Scoring, fit
+from lib.scoring.measures import ADVERSARY, ADVERSARY_EMBEDDING, ENCODER_EMBEDDING, FEATURE_MSE
 
 
 @register
 class SkipGANomaly(AnomalyModel):
     name = "skipganomaly"
+    measurements = frozenset(measures.OF_RECONSTRUCTION) | measures.FROM_ADVERSARY | {ENCODER_EMBEDDING}
 
     def __init__(self, opt, device, **speed):
         self.w_adv, self.w_con, self.w_lat = opt.w_adv, opt.w_con, opt.w_lat
@@ -32,9 +35,19 @@ class SkipGANomaly(AnomalyModel):
         self.bce = _bce_logits if applies(opt, "bce_with_logits") else _bce_of_probability
         # 'val': the trainer sets the weight from the validation split; checkpoints keep it.
         self.choose_score_weight = opt.score_weight == "val"
-        self.score_weight = DEFAULT_SCORE_WEIGHT if self.choose_score_weight else float(opt.score_weight)
+        weight = DEFAULT_WEIGHT if self.choose_score_weight else float(opt.score_weight)
+        self.scoring = Scoring("original", fit("original", {}, {}, weight=weight))
         self.restarts = 0  # discriminator re-initialisations in this process
         super().__init__(opt, device, **speed)
+
+    @property
+    def score_weight(self) -> float:
+        """The original score's weight of the image error (the feature error gets the rest)."""
+        return self.scoring.stats["weight"]
+
+    @score_weight.setter
+    def score_weight(self, weight: float) -> None:
+        self.scoring.stats["weight"] = float(weight)
 
     @property
     def generator(self) -> nn.Module:
@@ -115,19 +128,38 @@ class SkipGANomaly(AnomalyModel):
         init_weights(self.adversary)
         self.restarts += 1
 
-    def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """score = w·MSE(x, G(x)) + (1 − w)·MSE(f(x), f(G(x))), with both parts."""
-        fake = self.generator(images)
+    def outputs(self, images: torch.Tensor, needs) -> dict[str, torch.Tensor]:
+        """G(x), the measurements of G(x) against x, and those of the adversary's view of both."""
+        if ENCODER_EMBEDDING in needs:
+            fake, code = self.generator.encode_and_decode(images)
+            parts = {ENCODER_EMBEDDING: code.flatten(1)}
+        else:
+            fake, parts = self.generator(images), {}
+        parts["fake"] = fake
+        parts.update(measures.of_reconstruction(images.float(), fake.float(), needs))
+        if needs & measures.FROM_ADVERSARY:
+            parts.update(self.adversary_measurements(images, fake, needs))
+        return parts
+
+    def adversary_measurements(self, images, fake, needs) -> dict[str, torch.Tensor]:
+        """The adversary's verdict on x and its features of x (and of G(x) for the feature error)."""
+        both = FEATURE_MSE in needs
         if self.adversary.training:  # scoring in training mode (the original's): each pass has its own batch statistics
-            (_, features_real), (_, features_fake) = self.adversary(images), self.adversary(fake)
-        else:  # in eval mode every layer treats images independently: one pass for both
-            _, features = self.adversary(torch.cat([images, fake]))
-            features_real, features_fake = features.chunk(2)
-        features_real, features_fake = features_real.float(), features_fake.float()
-        fake = fake.float()
-        score, reconstruction, features = anomaly_score(images.float(), fake, features_real, features_fake,
-                                                        self.score_weight)
-        return {"score": score, "reconstruction": reconstruction, "features": features, "fake": fake}
+            verdict, features_real = self.verdict(images)
+            features_fake = self.verdict(fake)[1] if both else None
+        else:  # in eval mode every layer treats images independently: one pass for all
+            verdict, features = self.verdict(torch.cat([images, fake]) if both else images)
+            verdict = verdict[:len(images)]
+            features_real, features_fake = features.chunk(2) if both else (features, None)
+        parts = {ADVERSARY: verdict.float(), ADVERSARY_EMBEDDING: features_real.float()}
+        if both:
+            parts[FEATURE_MSE] = measures.feature_mse(features_real.float(), features_fake.float())
+        return {name: values for name, values in parts.items() if name in needs}
+
+    def verdict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(how fake the adversary finds each image: its negated logit, its features of the image)."""
+        logit, features = self.adversary.logits(images)
+        return -logit, features
 
     def score_description(self) -> str:
         chosen = " (chosen on the validation split)" if self.choose_score_weight else ""

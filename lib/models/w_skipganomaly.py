@@ -102,6 +102,11 @@ class WSkipGANomaly(SkipGANomaly):
         g_con = contextual_loss(fake.float(), images.float())
         return self.w_adv * g_adv + self.w_con * g_con + self.w_lat * g_lat, g_con, g_lat, g_adv
 
+    def verdict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the negated critic value: a critic rates real-looking images high, its features)."""
+        value, features = self.adversary(images)
+        return -value, features
+
     def after_update(self, losses: dict[str, float]) -> None:
         """A critic's loss is unbounded: nothing to restart (the original restarts it below 1e-5)."""
         if not self.critic_no_reset and losses["critic"] < 1e-5:

@@ -15,10 +15,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-# Measurement names: what a model reports per image.
-IMAGE_MSE, IMAGE_L1, LOCAL_ERROR, SSIM_ERROR = "image_mse", "image_l1", "local_error_max", "ssim_error"
-FEATURE_MSE, ADVERSARY = "feature_mse", "adversary"
-ADVERSARY_EMBEDDING, ENCODER_EMBEDDING = "adversary_embedding", "encoder_embedding"
+from lib import metrics
+from lib.scoring.measures import (
+    ADVERSARY,
+    ADVERSARY_EMBEDDING,
+    ENCODER_EMBEDDING,
+    FEATURE_MSE,
+    IMAGE_L1,
+    IMAGE_MSE,
+    LOCAL_ERROR,
+    SSIM_ERROR,
+)
 
 DEFAULT_WEIGHT = 0.9  # the original's: 0.9·image MSE + 0.1·feature MSE
 KNN_K = 5
@@ -38,7 +45,7 @@ class ScoreFunction:
 
 
 def _array(values) -> np.ndarray:
-    return values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
 
 
 # ------------------------------------------------------------------ weighted parts
@@ -47,9 +54,35 @@ def _fit_original(train, val, settings):
     return {"weight": float(settings.get("weight", DEFAULT_WEIGHT))}
 
 
+def weighted(image_mse, feature_mse, weight: float = DEFAULT_WEIGHT):
+    """weight·image MSE + (1 − weight)·feature MSE, on arrays and tensors alike (the benchmark
+    scores on the device); a Python float weight keeps float32 parts float32."""
+    weight = float(weight)
+    return weight * image_mse + (1 - weight) * feature_mse
+
+
 def _original(m, stats):
-    w = stats["weight"]  # a Python float keeps float32 parts float32
-    return w * _array(m[IMAGE_MSE]) + (1 - w) * _array(m[FEATURE_MSE])
+    return weighted(m[IMAGE_MSE], m[FEATURE_MSE], stats["weight"])
+
+
+def choose_score_weight(labels, image_mse, feature_mse, metric: str = "auroc",
+                        default: float = DEFAULT_WEIGHT, steps: int = 21) -> float:
+    """--score_weight val: the weight in {0, 1/(steps-1), ..., 1} whose `weighted` score has the best
+    `metric` (a name in lib.metrics).
+
+    Meant for validation images only. The two parts live on different scales and one can
+    even rank backwards (a WGAN critic's features are largest on real-looking normal
+    images), so a fixed 0.9 is not safe. Ties go to the weight nearest `default`;
+    without both classes the default is kept.
+    """
+    if len(np.unique(labels)) != 2:
+        return default
+    grid = np.linspace(0, 1, steps)
+    measure = {**metrics.METRICS, **metrics.ON_REQUEST}[metric]
+    values = [measure(labels, weighted(image_mse, feature_mse, w)) for w in grid]
+    best = max(values)
+    candidates = [w for w, v in zip(grid, values) if v >= best - 1e-12]
+    return round(float(min(candidates, key=lambda w: abs(w - default))), 4)
 
 
 def _fit_standardised(train, val, settings):
@@ -116,7 +149,7 @@ def _mahalanobis(key):
 
 
 def _single(part):
-    return lambda m, stats: _array(m[part])
+    return lambda m, stats: m[part]
 
 
 SCORES = {f.name: f for f in [
@@ -158,6 +191,21 @@ def fit(name: str, normal_train: dict, normal_val: dict, **settings) -> dict:
 def apply(name: str, measurements: dict, stats: dict) -> np.ndarray:
     """Score `name` of each image, from its measurements and the fitted statistics."""
     return SCORES[name].apply(measurements, stats)
+
+
+@dataclass
+class Scoring:
+    """The score a model is evaluated with: a score function's name and its fitted statistics."""
+    name: str = "original"
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return SCORES[self.name].needs
+
+    def __call__(self, measurements: dict):
+        """Each image's score from its measurements."""
+        return apply(self.name, measurements, self.stats)
 
 
 def choose(labels, candidates: dict[str, np.ndarray], metric) -> str:

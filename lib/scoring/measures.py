@@ -7,6 +7,13 @@ chosen score needs.
 import torch
 import torch.nn.functional as F
 
+# Measurement names: what a model reports per image (the embeddings are vectors, the rest numbers).
+IMAGE_MSE, IMAGE_L1, LOCAL_ERROR, SSIM_ERROR = "image_mse", "image_l1", "local_error_max", "ssim_error"
+FEATURE_MSE, ADVERSARY = "feature_mse", "adversary"
+ADVERSARY_EMBEDDING, ENCODER_EMBEDDING = "adversary_embedding", "encoder_embedding"
+# Those that need the adversary's features of the image (and, for FEATURE_MSE, of its reconstruction).
+FROM_ADVERSARY = frozenset({FEATURE_MSE, ADVERSARY, ADVERSARY_EMBEDDING})
+
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5  # Wang et al. (2004)
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
@@ -68,3 +75,12 @@ def ssim(real: torch.Tensor, fake: torch.Tensor, data_range: float = 2.0) -> tor
 def ssim_error(real: torch.Tensor, fake: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
     """1 − SSIM: 0 for a perfect reconstruction, higher = more anomalous."""
     return 1 - ssim(real, fake, data_range)
+
+
+# Measurements of a reconstruction against its image: name -> function of (real, fake).
+OF_RECONSTRUCTION = {IMAGE_MSE: image_mse, IMAGE_L1: image_l1, LOCAL_ERROR: local_error_max, SSIM_ERROR: ssim_error}
+
+
+def of_reconstruction(real: torch.Tensor, fake: torch.Tensor, needs) -> dict[str, torch.Tensor]:
+    """The measurements among `needs` that compare `fake` with `real`."""
+    return {name: measure(real, fake) for name, measure in OF_RECONSTRUCTION.items() if name in needs}
