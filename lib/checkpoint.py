@@ -24,6 +24,7 @@ from lib.errors import UserError
 from lib.files import atomic_write
 from lib.models import MODELS, build_model
 from lib.resources import available_bytes, gib
+from lib.scoring.functions import stats_problem
 
 FORMAT = "skip-wganomaly/1"
 
@@ -275,13 +276,17 @@ def check(ckpt: dict, file, defaults: dict | None = None, validate=None) -> None
             need(key, lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
                  and isinstance(v.get("param_groups"), list) and all(isinstance(g, dict) for g in v["param_groups"]),
                  "an optimiser state", state, "state.")
-        elif isinstance(value, dict):
+        elif isinstance(value, dict) and key != "score_stats":
             for name, tensor in value.items():
                 if not isinstance(tensor, torch.Tensor):
                     raise damaged(file, f"'state.{key}.{name}' is {_shown(tensor)}, not a tensor")
     need("step", lambda v: _integer(v) and 0 <= v < 2**63, "a count of steps", state, "state.")
     if "score_weight" in state:
         need("score_weight", lambda v: _number(v) and 0 <= v <= 1, "a weight in [0, 1]", state, "state.")
+    if "score" in state or "score_stats" in state:
+        problem = stats_problem(state.get("score"), state.get("score_stats"))
+        if problem:
+            raise damaged(file, problem)
     if defaults is not None:
         check_options(options, file, defaults, validate)
 

@@ -1,9 +1,10 @@
 """Scoring images with a trained model, and what is chosen from the scores.
 
-One batch loop, `evaluate`, serves the training loop, `train.py --phase test` and
+One batch loop, `measure`, serves the training loop, `train.py --phase test` and
 predict.py, so an image gets the same score wherever it is scored. The rest are
-functions of scores and labels: a split's metrics, the score weight chosen on
-validation labels (--score_weight val) and the thresholds stored for predict.py.
+functions of measurements, scores and labels: the score's statistics fitted on normal
+images and the score chosen on validation labels (`fit_scoring`: --score, --score_weight),
+a split's metrics and the thresholds stored for predict.py.
 """
 from dataclasses import dataclass, field
 
@@ -11,23 +12,28 @@ import numpy as np
 import torch
 
 from lib.data import to_float
-from lib.metrics import all_metrics, best_f1, normal_quantile_threshold, roc_auc
-from lib.scoring.functions import choose_score_weight
-from lib.scoring.measures import FEATURE_MSE, IMAGE_MSE
+from lib.metrics import METRICS, ON_REQUEST, all_metrics, best_f1, normal_quantile_threshold, roc_auc
+from lib.scoring.functions import (
+    BANK_SIZE,
+    FEATURE_MSE,
+    IMAGE_MSE,
+    SCORES,
+    Scoring,
+    choose,
+    choose_score_weight,
+    fit,
+    needs,
+)
 
 # Fraction of normal images the stored threshold may flag (predict.py's default).
 THRESHOLD_FPR = 0.05
 
 
 @torch.no_grad()
-def evaluate(model, images: torch.Tensor, batchsize: int, device, on_batch=None, needs=None) -> dict[str, np.ndarray]:
-    """Score uint8 `images` in batches: "score" (`model.scoring`), then the measurements it is made of.
-
-    `needs`: these measurements too. `on_batch(real, parts)` sees each float batch and its
-    measurements, the reconstruction "fake" included, in the same pass (predict.py draws its
-    strips there).
-    """
-    needs = set(model.scoring.needs) | set(needs or ())
+def measure(model, images: torch.Tensor, batchsize: int, device, needs, on_batch=None) -> dict[str, np.ndarray]:
+    """The measurements `needs` of uint8 `images`, in batches. `on_batch(real, parts)` sees each float
+    batch and its measurements, the reconstruction "fake" included, in the same pass (predict.py
+    draws its strips there)."""
     collected = {name: [] for name in sorted(needs)}
     for start in range(0, len(images), batchsize):
         real = to_float(images[start:start + batchsize], device, model.pixel_mean_std)
@@ -36,9 +42,21 @@ def evaluate(model, images: torch.Tensor, batchsize: int, device, on_batch=None,
             collected[name].append(parts[name].float().cpu())
         if on_batch is not None:
             on_batch(real, parts)
-    measured = {name: torch.cat(values).numpy() if values else np.zeros(0, np.float32)
-                for name, values in collected.items()}
-    return {"score": np.asarray(model.scoring(measured), dtype=np.float32), **measured}
+    return {name: torch.cat(values).numpy() if values else np.zeros(0, np.float32)
+            for name, values in collected.items()}
+
+
+def evaluate(model, images: torch.Tensor, batchsize: int, device, on_batch=None, needs=()) -> dict[str, np.ndarray]:
+    """"score" (`model.scoring`) of uint8 `images`, then the measurements it is made of (and `needs`)."""
+    measured = measure(model, images, batchsize, device, set(model.scoring.needs) | set(needs), on_batch)
+    return {"score": scores_of(model.scoring, measured), **measured}
+
+
+def scores_of(scoring, measured: dict) -> np.ndarray:
+    """float32 scores ([] without images: a score function need not take empty input)."""
+    if not len(next(iter(measured.values()), ())):
+        return np.zeros(0, np.float32)
+    return np.asarray(scoring(measured), dtype=np.float32)
 
 
 @dataclass
@@ -62,20 +80,46 @@ def split_metrics(labels, parts: dict[str, np.ndarray], headline: str = "auroc")
     return metrics
 
 
-def choose_weight(model, val: Scores, splits: list[Scores], metric: str) -> float:
-    """--score_weight val: the weight of the original score's two parts that ranks validation best,
-    for `model` and `splits`.
+def candidates(model) -> list[str]:
+    """The scores --score val chooses among: every one the model can measure, the original's first."""
+    return [name for name, function in SCORES.items() if set(function.needs) <= model.measurements]
 
-    Only validation labels are looked at; every split's score is recomputed with the weight.
+
+def fit_scoring(model, names: list[str], val: Scores, training_images: torch.Tensor, batchsize: int, device,
+                metric: str) -> dict[str, float]:
+    """Fit each of the scores `names` on normal images, keep the one that ranks the validation split best
+    (never the test set; the only one when there is one) as `model.scoring`, and give `val` its scores.
+
+    Needs `val.parts` to hold every measurement of `names`. Fitting sees normal images only: a sample
+    of training images (for a distance to their embeddings) and the validation split's normal images.
+    Returns each candidate's validation `metric` when there was a choice ({} otherwise).
     """
-    # Without validation images there are no parts: choose_score_weight keeps its default.
-    image, feature = (val.parts.get(name, np.zeros(0, np.float32)) for name in (IMAGE_MSE, FEATURE_MSE))
-    weight = choose_score_weight(val.labels, image, feature, metric)
-    model.score_weight = weight
-    for split in splits:
-        if len(split.labels):
-            split.parts["score"] = np.asarray(model.scoring(split.parts), dtype=np.float32)
-    return weight
+    normal_val = {name: values[val.labels == 0] for name, values in val.parts.items()}
+    # Without normal validation images (--val_ratio 0) a part's scale comes from training images too.
+    no_val = not (val.labels == 0).any()
+    on_training = sorted(needs(n for n in names if SCORES[n].fits_on_training or no_val and n != "original"))
+    training = {}
+    if on_training:
+        sample = torch.linspace(0, len(training_images) - 1, min(BANK_SIZE, len(training_images))).round().long()
+        training = measure(model, training_images[sample], batchsize, device, on_training)
+    fitted = {}
+    for name in names:
+        if name == "original":  # its weight: fixed, or chosen on the validation labels (--score_weight val)
+            weight = (choose_score_weight(val.labels, val.parts[IMAGE_MSE], val.parts[FEATURE_MSE], metric)
+                      if model.choose_score_weight else model.fixed_score_weight)
+            fitted[name] = Scoring(name, fit(name, {}, {}, weight=weight))
+        else:
+            fitted[name] = Scoring(name, fit(name, training or normal_val, normal_val))
+    values = {}
+    if len(names) > 1:
+        scores = {name: scores_of(scoring, val.parts) for name, scoring in fitted.items()}
+        measure_of = {**METRICS, **ON_REQUEST}[metric]
+        values = {name: measure_of(val.labels, s) for name, s in scores.items()}
+        model.scoring = fitted[choose(val.labels, scores, measure_of)]
+    else:
+        model.scoring = fitted[names[0]]
+    val.parts["score"] = scores_of(model.scoring, val.parts)
+    return values
 
 
 def decision_threshold(normal_scores, source: str, test: Scores, epoch: int) -> dict:

@@ -13,6 +13,7 @@ from lib.classes import DATASETS, class_names, resolve_class
 from lib.errors import OneLineParser, UserError
 from lib.models import MODELS, registry
 from lib.original import FIXES, applies, fixes
+from lib.scoring.functions import SCORES
 
 METRICS = ("roc", "auprc", "f1", "f1_score")
 LR_POLICIES = ("lambda", "step", "plateau")
@@ -125,8 +126,12 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--w_lat", type=float, default=1, help="weight of the latent (feature L2) loss")
     a("--noise_std", type=float, default=0.0,
       help="std of Gaussian noise added to training inputs (the original added uninitialised memory)")
+    a("--score", default=None, metavar="NAME",
+      help="the anomaly score: 'val' (the one with the best validation AUROC at every evaluation, never "
+           f"the test set) or one of {', '.join(SCORES)}; default: the model's own (Skip-GANomaly's and "
+           "Skip-WGANomaly's: original)")
     a("--score_weight", type=score_weight, default=0.9,
-      help="anomaly score = w * image MSE + (1 - w) * feature MSE; 'val': choose w in 0, 0.05, ..., 1 "
+      help="the original score = w * image MSE + (1 - w) * feature MSE; 'val': choose w in 0, 0.05, ..., 1 "
            "by validation AUROC at every evaluation (never the test set)")
     # Reproducing the original code (lib/original.py)
     a("--original", action="store_true",
@@ -244,6 +249,13 @@ def validate(opt) -> None:
     fixes(opt)  # an unknown fix name is refused here
     if opt.original and opt.fixes != "all":
         raise UserError(f"--original applies no fix and --fixes {opt.fixes} names some: give one of them")
+    if opt.score not in (None, "val") and opt.score not in SCORES:
+        raise UserError(f"--score {opt.score!r} is unknown; give 'val' or one of {', '.join(SCORES)}")
+    if opt.score not in (None, "original") and not applies(opt, "eval_mode_scoring"):
+        raise UserError(f"--score {opt.score} scores in eval mode, and these fixes score in training mode as the "
+                        "original did; give --score original, or keep the eval_mode_scoring fix")
+    if opt.score == "val" and opt.val_ratio == 0:
+        raise UserError("--score val chooses the score on the validation split; give --val_ratio > 0 or name a score")
     if opt.score_weight == "val" and opt.val_ratio == 0:
         raise UserError("--score_weight val chooses the weight on the validation split; give --val_ratio > 0 "
                         "or a fixed --score_weight")

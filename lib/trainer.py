@@ -24,11 +24,12 @@ from tqdm import tqdm
 from lib import checkpoint, outputs
 from lib.data import to_float
 from lib.errors import UserError
-from lib.evaluation import Scores, choose_weight, decision_threshold, evaluate, split_metrics
+from lib.evaluation import Scores, candidates, decision_threshold, evaluate, fit_scoring, measure, split_metrics
 from lib.metrics import HEADLINE
 from lib.original import applies
 from lib.original_outputs import OriginalOutputs
 from lib.schedules import current_lr, make_schedulers, step_schedulers
+from lib.scoring.functions import needs
 from lib.training_state import TrainingState
 
 
@@ -206,20 +207,26 @@ class Trainer:
             self.on_epoch(self, row)
 
     def evaluate_splits(self) -> tuple[Scores, Scores]:
-        """Scores and metrics of the validation and test images."""
-        split, batchsize = self.split, self.opt.batchsize
-        val = Scores(split.val_labels.numpy(), evaluate(self.model, split.val_images, batchsize, self.device))
+        """Scores and metrics of the validation and test images.
+
+        The score (--score) is fitted, or chosen, on normal training and validation images and
+        validation labels first; the test split is then measured for that score alone.
+        """
+        split, batchsize, model = self.split, self.opt.batchsize, self.model
+        names = candidates(model) if model.score_choice == "val" else [model.score_choice]
+        val = Scores(split.val_labels.numpy(), measure(model, split.val_images, batchsize, self.device, needs(names)))
+        choice = fit_scoring(model, names, val, split.train, batchsize, self.device, self.headline)
         # The outputs see each test batch (test images, timing) in the one pass that scores it.
         if self.global_data_order:
             torch.empty((), dtype=torch.int64).random_()  # the original's test DataLoader draws a base seed
-        test = Scores(split.test_labels.numpy(), evaluate(self.model, split.test_images, batchsize, self.device,
+        test = Scores(split.test_labels.numpy(), evaluate(model, split.test_images, batchsize, self.device,
                                                           on_batch=self.out.testing(self.state.epoch + 1)))
-        if self.model.choose_score_weight:  # --score_weight val: chosen on validation labels only
-            choose_weight(self.model, val, [val, test], self.headline)
         for scores in (val, test):
             scores.metrics = split_metrics(scores.labels, scores.parts, self.headline)
-        if self.model.choose_score_weight and val.metrics:
-            val.metrics["score_weight"] = self.model.score_weight  # metrics.csv: val_score_weight
+        if val.metrics:  # metrics.csv: val_score_weight, val_auroc_score_<name> of each candidate
+            if model.choose_score_weight and model.scoring.name == "original":
+                val.metrics["score_weight"] = model.score_weight
+            val.metrics.update({f"{self.headline}_score_{name}": value for name, value in choice.items()})
         return val, test
 
     def _selection_value(self, row: dict) -> float:
@@ -248,7 +255,7 @@ class Trainer:
                 normal = evaluate(self.model, images, self.opt.batchsize, self.device)["score"]
             finally:
                 self.model.scores_in_train_mode = own_mode
-        return decision_threshold(normal, source, test, self.state.epoch)
+        return {**decision_threshold(normal, source, test, self.state.epoch), "score": self.model.scoring.name}
 
     def results(self) -> dict:
         """results.json's contents ({} before the first epoch has finished)."""

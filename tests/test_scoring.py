@@ -217,3 +217,61 @@ def test_the_generator_code_comes_from_the_same_pass_as_the_reconstruction():
     images = torch.rand(2, 3, 16, 16)
     fake, code = net.encode_and_decode(images)
     assert torch.equal(fake, net(images)) and code.shape == (2, 32, 1, 1)
+
+
+# ------------------------------------------------------------------ --score, through training and predict.py
+
+def train_with_score(tmp_path, *flags):
+    """A tiny Skip-WGANomaly trained one epoch on a folder dataset with `flags`; its run folder."""
+    from tests.conftest import make_folder_dataset
+    from tests.helpers import train_cli
+
+    make_folder_dataset(tmp_path / "data", n_train=24, n_test_normal=10, n_test_abnormal=10)
+    train_cli(["--dataset", "custom", "--dataroot", "data", "--isize", "16", "--nc", "3", "--ngf", "4", "--ndf", "4",
+               "--nz", "8", "--niter", "1", "--device", "cpu", "--batchsize", "4", "--manualseed", "1",
+               "--outf", "out", "--name", "run", "--model", "w_skipganomaly", "--n_critic", "2", *flags], tmp_path)
+    return tmp_path / "out" / "run"
+
+
+@pytest.mark.parametrize("flags", [["--score", "knn_adversary", "--val_ratio", "0"],
+                                   ["--score", "val", "--val_ratio", "0.4"]], ids=["knn", "val"])
+def test_the_chosen_score_and_its_statistics_reach_predict_which_scores_as_training_did(tmp_path, flags, capsys):
+    import predict
+    from lib.errors import run_cli
+    from tests.helpers import read_csv
+
+    folder = train_with_score(tmp_path, *flags)
+    state = torch.load(folder / "train" / "weights" / "best.pt", weights_only=True)
+    stored = state["state"]
+    assert sf.stats_problem(stored["score"], stored["score_stats"]) is None
+    assert state["threshold"]["score"] == stored["score"]
+    metrics = read_csv(folder / "metrics.csv")[0]
+    if flags[1] == "val":  # every score the model can measure was fitted and ranked on validation
+        assert {f"val_auroc_score_{name}" for name in sf.SCORES} <= set(metrics)
+        ranked = {name: float(metrics[f"val_auroc_score_{name}"]) for name in sf.SCORES}
+        assert ranked[stored["score"]] == max(ranked.values())
+    else:
+        assert stored["score"] == "knn_adversary" and stored["score_stats"]["bank"].shape == (24, 8)
+    assert run_cli(predict.main, ["--path", str(tmp_path / "data/custom/test"), "--weights", str(folder),
+                                  "--device", "cpu", "--maps", "none"]) in (0, None)
+    assert f"score: {stored['score']}" in capsys.readouterr().out or stored["score"] == "original"
+    predicted = read_csv(folder / "predict" / "predictions.csv")
+    trained = read_csv(folder / "histogram.csv")
+    # The test split is the folder's test images less those held out for validation.
+    predicted_scores = np.array([float(p["score"]) for p in predicted])
+    assert len(predicted) == 20 and len(trained) == (20 if flags[-1] == "0" else 16)
+    for t in trained:
+        assert np.abs(predicted_scores - float(t["scores"])).min() <= 1e-5
+
+
+def test_damaged_score_statistics_are_named_not_used():
+    bank = torch.ones(3, 2)
+    assert sf.stats_problem("knn_adversary", {"bank": bank, "k": 2}) is None
+    assert "lacks its statistic 'k'" in sf.stats_problem("knn_adversary", {"bank": bank})
+    assert "not a count" in sf.stats_problem("knn_adversary", {"bank": bank, "k": 0})
+    assert "not a 2-D float tensor" in sf.stats_problem("knn_adversary", {"bank": torch.ones(3), "k": 1})
+    assert "not a 2-D float tensor" in sf.stats_problem("knn_adversary", {"bank": bank * float("nan"), "k": 1})
+    assert "none of" in sf.stats_problem("magic", {})
+    assert "not a weight" in sf.stats_problem("original", {"weight": 2.0})
+    mismatch = {"mean": torch.zeros(3), "precision": torch.eye(2)}
+    assert "does not match" in sf.stats_problem("mahalanobis_encoder", mismatch)

@@ -181,7 +181,7 @@ def test_score_weight_val_is_chosen_on_validation_kept_in_the_checkpoint_and_use
     assert all(0 <= w <= 1 and round(w * 20, 6).is_integer() for w in weights)
     best = json.loads((run / "results.json").read_text())["best"]
     assert best["val"]["score_weight"] == weights[best["epoch"] - 1]
-    stored = torch.load(run / "train/weights/best.pt", weights_only=True)["state"]["score_weight"]
+    stored = torch.load(run / "train/weights/best.pt", weights_only=True)["state"]["score_stats"]["weight"]
     assert stored == best["val"]["score_weight"]
     import predict
     out = run_main(predict.main, ["--path", "new", "--weights", str(run), "--device", "cpu", "--overwrite"],

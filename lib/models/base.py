@@ -29,8 +29,9 @@ from torch import nn
 
 from lib import fast as speed_layer
 from lib.data import normalisation
+from lib.errors import UserError
 from lib.original import applies
-from lib.scoring.functions import Scoring, fit
+from lib.scoring.functions import SCORES, Scoring, fit
 
 
 class AnomalyModel(abc.ABC):
@@ -53,10 +54,13 @@ class AnomalyModel(abc.ABC):
         self.step = 0  # training steps taken; survives resume (a critic's schedule depends on it)
         if not hasattr(self, "scoring"):  # a subclass may have set its score up already
             self.scoring = Scoring(self.default_score, fit(self.default_score, {}, {}))
-        missing = set(self.scoring.needs) - self.measurements
-        if missing:
-            raise TypeError(f"{type(self).__name__}'s score '{self.scoring.name}' needs {sorted(missing)}, "
-                            "which its `outputs` does not measure (`measurements`)")
+        # --score: the trainer fits the named score (or, with 'val', chooses one) before each evaluation.
+        self.score_choice = getattr(opt, "score", None) or self.default_score
+        for name in {self.scoring.name, self.score_choice} - {"val"}:
+            missing = set(SCORES[name].needs) - self.measurements
+            if missing:
+                raise UserError(f"--score {name} needs {', '.join(sorted(missing))}, which --model {self.name} "
+                                "does not measure; choose another --score")
         # The original scores in training mode (lib/original.py, eval_mode_scoring).
         self.scores_in_train_mode = not applies(opt, "eval_mode_scoring")
         # How uint8 images become the float inputs this model was trained on (lib.data.to_float).
@@ -90,10 +94,6 @@ class AnomalyModel(abc.ABC):
         """Whether torch.compile can take that network (not with a double backward through it)."""
         return True
 
-    def score_description(self) -> str:
-        """One line for predict.py: what the score is."""
-        return f"score: {type(self).__name__}'s anomaly score (higher = more anomalous)"
-
     def after_update(self, losses: dict[str, float]) -> None:
         """Act on a step's losses once they are floats (`update` itself never waits for the device)."""
 
@@ -103,6 +103,10 @@ class AnomalyModel(abc.ABC):
 
     def load_extra_state(self, state: dict) -> None:
         """Restore `extra_state`'s entries (a checkpoint may lack them)."""
+
+    def score_description(self) -> str:
+        """One line for predict.py: what the score is."""
+        return f"score: {self.scoring.name} ({SCORES[self.scoring.name].description}; higher = more anomalous)"
 
     # --- what every model gets --------------------------------------------------------
     def train_step(self, images: torch.Tensor) -> dict[str, float]:
@@ -149,12 +153,17 @@ class AnomalyModel(abc.ABC):
     def state_dict(self) -> dict:
         return {**{name: net.state_dict() for name, net in self.networks.items()},
                 **{f"optimizer_{name}": o.state_dict() for name, o in self.optimizers.items()},
-                "step": self.step, **self.extra_state()}
+                "step": self.step, "score": self.scoring.name, "score_stats": dict(self.scoring.stats),
+                **self.extra_state()}
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
         """Restore networks (and, unless `weights_only`, optimisers and step)."""
         for name, net in self.networks.items():
             net.load_state_dict(state[name])
+        if "score" in state:  # the score it was evaluated with (older checkpoints: the original's weight)
+            self.scoring = Scoring(state["score"], dict(state["score_stats"]))
+        elif "score_weight" in state and self.scoring.name == "original":
+            self.scoring.stats["weight"] = float(state["score_weight"])
         self.load_extra_state(state)
         if not weights_only:
             for name, optimizer in self.optimizers.items():

@@ -35,19 +35,15 @@ class SkipGANomaly(AnomalyModel):
         self.bce = _bce_logits if applies(opt, "bce_with_logits") else _bce_of_probability
         # 'val': the trainer sets the weight from the validation split; checkpoints keep it.
         self.choose_score_weight = opt.score_weight == "val"
-        weight = DEFAULT_WEIGHT if self.choose_score_weight else float(opt.score_weight)
-        self.scoring = Scoring("original", fit("original", {}, {}, weight=weight))
+        self.fixed_score_weight = DEFAULT_WEIGHT if self.choose_score_weight else float(opt.score_weight)
+        self.scoring = Scoring("original", fit("original", {}, {}, weight=self.fixed_score_weight))
         self.restarts = 0  # discriminator re-initialisations in this process
         super().__init__(opt, device, **speed)
 
     @property
     def score_weight(self) -> float:
         """The original score's weight of the image error (the feature error gets the rest)."""
-        return self.scoring.stats["weight"]
-
-    @score_weight.setter
-    def score_weight(self, weight: float) -> None:
-        self.scoring.stats["weight"] = float(weight)
+        return self.scoring.stats.get("weight", self.fixed_score_weight)
 
     @property
     def generator(self) -> nn.Module:
@@ -162,16 +158,11 @@ class SkipGANomaly(AnomalyModel):
         return -logit, features
 
     def score_description(self) -> str:
+        if self.scoring.name != "original":
+            return super().score_description()
         chosen = " (chosen on the validation split)" if self.choose_score_weight else ""
         w = self.score_weight
         return f"score = {w:g} x image MSE + {1 - w:g} x feature MSE{chosen}"
-
-    def extra_state(self) -> dict:
-        return {"score_weight": self.score_weight}
-
-    def load_extra_state(self, state: dict) -> None:
-        if self.choose_score_weight and "score_weight" in state:
-            self.score_weight = state["score_weight"]
 
 
 def _bce_logits(logit: torch.Tensor, target: float) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Each function names the measurements it needs (lib/scoring/measures.py computes them; a model
 computes only what its score needs), may fit statistics on normal images, and applies them.
-Statistics are plain floats and CPU tensors, so a checkpoint keeps them and predict.py scores
+Statistics are plain numbers and CPU tensors, so a checkpoint keeps them and predict.py scores
 exactly as training evaluated. Higher = more anomalous, always.
 
 Fitting sees normal images only: the normal training images (a distance's bank of embeddings)
@@ -13,19 +13,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 
 from lib import metrics
-from lib.scoring.measures import (
-    ADVERSARY,
-    ADVERSARY_EMBEDDING,
-    ENCODER_EMBEDDING,
-    FEATURE_MSE,
-    IMAGE_L1,
-    IMAGE_MSE,
-    LOCAL_ERROR,
-    SSIM_ERROR,
-)
+
+# Measurement names: what a model reports per image (lib/scoring/measures.py computes them; the
+# embeddings are vectors, the rest numbers).
+IMAGE_MSE, IMAGE_L1, LOCAL_ERROR, SSIM_ERROR = "image_mse", "image_l1", "local_error_max", "ssim_error"
+FEATURE_MSE, ADVERSARY = "feature_mse", "adversary"
+ADVERSARY_EMBEDDING, ENCODER_EMBEDDING = "adversary_embedding", "encoder_embedding"
 
 DEFAULT_WEIGHT = 0.9  # the original's: 0.9·image MSE + 0.1·feature MSE
 KNN_K = 5
@@ -42,10 +37,19 @@ class ScoreFunction:
     fit: Callable[[dict, dict, dict], dict] = field(default=lambda train, val, settings: {})
     # Whether `fit` needs the normal training images' measurements (an extra pass over them).
     fits_on_training: bool = False
+    # The statistics `fit` returns: name -> kind (see KINDS); a checkpoint's are checked against it.
+    stats: tuple[tuple[str, str], ...] = ()
 
 
 def _array(values) -> np.ndarray:
-    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    """NumPy's view of an array or a (CPU or device) tensor."""
+    return values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+
+
+def _tensor(array: np.ndarray):
+    """A CPU tensor, for checkpoints (torch imported here: the command line imports this module)."""
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 # ------------------------------------------------------------------ weighted parts
@@ -107,7 +111,7 @@ def _fit_bank(key):
         bank = _array(train[key]).astype(np.float32)
         if len(bank) > BANK_SIZE:
             bank = bank[np.linspace(0, len(bank) - 1, BANK_SIZE).round().astype(int)]
-        return {"bank": torch.from_numpy(np.ascontiguousarray(bank)), "k": int(settings.get("k", KNN_K))}
+        return {"bank": _tensor(bank), "k": int(settings.get("k", KNN_K))}
     return fit
 
 
@@ -134,7 +138,7 @@ def _fit_gaussian(key):
         from sklearn.covariance import LedoitWolf  # shrinkage: fewer images than dimensions must still work
 
         estimate = LedoitWolf().fit(_array(train[key]).astype(np.float64))
-        return {"mean": torch.from_numpy(estimate.location_), "precision": torch.from_numpy(estimate.precision_)}
+        return {"mean": _tensor(estimate.location_), "precision": _tensor(estimate.precision_)}
     return fit
 
 
@@ -152,9 +156,34 @@ def _single(part):
     return lambda m, stats: m[part]
 
 
+KINDS = {  # kind -> (test, what it must be)
+    "weight": (lambda v: _finite(v) and 0 <= v <= 1, "a weight in [0, 1]"),
+    "number": (lambda v: _finite(v), "a finite number"),
+    "positive": (lambda v: _finite(v) and v > 0, "a positive number"),
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a count of at least 1"),
+    "vector": (lambda v: _float_tensor(v, 1), "a 1-D float tensor"),
+    "matrix": (lambda v: _float_tensor(v, 2), "a 2-D float tensor"),
+}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _float_tensor(value, dims: int) -> bool:
+    return (hasattr(value, "dtype") and getattr(value, "ndim", -1) == dims and min(value.shape, default=0) > 0
+            and getattr(value.dtype, "is_floating_point", False) and bool(np.isfinite(_array(value)).all()))
+
+
+WEIGHT = (("weight", "weight"),)
+STANDARDISED = tuple((f"{part}_{stat}", "number" if stat == "mean" else "positive")
+                     for part in (IMAGE_MSE, FEATURE_MSE) for stat in ("mean", "std"))
+BANK, GAUSSIAN = (("bank", "matrix"), ("k", "count")), (("mean", "vector"), ("precision", "matrix"))
+
 SCORES = {f.name: f for f in [
     ScoreFunction("original", (IMAGE_MSE, FEATURE_MSE),
-                  "w x image MSE + (1 - w) x feature MSE (the original's, w = 0.9)", _original, _fit_original),
+                  "w x image MSE + (1 - w) x feature MSE (the original's, w = 0.9)", _original, _fit_original,
+                  stats=WEIGHT),
     ScoreFunction("image", (IMAGE_MSE,), "image MSE", _single(IMAGE_MSE)),
     ScoreFunction("image_l1", (IMAGE_L1,), "mean absolute image error", _single(IMAGE_L1)),
     ScoreFunction("local_error", (LOCAL_ERROR,), "largest 5x5-averaged squared error", _single(LOCAL_ERROR)),
@@ -162,20 +191,37 @@ SCORES = {f.name: f for f in [
     ScoreFunction("feature", (FEATURE_MSE,), "adversary feature MSE", _single(FEATURE_MSE)),
     ScoreFunction("standardised", (IMAGE_MSE, FEATURE_MSE),
                   "mean of image and feature MSE, each standardised on normal validation images",
-                  _standardised, _fit_standardised),
+                  _standardised, _fit_standardised, stats=STANDARDISED),
     ScoreFunction("adversary", (ADVERSARY,), "the adversary's own verdict (higher = less real)", _single(ADVERSARY)),
     ScoreFunction("knn_adversary", (ADVERSARY_EMBEDDING,),
                   "k-NN distance to normal training images' adversary features",
-                  _knn(ADVERSARY_EMBEDDING), _fit_bank(ADVERSARY_EMBEDDING), True),
+                  _knn(ADVERSARY_EMBEDDING), _fit_bank(ADVERSARY_EMBEDDING), True, BANK),
     ScoreFunction("mahalanobis_adversary", (ADVERSARY_EMBEDDING,),
                   "Mahalanobis distance to normal training images' adversary features",
-                  _mahalanobis(ADVERSARY_EMBEDDING), _fit_gaussian(ADVERSARY_EMBEDDING), True),
+                  _mahalanobis(ADVERSARY_EMBEDDING), _fit_gaussian(ADVERSARY_EMBEDDING), True, GAUSSIAN),
     ScoreFunction("knn_encoder", (ENCODER_EMBEDDING,), "k-NN distance to normal training images' generator codes",
-                  _knn(ENCODER_EMBEDDING), _fit_bank(ENCODER_EMBEDDING), True),
+                  _knn(ENCODER_EMBEDDING), _fit_bank(ENCODER_EMBEDDING), True, BANK),
     ScoreFunction("mahalanobis_encoder", (ENCODER_EMBEDDING,),
                   "Mahalanobis distance to normal training images' generator codes",
-                  _mahalanobis(ENCODER_EMBEDDING), _fit_gaussian(ENCODER_EMBEDDING), True),
+                  _mahalanobis(ENCODER_EMBEDDING), _fit_gaussian(ENCODER_EMBEDDING), True, GAUSSIAN),
 ]}
+
+
+def stats_problem(name, stats) -> str | None:
+    """What is wrong with a stored score: an unknown name or statistics `fit` would not have made."""
+    if name not in SCORES:
+        return f"the score {name!r} is none of {', '.join(SCORES)}"
+    if not isinstance(stats, dict):
+        return f"the statistics of the score '{name}' are not a dict"
+    for key, kind in SCORES[name].stats:
+        test, what = KINDS[kind]
+        if key not in stats:
+            return f"the score '{name}' lacks its statistic '{key}'"
+        if not test(stats[key]):
+            return f"the statistic '{key}' of the score '{name}' is not {what}"
+    if "precision" in stats and tuple(stats["precision"].shape) != (len(stats["mean"]),) * 2:
+        return f"the score '{name}' has a precision matrix that does not match its mean"
+    return None
 
 
 def needs(names) -> set[str]:

@@ -7,10 +7,17 @@ chosen score needs.
 import torch
 import torch.nn.functional as F
 
-# Measurement names: what a model reports per image (the embeddings are vectors, the rest numbers).
-IMAGE_MSE, IMAGE_L1, LOCAL_ERROR, SSIM_ERROR = "image_mse", "image_l1", "local_error_max", "ssim_error"
-FEATURE_MSE, ADVERSARY = "feature_mse", "adversary"
-ADVERSARY_EMBEDDING, ENCODER_EMBEDDING = "adversary_embedding", "encoder_embedding"
+from lib.scoring.functions import (  # noqa: F401  (the names models use, with the functions)
+    ADVERSARY,
+    ADVERSARY_EMBEDDING,
+    ENCODER_EMBEDDING,
+    FEATURE_MSE,
+    IMAGE_L1,
+    IMAGE_MSE,
+    LOCAL_ERROR,
+    SSIM_ERROR,
+)
+
 # Those that need the adversary's features of the image (and, for FEATURE_MSE, of its reconstruction).
 FROM_ADVERSARY = frozenset({FEATURE_MSE, ADVERSARY, ADVERSARY_EMBEDDING})
 
