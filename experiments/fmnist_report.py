@@ -58,9 +58,10 @@ def _number(value, name: str, optional: bool = False):
 OLD_PART_NAMES = {"image_mse": "reconstruction", "feature_mse": "features"}
 
 
-def part_auroc(metrics: dict, part: str):
-    """The AUROC of one part of the score in a split's metrics (None when not recorded)."""
-    return metrics.get(f"auroc_{part}", metrics.get(f"auroc_{OLD_PART_NAMES[part]}"))
+def part_auroc(metrics: dict, part: str, prefix: str = ""):
+    """The AUROC of one part of the score in a split's metrics (None when not recorded); `prefix`:
+    "test_" in a metrics.csv row, where every split's metrics share the row."""
+    return metrics.get(f"{prefix}auroc_{part}", metrics.get(f"{prefix}auroc_{OLD_PART_NAMES[part]}"))
 
 
 def _run_row(variant, protocol, cls, seed, run) -> dict | None:
@@ -107,7 +108,10 @@ def read_curves(out: Path, variants) -> list[dict]:
             finished = _date(run / "results.json")
             rows += [{"variant": variant, "class": cls, "seed": seed, "epoch": int(r["epoch"]),
                       "g_con": float(r["g_con"]), "val_auroc": float(r["val_auroc"]),
-                      **{k: float(r[k]) for k in ("test_auroc", "test_auroc_reconstruction", "test_auroc_features")},
+                      "test_auroc": float(r["test_auroc"]),
+                      # the report's column names; metrics.csv's, by part_auroc (old runs: old names)
+                      "test_auroc_reconstruction": float(part_auroc(r, "image_mse", prefix="test_")),
+                      "test_auroc_features": float(part_auroc(r, "feature_mse", prefix="test_")),
                       "finished": finished} for r in _csv_rows(run / "metrics.csv")]
         except UNREADABLE as err:
             warn(run / "metrics.csv", err)
