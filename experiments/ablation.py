@@ -108,8 +108,8 @@ def scored_three_ways(trainer, row: dict, last: bool, trained: dict) -> dict[str
     running statistics toward the test batches' (the last ones, abnormal images), and eval mode
     normalises with those statistics. Every way here starts from `trained`, and the run's state
     is put back afterwards; training itself never reads running statistics."""
-    from lib.evaluation import evaluate
     from lib.metrics import roc_auc
+    from lib.scoring.evaluate import evaluate
 
     model, split, opt = trainer.model, trainer.split, trainer.opt
     own = "train_ordered" if model.scores_in_train_mode else "eval"

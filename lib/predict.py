@@ -2,7 +2,7 @@
 
 Owns: finding the image files to score, rebuilding a model from a checkpoint,
 choosing the decision threshold, scoring in batches with the training loop's own
-evaluation (lib/evaluation.py), drawing the input / reconstruction / error-heatmap
+evaluation (lib/scoring/evaluate.py), drawing the input / reconstruction / error-heatmap
 strips, and the output folder: earlier predictions are replaced only when asked, and
 whole (the strips are written to a hidden folder that becomes maps/ once all are done).
 `predict.py` is its command line.
@@ -25,11 +25,11 @@ from tqdm import tqdm
 from lib import checkpoint
 from lib.data import image_files, read_image
 from lib.errors import UserError
-from lib.evaluation import evaluate
 from lib.files import atomic_write
 from lib.models import build_model
 from lib.resources import check_fits, network_bytes
 from lib.schedules import make_schedulers
+from lib.scoring.evaluate import evaluate
 
 PREDICTIONS, MAPS = "predictions.csv", "maps"  # what predict.py writes into --out
 MAX_TILE = 128  # strips are enlarged (nearest neighbour) to tiles of at most this many pixels
@@ -284,7 +284,7 @@ def predict(model, opt, files, root: Path, threshold: float, batchsize: int, dev
             maps_dir: Path | None, listed_as: Path | None = None) -> Prediction:
     """Score `files` in batches; writes one strip per image into `maps_dir` unless it is None.
 
-    A row holds the image's path, every part of its score (as lib.evaluation.evaluate gives
+    A row holds the image's path, every part of its score (as lib.scoring.evaluate.evaluate gives
     them), the decision and the strip's path below `listed_as` (default `maps_dir`), where
     it will be found.
     """

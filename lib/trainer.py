@@ -10,7 +10,7 @@ image and feature errors, chosen on the validation labels).
 Model selection uses the validation split (held-out normal and abnormal
 images, disjoint from the test set); test metrics are recorded every epoch but
 never used to choose anything. The rest lives beside the loop: lib/schedules.py,
-lib/training_state.py (what a checkpoint holds), lib/evaluation.py, and what the run writes
+lib/training_state.py (what a checkpoint holds), lib/scoring/ (scores and thresholds), and what the run writes
 and prints: lib/outputs.py, or lib/original_outputs.py for the original's files.
 """
 import math
@@ -24,11 +24,11 @@ from tqdm import tqdm
 from lib import checkpoint, outputs
 from lib.data import to_float
 from lib.errors import UserError
-from lib.evaluation import Scores, candidates, decision_threshold, evaluate, fit_scoring, measure, split_metrics
 from lib.metrics import HEADLINE
 from lib.original import applies
 from lib.original_outputs import OriginalOutputs
 from lib.schedules import current_lr, make_schedulers, step_schedulers
+from lib.scoring.evaluate import Scores, candidates, decision_threshold, evaluate, fit_scoring, measure, split_metrics
 from lib.scoring.functions import needs
 from lib.training_state import TrainingState
 

@@ -194,7 +194,7 @@ def test_a_score_that_needs_no_adversary_runs_no_adversary_pass(name):
 @pytest.mark.parametrize("name", ["skipganomaly", "w_skipganomaly"])
 def test_every_score_function_scores_both_models_from_statistics_fitted_on_normal_images(name):
     from lib.data import to_float
-    from lib.evaluation import evaluate
+    from lib.scoring.evaluate import evaluate
 
     model = trained_tiny(name)
     normal, other = (torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8) for n in (12, 7))

@@ -100,11 +100,11 @@ def resume_folder(opt, ckpt, explicit) -> Path:
 
 def evaluate_weights(opt, ckpt) -> int:
     """--phase test: score the test split with the loaded weights; results go to <run>/test/."""
-    from lib.evaluation import evaluate
     from lib.metrics import HEADLINE, all_metrics
     from lib.original import applies
     from lib.outputs import histogram_csv
     from lib.run import build_evaluation, options_text
+    from lib.scoring.evaluate import evaluate
 
     if opt.overwrite:
         raise UserError("--overwrite applies to training; --phase test writes only below <run>/test/")
