@@ -1,4 +1,4 @@
-"""Score new images with a trained Skip-GANomaly / Skip-WGANomaly model.
+"""Score new images with a trained Skip-GANomaly, Skip-WGANomaly or GANomaly model.
 
     python predict.py --path IMAGE_OR_FOLDER --weights RUN_DIR_OR_CHECKPOINT
 

@@ -1,4 +1,4 @@
-"""Train (or, with --phase test, evaluate) Skip-GANomaly / Skip-WGANomaly.
+"""Train (or, with --phase test, evaluate) Skip-GANomaly, Skip-WGANomaly or GANomaly.
 
     python train.py --dataset cifar10 --abnormal_class airplane --model w_skipganomaly
 """

@@ -1,4 +1,4 @@
-"""Results tables of Skip-GANomaly / Skip-WGANomaly sweeps, as in the paper's README.
+"""Results tables of Skip-GANomaly, Skip-WGANomaly or GANomaly sweeps, as in the paper's README.
 
 Owns: finding the run folders under an output folder (each holds results.json and
 opt.txt), naming each run's setting (model plus the options that differ from the

@@ -1,4 +1,4 @@
-"""Loss terms of Skip-GANomaly and Skip-WGANomaly."""
+"""Loss terms of Skip-GANomaly, Skip-WGANomaly and GANomaly."""
 import torch
 import torch.nn.functional as F
 
@@ -31,3 +31,7 @@ def _gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, of_sum: bo
     (grad,) = torch.autograd.grad((features if of_sum else value).sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
+
+def bce_logits(logit: torch.Tensor, target: float) -> torch.Tensor:
+    """Binary cross-entropy of logits against a constant label, in fp32 (exact in bf16, no log clamp)."""
+    return F.binary_cross_entropy_with_logits(logit.float(), torch.full_like(logit, target, dtype=torch.float))

@@ -1,4 +1,4 @@
-"""Networks of Skip-GANomaly (Akçay et al., 2019) and Skip-WGANomaly.
+"""Networks of Skip-GANomaly (Akçay et al., 2019), Skip-WGANomaly and GANomaly (Akçay et al., 2018).
 
 Pure `nn.Module`s with explicit arguments: they know nothing about options,
 devices or losses.
@@ -7,6 +7,7 @@ devices or losses.
 - `Encoder`: the DCGAN encoder shared by the discriminator and the critic.
 - `Discriminator`: Skip-GANomaly's real/fake probability plus its features.
 - `Critic`: Skip-WGANomaly's Wasserstein critic (no sigmoid, no BatchNorm).
+- `Decoder`, `EncoderDecoderEncoder`, `FeatureDiscriminator`: GANomaly's generator and discriminator.
 
 How they run fast (memory layout, CPU kernels, compiling) is lib/fast's business.
 """
@@ -145,3 +146,66 @@ class Critic(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(x).flatten(1)
         return features.mean(dim=1), features
+
+
+class Decoder(nn.Module):
+    """DCGAN decoder: an `nz` × 1 × 1 code → 4×4 → ... → isize × isize image in [-1, 1] (tanh).
+
+    Widths halve at every stride-2 step and end at `ngf` before the image, mirroring `Encoder`.
+    """
+
+    def __init__(self, isize: int, nc: int, ngf: int, nz: int, extra_layers: int = 0):
+        super().__init__()
+        width, size = ngf, isize // 2
+        while size > 4:
+            width, size = width * 2, size // 2
+        layers = [nn.ConvTranspose2d(nz, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        size = 4
+        while size < isize // 2:
+            width, size = width // 2, size * 2
+            layers += [nn.ConvTranspose2d(width * 2, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        for _ in range(extra_layers):
+            layers += [nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(width, nc, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.main(code)
+
+
+class EncoderDecoderEncoder(nn.Module):
+    """GANomaly's generator (Akçay et al., 2018): x → code z → reconstruction G(x) → code ẑ of G(x).
+
+    Returns (G(x), z, ẑ); the anomaly score is the distance between the two codes.
+    """
+
+    def __init__(self, isize: int, nc: int, ngf: int, nz: int, extra_layers: int = 0):
+        super().__init__()
+        self.encoder = Encoder(isize, nc, ngf, nz, nn.BatchNorm2d, extra_layers)
+        self.decoder = Decoder(isize, nc, ngf, nz, extra_layers)
+        self.encoder_of_reconstruction = Encoder(isize, nc, ngf, nz, nn.BatchNorm2d, extra_layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        code = self.encoder(x)
+        fake = self.decoder(code)
+        return fake, code, self.encoder_of_reconstruction(fake)
+
+
+class FeatureDiscriminator(nn.Module):
+    """GANomaly's discriminator: a DCGAN encoder to one logit; its features are the 4×4 maps before
+    the last convolution (what the generator's adversarial loss matches)."""
+
+    def __init__(self, isize: int, nc: int, ndf: int, extra_layers: int = 0):
+        super().__init__()
+        layers = list(Encoder(isize, nc, ndf, 1, nn.BatchNorm2d, extra_layers).main)
+        self.features = nn.Sequential(*layers[:-1])
+        self.classifier = layers[-1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probability real per image, feature maps)."""
+        logit, features = self.logits(x)
+        return torch.sigmoid(logit), features
+
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(x)
+        return self.classifier(features).flatten(), features

@@ -43,7 +43,7 @@ def score_weight(text: str):
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     p = OneLineParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                description="Train and evaluate Skip-GANomaly / Skip-WGANomaly.")
+                description="Train and evaluate Skip-GANomaly, Skip-WGANomaly and GANomaly.")
     a = p.add_argument
     # Data
     a("--dataset", default="cifar10",

@@ -1,4 +1,4 @@
-"""Scoring new images with a trained Skip-GANomaly / Skip-WGANomaly checkpoint.
+"""Scoring new images with a trained Skip-GANomaly, Skip-WGANomaly or GANomaly checkpoint.
 
 Owns: finding the image files to score, rebuilding a model from a checkpoint,
 choosing the decision threshold, scoring in batches with the training loop's own

@@ -1,4 +1,4 @@
-"""Ray Tune searches over train.py's options (Skip-GANomaly / Skip-WGANomaly).
+"""Ray Tune searches over train.py's options (Skip-GANomaly, Skip-WGANomaly or GANomaly).
 
 Owns: the trial that trains one configuration through lib.run's loop and reports every
 epoch, the results table of a search and the train.py command that reproduces a trial.

@@ -114,7 +114,7 @@ def test_mahalanobis_fits_a_shrunk_covariance_that_works_with_fewer_images_than_
 def test_every_score_function_is_fitted_and_applied_from_its_needs_alone():
     rng = np.random.default_rng(1)
     measured = {name: rng.random(8) for name in (sf.IMAGE_MSE, sf.IMAGE_L1, sf.LOCAL_ERROR, sf.SSIM_ERROR,
-                                                 sf.FEATURE_MSE, sf.ADVERSARY)}
+                                                 sf.FEATURE_MSE, sf.ADVERSARY, sf.LATENT_MSE)}
     measured |= {sf.ADVERSARY_EMBEDDING: rng.random((8, 3)), sf.ENCODER_EMBEDDING: rng.random((8, 4))}
     for name, function in sf.SCORES.items():
         only = {need: measured[need] for need in function.needs}
@@ -176,13 +176,15 @@ def trained_tiny(name):
     return model
 
 
-@pytest.mark.parametrize("name", ["skipganomaly", "w_skipganomaly"])
+@pytest.mark.parametrize("name", ["skipganomaly", "w_skipganomaly", "ganomaly"])
 def test_a_score_that_needs_no_adversary_runs_no_adversary_pass(name):
     model = trained_tiny(name)
     calls = []
     model.adversary.features.register_forward_hook(lambda *_: calls.append(1))
     images = torch.rand(5, 3, 16, 16) * 2 - 1
-    for score in ("image", "image_l1", "local_error", "ssim", "knn_encoder"):
+    for score in ("image", "image_l1", "local_error", "ssim", "knn_encoder", "latent"):
+        if not set(sf.SCORES[score].needs) <= model.measurements:
+            continue  # the code distance: GANomaly's alone
         model.scoring = sf.Scoring(score)
         model.score_parts(images)
     assert calls == []
@@ -191,15 +193,17 @@ def test_a_score_that_needs_no_adversary_runs_no_adversary_pass(name):
     assert calls  # the original score needs the adversary's features of x and G(x)
 
 
-@pytest.mark.parametrize("name", ["skipganomaly", "w_skipganomaly"])
-def test_every_score_function_scores_both_models_from_statistics_fitted_on_normal_images(name):
+@pytest.mark.parametrize("name", ["skipganomaly", "w_skipganomaly", "ganomaly"])
+def test_every_score_a_model_can_measure_scores_from_statistics_fitted_on_normal_images(name):
     from lib.data import to_float
-    from lib.scoring.evaluate import evaluate
+    from lib.scoring.evaluate import candidates, evaluate
 
     model = trained_tiny(name)
     normal, other = (torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8) for n in (12, 7))
-    assert set(model.measurements) >= sf.needs(sf.SCORES)
-    for score, function in sf.SCORES.items():
+    # every score but the code distance of an encoder-decoder-encoder
+    assert set(candidates(model)) == set(sf.SCORES) - ({"latent"} if name != "ganomaly" else set())
+    for score in candidates(model):
+        function = sf.SCORES[score]
         train = evaluate(model, normal, 5, "cpu", needs=function.needs)
         model.scoring = sf.Scoring(score, sf.fit(score, train, train))
         scores = evaluate(model, other, 5, "cpu")["score"]
@@ -247,8 +251,10 @@ def test_the_chosen_score_and_its_statistics_reach_predict_which_scores_as_train
     assert state["threshold"]["score"] == stored["score"]
     metrics = read_csv(folder / "metrics.csv")[0]
     if flags[1] == "val":  # every score the model can measure was fitted and ranked on validation
-        assert {f"val_auroc_score_{name}" for name in sf.SCORES} <= set(metrics)
-        ranked = {name: float(metrics[f"val_auroc_score_{name}"]) for name in sf.SCORES}
+        measurable = set(sf.SCORES) - {"latent"}  # all but GANomaly's code distance
+        assert {f"val_auroc_score_{name}" for name in measurable} <= set(metrics)
+        assert "val_auroc_score_latent" not in metrics
+        ranked = {name: float(metrics[f"val_auroc_score_{name}"]) for name in measurable}
         assert ranked[stored["score"]] == max(ranked.values())
     else:
         assert stored["score"] == "knn_adversary" and stored["score_stats"]["bank"].shape == (24, 8)

@@ -8,6 +8,7 @@ from lib.models.registry import register  # noqa: F401  (what a model file uses)
 MODELS = registry.Registry(
     "lib.models.skipganomaly",
     "lib.models.w_skipganomaly",
+    "lib.models.ganomaly",
 )
 
 

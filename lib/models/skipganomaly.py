@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib import original_init
-from lib.losses import contextual_loss, latent_loss
+from lib.losses import bce_logits, contextual_loss, latent_loss
 from lib.models.base import AnomalyModel
 from lib.models.registry import register
 from lib.networks import Discriminator, UNet, init_weights
 from lib.original import applies
 from lib.scoring import measures
 from lib.scoring.functions import DEFAULT_WEIGHT, Scoring, fit
-from lib.scoring.measures import ADVERSARY, ADVERSARY_EMBEDDING, ENCODER_EMBEDDING, FEATURE_MSE
+from lib.scoring.measures import ENCODER_EMBEDDING
 
 
 @register
@@ -32,7 +32,7 @@ class SkipGANomaly(AnomalyModel):
         self.noise_std = opt.noise_std
         # lib/original.py: without this fix the reported loss and the reset threshold include the latent loss.
         self.d_loss_bce_only = applies(opt, "d_loss_bce_only")
-        self.bce = _bce_logits if applies(opt, "bce_with_logits") else _bce_of_probability
+        self.bce = bce_logits if applies(opt, "bce_with_logits") else _bce_of_probability
         # 'val': the trainer sets the weight from the validation split; checkpoints keep it.
         self.choose_score_weight = opt.score_weight == "val"
         self.fixed_score_weight = DEFAULT_WEIGHT if self.choose_score_weight else float(opt.score_weight)
@@ -134,23 +134,8 @@ class SkipGANomaly(AnomalyModel):
         parts["fake"] = fake
         parts.update(measures.of_reconstruction(images.float(), fake.float(), needs))
         if needs & measures.FROM_ADVERSARY:
-            parts.update(self.adversary_measurements(images, fake, needs))
+            parts.update(measures.of_adversary(self.verdict, images, fake, needs, not self.adversary.training))
         return parts
-
-    def adversary_measurements(self, images, fake, needs) -> dict[str, torch.Tensor]:
-        """The adversary's verdict on x and its features of x (and of G(x) for the feature error)."""
-        both = FEATURE_MSE in needs
-        if self.adversary.training:  # scoring in training mode (the original's): each pass has its own batch statistics
-            verdict, features_real = self.verdict(images)
-            features_fake = self.verdict(fake)[1] if both else None
-        else:  # in eval mode every layer treats images independently: one pass for all
-            verdict, features = self.verdict(torch.cat([images, fake]) if both else images)
-            verdict = verdict[:len(images)]
-            features_real, features_fake = features.chunk(2) if both else (features, None)
-        parts = {ADVERSARY: verdict.float(), ADVERSARY_EMBEDDING: features_real.float()}
-        if both:
-            parts[FEATURE_MSE] = measures.feature_mse(features_real.float(), features_fake.float())
-        return {name: values for name, values in parts.items() if name in needs}
 
     def verdict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(how fake the adversary finds each image: its negated logit, its features of the image)."""
@@ -163,10 +148,6 @@ class SkipGANomaly(AnomalyModel):
         chosen = " (chosen on the validation split)" if self.choose_score_weight else ""
         w = self.score_weight
         return f"score = {w:g} x image MSE + {1 - w:g} x feature MSE{chosen}"
-
-
-def _bce_logits(logit: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logit.float(), torch.full_like(logit, target, dtype=torch.float))
 
 
 def _bce_of_probability(logit: torch.Tensor, target: float) -> torch.Tensor:

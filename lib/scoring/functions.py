@@ -21,6 +21,7 @@ from lib import metrics
 IMAGE_MSE, IMAGE_L1, LOCAL_ERROR, SSIM_ERROR = "image_mse", "image_l1", "local_error_max", "ssim_error"
 FEATURE_MSE, ADVERSARY = "feature_mse", "adversary"
 ADVERSARY_EMBEDDING, ENCODER_EMBEDDING = "adversary_embedding", "encoder_embedding"
+LATENT_MSE = "latent_mse"  # an encoder-decoder-encoder's distance between the codes of x and of G(x)
 
 DEFAULT_WEIGHT = 0.9  # the original's: 0.9·image MSE + 0.1·feature MSE
 KNN_K = 5
@@ -192,6 +193,8 @@ SCORES = {f.name: f for f in [
     ScoreFunction("standardised", (IMAGE_MSE, FEATURE_MSE),
                   "mean of image and feature MSE, each standardised on normal validation images",
                   _standardised, _fit_standardised, stats=STANDARDISED),
+    ScoreFunction("latent", (LATENT_MSE,), "MSE between the codes of the image and of its reconstruction "
+                  "(GANomaly's)", _single(LATENT_MSE)),
     ScoreFunction("adversary", (ADVERSARY,), "the adversary's own verdict (higher = less real)", _single(ADVERSARY)),
     ScoreFunction("knn_adversary", (ADVERSARY_EMBEDDING,),
                   "k-NN distance to normal training images' adversary features",

@@ -14,6 +14,7 @@ from lib.scoring.functions import (  # noqa: F401  (the names models use, with t
     FEATURE_MSE,
     IMAGE_L1,
     IMAGE_MSE,
+    LATENT_MSE,
     LOCAL_ERROR,
     SSIM_ERROR,
 )
@@ -91,3 +92,30 @@ OF_RECONSTRUCTION = {IMAGE_MSE: image_mse, IMAGE_L1: image_l1, LOCAL_ERROR: loca
 def of_reconstruction(real: torch.Tensor, fake: torch.Tensor, needs) -> dict[str, torch.Tensor]:
     """The measurements among `needs` that compare `fake` with `real`."""
     return {name: measure(real, fake) for name, measure in OF_RECONSTRUCTION.items() if name in needs}
+
+
+def of_adversary(view, images: torch.Tensor, fake: torch.Tensor, needs, one_pass: bool) -> dict[str, torch.Tensor]:
+    """The measurements among `needs` that the adversary makes of x (and, for FEATURE_MSE, of G(x)).
+
+    `view(batch)` gives (verdict per image, higher = less real; features). The embedding is the
+    features averaged over positions (feature maps would make a distance's statistics huge).
+    `one_pass`: x and G(x) go through together (eval mode, where no layer mixes images); in
+    training mode each set has its own pass, and so its own batch statistics, as the original's.
+    """
+    both = FEATURE_MSE in needs
+    if one_pass:
+        verdict, features = view(torch.cat([images, fake]) if both else images)
+        verdict = verdict[:len(images)]
+        features_real, features_fake = features.chunk(2) if both else (features, None)
+    else:
+        verdict, features_real = view(images)
+        features_fake = view(fake)[1] if both else None
+    parts = {}
+    if ADVERSARY in needs:
+        parts[ADVERSARY] = verdict.float()
+    if ADVERSARY_EMBEDDING in needs:
+        embedding = features_real.float()
+        parts[ADVERSARY_EMBEDDING] = embedding.flatten(2).mean(2) if embedding.dim() > 2 else embedding
+    if both:
+        parts[FEATURE_MSE] = feature_mse(features_real.float(), features_fake.float())
+    return parts
