@@ -31,7 +31,7 @@ from lib import fast as speed_layer
 from lib.data import normalisation
 from lib.errors import UserError
 from lib.original import applies
-from lib.scoring.functions import SCORES, Scoring, fit
+from lib.scoring.functions import DEFAULT_WEIGHT, SCORES, Scoring, fit
 
 
 class AnomalyModel(abc.ABC):
@@ -39,8 +39,6 @@ class AnomalyModel(abc.ABC):
     # The measurements `outputs` can make (lib/scoring/measures.py): the scores this model can use.
     measurements: frozenset[str] = frozenset()
     default_score = "original"  # the score function (lib/scoring/functions.py) unless told otherwise
-    # Whether the trainer sets `score_weight` (the weight of a two-part score) on the validation split.
-    choose_score_weight = False
 
     def __init__(self, opt, device, fast: bool | None = None, amp: bool | None = None, compile: bool | None = None):
         """`fast`, `amp` and `compile` default to the options' values (see lib.fast.settings)."""
@@ -52,8 +50,11 @@ class AnomalyModel(abc.ABC):
         self.optimizers: dict[str, torch.optim.Optimizer] = speed_layer.accelerate(
             self.speed, self.networks, dict(self.build_optimizers(opt)), self.compiles)
         self.step = 0  # training steps taken; survives resume (a critic's schedule depends on it)
-        if not hasattr(self, "scoring"):  # a subclass may have set its score up already
-            self.scoring = Scoring(self.default_score, fit(self.default_score, {}, {}))
+        # The original score's weight (--score_weight): fixed, or ('val') chosen by the trainer on the
+        # validation split at every evaluation; checkpoints keep the score with its statistics.
+        self.choose_score_weight = getattr(opt, "score_weight", DEFAULT_WEIGHT) == "val"
+        self.fixed_score_weight = DEFAULT_WEIGHT if self.choose_score_weight else float(opt.score_weight)
+        self.scoring = Scoring(self.default_score, fit(self.default_score, {}, {}, weight=self.fixed_score_weight))
         # --score: the trainer fits the named score (or, with 'val', chooses one) before each evaluation.
         self.score_choice = getattr(opt, "score", None) or self.default_score
         for name in {self.scoring.name, self.score_choice} - {"val"}:

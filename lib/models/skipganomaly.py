@@ -18,7 +18,6 @@ from lib.models.registry import register
 from lib.networks import Discriminator, UNet, init_weights
 from lib.original import applies
 from lib.scoring import measures
-from lib.scoring.functions import DEFAULT_WEIGHT, Scoring, fit
 from lib.scoring.measures import ENCODER_EMBEDDING
 
 
@@ -33,10 +32,6 @@ class SkipGANomaly(AnomalyModel):
         # lib/original.py: without this fix the reported loss and the reset threshold include the latent loss.
         self.d_loss_bce_only = applies(opt, "d_loss_bce_only")
         self.bce = bce_logits if applies(opt, "bce_with_logits") else _bce_of_probability
-        # 'val': the trainer sets the weight from the validation split; checkpoints keep it.
-        self.choose_score_weight = opt.score_weight == "val"
-        self.fixed_score_weight = DEFAULT_WEIGHT if self.choose_score_weight else float(opt.score_weight)
-        self.scoring = Scoring("original", fit("original", {}, {}, weight=self.fixed_score_weight))
         self.restarts = 0  # discriminator re-initialisations in this process
         super().__init__(opt, device, **speed)
 

@@ -85,14 +85,13 @@ def candidates(model) -> list[str]:
     return [name for name, function in SCORES.items() if set(function.needs) <= model.measurements]
 
 
-def fit_scoring(model, names: list[str], val: Scores, training_images: torch.Tensor, batchsize: int, device,
-                metric: str) -> dict[str, float]:
-    """Fit each of the scores `names` on normal images, keep the one that ranks the validation split best
-    (never the test set; the only one when there is one) as `model.scoring`, and give `val` its scores.
+def fit_all(model, names: list[str], val: Scores, training_images: torch.Tensor, batchsize: int, device,
+            metric: str) -> dict[str, Scoring]:
+    """Each of the scores `names` with its statistics, fitted on normal images only: a sample of
+    training images (a distance's bank of embeddings) and the validation split's normal images.
 
-    Needs `val.parts` to hold every measurement of `names`. Fitting sees normal images only: a sample
-    of training images (for a distance to their embeddings) and the validation split's normal images.
-    Returns each candidate's validation `metric` when there was a choice ({} otherwise).
+    Needs `val.parts` to hold every measurement of `names`; `metric` ranks the original score's
+    weights with --score_weight val (validation labels only).
     """
     normal_val = {name: values[val.labels == 0] for name, values in val.parts.items()}
     # Without normal validation images (--val_ratio 0) a part's scale comes from training images too.
@@ -110,6 +109,17 @@ def fit_scoring(model, names: list[str], val: Scores, training_images: torch.Ten
             fitted[name] = Scoring(name, fit(name, {}, {}, weight=weight))
         else:
             fitted[name] = Scoring(name, fit(name, training or normal_val, normal_val))
+    return fitted
+
+
+def fit_scoring(model, names: list[str], val: Scores, training_images: torch.Tensor, batchsize: int, device,
+                metric: str) -> dict[str, float]:
+    """Fit the scores `names` (`fit_all`), keep the one that ranks the validation split best (never the
+    test set; the only one when there is one) as `model.scoring`, and give `val` its scores.
+
+    Returns each candidate's validation `metric` when there was a choice ({} otherwise).
+    """
+    fitted = fit_all(model, names, val, training_images, batchsize, device, metric)
     values = {}
     if len(names) > 1:
         scores = {name: scores_of(scoring, val.parts) for name, scoring in fitted.items()}
