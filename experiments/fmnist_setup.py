@@ -10,6 +10,8 @@ VARIANTS = {  # row label -> train.py flags
     # The investigation: the score weighting chosen on the validation split instead of 0.9.
     "Skip-GANomaly (score weight chosen on validation)": ["--model", "skipganomaly", "--score_weight", "val"],
     "Skip-WGANomaly (score weight chosen on validation)": ["--model", "w_skipganomaly", "--score_weight", "val"],
+    # The model both descend from (its own score: the distance of the codes).
+    "GANomaly": ["--model", "ganomaly"],
 }
 BUDGETS = {
     # Fits a few hours on a 2-core CPU: 16x16 images, quarter-width networks, 2 epochs.
@@ -17,7 +19,7 @@ BUDGETS = {
     # The original's: 32x32, full width, 15 epochs.
     "gpu": ["--isize", "32", "--niter", "15", "--device", "gpu"],
 }
-MAIN, ABLATIONS, SCORE_WEIGHT = list(VARIANTS)[:2], list(VARIANTS)[2:4], list(VARIANTS)[4:]
+MAIN, ABLATIONS, SCORE_WEIGHT, GANOMALY = list(VARIANTS)[:2], list(VARIANTS)[2:4], list(VARIANTS)[4:6], ["GANomaly"]
 SEED_CLASSES = ("Sandal", "Shirt")  # extra seeds to show the spread: an easy and a hard class
 EXTRA_SEEDS = (1, 2)
 # Learning curves: the main models trained for the original's 15 epochs on one class whose

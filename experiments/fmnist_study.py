@@ -22,6 +22,7 @@ from experiments.fmnist_setup import (
     CURVE_CLASS,
     CURVE_EPOCHS,
     EXTRA_SEEDS,
+    GANOMALY,
     MAIN,
     SCORE_WEIGHT,
     SEED_CLASSES,
@@ -39,6 +40,7 @@ STEPS = {  # step name -> (protocol, variants); the cheap and the headline parts
     "leave-one-out-main": ("leave-one-out", MAIN),
     "leave-one-out-ablations": ("leave-one-out", ABLATIONS),
     "score-weight": ("both", SCORE_WEIGHT),
+    "ganomaly": ("both", GANOMALY),
 }
 RESULTS = ROOT / "results" / "fmnist"  # the committed result files, from which docs/fmnist_study.md is built
 STUDY_PAGE = ROOT / "docs" / "fmnist_study.md"  # its tables are rebuilt between markers
@@ -125,7 +127,7 @@ def main(argv) -> None:
     p.add_argument("--report", action="store_true", help="only rebuild the report from finished runs")
     p.add_argument("--steps", nargs="*", choices=["baselines", *STEPS, "seeds", "curves"],
                    default=["baselines", "one-class", "leave-one-out-main", "seeds", "leave-one-out-ablations",
-                            "score-weight", "curves"],
+                            "score-weight", "curves", "ganomaly"],
                    help="which parts to run, in this order")
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     opt = p.parse_args(argv)
