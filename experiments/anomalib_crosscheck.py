@@ -1,0 +1,130 @@
+"""GANomaly here against anomalib's, on identical Fashion-MNIST data: test AUROC of the last epoch.
+
+    python -m experiments.anomalib_crosscheck --anomalib-python /work/anomalib-venv/bin/python \\
+        --classes "T-shirt/top,Bag" --train_images 12000 --niter 1 --seed 0 \\
+        --out results/anomalib_crosscheck/
+
+anomalib is never a dependency of this project: its Ganomaly runs in an environment of its own,
+whose Python --anomalib-python names (tools/anomalib_runner.py; README "GANomaly" says how to make
+one). Both read the same PNG folder dataset (experiments.compare_original's: a seeded sample of
+--train_images normal training images, every test image of the nine normal classes, then every
+image of the abnormal class), train --niter epochs at the same batch size, image size and widths
+from the same seed, and report the test AUROC of their last epoch; ours with --val_ratio 0, so
+both test on the whole test set. Every finished run is kept in OUT/results/ and reused, and the
+table is written to OUT/table.md.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from experiments.compare_original import differences, prepare_data, run_ours
+from lib.classes import class_names, resolve_class
+from lib.collect import shown
+from lib.errors import OneLineParser, UserError, run_cli
+from lib.files import write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEMS = ("ours", "anomalib")
+
+
+def run_anomalib(python: Path, data: Path, settings: dict, log: Path, threads: int) -> dict:
+    args = ["--data", str(data.resolve()), "--isize", str(settings["isize"]), "--batchsize", str(settings["batchsize"]),
+            "--niter", str(settings["niter"]), "--seed", str(settings["seed"]), "--threads", str(threads),
+            *[item for name in ("ngf", "nz") if settings[name] for item in (f"--{name}", str(settings[name]))]]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="crosscheck-") as work, open(log, "w") as f:
+        out = Path(work) / "result.json"
+        proc = subprocess.run([str(python), str(ROOT / "tools" / "anomalib_runner.py"), *args, "--out", str(out)],
+                              cwd=work, stdout=f, stderr=subprocess.STDOUT)
+        if proc.returncode != 0 or not out.is_file():
+            last = (log.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
+            raise UserError(f"anomalib's run failed with exit code {proc.returncode}: {last} (its full output: "
+                            f"{shown(log)})")
+        return json.loads(out.read_text())
+
+
+def one_result(out: Path, python: Path, data: Path, abnormal: str, system: str, settings: dict, threads: int) -> dict:
+    path = out / "results" / data.name / f"{system}.json"
+    if path.is_file():
+        result = json.loads(path.read_text())
+        if result.get("settings") != settings:
+            raise UserError(f"{shown(path)} was made with other settings "
+                            f"({differences(result.get('settings'), settings)}); choose another --out or delete it")
+        return result
+    print(f"[{time.strftime('%H:%M:%S')}] {abnormal} | {system} ...", flush=True)
+    start = time.time()
+    log = out / "logs" / data.name / f"{system}.log"
+    if system == "anomalib":
+        result = run_anomalib(python, data, settings, log, threads)
+    else:
+        env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+        result = run_ours(out, data, "ganomaly", system, settings, log, env)
+    result = {**result, "abnormal_class": abnormal, "system": system, "settings": settings,
+              "seconds": round(time.time() - start, 1)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(result, indent=1) + "\n")
+    print(f"    test AUROC {result['auroc']:.4f} ({result['seconds']:.0f} s)", flush=True)
+    return result
+
+
+def table(results: dict, classes: list[str], settings: dict) -> str:
+    lines = ["# GANomaly here and in anomalib, on identical Fashion-MNIST data", "",
+             f"{settings['train_images']} normal training images (seeded sample, data seed {settings['data_seed']}), "
+             f"{settings['niter']} epoch(s), batch {settings['batchsize']}, {settings['isize']}x{settings['isize']}, "
+             f"ngf {settings['ngf'] or 64}, nz {settings['nz'] or 100}, seed {settings['seed']}; test AUROC of the "
+             "last epoch.", "", "| abnormal class | ours | anomalib |", "|---|---|---|"]
+    for abnormal in classes:
+        cells = [f"{results[(abnormal, s)]['auroc']:.4f}" for s in SYSTEMS]
+        lines.append(f"| {abnormal} | " + " | ".join(cells) + " |")
+    versions = sorted({r.get("anomalib", "") for (_, s), r in results.items() if s == "anomalib"})
+    lines += ["", f"- anomalib {', '.join(versions)}, its `Ganomaly` as it ships (image size and widths set).",
+              "- ours: `train.py --model ganomaly --val_ratio 0` (its defaults)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv) -> None:
+    p = OneLineParser(prog="python -m experiments.anomalib_crosscheck", description=__doc__.split("\n\n")[0])
+    p.add_argument("--anomalib-python", required=True, help="a Python that can import anomalib 2.x")
+    p.add_argument("--classes", default="T-shirt/top,Bag", help="abnormal classes, comma-separated")
+    p.add_argument("--train_images", type=int, default=12000, help="normal training images (a seeded sample)")
+    p.add_argument("--test_images", type=int, default=0, help="0: the whole test set; N: a seeded sample of N")
+    p.add_argument("--data_seed", type=int, default=0)
+    p.add_argument("--niter", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batchsize", type=int, default=64)
+    p.add_argument("--isize", type=int, default=32)
+    p.add_argument("--ngf", type=int, default=None, help="generator width for both (default: 64)")
+    p.add_argument("--nz", type=int, default=None, help="code size for both (default: 100)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per run (0: torch's choice)")
+    p.add_argument("--out", default="results/anomalib_crosscheck")
+    args = p.parse_args(argv)
+    python = Path(args.anomalib_python)
+    if not os.access(python, os.X_OK):
+        raise UserError(f"--anomalib-python {shown(python)} is not an executable Python; make the environment "
+                        "first (README: GANomaly)")
+    names = class_names("fashion-mnist")
+    classes = [names[resolve_class("fashion-mnist", c)] for c in args.classes.split(",") if c.strip()]
+    for name in ("train_images", "niter", "batchsize", "isize"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be positive (got {getattr(args, name)})")
+    # ndf follows ngf: anomalib's discriminator has the generator's width (n_features).
+    settings = {name: getattr(args, name) for name in ("train_images", "test_images", "data_seed", "niter", "seed",
+                                                       "batchsize", "isize", "ngf", "nz")}
+    settings["ndf"] = args.ngf
+    out = Path(args.out)
+    results = {}
+    for abnormal in classes:
+        data = prepare_data(out / "data", abnormal, settings)
+        for system in SYSTEMS:
+            results[(abnormal, system)] = one_result(out, python, data, abnormal, system, settings, args.threads)
+    text = table(results, classes, settings)
+    write_text(out / "table.md", text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

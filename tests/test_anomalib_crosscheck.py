@@ -1,0 +1,45 @@
+"""The cross-check against anomalib's Ganomaly: anomalib runs in an environment of its own."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from experiments import anomalib_crosscheck
+from lib.errors import run_cli
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+# A Python with anomalib 2.x (README: GANomaly); the real run is skipped where there is none.
+ANOMALIB_PYTHON = Path(os.environ.get("ANOMALIB_PYTHON", "/work/anomalib-venv/bin/python"))
+
+
+def has_anomalib(python: Path) -> bool:
+    """Whether `python` finds anomalib (without importing it: that takes seconds)."""
+    if not python.is_file():
+        return False
+    check = "import importlib.util, sys; sys.exit(importlib.util.find_spec('anomalib') is None)"
+    return subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0
+
+
+def test_a_python_that_is_not_there_gets_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_cli(anomalib_crosscheck.main, ["--anomalib-python", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: --anomalib-python") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.dataset
+@pytest.mark.skipif(not FASHION.is_dir() or not has_anomalib(ANOMALIB_PYTHON),
+                    reason="needs Fashion-MNIST and a Python with anomalib (ANOMALIB_PYTHON)")
+def test_both_ganomalies_train_on_the_same_folder_and_reach_the_table(tmp_path, capsys):
+    args = ["--anomalib-python", str(ANOMALIB_PYTHON), "--classes", "Bag", "--train_images", "128",
+            "--test_images", "60", "--isize", "32", "--ngf", "8", "--nz", "8", "--batchsize", "32",
+            "--out", str(tmp_path)]
+    assert run_cli(anomalib_crosscheck.main, args) in (0, None)
+    table = (tmp_path / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| Bag |"))
+    assert all(0 <= float(cell) <= 1 for cell in row.strip("| ").split(" | ")[1:])
+    capsys.readouterr()
+    assert run_cli(anomalib_crosscheck.main, args) in (0, None)  # both runs reused: nothing trains again
+    assert "..." not in capsys.readouterr().out
