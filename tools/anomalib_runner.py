@@ -48,8 +48,9 @@ def main(argv=None) -> int:
                      visualizer=False)
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="anomalib-run-") as work:
-        engine = Engine(max_epochs=args.niter, accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, default_root_dir=work, enable_progress_bar=False)
+        # anomalib adds its own checkpoint callback: its files go to the scratch folder with the rest.
+        engine = Engine(max_epochs=args.niter, accelerator="cpu", devices=1, logger=False, default_root_dir=work,
+                        enable_progress_bar=False)
         engine.fit(model=model, datamodule=data)
         tested = engine.test(model=model, datamodule=data, verbose=False)
     result = {"auroc": float(tested[0]["image_AUROC"]), "seconds": round(time.time() - start, 1),
