@@ -44,7 +44,6 @@ def score_run(run: Path) -> dict:
     from lib.scoring.evaluate import Scores, candidates, fit_all, measure, scores_of
     from lib.scoring.functions import needs
 
-    torch.set_num_threads(1)  # as the study's runs: the same numbers on any machine
     device = torch.device("cpu")
     model, ckpt, opt = load_model(run, options.defaults(), device, options.validate)
     _, split, _ = build_evaluation(opt, ckpt, log=lambda *_: None)

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from experiments import fmnist_setup, score_study
 from lib.errors import run_cli
@@ -23,7 +24,9 @@ def test_every_score_of_every_run_is_tabled_and_the_headline_is_chosen_on_valida
     page.write_text(f"intro\n{score_study.BEGIN}\nold\n{score_study.END}\nafter\n")
     args = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--page", str(page),
             "--models", "GANomaly,Skip-WGANomaly", "--classes", "Trouser", "--protocols", "one-class"]
+    threads = torch.get_num_threads()
     assert run_cli(score_study.main, args) in (0, None)
+    assert torch.get_num_threads() == threads  # scoring in this process leaves its thread count alone
 
     scores = json.loads((tmp_path / "runs/ganomaly/one-class/trouser/seed0/scores.json").read_text())["scores"]
     assert "latent" in scores and "original" in scores and all(0 <= v["test"] <= 1 for v in scores.values())
