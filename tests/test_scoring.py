@@ -285,3 +285,24 @@ def test_damaged_score_statistics_are_named_not_used():
     assert "not a weight" in sf.stats_problem("original", {"weight": 2.0})
     mismatch = {"mean": torch.zeros(3), "precision": torch.eye(2)}
     assert "does not match" in sf.stats_problem("mahalanobis_encoder", mismatch)
+
+
+@pytest.mark.parametrize("flags,named", [(["--score", "magic"], "--score 'magic' is unknown"),
+                                        (["--score", "ssim", "--original"], "--score ssim scores in eval mode"),
+                                        (["--score", "val", "--val_ratio", "0"], "--score val chooses")])
+def test_a_score_that_cannot_be_used_is_refused_in_one_line_before_anything_runs(flags, named):
+    from lib import options
+    from lib.errors import UserError
+
+    with pytest.raises(UserError, match=named.replace("(", r"\(")) as refused:
+        options.parse(["--dataset", "digits", *flags])
+    assert "\n" not in str(refused.value)
+
+
+def test_a_model_that_cannot_measure_the_named_score_is_refused_in_one_line(tmp_path):
+    from tests.helpers import train_cli
+
+    result = train_cli(["--dataset", "digits", "--model", "skipganomaly", "--score", "latent", "--device", "cpu",
+                        "--outf", "out"], tmp_path, check=False)
+    assert result.returncode == 2 and "--score latent needs latent_mse" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
