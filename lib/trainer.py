@@ -1,11 +1,11 @@
 """The one training loop for every model: epochs, evaluation, checkpoints, logs.
 
 Read it top to bottom in `fit`. A model is an `AnomalyModel` (lib/models/base.py); the loop
-uses its `train_step` (losses as floats), `score_parts` (per image a "score", the reconstruction
-"fake" and any other parts of the score, each of which gets its own AUROC in metrics.csv),
-`state_dict`/`load_state_dict`, `optimizers` (by name; each gets a learning-rate scheduler), and
-`choose_score_weight`/`score_weight` (--score_weight val: the weight of the original score's
-image and feature errors, chosen on the validation labels).
+uses its `train_step` (losses as floats), `score_parts` (the reconstruction "fake" and the
+per-image measurements its score needs, each of which gets its own AUROC in metrics.csv),
+`scoring` (the score, fitted or chosen before every evaluation by lib/scoring/evaluate.py:
+--score, --score_weight), `state_dict`/`load_state_dict` and `optimizers` (by name; each gets a
+learning-rate scheduler).
 
 Model selection uses the validation split (held-out normal and abnormal
 images, disjoint from the test set); test metrics are recorded every epoch but
