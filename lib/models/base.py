@@ -178,6 +178,24 @@ class AnomalyModel(abc.ABC):
         return f"{type(self).__name__}({sizes}; {self.speed})"
 
 
+class GeneratorAndAdversary:
+    """For a model of two networks, "generator" and "adversary", each with its own Adam ("g", "d"),
+    as the paper models have: their accessors and optimisers (put before AnomalyModel in the bases)."""
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.networks["generator"]
+
+    @property
+    def adversary(self) -> nn.Module:
+        return self.networks["adversary"]
+
+    def build_optimizers(self, opt) -> dict[str, torch.optim.Optimizer]:
+        betas = (opt.beta1, 0.999)
+        return {"g": torch.optim.Adam(self.generator.parameters(), lr=opt.lr, betas=betas),
+                "d": torch.optim.Adam(self.adversary.parameters(), lr=opt.lr, betas=betas)}
+
+
 def floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
     """Loss tensors as floats, with one device sync instead of one per loss."""
     if not losses:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.losses import bce_logits, contextual_loss
-from lib.models.base import AnomalyModel
+from lib.models.base import AnomalyModel, GeneratorAndAdversary
 from lib.models.registry import register
 from lib.networks import EncoderDecoderEncoder, FeatureDiscriminator, init_weights
 from lib.scoring import measures
@@ -25,7 +25,7 @@ OPTIONS = [
 
 
 @register
-class GANomaly(AnomalyModel):
+class GANomaly(GeneratorAndAdversary, AnomalyModel):
     name = "ganomaly"
     measurements = (frozenset(measures.OF_RECONSTRUCTION) | measures.FROM_ADVERSARY
                     | {ENCODER_EMBEDDING, LATENT_MSE})
@@ -36,25 +36,12 @@ class GANomaly(AnomalyModel):
         self.restarts = 0  # discriminator re-initialisations in this process
         super().__init__(opt, device, **speed)
 
-    @property
-    def generator(self) -> nn.Module:
-        return self.networks["generator"]
-
-    @property
-    def adversary(self) -> nn.Module:
-        return self.networks["adversary"]
-
     def build_networks(self, opt) -> dict[str, nn.Module]:
         generator = EncoderDecoderEncoder(opt.isize, opt.nc, opt.ngf, opt.nz, opt.extralayers)
         adversary = FeatureDiscriminator(opt.isize, opt.nc, opt.ndf, opt.extralayers)
         for net in (generator, adversary):
             init_weights(net)
         return {"generator": generator, "adversary": adversary}
-
-    def build_optimizers(self, opt) -> dict[str, torch.optim.Optimizer]:
-        betas = (opt.beta1, 0.999)
-        return {"g": torch.optim.Adam(self.generator.parameters(), lr=opt.lr, betas=betas),
-                "d": torch.optim.Adam(self.adversary.parameters(), lr=opt.lr, betas=betas)}
 
     def update(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """G and D both learn from one discriminator pass over x and one over G(x), taken before

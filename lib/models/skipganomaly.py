@@ -13,7 +13,7 @@ from torch import nn
 
 from lib import original_init
 from lib.losses import bce_logits, contextual_loss, latent_loss
-from lib.models.base import AnomalyModel
+from lib.models.base import AnomalyModel, GeneratorAndAdversary
 from lib.models.registry import register
 from lib.networks import Discriminator, UNet, init_weights
 from lib.original import applies
@@ -22,7 +22,7 @@ from lib.scoring.measures import ENCODER_EMBEDDING
 
 
 @register
-class SkipGANomaly(AnomalyModel):
+class SkipGANomaly(GeneratorAndAdversary, AnomalyModel):
     name = "skipganomaly"
     measurements = frozenset(measures.OF_RECONSTRUCTION) | measures.FROM_ADVERSARY | {ENCODER_EMBEDDING}
 
@@ -40,14 +40,6 @@ class SkipGANomaly(AnomalyModel):
         """The original score's weight of the image error (the feature error gets the rest)."""
         return self.scoring.stats.get("weight", self.fixed_score_weight)
 
-    @property
-    def generator(self) -> nn.Module:
-        return self.networks["generator"]
-
-    @property
-    def adversary(self) -> nn.Module:
-        return self.networks["adversary"]
-
     def build_networks(self, opt) -> dict[str, nn.Module]:
         rng_state = torch.get_rng_state()
         generator = UNet(opt.nc, opt.ngf, opt.isize, skip=not opt.no_skip)
@@ -57,11 +49,6 @@ class SkipGANomaly(AnomalyModel):
 
     def build_adversary(self, opt) -> nn.Module:
         return Discriminator(opt.isize, opt.nc, opt.ndf, opt.nz, opt.extralayers, bias=applies(opt, "classifier_bias"))
-
-    def build_optimizers(self, opt) -> dict[str, torch.optim.Optimizer]:
-        betas = (opt.beta1, 0.999)
-        return {"g": torch.optim.Adam(self.generator.parameters(), lr=opt.lr, betas=betas),
-                "d": torch.optim.Adam(self.adversary.parameters(), lr=opt.lr, betas=betas)}
 
     def add_noise(self, images: torch.Tensor) -> torch.Tensor:
         """Gaussian input noise (the original added an uninitialised buffer instead)."""
