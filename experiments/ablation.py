@@ -31,7 +31,7 @@ from lib.classes import class_names
 from lib.collect import read_json
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
-from lib.original import FIXES
+from lib.original import DEFAULT, FIXES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "ablation"
@@ -57,10 +57,13 @@ def training_fixes(model: str) -> list[str]:
 
 
 def variants(model: str, full: bool) -> dict[str, str]:
-    """Variant name -> --fixes value: the original and all fixes, and (`full`) one fix each way.
-    The "original" variants keep ALWAYS_ON, so that every variant sees the same data order."""
+    """Variant name -> --fixes value: the original, all fixes, our default where it is not all fixes,
+    and (`full`) one fix each way. The "original" variants keep ALWAYS_ON, so that every variant
+    sees the same data order."""
     always = ",".join(ALWAYS_ON)
     found = {"original": always, "all fixes": "all"}
+    if any(name not in DEFAULT for name in training_fixes(model)):
+        found["our default"] = "default"
     if full:
         for name in training_fixes(model):
             found[f"original + {name}"] = f"{name},{always}"

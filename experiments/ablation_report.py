@@ -30,9 +30,14 @@ WAYS = {"train_ordered": "training mode, file order (the original)", "train_shuf
 
 def own_way(fixes: str) -> str:
     """How a run scores by its own fixes: eval mode with the eval_mode_scoring fix, else as the original."""
-    names = set(fixes.split(","))
-    on = "all" in names and "-eval_mode_scoring" not in names or "eval_mode_scoring" in names
-    return "eval" if on else "train_ordered"
+    from lib.original import parse_fixes
+    return "eval" if "eval_mode_scoring" in parse_fixes(fixes) else "train_ordered"
+
+
+def default_variant(runs: list[dict], model: str) -> str:
+    """The variant that trains as our default does: "our default" where some fix is off by default
+    (experiments/ablation.py adds it then), else "all fixes"."""
+    return "our default" if any(r["model"] == model and r["variant"] == "our default" for r in runs) else "all fixes"
 
 
 def selected(run: dict, way: str, on: str) -> float:
@@ -63,13 +68,13 @@ def seed_means(runs: list[dict], value) -> list[float]:
 def batch_table(runs: list[dict]) -> str:
     """Last-epoch test AUROC of the original's runs scored three ways, beside our default run."""
     lines = ["| model | anomaly class | seeds | original, scored as the original | same weights, shuffled batches "
-             "| same weights, eval mode | all fixes (our default), eval mode |", "|---|---|---|---|---|---|---|"]
+             "| same weights, eval mode | our default, eval mode |", "|---|---|---|---|---|---|---|"]
     for model in NAMES:
         classes = sorted({r["abnormal_class"] for r in runs if r["model"] == model})
         for cls in classes + ["mean over these classes"]:
             pick = lambda variant: [r for r in runs if r["model"] == model and r["variant"] == variant  # noqa: E731
                                     and (r["abnormal_class"] == cls or cls.startswith("mean"))]
-            original, ours = pick("original"), pick("all fixes")
+            original, ours = pick("original"), pick(default_variant(runs, model))
             if not original and not ours:
                 continue
             last = lambda run, way: run["epochs"][-1][f"test_{way}"]  # noqa: E731
@@ -87,8 +92,9 @@ def batch_table(runs: list[dict]) -> str:
 def fixes_table(runs: list[dict], model: str) -> str:
     """Every variant's test AUROC, with the epoch chosen on validation and on the test set."""
     rows = []
+    first = ("original", "our default", "all fixes")
     variants = sorted({r["variant"] for r in runs if r["model"] == model},
-                      key=lambda v: (not v.startswith("original"), v not in ("original", "all fixes"), v))
+                      key=lambda v: (not v.startswith("original"), v not in first, v))
     for variant in variants:
         chosen = [r for r in runs if r["model"] == model and r["variant"] == variant]
         way = own_way(chosen[0]["fixes"])
@@ -148,14 +154,16 @@ def effects_table(runs: list[dict]) -> str:
     """One row per fix that changes numbers: what the original does, and the measured effect of its
     way (test AUROC, positive: the original's way scores higher), from our default and on the original."""
     from lib.original import FIXES
-    header = [f"{NAMES[m]}: {where}" for m in NAMES for where in ("undone from ours", "on the original")]
-    lines = ["| fix | the original | here | " + " | ".join(header) + " |", "|---|---|---|" + "---|" * len(header)]
+    header = [f"{NAMES[m]}: {where}" for m in NAMES for where in ("undone from all fixes", "on the original")]
+    lines = ["| fix | the original | here | by default | " + " | ".join(header) + " |",
+             "|---|---|---|---|" + "---|" * len(header)]
     for name, fix in FIXES.items():
         if not fix.numbers:
             continue
         cells = [("not ablated" if name in NOT_ABLATED else effect(runs, model, name, on_original))
                  if fix.concerns(model) else "n/a" for model in NAMES for on_original in (False, True)]
-        lines.append(f"| `{name}` | {fix.original} | {fix.ours} | " + " | ".join(cells) + " |")
+        default = f"off: {fix.reverted}" if fix.reverted else "on"
+        lines.append(f"| `{name}` | {fix.original} | {fix.ours} | {default} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -165,7 +173,7 @@ def honest_table(runs: list[dict]) -> str:
     lines = ["| model | runs | seeds | the original | our default | ours minus the original (between seeds) "
              "| runs where the original is ahead |", "|---|---|---|---|---|---|---|"]
     for model in NAMES:
-        pairs = paired(runs, model, "original", "all fixes")
+        pairs = paired(runs, model, "original", default_variant(runs, model))
         if not pairs:
             continue
         honest = lambda r: selected(r, "eval", "val")  # noqa: E731
@@ -217,8 +225,8 @@ def write_report(runs: list[dict], page: Path, csv: Path, readme: Path | None = 
                 honest_table(runs), "",
                 "### What the original's way of each fix changes", "",
                 "Test AUROC with the original's way minus with the fix (epoch chosen on validation, eval mode; "
-                "positive: the original's way scores higher). Undone from ours: our default without that fix "
-                "against our default. On the original: the original against the original with that fix alone.",
+                "positive: the original's way scores higher). Undone from all fixes: every fix but that one "
+                "against every fix. On the original: the original against the original with that fix alone.",
                 "", effects_table(runs), ""]
     if not page.is_file():
         write_text(page, f"# What each fix changes\n\n{BEGIN}\n{END}\n")

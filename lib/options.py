@@ -12,7 +12,7 @@ from pathlib import Path
 from lib.classes import DATASETS, class_names, resolve_class
 from lib.errors import OneLineParser, UserError
 from lib.models import MODELS, registry
-from lib.original import FIXES, applies, fixes
+from lib.original import DEFAULT, FIXES, applies, fixes
 from lib.scoring.functions import SCORES
 
 METRICS = ("roc", "auprc", "f1", "f1_score")
@@ -137,9 +137,10 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--original", action="store_true",
       help="reproduce the original code step for step, its defects included, to check its numbers "
            "(the same as --fixes none; README: Reproducing the original)")
-    a("--fixes", default="all",
-      help=f"this framework's fixes to apply: all, none, or names separated by commas ('-name' drops one): "
-           f"{', '.join(FIXES)}")
+    a("--fixes", default="default",
+      help=f"this framework's fixes to apply: default (all but {', '.join(sorted(set(FIXES) - DEFAULT)) or 'none'}, "
+           f"which the ablation found no better than the original's way), all, none, or names separated by "
+           f"commas ('-name' drops one): {', '.join(FIXES)}")
     registry.add_model_options(p, MODELS)  # each model's own flags, in a section of --help per model
     return p
 
@@ -247,7 +248,7 @@ def validate(opt) -> None:
     if not 0 <= opt.val_ratio < 1:
         raise UserError(f"--val_ratio must be in [0, 1) (got {opt.val_ratio})")
     fixes(opt)  # an unknown fix name is refused here
-    if opt.original and opt.fixes != "all":
+    if opt.original and opt.fixes != "default":
         raise UserError(f"--original applies no fix and --fixes {opt.fixes} names some: give one of them")
     if opt.score not in (None, "val") and opt.score not in SCORES:
         raise UserError(f"--score {opt.score!r} is unknown; give 'val' or one of {', '.join(SCORES)}")
@@ -298,14 +299,16 @@ def default_name(opt) -> str:
 
 
 def fixes_suffix(applied: frozenset[str]) -> str:
-    """'' with every fix, '-original' with none, else the fixes dropped or the few kept."""
-    if applied == set(FIXES):
+    """'' with the default fixes, '-original' with none, else what differs from the default
+    ('-with_a-without_b') or, when shorter, the few fixes kept."""
+    if applied == DEFAULT:
         return ""
     if not applied:
         return "-original"
-    dropped = [name for name in FIXES if name not in applied]
-    if len(dropped) <= len(applied):
-        return "-without_" + "+".join(dropped)
+    added = [name for name in FIXES if name in applied and name not in DEFAULT]
+    dropped = [name for name in FIXES if name in DEFAULT and name not in applied]
+    if len(added) + len(dropped) <= len(applied):
+        return ("-with_" + "+".join(added) if added else "") + ("-without_" + "+".join(dropped) if dropped else "")
     return "-original_with_" + "+".join(name for name in FIXES if name in applied)
 
 

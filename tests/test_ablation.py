@@ -34,8 +34,11 @@ def test_every_variant_is_trained_once_scored_three_ways_and_tabled(study, monke
     assert {r["threads"] for r in runs} == {ablation.THREADS}
     w_variants = ablation.variants("w_skipganomaly", True)
     skip_variants = ablation.variants("skipganomaly", True)
-    # scoring: the original and all fixes on two classes; fixes: every variant on one class.
-    assert len(runs) == 2 * 2 * 2 + len(w_variants) - 2 + len(skip_variants) - 2
+    # scoring: the original, all fixes and (where it differs) our default on two classes; fixes:
+    # every other variant on one class.
+    scoring = [ablation.variants(model, False) for model in ablation.MODELS]
+    assert "our default" in scoring[0] and "our default" in skip_variants  # classifier_bias is off by default
+    assert len(runs) == 2 * sum(map(len, scoring)) + len(w_variants) + len(skip_variants) - sum(map(len, scoring))
     assert "original + gp_of_mean" in w_variants and "all fixes - classifier_bias" in skip_variants
     assert not any("gp_of_mean" in v for v in skip_variants)
     for run in runs:
@@ -61,7 +64,8 @@ def test_every_variant_is_trained_once_scored_three_ways_and_tabled(study, monke
     assert readme.startswith("a\n") and readme.endswith("b\n")
     assert "| `gp_of_mean` |" in readme and "| `classifier_bias` |" in readme
     effects = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| `")}
-    cells = [cell.strip() for cell in effects["`gp_of_mean`"].split("|")[4:8]]
+    assert effects["`classifier_bias`"].split("|")[4].strip().startswith("off: ")
+    cells = [cell.strip() for cell in effects["`gp_of_mean`"].split("|")[5:9]]
     assert cells[:2] == ["n/a", "n/a"]  # a Skip-WGANomaly fix: no Skip-GANomaly effect
     assert all(cell not in ("—", "n/a") for cell in cells[2:])  # undone from ours, and added to the original
     assert all(isinstance(r["adversary_restarts"], int) for r in runs)

@@ -5,6 +5,7 @@ with `python -m tools.original_reference`): a tiny model of each kind, seeded, t
 steps on seeded random batches, then scored on a test batch as the original scores. Here our
 models in --original mode take the same seed and batches and must give the same numbers.
 """
+import argparse
 import json
 
 import pytest
@@ -110,15 +111,33 @@ def _in_original_order(model, net: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_weights_of_another_architecture_are_refused_in_one_line(trained_run_copy, tmp_path):
-    """A default run's discriminator has a classifier bias; --original's has none."""
+    """A run with every fix has a classifier bias; a default run's discriminator, like --original's, has none."""
     from tests.helpers import TINY, one_line_error, process
     run = trained_run_copy  # --phase test writes <run>/test/: never into the session's shared run
-    proc = process("train.py", [*TINY, "--phase", "test", "--load_weights", run, "--original"], tmp_path)
+    proc = process("train.py", [*TINY, "--phase", "test", "--load_weights", run, "--fixes", "all"], tmp_path)
     one_line_error(proc, "classifier.0.bias", "give the same --original/--fixes")
     assert not (run / "test").exists()
     # A fix that changes no shape loads the same weights.
     assert process("train.py", [*TINY, "--phase", "test", "--load_weights", run,
-                                "--fixes", "all,-gp_of_mean"], tmp_path).returncode == 0
+                                "--fixes", "default,-gp_of_mean"], tmp_path).returncode == 0
+
+
+def test_the_default_fixes_are_all_but_those_the_ablation_reverted_and_name_runs_by_their_difference():
+    from lib.options import fixes_suffix
+    from lib.original import DEFAULT, FIXES, parse_fixes
+    reverted = {name for name, fix in FIXES.items() if fix.reverted}
+    assert "classifier_bias" in reverted and "eval_mode_scoring" not in reverted
+    assert parse_fixes("default") == DEFAULT == set(FIXES) - reverted
+    assert parse_fixes("all") == set(FIXES) and parse_fixes("none") == set()
+    assert parse_fixes("default,classifier_bias") == DEFAULT | {"classifier_bias"}
+    assert fixes_suffix(DEFAULT) == "" and fixes_suffix(frozenset()) == "-original"
+    assert fixes_suffix(parse_fixes("default,-gp_of_mean")) == "-without_gp_of_mean"
+    both = parse_fixes("default,classifier_bias,-gp_of_mean")
+    assert fixes_suffix(both) == "-with_classifier_bias-without_gp_of_mean"
+    assert fixes_suffix(parse_fixes("gp_of_mean")) == "-original_with_gp_of_mean"
+    # Options written before --fixes existed are read as the run applied them: every fix.
+    from lib.original import fixes
+    assert fixes(argparse.Namespace()) == set(FIXES)
 
 
 def test_without_own_data_order_the_epochs_order_is_a_shuffling_dataloaders():
