@@ -87,10 +87,13 @@ def test_generator_learns_from_the_latent_loss_alone():
     assert any(not torch.equal(b, p) for b, p in zip(before, model.generator.parameters()))
 
 
-def test_generator_updates_once_every_n_critic_steps():
-    model = build_model(make_opt(model="w_skipganomaly", n_critic=3), torch.device("cpu"))
+@pytest.mark.parametrize("fixes,phase", [("all", [False, False, True, False, False, True]),
+                                          ("default", [False, True, False, False, True, False])])
+def test_generator_updates_once_every_n_critic_steps(fixes, phase):
+    """After n critic updates with the generator_phase fix; at steps n-1, 2n-1, ... as the original."""
+    model = build_model(make_opt(model="w_skipganomaly", n_critic=3, fixes=fixes), torch.device("cpu"))
     steps = [model.train_step(torch.rand(2, 3, 16, 16) * 2 - 1) for _ in range(6)]
-    assert ["g" in s for s in steps] == [False, False, True, False, False, True]
+    assert ["g" in s for s in steps] == phase
     assert all("gp" in s and "wasserstein" in s for s in steps)
 
 

@@ -131,9 +131,9 @@ def test_the_default_fixes_are_all_but_those_the_ablation_reverted_and_name_runs
     assert parse_fixes("all") == set(FIXES) and parse_fixes("none") == set()
     assert parse_fixes("default,classifier_bias") == DEFAULT | {"classifier_bias"}
     assert fixes_suffix(DEFAULT) == "" and fixes_suffix(frozenset()) == "-original"
-    assert fixes_suffix(parse_fixes("default,-gp_of_mean")) == "-without_gp_of_mean"
-    both = parse_fixes("default,classifier_bias,-gp_of_mean")
-    assert fixes_suffix(both) == "-with_classifier_bias-without_gp_of_mean"
+    assert fixes_suffix(parse_fixes("default,-generator_gradients")) == "-without_generator_gradients"
+    both = parse_fixes("default,classifier_bias,-generator_gradients")
+    assert fixes_suffix(both) == "-with_classifier_bias-without_generator_gradients"
     assert fixes_suffix(parse_fixes("gp_of_mean")) == "-original_with_gp_of_mean"
     # Options written before --fixes existed are read as the run applied them: every fix.
     from lib.original import fixes
