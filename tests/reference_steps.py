@@ -47,7 +47,8 @@ def w_skipganomaly_step(model, images: torch.Tensor) -> dict[str, float]:
     model.train()
     model.step += 1
     generator, adversary, opt_g, opt_d = model.generator, model.adversary, model.optimizers["g"], model.optimizers["d"]
-    update_generator = model.step % model.n_critic == 0
+    # After n critic updates with the generator_phase fix, at steps n-1, 2n-1, ... without it (the original's).
+    update_generator = model.step % model.n_critic == model.generator_phase
     with torch.set_grad_enabled(update_generator):
         fake = generator(model.add_noise(images))
 
@@ -58,7 +59,7 @@ def w_skipganomaly_step(model, images: torch.Tensor) -> dict[str, float]:
     loss_c = -wasserstein
     losses = {"wasserstein": wasserstein.item()}
     if model.wgan == "gp":
-        penalty = gradient_penalty(adversary, images, fake.detach())
+        penalty = gradient_penalty(adversary, images, fake.detach(), of_sum=not model.gp_of_mean)
         loss_c = loss_c + model.lambda_gp * penalty
         losses["gp"] = penalty.item()
     opt_d.zero_grad(set_to_none=True)

@@ -66,7 +66,11 @@ def test_bf16_autocast_used_on_cuda_trains_and_scores_close_to_fp32(name, overri
     assert bf16.speed.amp and not fp32.speed.amp
     for a, b in zip(fp32_losses, bf16_losses, strict=True):
         for key in a:
-            assert b[key] == pytest.approx(a[key], rel=0.05, abs=0.02), key
+            # The penalty squares the gradient norm's distance from 1: penalising the sum of the
+            # features (the default, as the original) makes that norm about 2, and the 3 % that bf16
+            # weights move it after a few steps become 10 % of the penalty and of the critic's loss.
+            rel = 0.15 if key in ("gp", "critic") else 0.05
+            assert b[key] == pytest.approx(a[key], rel=rel, abs=0.02), key
     images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
     scores = bf16.score(images)
     assert scores.dtype == torch.float32
