@@ -82,3 +82,52 @@ def test_the_originals_step_exists_only_for_the_two_models_the_original_code_had
     with pytest.raises(UserError, match="^--model no_such_model with the original path: the original code has no "
                                         "model no_such_model; benchmark --model skipganomaly or w_skipganomaly"):
         benchmark.Original(SimpleNamespace(name="no_such_model"))
+
+
+@pytest.mark.slow
+def test_the_originals_own_code_is_timed_taking_turns_with_ours(capsys):
+    """--original-code: `original` is the original's optimize_params() and test() in a process of its
+    own, which really trains (its own losses come back and change) and answers in turn."""
+    from tests.test_original_runner import ORIGINAL_CODE
+    from tools.original.timing import OriginalCode
+    if ORIGINAL_CODE is None:
+        pytest.skip("needs the original code: set ORIGINAL_CODE")
+    tiny = ["--isize", "32", "--ngf", "4", "--ndf", "4", "--nz", "4", "--batchsize", "5", "--warmup", "1"]
+    args = benchmark.parse([*tiny, "--model", "w_skipganomaly", "--original-code", str(ORIGINAL_CODE)])
+    original = OriginalCode(args.original_code, args, threads=1)
+    try:
+        assert original.ready["peak_mem_mb"] >= 0
+        losses = []
+        for _ in range(2):
+            wall, cpu = original.time_train(5)
+            assert wall > 0 and cpu > 0
+            losses.append(original.last["err_d"])
+        assert losses[0] != losses[1]
+        assert original.time_eval(2)[0] > 0
+    finally:
+        original.close()
+    benchmark.main(["--compare", *tiny, "--steps", "1", "--reps", "2", "--eval_batches", "2", "--threads", "1",
+                    "--original-code", str(ORIGINAL_CODE)])
+    out = json.loads(capsys.readouterr().out)
+    assert out["original"].startswith("the original's own code")
+    assert out["paths"]["original"]["gflop_per_img"] is None and out["paths"]["original"]["peak_mem_mb"] >= 0
+    assert out["ratios"]["fast/original"]["train"] > 0 and "original" not in out["roofline"]["paths"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--wgan", "clip", "--model", "w_skipganomaly"], "gradient penalty and 5 critic steps"),
+    (["--profile"], "--loader and --profile measure our code"),
+    (["--batchsize", "4"], "fails on smaller batches"),
+])
+def test_settings_the_originals_code_cannot_run_are_refused_in_one_line(args, message):
+    from tests.test_original_runner import ORIGINAL_CODE
+    if ORIGINAL_CODE is None:
+        pytest.skip("needs the original code: set ORIGINAL_CODE")
+    proc = tool("tools.benchmark", [*args, "--original-code", str(ORIGINAL_CODE)], ROOT)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_folder_that_is_not_the_original_code_is_refused(tmp_path):
+    proc = tool("tools.benchmark", ["--compare", "--original-code", str(tmp_path)], ROOT)
+    assert proc.returncode == 2 and "is not the original Skip-WGANomaly code" in proc.stderr
+

@@ -14,6 +14,11 @@ Prints one JSON object. Three paths can be measured:
   autograd) for the generator update; for-loop Adam; evaluation in train mode.
   Its Skip-WGANomaly generator update scores the critic on a detached G(x), as
   the original did (its defect 1), which makes it cheaper, not dearer.
+With `--original-code PATH` (the original Skip-WGANomaly code's folder), `original` is
+the original's own code instead: its optimize_params() and test(), run by
+tools/original/timing.py in a process of its own, taking turns with ours. The
+re-creation stays for what the real code cannot give: counted FLOPs, profiles, and
+a machine without the original's code. The output says which one `original` was.
 `--compare` times the three interleaved (A, B, C, B, C, A, ...) in one process
 and reports medians and the medians of the per-repetition ratios: this machine
 is shared, so only ratios measured side by side mean much.
@@ -124,7 +129,11 @@ class Original:
 
 
 def build(path, args, device):
-    """A model (or the original's re-creation) for `path`, seeded so all paths start equal."""
+    """A model (or the original: its own code with --original-code, else the re-creation) for
+    `path`, seeded so all paths start equal."""
+    if path == "original" and args.original_code:
+        from tools.original.timing import OriginalCode
+        return OriginalCode(args.original_code, args, torch.get_num_threads())
     opt = argparse.Namespace(**options.defaults())
     for key in ("model", "isize", "nc", "batchsize", "wgan", "n_critic", "ngf", "ndf", "nz"):
         setattr(opt, key, getattr(args, key))
@@ -238,6 +247,9 @@ def measure(args, device, paths) -> dict:
     runners = {p: build(p, args, device) for p in paths}
     result = {p: {} for p in paths}
     for p, runner in runners.items():
+        if not hasattr(runner, "train_step"):  # the original's own code: it warmed up in its process
+            result[p]["gflop_per_img"] = None
+            continue
         result[p]["gflop_per_img"] = flops(runner, data, args)
         for i in range(args.warmup):
             runner.train_step(data[i % len(data)])
@@ -245,15 +257,25 @@ def measure(args, device, paths) -> dict:
     cycle = steps_per_cycle(args)
     steps = -(-args.steps // cycle) * cycle  # whole generator-update cycles
     times = {p: {"train": [], "eval": []} for p in paths}
-    for rep in range(args.reps):
-        order = paths[rep % len(paths):] + paths[:rep % len(paths)]
-        for p in order:
-            runner = runners[p]
-            times[p]["train"].append(timed(lambda: [runner.train_step(data[i % len(data)])
-                                                    for i in range(steps)], device))
-            times[p]["eval"].append(timed(lambda: [runner.score(data[i % len(data)])
-                                                   for i in range(args.eval_batches)], device))
-        times.setdefault("matmul", []).append(timed(lambda: matmul(device), device)[0])
+    try:
+        for rep in range(args.reps):
+            order = paths[rep % len(paths):] + paths[:rep % len(paths)]
+            for p in order:
+                runner = runners[p]
+                if not hasattr(runner, "train_step"):
+                    times[p]["train"].append(runner.time_train(steps))
+                    times[p]["eval"].append(runner.time_eval(args.eval_batches))
+                    continue
+                times[p]["train"].append(timed(lambda: [runner.train_step(data[i % len(data)])
+                                                        for i in range(steps)], device))
+                times[p]["eval"].append(timed(lambda: [runner.score(data[i % len(data)])
+                                                       for i in range(args.eval_batches)], device))
+            times.setdefault("matmul", []).append(timed(lambda: matmul(device), device)[0])
+    finally:
+        for runner in runners.values():
+            if hasattr(runner, "close"):
+                result["_original_code_peak_mem_mb"] = runner.ready["peak_mem_mb"]
+                runner.close()
     images = {"train": steps * args.batchsize, "eval": args.eval_batches * args.batchsize}
     # The roofline: what a large fp32 matrix product, the best case of these kernels, reaches
     # here in the same run. gflop_per_img / that = the fastest any implementation of the same
@@ -267,6 +289,8 @@ def measure(args, device, paths) -> dict:
             result[p][f"{phase}_img_per_s"] = round(statistics.median(wall), 2)
             result[p][f"{phase}_img_per_cpu_s"] = round(statistics.median(cpu), 2)
             result[p][f"{phase}_img_per_s_reps"] = [round(r, 2) for r in wall]
+        if result[p]["gflop_per_img"] is None:
+            continue
         result["roofline"]["paths"][p] = {
             phase: {"gflop_per_s": round(result[p][f"{phase}_img_per_s"] * gflop, 1),
                     "share_of_matmul": round(result[p][f"{phase}_img_per_s"] * gflop / peak, 3),
@@ -383,6 +407,14 @@ def check(args) -> None:
     if args.loader and args.loader_images < args.batchsize:
         raise UserError(f"--loader_images {args.loader_images} is less than one batch of --batchsize "
                         f"{args.batchsize}, so no batch would be timed: give more images or a smaller batch")
+    if args.original_code:
+        from tools.original.launch import check_original_code
+        from tools.original.timing import check_settings
+        if args.loader or args.profile:
+            raise UserError("--original-code times the original's own code with --compare or --path original; "
+                            "--loader and --profile measure our code (--profile --path original: the re-creation)")
+        check_original_code(args.original_code)
+        check_settings(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
     images = f"{args.nc}x{args.isize}x{args.isize} images"
@@ -415,6 +447,8 @@ def parse(argv=None):
     a("--reps", type=int, default=3, help="repetitions; the paths are interleaved within each")
     a("--path", default="fast", choices=PATHS, help="the path measured without --compare")
     a("--compare", action="store_true", help="measure original, plain and fast side by side")
+    a("--original-code", "--original_code", dest="original_code", default=None,
+      help="the original code's folder: --compare times its own optimize_params() and test() as `original`")
     a("--loader", action="store_true", help="measure the data loader alone")
     a("--profile", action="store_true", help="profile --path: top operators by self time")
     a("--profile_top", type=int, default=12)
@@ -453,8 +487,12 @@ def main(argv=None) -> None:
     paths = list(PATHS) if args.compare else [args.path]
     result = measure(args, device, paths)
     base_argv = [a for a in argv if a not in ("--compare",)]
+    original_code = result.pop("_original_code_peak_mem_mb", None)
     for p in paths:
-        if device.type == "cpu":
+        if p == "original" and args.original_code:  # measured in its own fresh process already
+            result[p].update(peak_mem_mb=original_code, peak_mem_method="peak RSS of its own process over the "
+                             "warmup steps and test(), as for our paths")
+        elif device.type == "cpu":
             result[p].update(memory_in_fresh_process(p, base_argv))
         else:
             result[p].update(peak_memory(build(p, args, device), make_data(args, device), args, device))
@@ -472,6 +510,9 @@ def main(argv=None) -> None:
            "peak_mem_ratio_fast/original": round(result["fast"]["peak_mem_mb"]
                                                  / max(result["original"]["peak_mem_mb"], 1e-9), 3),
            "roofline": result["roofline"],
+           "original": (f"the original's own code ({args.original_code}): optimize_params() and test()"
+                        if args.original_code else "the re-creation of the original's work per step in "
+                        "tools/benchmark.py (give --original-code to time its own code)"),
            "timing": "img/s: median over --reps; ratios: median of per-repetition ratios, paths interleaved",
            "settings": settings}
     print(json.dumps(out))

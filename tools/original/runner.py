@@ -3,6 +3,7 @@
     PYTHONPATH=<original code> python tools/original/runner.py steps --spec SPEC.json --out OUT.json
     PYTHONPATH=<original code> python tools/original/runner.py train --dataroot FOLDER --model M --niter N \
         --batchsize B --isize I --seed S --out OUT.json [--extra "--ngf 4 --ndf 4"]
+    PYTHONPATH=<original code> python tools/original/runner.py serve --spec SPEC.json   # timing, see serve()
 
 Run it as a script, in an empty working folder (tools/original/launch.py does both): the original
 writes ./histogram.csv and its --outf folder there, and as a script this file's folder comes first
@@ -200,6 +201,66 @@ def train(args) -> dict:
     }
 
 
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def serve(spec: dict) -> None:
+    """Time the original's own optimize_params() and test() on request, for tools/benchmark.py.
+
+    Builds the model of `spec` (as `steps` does) on uniform random batches, answers one JSON line
+    on stdout ({"ready": true, "peak_mem_mb": ...} first: the peak resident memory that warmup
+    steps and a test() added), then for each line on stdin:
+    {"train": N}: N optimize_params() calls; {"eval": N}: test() over N batches (in file order, half
+    of them labelled abnormal: test() computes an AUC); the answer is {"wall": s, "cpu": s} (and, after
+    training, the original's last "err_d"). The
+    timing happens here, so the pipe's latency is not in it. Ends at end of input.
+    """
+    torch.set_num_threads(spec["threads"])
+    Options, _, Data, load_model = load_original()
+    flags = ["--model", spec["model"], "--manualseed", str(spec["seed"])]
+    for name in ("isize", "nc", "nz", "ngf", "ndf", "batchsize"):
+        flags += [f"--{name}", str(spec[name])]
+    opt = parse_options(Options, flags)
+    model = load_model(opt, Data(train=None, valid=None))
+    model.noise.zero_()  # an uninitialised buffer, added to every input: zeros, as steps() has it
+    g = torch.Generator().manual_seed(spec["seed"])
+    batches = [torch.rand(spec["batchsize"], spec["nc"], spec["isize"], spec["isize"], generator=g) * 2 - 1
+               for _ in range(4)]
+    labels = torch.zeros(spec["batchsize"], dtype=torch.long)
+    out = sys.stdout
+    sys.stdout = sys.stderr  # the original prints as it goes: keep stdout for the answers
+
+    def train(n):
+        for i in range(n):
+            model.set_input((batches[i % len(batches)], labels))
+            model.optimize_params()
+
+    def evaluate(n):
+        images = torch.cat([batches[i % len(batches)] for i in range(n)])
+        truth = (torch.arange(len(images)) >= len(images) // 2).long()
+        model.data.valid = DataLoader(TensorDataset(images, truth), batch_size=spec["batchsize"], shuffle=False)
+        model.test()
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak (VmHWM) from here on, as tools/benchmark.py measures its own paths
+    base = _peak_rss_mb()
+    for _ in range(spec["warmup"]):
+        train(1)
+        evaluate(1)
+    print(json.dumps({"ready": True, "peak_mem_mb": round(max(_peak_rss_mb() - base, 0.0), 1)}), file=out, flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        work, n = (train, request["train"]) if "train" in request else (evaluate, request["eval"])
+        wall, cpu = time.perf_counter(), time.process_time()
+        work(n)
+        answer = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+        if "train" in request:  # the original's own last discriminator loss: evidence that it trained
+            answer["err_d"] = float(model.err_d)
+        print(json.dumps(answer), file=out, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="tools/original/runner.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -213,7 +274,13 @@ def main() -> None:
         p.add_argument(f"--{name}", type=int, required=True)
     p.add_argument("--extra", default="", help="more of the original's flags, e.g. '--ngf 4 --ndf 4'")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("serve", help="time optimize_params() and test() on request (stdin/stdout JSON lines)")
+    p.add_argument("--spec", required=True, help="JSON file: model, seed, sizes, threads, warmup")
     args = parser.parse_args()
+    if args.command == "serve":
+        with open(args.spec) as f:
+            serve(json.load(f))
+        return
     if args.command == "steps":
         with open(args.spec) as f:
             result = steps(json.load(f))
