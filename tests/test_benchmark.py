@@ -118,6 +118,7 @@ def test_the_originals_own_code_is_timed_taking_turns_with_ours(capsys):
     (["--wgan", "clip", "--model", "w_skipganomaly"], "gradient penalty and 5 critic steps"),
     (["--profile"], "--loader and --profile measure our code"),
     (["--batchsize", "4"], "fails on smaller batches"),
+    (["--nc", "1"], "colour images only"),
 ])
 def test_settings_the_originals_code_cannot_run_are_refused_in_one_line(args, message):
     from tests.test_original_runner import ORIGINAL_CODE

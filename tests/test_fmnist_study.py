@@ -92,6 +92,22 @@ def test_epoch_speed_times_a_real_epoch_against_the_originals_rates(tmp_path):
                                                               rel=0.01, abs=0.005 + 0.05 / ours)
 
 
+@pytest.mark.dataset
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_epoch_speed_against_the_originals_own_code_says_so_and_uses_colour_on_both_sides(tmp_path):
+    from tests.test_original_runner import ORIGINAL_CODE
+    if ORIGINAL_CODE is None:
+        pytest.skip("needs the original code: set ORIGINAL_CODE")
+    proc = tool("experiments.epoch_speed", ["--threads", "1", "--isize", "32", "--ngf", "4", "--ndf", "4", "--nz", "4",
+                                            "--batchsize", "512", "--original-code", ORIGINAL_CODE], ROOT)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["original"].startswith("the original's own code") and result["channels"] == 3
+    assert result["original_img_per_s"]["before"]["train_img_per_s"] > 0
+    assert result["speedup_train_plus_eval"] > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--niter", "3"], "--niter: only --isize"),

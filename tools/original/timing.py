@@ -29,6 +29,9 @@ def check_settings(args) -> None:
     if args.model == "w_skipganomaly" and (args.wgan != "gp" or args.n_critic != 5):
         raise UserError("--original-code runs the original's Skip-WGANomaly, which has the gradient penalty and "
                         "5 critic steps per generator step only: drop --wgan and --n_critic")
+    if args.nc != 3:
+        raise UserError(f"--nc {args.nc} with --original-code: the original's code takes colour images only (its "
+                        "noise buffer has 3 channels); use --nc 3")
     if args.batchsize < 5:
         raise UserError(f"--batchsize {args.batchsize} with --original-code: the original's test() shows one of "
                         "the first 5 images of its second batch and fails on smaller batches; use 5 or more")
