@@ -86,9 +86,11 @@ def run_trial(config: dict, base: dict, defaults: dict, explicit: set, run_prefi
 
 
 def _report(trainer, row: dict) -> None:
-    """After each epoch: the epoch's metrics (ASHA decides on them) and the weights folder."""
+    """After each epoch: the epoch's metrics (ASHA decides on them), the Ray node the trial runs on
+    (its IP is not enough: several nodes can share a machine) and the weights folder."""
+    import ray
     from ray import tune
-    tune.report({**row, "seed": trainer.opt.manualseed},
+    tune.report({**row, "seed": trainer.opt.manualseed, "node": ray.get_runtime_context().get_node_id()},
                 checkpoint=tune.Checkpoint.from_directory(str(trainer.weights)))
 
 
@@ -100,7 +102,8 @@ def trial_row(result, objective: str, space: dict, runs) -> dict:
     row = {"trial": trial, "status": "error" if result.error else "done"}
     row.update({name: result.config.get(name) for name in space})
     row.update({objective: math.nan, "test_auroc": math.nan, "best_epoch": None, "epochs": 0,
-                f"last_{objective}": math.nan, "last_test_auroc": math.nan, "time_s": math.nan, "seed": None})
+                f"last_{objective}": math.nan, "last_test_auroc": math.nan, "time_s": math.nan, "seed": None,
+                "node": "", "host": ""})
     history = result.metrics_dataframe
     if history is not None and objective in history:
         values = history[objective].astype(float)
@@ -111,7 +114,8 @@ def trial_row(result, objective: str, space: dict, runs) -> dict:
         row.update({objective: float(best[objective]), "test_auroc": float(best["test_auroc"]),
                     "best_epoch": int(best["epoch"]), "epochs": int(last["epoch"]),
                     f"last_{objective}": float(last[objective]), "last_test_auroc": float(last["test_auroc"]),
-                    "time_s": round(float(last["time_total_s"]), 1), "seed": int(last["seed"])})
+                    "time_s": round(float(last["time_total_s"]), 1), "seed": int(last["seed"]),
+                    "node": str(last.get("node", "")), "host": str(last.get("hostname", ""))})
     row["run"] = str(Path(runs) / trial)
     row["error"] = str(result.error).strip().splitlines()[-1][:200] if result.error else ""
     return row
