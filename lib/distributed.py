@@ -1,0 +1,130 @@
+"""Data-parallel training over several processes (torchrun): the pieces, kept out of the models.
+
+Each process holds the same networks and trains on its share of every global batch. Two things
+make N processes train as one process on the whole batch would:
+- BatchNorm normalises with the statistics of the global batch (`SyncBatchNorm2d`), not of
+  each process's share;
+- before every optimiser step, each gradient is averaged over the processes
+  (`average_gradients_before_steps`): with equal shares and losses that are means over the
+  batch, the average is the gradient of the global batch's loss.
+
+Gradients are averaged in an optimiser's step pre-hook instead of by DistributedDataParallel,
+because these models pass a batch through the adversary several times before one backward and
+the gradient penalty differentiates twice; DDP supports neither. The cost is that communication
+does not overlap the backward pass, which matters little for networks this small.
+
+Torch's own SyncBatchNorm runs on CUDA only; `SyncBatchNorm2d` sums on any device, so the same
+code trains on gloo (CPU) and NCCL (GPU).
+"""
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands in the job: rank 0 of 1 when not launched by torchrun."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def writes(self) -> bool:
+        """Only rank 0 writes the run folder, prints and talks to Visdom."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Context":
+        """torchrun's RANK, WORLD_SIZE and LOCAL_RANK (absent: one process)."""
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def start(context: Context, device: torch.device) -> None:
+    """Join the process group: NCCL between GPUs, gloo between CPUs."""
+    if context.active and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def share(indices: torch.Tensor, context: Context) -> torch.Tensor:
+    """This process's part of a global batch: equal contiguous parts, in the global batch's order."""
+    if not context.active:
+        return indices
+    if len(indices) % context.world:
+        raise ValueError(f"a batch of {len(indices)} does not split into {context.world} equal parts")
+    part = len(indices) // context.world
+    return indices[context.rank * part:(context.rank + 1) * part]
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training-mode statistics are those of the global batch over all processes.
+
+    The per-channel count, sum and sum of squares are summed over the processes with an all-reduce
+    that gradients flow back through, so each process's backward is the global batch's. Running
+    statistics are updated as BatchNorm2d does, with the unbiased variance of the global batch.
+    Outside a process group, or in eval mode, it is BatchNorm2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+        dims = (0, 2, 3)
+        count = torch.full((1,), x.numel() / x.size(1), device=x.device, dtype=torch.float32)
+        local = torch.cat([count, x.float().sum(dims), x.float().pow(2).sum(dims)])
+        total = all_reduce(local)  # differentiable: the backward sums the processes' gradients too
+        n, channels = total[0], x.size(1)
+        mean = total[1:1 + channels] / n
+        var = total[1 + channels:] / n - mean.pow(2)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+                unbiased = var.detach() * n / (n - 1)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        shape = (1, channels, 1, 1)
+        out = (x - mean.view(shape).to(x.dtype)) * torch.rsqrt(var.view(shape) + self.eps).to(x.dtype)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def synchronise_batchnorm(module: nn.Module) -> nn.Module:
+    """Make every BatchNorm2d of `module` a SyncBatchNorm2d (in place: the same parameters and buffers)."""
+    for m in module.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = SyncBatchNorm2d
+    return module
+
+
+def _average(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return
+    world = dist.get_world_size()
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one message instead of one per tensor
+    dist.all_reduce(flat)
+    flat.div_(world)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def average_gradients_before_steps(optimizers) -> list:
+    """Average each optimiser's gradients over the processes right before it steps; the hooks' handles."""
+    return [o.register_step_pre_hook(_average) for o in optimizers]
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Rank 0's parameters and buffers to every process (a safeguard: the same seed builds the same networks)."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=0)

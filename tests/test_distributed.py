@@ -1,0 +1,61 @@
+"""Data-parallel training (lib/distributed.py) in real torchrun processes on gloo."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lib import distributed
+from tests.helpers import ROOT
+
+CHECK = ROOT / "tests" / "distributed_check.py"
+
+
+def train(tmp_path, processes: int, model: str, *overrides: str) -> dict:
+    out = tmp_path / f"{model}-{processes}.pt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+              if processes > 1 else [sys.executable])
+    proc = subprocess.run([*launch, str(CHECK), str(out), model, *overrides], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out, weights_only=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,overrides", [("skipganomaly", ()), ("w_skipganomaly", ("wgan=clip",))])
+def test_two_processes_train_as_one_process_on_the_whole_batch(tmp_path, model, overrides):
+    """Two processes on halves of each batch, BatchNorm synchronised and gradients averaged, give the
+    one-process run's losses and weights: the same arithmetic up to float summation order (the sums
+    of BatchNorm's statistics and of the gradients are split in two), so to 1e-4 relative after 4
+    Adam steps. Skip-WGANomaly with the gradient penalty is left out: each process draws its own
+    interpolation points, so that penalty differs by design (same distribution, other draws)."""
+    one, two = train(tmp_path, 1, model, *overrides), train(tmp_path, 2, model, *overrides)
+    assert two["world"] == 2
+    for a, b in zip(one["losses"], two["losses"], strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+    for net in ("generator", "adversary"):
+        for key, value in one["state"][net].items():
+            torch.testing.assert_close(two["state"][net][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_a_batch_is_shared_in_equal_contiguous_parts_in_its_order():
+    batch = torch.arange(8)
+    parts = [distributed.share(batch, distributed.Context(rank, 2)) for rank in range(2)]
+    assert torch.equal(torch.cat(parts), batch) and all(len(p) == 4 for p in parts)
+    assert torch.equal(distributed.share(batch, distributed.Context()), batch)
+    with pytest.raises(ValueError, match="does not split into 3"):
+        distributed.share(batch, distributed.Context(0, 3))
+
+
+def test_outside_a_process_group_sync_batchnorm_is_batchnorm():
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    synced = distributed.synchronise_batchnorm(__import__("copy").deepcopy(plain))
+    assert type(synced[1]) is distributed.SyncBatchNorm2d
+    x = torch.randn(5, 3, 8, 8)
+    torch.testing.assert_close(synced(x), plain(x))
+    torch.testing.assert_close(synced[1].running_var, plain[1].running_var)
