@@ -128,3 +128,54 @@ def broadcast_module(module: nn.Module) -> None:
     """Rank 0's parameters and buffers to every process (a safeguard: the same seed builds the same networks)."""
     for tensor in [*module.parameters(), *module.buffers()]:
         dist.broadcast(tensor.data, src=0)
+
+
+def prepare(model, context: Context) -> None:
+    """Make `model` train data-parallel in `context` (nothing for one process): BatchNorm over the
+    global batch, gradients averaged before every step, rank 0's weights everywhere."""
+    if not context.active:
+        return
+    for net in model.networks.values():
+        synchronise_batchnorm(net)
+        broadcast_module(net)
+    average_gradients_before_steps(model.optimizers.values())
+
+
+def _device() -> torch.device:
+    """Where a message tensor must be: NCCL sends GPU tensors only."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def mean_over_processes(losses: dict, context: Context) -> dict:
+    """Each loss averaged over the processes: with equal shares of a batch, the global batch's."""
+    if not context.active:
+        return losses
+    names = list(losses)  # the model's order, the same in every process
+    values = torch.tensor([losses[k] for k in names], dtype=torch.float64, device=_device())
+    dist.all_reduce(values)
+    return dict(zip(names, (values / context.world).tolist()))
+
+
+def agree_to_stop(signal_number, context: Context):
+    """The signal any process received (None: none did), the same in every process, so that all
+    stop after the same step."""
+    if not context.active:
+        return signal_number
+    flag = torch.tensor([signal_number or 0], device=_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag) or None
+
+
+def from_rank_zero(value, context: Context) -> float:
+    """Rank 0's `value` (a float) in every process; the others wait for it (rank 0 evaluates alone)."""
+    if not context.active:
+        return value
+    box = torch.tensor([float("nan") if value is None else float(value)], dtype=torch.float64, device=_device())
+    dist.broadcast(box, src=0)
+    return float(box)
+
+
+def finish(context: Context) -> None:
+    if context.active and dist.is_initialized():
+        dist.destroy_process_group()
+

@@ -6,6 +6,7 @@ only parses and validates: it sets no seed, device or other global state.
 """
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -75,8 +76,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     # Hardware
     a("--device", default="gpu", choices=("gpu", "cpu"), help="gpu falls back to cpu without CUDA")
     a("--gpu_ids", default="0", help="gpu ids, e.g. 0 or 0,1; -1 for CPU")
-    a("--ngpu", type=int, default=1, help="number of GPUs per run (only 1: spread runs over GPUs "
-      "with train_tune.py --gpus_per_trial instead)")
+    a("--ngpu", type=int, default=1, help="number of GPUs per run (more than 1: one process each, started by "
+      "torchrun; README: Several GPUs)")
     a("--fast", action=argparse.BooleanOptionalAction, default=True,
       help="fast training/evaluation path (same results as --no-fast, the plain reference path)")
     a("--amp", action=argparse.BooleanOptionalAction, default=None,
@@ -240,9 +241,11 @@ def validate(opt) -> None:
     if not all(i.lstrip("-").isdigit() and -1 <= int(i) <= C_INT_MAX for i in ids):
         raise UserError(f"--gpu_ids {opt.gpu_ids!r}: give GPU numbers separated by commas (e.g. 0 or 0,1), or -1 "
                         "for the CPU")
-    if opt.ngpu > 1:
-        raise UserError(f"--ngpu {opt.ngpu}: a run uses one GPU (these networks are small); to use several GPUs, "
-                        "run several trials at once with train_tune.py --gpus_per_trial")
+    world = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's: the processes of this run (lib/distributed.py)
+    if opt.ngpu > 1 and opt.ngpu != world:
+        raise UserError(f"--ngpu {opt.ngpu} trains in {opt.ngpu} processes, one per GPU: start them with "
+                        f"`torchrun --standalone --nproc-per-node {opt.ngpu} train.py` and the same flags "
+                        "(README: Several GPUs)")
     if opt.score_weight != "val" and not 0 <= opt.score_weight <= 1:
         raise UserError(f"--score_weight must be in [0, 1] or 'val' (got {opt.score_weight})")
     if not 0 <= opt.val_ratio < 1:

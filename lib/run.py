@@ -8,33 +8,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib import checkpoint
+from lib import checkpoint, distributed
 from lib.data import load_split
 from lib.errors import UserError
 from lib.files import write_text
 from lib.models import build_model, model_class
-from lib.original import fixes
+from lib.original import applies, fixes
 from lib.resources import check_fits, network_bytes
 from lib.runfolder import RunFolder
 from lib.schedules import make_schedulers
 from lib.trainer import Trainer
-from lib.visualizer import make_visualizer
+from lib.visualizer import NullVisualizer, make_visualizer
 
 # Options that define the networks: a checkpoint fixes them.
 NETWORK_OPTIONS = ("model", "isize", "nc", "nz", "ngf", "ndf", "extralayers", "no_skip")
 
 
-def resolve_device(opt, log=print) -> torch.device:
-    """`--device gpu` uses CUDA when present, else the CPU with a one-line notice."""
+def resolve_device(opt, log=print, context: distributed.Context = distributed.Context()) -> torch.device:
+    """`--device gpu` uses CUDA when present, else the CPU with a one-line notice. Under torchrun,
+    process LOCAL_RANK takes the LOCAL_RANK-th of --gpu_ids (or of the GPUs, with one id given)."""
     ids = [int(i) for i in str(opt.gpu_ids).split(",") if i.strip()]
     if opt.device == "cpu" or not ids or ids[0] < 0:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         log("notice: CUDA is not available, training on the CPU (--device cpu silences this)")
         return torch.device("cpu")
-    if ids[0] >= torch.cuda.device_count():
-        raise UserError(f"--gpu_ids {opt.gpu_ids}: this machine has {torch.cuda.device_count()} GPU(s)")
-    return torch.device(f"cuda:{ids[0]}")
+    gpu = ids[context.local_rank] if len(ids) > context.local_rank else ids[0] + context.local_rank
+    if gpu >= torch.cuda.device_count():
+        raise UserError(f"--gpu_ids {opt.gpu_ids}: process {context.local_rank} would use GPU {gpu}, and this "
+                        f"machine has {torch.cuda.device_count()} GPU(s)")
+    torch.cuda.set_device(gpu)
+    return torch.device(f"cuda:{gpu}")
 
 
 def seed_everything(opt) -> int:
@@ -49,6 +53,10 @@ def seed_everything(opt) -> int:
     if not fixes(opt):  # --original
         torch.backends.cudnn.deterministic = True
     return opt.manualseed
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
 
 
 def run_dir(opt) -> Path:
@@ -169,7 +177,14 @@ def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print, fold
     A new run refuses a folder holding another run unless `overwrite`.
     """
     folder = Path(folder) if folder is not None else run_dir(opt)
-    device = resolve_device(opt, log)
+    context = distributed.Context.from_env()
+    if not context.writes:
+        log = _silent  # rank 0 alone prints, writes and talks to Visdom
+    device = resolve_device(opt, log, context)
+    if context.active and not applies(opt, "eval_mode_scoring"):
+        raise UserError("a run in several processes scores in eval mode: rank 0 scores alone, and training-mode "
+                        "scoring would need the others' batches; drop --original, or keep the eval_mode_scoring fix")
+    distributed.start(context, device)
     seed_everything(opt)
     check_memory(opt, device, training=True)
     split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, abnormal_class=opt.abnormal_class,
@@ -178,13 +193,20 @@ def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print, fold
         raise UserError(f"--batchsize {opt.batchsize} is larger than the {len(split.train)} training images "
                         "and --droplast drops every batch: lower --batchsize or pass --no-droplast")
     check_generator_updates(opt, len(split.train))
+    if opt.batchsize % context.world:
+        raise UserError(f"--batchsize {opt.batchsize} does not split into {context.world} processes: give a "
+                        f"multiple of {context.world} (it is the global batch; each process takes its share)")
     model = build_model(opt, device)
-    trainer = Trainer(opt, model, split, device, folder, make_visualizer(opt, opt.name, log=log),
-                      log=log, on_epoch=on_epoch)
+    trainer = Trainer(opt, model, split, device, folder,
+                      make_visualizer(opt, opt.name, log=log) if context.writes else NullVisualizer(),
+                      log=log, on_epoch=on_epoch if context.writes else None, context=context)
     if opt.resume:
         trainer.restore(ckpt)
     elif ckpt is not None:
         model.load_state_dict(ckpt["state"], weights_only=True)
+    distributed.prepare(model, context)  # after the weights are in place: every process gets rank 0's
+    if not context.writes:
+        return trainer
     # Only now, with nothing left to refuse, does the run touch its folder.
     try:
         trainer.claim = claim_run_dir(folder, resume=bool(opt.resume), overwrite=overwrite)

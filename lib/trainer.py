@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lib import checkpoint, outputs
+from lib import checkpoint, distributed, outputs
 from lib.data import to_float
 from lib.errors import UserError
 from lib.metrics import HEADLINE
@@ -67,9 +67,14 @@ class StopFlag:
 class Trainer:
     """Trains `model` on `split` and writes every output into `run_dir`."""
 
-    def __init__(self, opt, model, split, device, run_dir: Path, visualizer, log=print, on_epoch=None):
-        """`on_epoch(trainer, row)` runs after each epoch's outputs and checkpoints are written."""
+    def __init__(self, opt, model, split, device, run_dir: Path, visualizer, log=print, on_epoch=None,
+                 context: distributed.Context = distributed.Context()):
+        """`on_epoch(trainer, row)` runs after each epoch's outputs and checkpoints are written.
+
+        In a data-parallel job (`context`, lib/distributed.py) every process trains on its share of
+        each batch; rank 0 alone evaluates, writes and reports, and the others wait for it."""
         self.opt, self.model, self.split, self.device = opt, model, split, device
+        self.context, self.writes = context, context.writes
         self.on_epoch = on_epoch
         if torch.device(device).type == "cuda" and split.train.numel() < torch.cuda.mem_get_info(device)[0] // 4:
             # uint8 images (CIFAR-10: 138 MB) indexed on the GPU: no host copy per batch.
@@ -113,14 +118,16 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------
     def fit(self) -> dict:
-        self.out.begin(self.model)
+        if self.writes:
+            self.out.begin(self.model)
         with StopFlag() as stop:
             while self.state.epoch < self.opt.niter:
                 start = time.perf_counter()
                 self.train_epoch(stop)
                 self.train_seconds = time.perf_counter() - start
-                self.end_epoch()
-        self.out.end()
+                self.end_epoch() if self.writes else self.follow_epoch()
+        if self.writes:
+            self.out.end()
         return self.results()
 
     def train_epoch(self, stop: StopFlag) -> None:
@@ -134,11 +141,17 @@ class Trainer:
         bar = tqdm(order[state.batch:], desc=f"epoch {state.epoch + 1}/{opt.niter}", leave=False,
                    initial=state.batch, total=len(order), dynamic_ncols=True, disable=None)
         for idx in bar:
-            images = to_float(self.train_images[idx], self.device, model.pixel_mean_std)
-            losses = model.train_step(images)
+            images = to_float(self.train_images[distributed.share(idx, self.context)], self.device,
+                              model.pixel_mean_std)
+            losses = distributed.mean_over_processes(model.train_step(images), self.context)
             self._check_finite(losses)
             state.batch += 1
             self.images_trained += len(idx)
+            stop.signal = distributed.agree_to_stop(stop.signal, self.context)
+            if not self.writes:
+                if stop.signal is not None:
+                    raise Interrupted(f"stopped by signal {stop.signal}", stop.signal)
+                continue
             for k, v in losses.items():
                 self.sums[k] = self.sums.get(k, 0.0) + v
                 self.counts[k] = self.counts.get(k, 0) + 1
@@ -175,6 +188,14 @@ class Trainer:
                 raise UserError(f"loss '{name}' became {value} at epoch {self.state.epoch + 1}, iteration "
                                 f"{self.state.batch + 1}; {kept}; try a lower --lr or smaller loss weights")
 
+    def follow_epoch(self) -> None:
+        """end_epoch in a process that is not rank 0: wait for rank 0's evaluation, then step the
+        schedulers with its selection value, as rank 0 does."""
+        value = distributed.from_rank_zero(None, self.context)
+        self.state.epoch, self.state.batch = self.state.epoch + 1, 0
+        if self.steps_schedulers:
+            step_schedulers(self.schedulers, value)
+
     def end_epoch(self) -> None:
         state = self.state
         losses = self.epoch_losses()
@@ -193,6 +214,7 @@ class Trainer:
                "eval_img_per_s": round(evaluated / max(eval_seconds, 1e-9), 1)}
         state.history.append(row)
         state.epoch, state.batch = state.epoch + 1, 0
+        distributed.from_rank_zero(self._selection_value(row), self.context)  # the other processes go on
         if self.steps_schedulers:
             step_schedulers(self.schedulers, self._selection_value(row))
         is_best = self.best_epoch() == row["epoch"]

@@ -59,3 +59,43 @@ def test_outside_a_process_group_sync_batchnorm_is_batchnorm():
     x = torch.randn(5, 3, 8, 8)
     torch.testing.assert_close(synced(x), plain(x))
     torch.testing.assert_close(synced[1].running_var, plain[1].running_var)
+
+
+def train_py(tmp_path, processes: int, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+              if processes > 1 else [sys.executable])
+    return subprocess.run([*launch, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_train_py_in_two_processes_trains_evaluates_and_resumes_as_one_process(tmp_path):
+    """`torchrun --nproc-per-node 2 train.py`: rank 0 alone writes the run folder; its losses (the
+    global batch's, averaged over the processes) and AUROCs are the one-process run's to float
+    rounding (each process sums half of every batch: about 1e-7 here after two epochs); a
+    two-process run stopped after its first epoch and resumed in one process ends as the
+    uninterrupted run."""
+    from tests.helpers import RUN, read_csv, tiny
+    args = [*tiny(niter=2, print_freq=1000, save_image_freq=1000), "--model", "skipganomaly"]
+    one = train_py(tmp_path, 1, *args, "--outf", "one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = train_py(tmp_path, 2, *args, "--outf", "two")
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("outputs: ") == 1  # rank 0 alone prints
+    rows = {name: read_csv(tmp_path / name / RUN / "metrics.csv") for name in ("one", "two")}
+    assert len(rows["two"]) == 2 and list(rows["two"][0]) == list(rows["one"][0])
+    for a, b in zip(rows["one"], rows["two"], strict=True):
+        assert int(b["train_images"]) == int(a["train_images"])  # the global batches, all of them
+        for key in ("g", "d", "g_adv", "g_con", "g_lat", "val_auroc", "test_auroc"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-6), key
+    assert not (tmp_path / "histogram.csv").read_text() == ""  # rank 0's copy, as one process writes it
+
+    # Two processes stopped after the first epoch (--niter 1), resumed in one for the second.
+    half = train_py(tmp_path, 2, *[a if a != "2" else "1" for a in args], "--outf", "half")
+    assert half.returncode == 0, half.stderr[-2000:]
+    resumed = train_py(tmp_path, 1, "--resume", str(tmp_path / "half" / RUN), "--niter", "2")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    last = read_csv(tmp_path / "half" / RUN / "metrics.csv")[-1]
+    for key in ("g", "d", "val_auroc", "test_auroc"):
+        assert float(last[key]) == pytest.approx(float(rows["two"][-1][key]), rel=1e-4, abs=1e-6), key

@@ -60,16 +60,22 @@ def main(argv):
         return evaluate_weights(opt, ckpt)
 
     folder = resume_folder(opt, ckpt, explicit) if opt.resume else run_dir(opt)
-    histogram = HistogramCopy(folder / "histogram.csv")
-    trainer = build_trainer(opt, options.defaults(), ckpt, on_epoch=histogram.after_epoch, folder=folder,
-                            overwrite=opt.overwrite)
+    from lib import distributed
+    context = distributed.Context.from_env()  # under torchrun: rank 0 alone writes and prints
+    histogram = HistogramCopy(folder / "histogram.csv") if context.writes else None
+    trainer = build_trainer(opt, options.defaults(), ckpt, on_epoch=histogram and histogram.after_epoch,
+                            folder=folder, overwrite=opt.overwrite)
     try:
         results = trainer.fit()
     except Interrupted as stop:
-        print(f"interrupted: {stop}", file=sys.stderr)
+        if context.writes:
+            print(f"interrupted: {stop}", file=sys.stderr)
         return 128 + stop.signal
     finally:
         trainer.close()
+        distributed.finish(context)
+    if not context.writes:
+        return 0
     if applies(opt, "outputs"):  # the original's last line, its [Done], has been printed instead
         h = results["metric"]
         on = "validation" if results["best"]["selected_by"].startswith("val_") else "the test set (as the original)"
