@@ -99,3 +99,34 @@ def test_train_py_in_two_processes_trains_evaluates_and_resumes_as_one_process(t
     last = read_csv(tmp_path / "half" / RUN / "metrics.csv")[-1]
     for key in ("g", "d", "val_auroc", "test_auroc"):
         assert float(last[key]) == pytest.approx(float(rows["two"][-1][key]), rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_a_signal_to_torchrun_stops_every_process_after_the_same_step_with_a_checkpoint(tmp_path):
+    """SIGTERM to torchrun reaches both processes; they agree on the step, rank 0 writes last.pt and
+    says so once, and the run resumes from there."""
+    import signal
+    import time
+
+    from tests.helpers import RUN, tiny
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = [*tiny(niter=50, batchsize=8, print_freq=1000, save_image_freq=1000), "--model", "skipganomaly",
+            "--outf", "out"]
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(ROOT / "train.py"), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "out" / RUN / "metrics.csv"
+    deadline = time.monotonic() + 240
+    while not metrics.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)  # the first epoch has ended: both processes are in the loop
+    assert metrics.is_file(), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert err.count("interrupted: stopped by signal") == 1, err[-2000:]
+    assert (tmp_path / "out" / RUN / "train" / "weights" / "last.pt").is_file()
+    from tests.helpers import read_csv
+    finished = len(read_csv(metrics))
+    resumed = train_py(tmp_path, 1, "--resume", str(tmp_path / "out" / RUN), "--niter", str(finished + 1))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(read_csv(metrics)) == finished + 1
