@@ -63,6 +63,23 @@ def share(indices: torch.Tensor, context: Context) -> torch.Tensor:
     return indices[context.rank * part:(context.rank + 1) * part]
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """The sum of a tensor over the processes, differentiable: every process's result depends on
+    every process's input, so the gradient of an input is the sum of the results' gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
 class SyncBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training-mode statistics are those of the global batch over all processes.
 
@@ -75,11 +92,10 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
         dims = (0, 2, 3)
         count = torch.full((1,), x.numel() / x.size(1), device=x.device, dtype=torch.float32)
         local = torch.cat([count, x.float().sum(dims), x.float().pow(2).sum(dims)])
-        total = all_reduce(local)  # differentiable: the backward sums the processes' gradients too
+        total = _SumOverProcesses.apply(local)
         n, channels = total[0], x.size(1)
         mean = total[1:1 + channels] / n
         var = total[1 + channels:] / n - mean.pow(2)
@@ -178,4 +194,11 @@ def from_rank_zero(value, context: Context) -> float:
 def finish(context: Context) -> None:
     if context.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether `err` is a collective failing because another process of the job has gone."""
+    text = str(err)
+    return (isinstance(err, dist.DistError) or "Connection closed by peer" in text or "Connection reset" in text
+            or "gloo" in text.lower())
 

@@ -1,5 +1,6 @@
 """User-facing errors: one clear line, a non-zero exit, no traceback unless --verbose."""
 import argparse
+import os
 import sys
 import traceback
 
@@ -20,7 +21,8 @@ def run_cli(main, argv=None):
     except UserError as err:
         if verbose:
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # in a job of several processes (torchrun), rank 0 says it
+            print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

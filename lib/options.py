@@ -242,10 +242,9 @@ def validate(opt) -> None:
         raise UserError(f"--gpu_ids {opt.gpu_ids!r}: give GPU numbers separated by commas (e.g. 0 or 0,1), or -1 "
                         "for the CPU")
     world = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's: the processes of this run (lib/distributed.py)
-    if opt.ngpu > 1 and opt.ngpu != world:
-        raise UserError(f"--ngpu {opt.ngpu} trains in {opt.ngpu} processes, one per GPU: start them with "
-                        f"`torchrun --standalone --nproc-per-node {opt.ngpu} train.py` and the same flags "
-                        "(README: Several GPUs)")
+    if world > 1 and opt.ngpu not in (1, world):
+        raise UserError(f"--ngpu {opt.ngpu} under torchrun with {world} processes: give --ngpu {world}, or drop it "
+                        "(torchrun's --nproc-per-node decides)")
     if opt.score_weight != "val" and not 0 <= opt.score_weight <= 1:
         raise UserError(f"--score_weight must be in [0, 1] or 'val' (got {opt.score_weight})")
     if not 0 <= opt.val_ratio < 1:

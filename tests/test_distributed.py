@@ -102,9 +102,10 @@ def test_train_py_in_two_processes_trains_evaluates_and_resumes_as_one_process(t
 
 
 @pytest.mark.slow
-def test_a_signal_to_torchrun_stops_every_process_after_the_same_step_with_a_checkpoint(tmp_path):
-    """SIGTERM to torchrun reaches both processes; they agree on the step, rank 0 writes last.pt and
-    says so once, and the run resumes from there."""
+@pytest.mark.parametrize("launcher", ["torchrun", "train.py --ngpu 2"])
+def test_a_signal_to_the_launcher_stops_every_process_after_the_same_step_with_a_checkpoint(tmp_path, launcher):
+    """SIGTERM to torchrun (or to train.py --ngpu 2) reaches both processes; they agree on the step,
+    rank 0 writes last.pt and says so once, nothing else is printed, and the run resumes from there."""
     import signal
     import time
 
@@ -112,9 +113,10 @@ def test_a_signal_to_torchrun_stops_every_process_after_the_same_step_with_a_che
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = [*tiny(niter=50, batchsize=8, print_freq=1000, save_image_freq=1000), "--model", "skipganomaly",
             "--outf", "out"]
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                             str(ROOT / "train.py"), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    command = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                str(ROOT / "train.py"), *args] if launcher == "torchrun"
+               else [sys.executable, str(ROOT / "train.py"), *args, "--ngpu", "2"])
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "out" / RUN / "metrics.csv"
     deadline = time.monotonic() + 240
     while not metrics.is_file() and time.monotonic() < deadline and proc.poll() is None:
@@ -124,9 +126,57 @@ def test_a_signal_to_torchrun_stops_every_process_after_the_same_step_with_a_che
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert err.count("interrupted: stopped by signal") == 1, err[-2000:]
+    if launcher != "torchrun":  # torchrun adds its own report; ours adds nothing
+        assert proc.returncode == 128 + signal.SIGTERM and len(err.strip().splitlines()) == 1, err[-2000:]
     assert (tmp_path / "out" / RUN / "train" / "weights" / "last.pt").is_file()
     from tests.helpers import read_csv
     finished = len(read_csv(metrics))
     resumed = train_py(tmp_path, 1, "--resume", str(tmp_path / "out" / RUN), "--niter", str(finished + 1))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert len(read_csv(metrics)) == finished + 1
+
+
+def workers_of(launcher_pid: int) -> dict[int, int]:
+    """{rank: pid} of the training processes a launcher started (its children with a RANK)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+        except (OSError, ValueError):
+            continue
+        if parent == launcher_pid and b"RANK" in env:
+            found[int(env[b"RANK"])] = int(entry)
+    return found
+
+
+@pytest.mark.slow
+def test_train_py_ngpu_2_starts_two_processes_and_a_killed_one_ends_the_job_in_one_line(tmp_path):
+    """`train.py --ngpu 2` is torchrun's job without torchrun: two processes (on the CPU here); when
+    one is killed, the other stops and the launcher says what happened in one line, no traceback."""
+    import signal
+    import time
+
+    from tests.helpers import RUN, tiny
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = [*tiny(niter=60, batchsize=8, print_freq=1000, save_image_freq=1000), "--model", "skipganomaly",
+            "--ngpu", "2", "--outf", "out"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "out" / RUN / "metrics.csv"
+    deadline = time.monotonic() + 240
+    while not metrics.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    workers = workers_of(proc.pid)
+    assert sorted(workers) == [0, 1], proc.communicate()[1][-2000:]
+    os.kill(workers[1], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("error: process 1 of 2 ended with signal SIGKILL") and "--resume" in lines[0]
+    assert out.count("outputs: ") == 0 and (tmp_path / "out" / RUN / "train" / "weights" / "last.pt").is_file()

@@ -156,7 +156,6 @@ def test_help_lists_the_original_and_the_new_flags():
     (["--lr", "0"], "--lr must be positive"),
     (["--lr", "fast"], "invalid float value: 'fast'"),
     (["--niter", "0"], "--niter must be positive"),
-    (["--ngpu", "2"], "torchrun --standalone --nproc-per-node 2 train.py"),
     (["--phase", "test"], "--load_weights"),
     (["--abnormal_class", "1", "--normal_class", "2", "--dataset", "digits"], "not both"),
     (["--dataset", "digits", "--abnormal_class", "1", "--resume", "nowhere"], "no checkpoint at 'nowhere'"),

@@ -62,6 +62,9 @@ def main(argv):
     folder = resume_folder(opt, ckpt, explicit) if opt.resume else run_dir(opt)
     from lib import distributed
     context = distributed.Context.from_env()  # under torchrun: rank 0 alone writes and prints
+    if opt.ngpu > 1 and not context.active:
+        from lib.launch import launch
+        return launch(argv, opt.ngpu, folder)
     histogram = HistogramCopy(folder / "histogram.csv") if context.writes else None
     trainer = build_trainer(opt, options.defaults(), ckpt, on_epoch=histogram and histogram.after_epoch,
                             folder=folder, overwrite=opt.overwrite)
@@ -71,6 +74,11 @@ def main(argv):
         if context.writes:
             print(f"interrupted: {stop}", file=sys.stderr)
         return 128 + stop.signal
+    except Exception as err:
+        if context.active and distributed.lost_peer(err):  # another process is gone: the launcher says so
+            from lib.launch import PEER_LOST
+            return PEER_LOST
+        raise
     finally:
         trainer.close()
         distributed.finish(context)

@@ -1,0 +1,58 @@
+"""`train.py --ngpu N`: start N training processes under torch's elastic agent, as torchrun does.
+
+The agent runs in this process, so a failure is reported in one line: which process ended and
+how, that the others were stopped, and how to continue from the last checkpoint. A process that
+ends because another stopped prints nothing itself (lib/commands/train.py), and rank 0 alone
+prints a refusal or an interruption, so the job's output stays that of one run.
+"""
+import logging
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+from lib.errors import UserError
+
+TRAIN_PY = Path(__file__).resolve().parent.parent / "train.py"
+# A process stopped because another one had stopped first: it says nothing, the launcher does.
+PEER_LOST = 3
+INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}
+
+
+def launch(argv: list[str], processes: int, folder: Path) -> int:
+    """Run `train.py ARGV` in `processes` processes on this machine; their exit code, or one line."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    for name in list(logging.root.manager.loggerDict):  # its reports and warnings: ours instead
+        if name.startswith("torch.distributed.elastic"):  # (each module's logger has a level of its own)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
+    try:
+        elastic_launch(config, sys.executable)(str(TRAIN_PY), *argv)
+    except SignalException as err:  # Ctrl-C or SIGTERM here: the processes got it too, rank 0 said so
+        return 128 + int(err.sigval)
+    except ChildFailedError as err:
+        return _failed(err.failures, processes, folder)
+    return 0
+
+
+def _failed(failures: dict, processes: int, folder: Path) -> int:
+    """The exit code of a job some process of which failed; a UserError naming the first that did."""
+    codes = {f.exitcode for f in failures.values()}
+    if codes <= INTERRUPTED | {PEER_LOST}:  # Ctrl-C or SIGTERM reached the processes: rank 0 said so
+        return max(codes)
+    if codes <= {2, PEER_LOST}:  # a refusal: rank 0 printed it
+        return 2
+    # The agent stops the others with SIGTERM once one has failed: the cause is the first other failure.
+    stopped = INTERRUPTED | {PEER_LOST, -signal.SIGTERM}
+    causes = [f for f in failures.values() if f.exitcode not in stopped] or list(failures.values())
+    first = min(causes, key=lambda f: f.timestamp)
+    code = first.exitcode
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    resume = (f"continue with --resume {folder}" if (folder / "train" / "weights" / "last.pt").is_file()
+              else "no checkpoint was written yet")
+    raise UserError(f"process {first.local_rank} of {processes} ended with {how}, so the run stopped in every "
+                    f"process; {resume}")
