@@ -227,6 +227,9 @@ def main(argv):
     opt = trial_options(vars(raw), {})
     if opt.resume:
         raise UserError("--resume continues one run: to continue a search, pass --name NAME --restore")
+    if opt.ngpu > 1:
+        raise UserError(f"--ngpu {opt.ngpu}: a trial trains in one process; give each trial a GPU (or part of one) "
+                        "with --gpus_per_trial, or train one run on several GPUs with train.py --ngpu")
     if opt.phase != "train":
         raise UserError("a search trains: evaluate a run with train.py --phase test --load_weights RUN")
     if opt.val_ratio <= 0 and not on_test:
