@@ -14,7 +14,6 @@ lib/training_state.py (what a checkpoint holds), lib/scoring/ (scores and thresh
 and prints: lib/outputs.py, or lib/original_outputs.py for the original's files.
 """
 import math
-import signal
 import time
 from pathlib import Path
 
@@ -30,38 +29,8 @@ from lib.original_outputs import OriginalOutputs
 from lib.schedules import current_lr, make_schedulers, step_schedulers
 from lib.scoring.evaluate import Scores, candidates, decision_threshold, evaluate, fit_scoring, measure, split_metrics
 from lib.scoring.functions import needs
+from lib.stopping import Interrupted, StopFlag
 from lib.training_state import TrainingState
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM arrived; a resumable checkpoint has been written."""
-
-    def __init__(self, message: str, signal_number: int):
-        super().__init__(message)
-        self.signal = signal_number
-
-
-class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between iterations."""
-
-    def __init__(self):
-        self.signal = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. inside a Ray worker thread)
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:

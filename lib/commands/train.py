@@ -52,7 +52,7 @@ def main(argv):
     # torch and the rest load only now: a command line that is refused is refused at once.
     from lib.original import applies
     from lib.run import build_trainer, load_checkpoint, run_dir
-    from lib.trainer import Interrupted
+    from lib.stopping import Interrupted
 
     explicit = options.explicit_options(argv)
     ckpt = load_checkpoint(opt, explicit, options.validate, options.defaults())
