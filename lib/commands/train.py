@@ -56,8 +56,9 @@ def main(argv):
 
     explicit = options.explicit_options(argv)
     ckpt = load_checkpoint(opt, explicit, options.validate, options.defaults())
-    if opt.phase == "test":
-        return evaluate_weights(opt, ckpt)
+    if opt.phase == "test":  # one process evaluates (under torchrun: rank 0; the others have nothing to do)
+        from lib.distributed import Context
+        return evaluate_weights(opt, ckpt) if Context.from_env().writes else 0
 
     folder = resume_folder(opt, ckpt, explicit) if opt.resume else run_dir(opt)
     from lib import distributed
