@@ -19,6 +19,21 @@ PEER_LOST = 3
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}
 
 
+def check_processes(opt) -> None:
+    """A UserError, before anything starts, for --ngpu this machine or --batchsize cannot take."""
+    import os
+
+    import torch
+    gpu = opt.device == "gpu" and str(opt.gpu_ids).strip() != "-1" and torch.cuda.is_available()
+    have = torch.cuda.device_count() if gpu else len(os.sched_getaffinity(0))
+    if opt.ngpu > have:
+        what = f"{have} GPU(s)" if gpu else f"{have} CPU core(s) and no GPU in use (one process per core at most)"
+        raise UserError(f"--ngpu {opt.ngpu}: this machine has {what}; give --ngpu {have} or fewer")
+    if opt.batchsize % opt.ngpu:
+        raise UserError(f"--batchsize {opt.batchsize} does not split into {opt.ngpu} processes: give a multiple of "
+                        f"{opt.ngpu} (it is the global batch; each process takes its share)")
+
+
 def launch(argv: list[str], processes: int, folder: Path) -> int:
     """Run `train.py ARGV` in `processes` processes on this machine; their exit code, or one line."""
     from torch.distributed.elastic.multiprocessing.api import SignalException

@@ -180,3 +180,15 @@ def test_train_py_ngpu_2_starts_two_processes_and_a_killed_one_ends_the_job_in_o
     assert "Traceback" not in err and len(lines) == 1, err[-3000:]
     assert lines[0].startswith("error: process 1 of 2 ended with signal SIGKILL") and "--resume" in lines[0]
     assert out.count("outputs: ") == 0 and (tmp_path / "out" / RUN / "train" / "weights" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--ngpu", "999"], "give --ngpu"),
+    (["--ngpu", "2", "--batchsize", "63"], "does not split into 2 processes"),
+])
+def test_ngpu_this_machine_or_batch_cannot_take_is_refused_before_anything_starts(tmp_path, args, message):
+    from tests.helpers import one_line_error, process, tiny
+    proc = process("train.py", [*tiny(), *args, "--outf", "out"], tmp_path)
+    one_line_error(proc, message)
+    assert not (tmp_path / "out").exists()
+

@@ -64,7 +64,8 @@ def main(argv):
     from lib import distributed
     context = distributed.Context.from_env()  # under torchrun: rank 0 alone writes and prints
     if opt.ngpu > 1 and not context.active:
-        from lib.launch import launch
+        from lib.launch import check_processes, launch
+        check_processes(opt)
         return launch(argv, opt.ngpu, folder)
     histogram = HistogramCopy(folder / "histogram.csv") if context.writes else None
     trainer = build_trainer(opt, options.defaults(), ckpt, on_epoch=histogram and histogram.after_epoch,
