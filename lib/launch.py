@@ -56,15 +56,15 @@ def launch(argv: list[str], processes: int, folder: Path) -> int:
 
 def _failed(failures: dict, processes: int, folder: Path) -> int:
     """The exit code of a job some process of which failed; a UserError naming the first that did."""
-    codes = {f.exitcode for f in failures.values()}
-    if codes <= INTERRUPTED | {PEER_LOST}:  # Ctrl-C or SIGTERM reached the processes: rank 0 said so
-        return max(codes)
-    if codes <= {2, PEER_LOST}:  # a refusal: rank 0 printed it
-        return 2
     # The agent stops the others with SIGTERM once one has failed: the cause is the first other failure.
     stopped = INTERRUPTED | {PEER_LOST, -signal.SIGTERM}
-    causes = [f for f in failures.values() if f.exitcode not in stopped] or list(failures.values())
+    causes = [f for f in failures.values() if f.exitcode not in stopped]
+    if not causes:  # Ctrl-C or SIGTERM reached the processes: rank 0 said so
+        code = max(f.exitcode for f in failures.values())
+        return code if code > 0 else 128 - code  # killed by a signal: the shell's 128 + its number
     first = min(causes, key=lambda f: f.timestamp)
+    if first.exitcode == 2:  # a refusal (a run folder in use, bad data...): rank 0 printed it
+        return 2
     code = first.exitcode
     how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
     resume = (f"continue with --resume {folder}" if (folder / "train" / "weights" / "last.pt").is_file()

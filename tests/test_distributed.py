@@ -192,3 +192,16 @@ def test_ngpu_this_machine_or_batch_cannot_take_is_refused_before_anything_start
     one_line_error(proc, message)
     assert not (tmp_path / "out").exists()
 
+
+@pytest.mark.slow
+def test_the_same_ngpu_command_twice_is_refused_in_one_line_and_the_first_run_stays(tmp_path):
+    from tests.helpers import RUN, tiny
+    args = [*tiny(niter=1), "--model", "skipganomaly", "--ngpu", "2", "--outf", "out"]
+    assert train_py(tmp_path, 1, *args).returncode == 0
+    metrics = (tmp_path / "out" / RUN / "metrics.csv").read_bytes()
+    again = train_py(tmp_path, 1, *args)
+    assert again.returncode == 2
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already holds a run" in lines[0], again.stderr[-2000:]
+    assert (tmp_path / "out" / RUN / "metrics.csv").read_bytes() == metrics
+
