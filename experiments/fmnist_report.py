@@ -65,13 +65,14 @@ def part_auroc(metrics: dict, part: str, prefix: str = ""):
 
 
 def _run_row(variant, protocol, cls, seed, run) -> dict | None:
-    """A finished run's row; None for old runs, which lack the score parts."""
+    """A finished run's row; None for old runs, which record no AUROC of their score's parts.
+    (GANomaly's score has one part, the codes' distance: its image and feature cells stay empty.)"""
     r = read_json(run / "results.json")
     if not isinstance(r, dict):
         raise TypeError("not a JSON object")
     best, test = r["best"], r["best"]["test"]
     image, feature = (part_auroc(test, name) for name in ("image_mse", "feature_mse"))
-    if image is None:
+    if not any(key.startswith("auroc_") for key in test):
         return None
     return {"variant": variant, "protocol": protocol, "class": cls, "seed": seed,
             "epochs": r["epochs"], "best_epoch": best["epoch"],
