@@ -6,6 +6,7 @@ ends because another stopped prints nothing itself (lib/commands/train.py), and 
 prints a refusal or an interruption, so the job's output stays that of one run.
 """
 import logging
+import os
 import signal
 import sys
 import uuid
@@ -21,8 +22,6 @@ INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}
 
 def check_processes(opt) -> None:
     """A UserError, before anything starts, for --ngpu this machine or --batchsize cannot take."""
-    import os
-
     import torch
     gpu = opt.device == "gpu" and str(opt.gpu_ids).strip() != "-1" and torch.cuda.is_available()
     have = torch.cuda.device_count() if gpu else len(os.sched_getaffinity(0))
@@ -43,6 +42,8 @@ def launch(argv: list[str], processes: int, folder: Path) -> int:
     for name in list(logging.root.manager.loggerDict):  # its reports and warnings: ours instead
         if name.startswith("torch.distributed.elastic"):  # (each module's logger has a level of its own)
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    # The machine's cores shared out, one process per core at least (torchrun sets 1; a user's setting stays).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // processes)))
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
     try:

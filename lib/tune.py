@@ -5,6 +5,7 @@ epoch, the results table of a search and the train.py command that reproduces a 
 The search-space file is lib.tune_space's. Ray is imported only inside the trial.
 """
 import argparse
+import contextlib
 import math
 import os
 import shlex
@@ -58,31 +59,42 @@ class Follow:
 # ------------------------------------------------------------------ one trial
 
 def run_trial(config: dict, base: dict, defaults: dict, explicit: set, run_prefix: str) -> None:
-    """Train one configuration; report metrics and a checkpoint after every epoch."""
+    """Train one configuration; report metrics and a checkpoint after every epoch. With --ngpu N
+    the trial is rank 0 of N processes on its machine (lib/trial_ranks.py)."""
     import ray
     from ray import tune
 
-    from lib.run import build_trainer, load_checkpoint
+    from lib import distributed, trial_ranks
 
     opt = trial_options(base, config)
     opt.name = f"{run_prefix}/{tune.get_context().get_trial_id()}"
-    if ray.get_gpu_ids():
-        opt.gpu_ids = "0"  # Ray shows each trial only its own GPU(s), numbered from 0
+    if ray.get_gpu_ids():  # Ray shows each trial only its own GPU(s), numbered from 0
+        opt.gpu_ids = ",".join(str(i) for i in range(len(ray.get_gpu_ids())))
+    explicit = explicit | set(config)
     restored = tune.get_checkpoint()
-    if restored is None:  # anything in the trial's folder is an earlier, failed start of this trial
-        trainer = build_trainer(opt, defaults, load_checkpoint(opt, explicit | set(config)), on_epoch=_report,
-                                overwrite=True)
-    else:  # paused or failed before: continue from the last epoch it reported
-        with restored.as_directory() as folder:
-            opt.resume = folder
-            ckpt = load_checkpoint(opt, explicit | set(config))
-            trainer = build_trainer(opt, defaults, ckpt, on_epoch=_report)
-            if (Path(folder) / "best.pt").is_file() and not (trainer.weights / "best.pt").is_file():
-                shutil.copy(Path(folder) / "best.pt", trainer.weights / "best.pt")
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
+    with restored.as_directory() if restored is not None else contextlib.nullcontext() as folder:
+        with trial_ranks.ranks(opt.ngpu, (opt, defaults, explicit, folder)):
+            trainer = trial_trainer(opt, defaults, explicit, folder, on_epoch=_report)
+            try:
+                trainer.fit()
+            finally:
+                trainer.close()
+                distributed.finish(trainer.context)
+
+
+def trial_trainer(opt, defaults: dict, explicit: set, restored: str | None, on_epoch=None):
+    """A trial's trainer: new (anything in its folder is an earlier, failed start of the trial) or,
+    paused or failed before, continuing from the checkpoint Tune `restored` (its last epoch)."""
+    from lib.run import build_trainer, load_checkpoint
+
+    if restored is None:
+        return build_trainer(opt, defaults, load_checkpoint(opt, explicit), on_epoch=on_epoch, overwrite=True)
+    opt.resume = restored
+    trainer = build_trainer(opt, defaults, load_checkpoint(opt, explicit), on_epoch=on_epoch)
+    best = Path(restored) / "best.pt"
+    if trainer.context.writes and best.is_file() and not (trainer.weights / "best.pt").is_file():
+        shutil.copy(best, trainer.weights / "best.pt")
+    return trainer
 
 
 def _report(trainer, row: dict) -> None:

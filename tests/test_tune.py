@@ -108,6 +108,50 @@ def test_a_class_sweep_is_one_command_with_one_row_per_class(tmp_path, capsys):
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_a_trial_with_ngpu_2_trains_in_two_processes_as_one_process_trains_the_whole_batch(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """--ngpu 2: each trial holds two CPUs (on a GPU machine, two GPUs) and is rank 0 of two
+    processes (lib/trial_ranks.py); its epochs match train.py's one-process run to float rounding,
+    as train.py --ngpu 2 does (tests/test_distributed.py), and no process outlives the search."""
+    monkeypatch.chdir(tmp_path)
+    args = [*tiny(abnormal_class=0, niter=2, print_freq=1000, save_image_freq=1000), "--model", "skipganomaly"]
+    space = write_space(tmp_path, {"w_con": {"grid": [40]}})
+    code, stdout = search([*args, "--num_cpus", "2", "--outf", str(tmp_path / "out"), "--name", "two",
+                           "--space", space, "--ngpu", "2"], capsys)
+    assert code == 0
+    assert "(val_auroc, fifo, 2 CPU + 0 GPU per trial, 2 processes)" in stdout
+    [row] = read_csv(tmp_path / "out" / "tune" / "two" / "results.csv")
+    assert row["status"] == "done" and row["epochs"] == "2"
+    run = Path(row["run"])
+    assert "processes: 2" in (run / "opt.txt").read_text()
+    two = read_csv(run / "metrics.csv")
+    assert [r["processes"] for r in two] == ["2", "2"] and [r["threads"] for r in two] == ["1", "1"]
+
+    assert run_cli(train.main, [*args, "--w_con", "40", "--outf", str(tmp_path / "one")]) == 0
+    one = read_csv(tmp_path / "one" / "skipganomaly" / "digits" / "0" / "metrics.csv")
+    for a, b in zip(one, two, strict=True):
+        assert a["processes"] == "1" and b["train_images"] == a["train_images"]
+        for key in ("g", "d", "val_auroc", "test_auroc"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-6), key
+    leftover = subprocess.run(["pgrep", "-f", "lib.trial_ranks"], capture_output=True, text=True).stdout
+    assert leftover == ""
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ngpu", "2", "--batchsize", "63"], "--batchsize 63 does not split into 2 processes"),
+    (["--ngpu", "2", "--cpus_per_trial", "1"], "give each process a core, --cpus_per_trial 2 or more"),
+    (["--ngpu", "2", "--original"], "--ngpu 2 with the original's training-mode scoring"),
+])
+def test_ngpu_a_trial_cannot_take_is_refused_before_ray_starts(tmp_path, flags, message):
+    proc = subprocess.run([sys.executable, "train_tune.py", *tiny(abnormal_class=0, manualseed=None),
+                           "--outf", str(tmp_path), *flags], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
+        proc.stderr
+    assert not (tmp_path / "tune").exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_overwrite_replaces_a_finished_search_and_its_trials_start_afresh(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"

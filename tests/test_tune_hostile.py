@@ -72,7 +72,9 @@ RESOURCES = {
     "grace_period zero": (["--scheduler", "asha", "--grace_period", "0"], "--grace_period must be a whole number"),
     "grace_period nan": (["--grace_period", "nan"], "invalid int value"),
     "an abbreviated flag": (["--num_samp", "0"], "--num_samples must be a whole number from 1"),
-    "several GPUs per trial's run": (["--ngpu", "2"], "a trial trains in one process"),
+    "processes per trial without a core each": (["--ngpu", "2", "--cpus_per_trial", "1"],
+                                                "give each process a core"),
+    "processes per trial beyond the machine": (["--ngpu", "64"], "no trial could start"),
 }
 
 

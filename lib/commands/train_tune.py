@@ -57,10 +57,10 @@ def add_tune_arguments(parser) -> None:
       f"unset: experiments/{DEFAULT_SPACE.name}, with --original experiments/{ORIGINAL_SPACE.name}")
     a("--num_samples", type=int, default=None, help="samples of the space (each grid point this many times); "
       f"unset: 1, with --original {ORIGINAL_SAMPLES} as the original")
-    a("--cpus_per_trial", type=float, default=1, help="CPUs reserved for each trial")
+    a("--cpus_per_trial", type=float, default=1, help="CPUs reserved for each trial (unset with --ngpu N: N)")
     a("--gpus_per_trial", type=float, default=None,
-      help="GPUs per trial; a fraction packs several trials on one GPU; unset: 1 with --device gpu "
-           "when the cluster has GPUs, else 0")
+      help="GPUs per trial; a fraction packs several trials on one GPU; unset: --ngpu (1 by default) with "
+           "--device gpu when the cluster has GPUs, else 0")
     a("--scheduler", default="fifo", choices=("fifo", "asha"), help="asha stops poor trials early")
     a("--grace_period", type=int, default=1, help="asha: epochs every trial runs before it can be stopped")
     a("--address", default=None, help="Ray cluster to join (HOST:6379, ray://HOST:10001 or auto); "
@@ -227,9 +227,6 @@ def main(argv):
     opt = trial_options(vars(raw), {})
     if opt.resume:
         raise UserError("--resume continues one run: to continue a search, pass --name NAME --restore")
-    if opt.ngpu > 1:
-        raise UserError(f"--ngpu {opt.ngpu}: a trial trains in one process; give each trial a GPU (or part of one) "
-                        "with --gpus_per_trial, or train one run on several GPUs with train.py --ngpu")
     if opt.phase != "train":
         raise UserError("a search trains: evaluate a run with train.py --phase test --load_weights RUN")
     if opt.val_ratio <= 0 and not on_test:
@@ -241,6 +238,7 @@ def main(argv):
     base = trial_base(vars(raw))
     space = read_space(args.space, actions, base)
     check_search(args, given, opt, space, explicit)
+    check_processes_per_trial(args, given, opt, space)
     name = search_name(opt, explicit, space)
     check_name(name)
     folder = Path(base["outf"]) / "tune" / name
@@ -269,8 +267,8 @@ def main(argv):
             if started_here:
                 join_or_start(ray, address, args.num_cpus, ROOT)
             gpus = args.gpus_per_trial
-            if gpus is None:
-                gpus = 1 if opt.device == "gpu" and ray.cluster_resources().get("GPU", 0) > 0 else 0
+            if gpus is None:  # one GPU per process when the cluster has GPUs
+                gpus = opt.ngpu if opt.device == "gpu" and ray.cluster_resources().get("GPU", 0) > 0 else 0
             check_cluster_fits(ray, args.cpus_per_trial, gpus, address or "this machine")
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, base=base, defaults=options.defaults(PROG),
@@ -281,8 +279,9 @@ def main(argv):
                 shutil.rmtree(folder)
             except OSError as err:
                 raise UserError(f"--overwrite: cannot delete '{folder}' ({err.strerror})") from None
+        processes = f", {opt.ngpu} processes" if opt.ngpu > 1 else ""
         print(f"search '{name}': {folder} ({objective}, {args.scheduler}, {args.cpus_per_trial:g} CPU + "
-              f"{gpus:g} GPU per trial); continue it after an interruption with --name {name} --restore")
+              f"{gpus:g} GPU per trial{processes}); continue it after an interruption with --name {name} --restore")
         print(f"space {args.space}, {args.num_samples} sample(s) of it")
         if on_test:
             print(ranked_on_test(objective))
@@ -305,6 +304,33 @@ def main(argv):
         if started_here:
             ray.shutdown()
     return report(results, objective, space, raw, actions, name, folder)
+
+
+def check_processes_per_trial(args, given: set, opt, space: dict) -> None:
+    """--ngpu N: each trial trains in N processes on one machine (lib/trial_ranks.py), a GPU or a
+    CPU each; what that cannot take is refused here. Unset, --cpus_per_trial becomes N."""
+    n = opt.ngpu
+    if "ngpu" in space:
+        raise UserError("--space searches ngpu: a trial's processes are its resources, the same for every trial; "
+                        "give --ngpu on the command line instead")
+    if n <= 1:
+        return
+    if not applies(opt, "eval_mode_scoring"):
+        raise UserError(f"--ngpu {n} with the original's training-mode scoring: rank 0 scores alone; "
+                        "drop --original (or keep the eval_mode_scoring fix), or train each trial in one process")
+    for size in (values_of(space, "batchsize") if "batchsize" in space else [opt.batchsize]):
+        if int(size) % n:
+            raise UserError(f"--batchsize {size} does not split into {n} processes: give multiples of {n} (it is "
+                            "the global batch; each process takes its share)")
+    if "cpus_per_trial" not in given:
+        args.cpus_per_trial = max(args.cpus_per_trial, n)
+    elif opt.device == "cpu" and args.cpus_per_trial < n:
+        raise UserError(f"--cpus_per_trial {args.cpus_per_trial:g} for --ngpu {n} processes on the CPU: give each "
+                        f"process a core, --cpus_per_trial {n} or more")
+    gpus = args.gpus_per_trial
+    if opt.device == "gpu" and gpus is not None and 0 < gpus < n:
+        raise UserError(f"--gpus_per_trial {gpus:g} for --ngpu {n}: each process needs a GPU of its own; "
+                        f"give --gpus_per_trial {n} (or leave it unset)")
 
 
 def original_search(args, given: set, raw, explicit: set) -> bool:
