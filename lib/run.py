@@ -83,20 +83,33 @@ def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
     return claim
 
 
-def options_text(opt, defaults: dict) -> str:
+def options_text(opt, defaults: dict, runtime: dict | None = None) -> str:
     """Our opt.txt: every option, with the default beside changed values (as the CycleGAN code it
-    comes from wrote it; the original's train/opt.txt has no marks: lib/original_outputs.py)."""
+    comes from wrote it; the original's train/opt.txt has no marks: lib/original_outputs.py), then
+    what the run chose from the machine (`runtime`: processes, threads, bf16, kernels, and why)."""
     lines = ["------------ Options -------------"]
     for key, value in sorted(vars(opt).items()):
         default = defaults.get(key, value)
         mark = f"\t[default: {default}]" if value != default else ""
         lines.append(f"{key}: {value}{mark}")
     lines.append("-------------- End ----------------")
+    if runtime:
+        lines += ["------------ Runtime -------------", *(f"{k}: {v}" for k, v in runtime.items()),
+                  "-------------- End ----------------"]
     return "\n".join(lines) + "\n"
 
 
-def write_options(folder: Path, opt, defaults: dict) -> None:
-    write_text(Path(folder) / "opt.txt", options_text(opt, defaults))
+def runtime_of(model, device: torch.device, context: distributed.Context) -> dict:
+    """What a training run chose from the machine it runs on, for opt.txt."""
+    from lib.fast import hardware
+    precision, convolutions = model.speed.why or ("", "")
+    return {"device": str(device), "processes": context.world, "threads": torch.get_num_threads(),
+            "cpu": f"{hardware.cpu_name()} ({hardware.capability()})", "torch": torch.__version__,
+            "precision": precision, "convolutions": convolutions}
+
+
+def write_options(folder: Path, opt, defaults: dict, runtime: dict | None = None) -> None:
+    write_text(Path(folder) / "opt.txt", options_text(opt, defaults, runtime))
 
 
 def check_memory(opt, device, training: bool) -> None:
@@ -210,7 +223,7 @@ def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print, fold
     # Only now, with nothing left to refuse, does the run touch its folder.
     try:
         trainer.claim = claim_run_dir(folder, resume=bool(opt.resume), overwrite=overwrite)
-        write_options(folder, opt, defaults)
+        write_options(folder, opt, defaults, runtime_of(model, device, context))
     except BaseException:
         trainer.close()
         raise

@@ -180,7 +180,10 @@ class Trainer:
                "train_images": self.images_trained, "train_seconds": round(self.train_seconds, 2),
                "train_img_per_s": round(self.images_trained / max(self.train_seconds, 1e-9), 1),
                "eval_images": evaluated, "eval_seconds": round(eval_seconds, 2),
-               "eval_img_per_s": round(evaluated / max(eval_seconds, 1e-9), 1)}
+               "eval_img_per_s": round(evaluated / max(eval_seconds, 1e-9), 1),
+               # What those speeds ran with (opt.txt says why): bf16 autocast, threads, processes.
+               "bf16": int(self.model.speed.amp), "threads": torch.get_num_threads(),
+               "processes": self.context.world}
         state.history.append(row)
         state.epoch, state.batch = state.epoch + 1, 0
         distributed.from_rank_zero(self._selection_value(row), self.context)  # the other processes go on

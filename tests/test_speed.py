@@ -3,6 +3,8 @@ the speed layer's pieces match the kernels they replace."""
 import pytest
 import torch
 
+from lib import fast as speed_layer
+from lib.fast import hardware
 from lib.fast.adam import ChannelsLastAdam
 from lib.fast.matmul import MatmulConv2d, MatmulConvTranspose2d, use_matmul_convolutions
 from lib.models import MODELS
@@ -83,7 +85,8 @@ def test_fast_is_the_default_and_can_be_turned_off():
     assert not MODELS["skipganomaly"](make_opt(fast=False), torch.device("cpu")).speed.fast
 
 
-def test_the_speed_layer_swaps_kernels_layouts_and_optimisers_and_nothing_else():
+def test_the_speed_layer_swaps_kernels_layouts_and_optimisers_and_nothing_else(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_matmul_convolutions", lambda bf16: hardware.Choice(True, "pinned"))
     plain = MODELS["w_skipganomaly"](make_opt(model="w_skipganomaly"), torch.device("cpu"), fast=False)
     fast = MODELS["w_skipganomaly"](make_opt(model="w_skipganomaly"), torch.device("cpu"), fast=True)
     assert {type(m) for net in plain.networks.values() for m in net.modules()}.isdisjoint(
@@ -181,3 +184,65 @@ def test_channels_last_adam_updates_like_fused_adam_without_copying(amsgrad):
             assert b.dim() != 4 or b.is_contiguous(memory_format=torch.channels_last)
     assert copies[0] > 0 and copies[1] == 0  # the usual kernel copies the 4-D weights; ours none
     assert ours.state_dict()["state"].keys() == usual.state_dict()["state"].keys()
+
+
+def probe_times(monkeypatch, *seconds):
+    """Make the probes' timings `seconds`, in the order they are taken (this CPU has no native bf16)."""
+    times = iter(seconds)
+    monkeypatch.setattr(hardware, "_seconds", lambda step, repeats=hardware.PROBE_REPEATS: next(times))
+    hardware.cpu_bf16.cache_clear()
+    hardware.cpu_matmul_convolutions.cache_clear()
+
+
+@pytest.fixture
+def fresh_probes():
+    yield
+    hardware.cpu_bf16.cache_clear()
+    hardware.cpu_matmul_convolutions.cache_clear()
+
+
+def test_bf16_is_a_cpu_default_only_where_the_cpu_has_it_natively_and_the_probe_finds_it_faster(
+        monkeypatch, fresh_probes):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    probe_times(monkeypatch)  # no probe runs: next() on no timings would raise
+    assert hardware.cpu_bf16() == hardware.Choice(False, f"fp32: this CPU ({hardware.capability()}) has no native "
+                                                         "bf16 (avx512_bf16 or amx_bf16)")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
+    probe_times(monkeypatch, 2.0, 1.0)  # fp32, then bf16
+    assert hardware.cpu_bf16().on and "native (amx_bf16, avx512_bf16)" in hardware.cpu_bf16().why
+    probe_times(monkeypatch, 1.0, 1.5)
+    assert hardware.cpu_bf16() == hardware.Choice(False, "fp32: bf16 is native (amx_bf16, avx512_bf16) but slower "
+                                                         "in this machine's probe")
+
+
+def test_matrix_product_convolutions_are_used_where_the_probe_finds_them_faster(monkeypatch, fresh_probes):
+    probe_times(monkeypatch, 1.0, 2.0)  # the convolution kernels, then the matrix products
+    speed = speed_layer.settings(make_opt(), torch.device("cpu"))
+    assert not speed.matmul and speed.why[1].startswith("convolution kernels")
+    model = MODELS["skipganomaly"](make_opt(), torch.device("cpu"))
+    assert not any(isinstance(m, (MatmulConv2d, MatmulConvTranspose2d)) for m in model.generator.modules())
+    probe_times(monkeypatch, 2.0, 1.0)
+    model = MODELS["skipganomaly"](make_opt(), torch.device("cpu"))
+    assert model.speed.matmul and any(isinstance(m, MatmulConv2d) for m in model.generator.modules())
+
+
+def test_the_probes_run_for_real_and_each_choice_says_why(fresh_probes):
+    """On this CPU, whatever it is: the probes measure both ways and name what they chose."""
+    bf16, matmul = hardware.cpu_bf16(), hardware.cpu_matmul_convolutions(False)
+    native = bool(hardware.cpu_flags() & set(hardware.NATIVE_BF16))
+    assert bf16.why.startswith("bf16" if bf16.on else "fp32") and ("probe" in bf16.why) == native
+    assert matmul.why.startswith("matrix products" if matmul.on else "convolution kernels")
+    conv, x = torch.nn.Conv2d(4, 4, 3), torch.randn(2, 4, 8, 8)
+    assert all(hardware._seconds(hardware._conv_step(conv, x, bf16), repeats=1) > 0 for bf16 in (False, True))
+
+
+@pytest.mark.parametrize("flags, device, amp, why", [
+    ({"amp": True}, "cpu", True, "bf16: --amp"),
+    ({"amp": False}, "cuda", False, "fp32: --no-amp"),
+    ({}, "cuda", True, "bf16: CUDA"),
+    ({"fast": False, "amp": True}, "cpu", False, "fp32: --no-fast"),
+])
+def test_amp_and_no_amp_override_the_machine_and_cuda_defaults_to_bf16(flags, device, amp, why):
+    speed = speed_layer.settings(make_opt(**flags), torch.device(device))
+    assert (speed.amp, speed.why[0]) == (amp, why)
+    assert not speed.matmul or device == "cpu"

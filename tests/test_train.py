@@ -198,3 +198,16 @@ def test_the_learning_rate_decays_only_with_the_lr_schedule_fix(tmp_path, fixes,
           tmp_path)
     rates = [float(row["lr"]) for row in read_csv(next((tmp_path / "out").rglob("metrics.csv")))]  # each epoch's rate
     assert rates == pytest.approx([2e-4, 2e-5 if decayed else 2e-4])
+
+
+def test_opt_txt_and_metrics_csv_record_what_the_run_chose_from_the_machine(trained_run):
+    from lib.fast import hardware
+    runtime = (trained_run / "opt.txt").read_text().split("------------ Runtime -------------\n")[1]
+    fields = dict(line.split(": ", 1) for line in runtime.splitlines()[:-1])
+    assert fields.keys() == {"device", "processes", "threads", "cpu", "torch", "precision", "convolutions"}
+    assert fields["device"] == "cpu" and fields["processes"] == "1" and int(fields["threads"]) >= 1
+    assert fields["precision"] == hardware.cpu_bf16().why and hardware.capability() in fields["cpu"]
+    assert fields["convolutions"].startswith(("matrix products", "convolution kernels"))
+    last = read_csv(trained_run / "metrics.csv")[-1]
+    assert (last["bf16"], last["threads"], last["processes"]) == (str(int(hardware.cpu_bf16().on)),
+                                                                   fields["threads"], "1")

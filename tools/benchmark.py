@@ -37,15 +37,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib import options
+from lib import fast as speed_layer, options
 from lib.data import batches, to_float
 from lib.errors import OneLineParser, UserError, run_cli
+from lib.fast import hardware
 from lib.losses import contextual_loss, gradient_penalty, latent_loss
 from lib.models import MODELS
 from lib.networks import init_weights
 from lib.resources import check_fits
 from lib.scoring.functions import weighted
 from lib.scoring.measures import feature_mse, image_mse
+
+SIMD = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "neon", "sve"}
 
 PATHS = ("original", "plain", "fast")
 ROOT = Path(__file__).resolve().parent.parent  # where `python -m tools.benchmark` runs
@@ -474,6 +477,10 @@ def main(argv=None) -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("memory_only", "loader_images")}
     settings["threads"] = torch.get_num_threads()
     settings["torch"] = torch.__version__
+    simd = " ".join(sorted(hardware.cpu_flags() & SIMD))
+    settings["cpu"] = f"{hardware.cpu_name()} ({hardware.capability()}; {simd})"
+    chosen = speed_layer.settings(argparse.Namespace(), device, fast=True, amp=args.amp)  # what `fast` runs with
+    settings["fast_path"] = {"bf16": chosen.amp, "matmul_convolutions": chosen.matmul, "why": list(chosen.why)}
     if args.loader:
         print(json.dumps({**loader(args, device), "settings": settings}))
         return

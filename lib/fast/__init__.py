@@ -9,9 +9,11 @@ reference the tests hold the fast settings to (tests/reference_steps.py).
 What `fast` does, on any device: channels-last networks and inputs (oneDNN's
 CPU kernels and tensor cores both prefer it) and fused Adam stepping
 channels-last weights in place (`adam.ChannelsLastAdam`). On CPU, the
-few-position convolutions run as matrix products (`matmul`); on CUDA, cuDNN
-autotunes a kernel per shape. `amp` adds bf16 autocast (losses stay fp32, see
-lib/losses.py); `compile` runs torch.compile on the networks that allow it.
+few-position convolutions run as matrix products (`matmul`) where a probe finds
+them faster; on CUDA, cuDNN autotunes a kernel per shape. `amp` adds bf16
+autocast (losses stay fp32, see lib/losses.py): by default on CUDA, and on a CPU
+with native bf16 where a probe finds it faster (`hardware`). `compile` runs
+torch.compile on the networks that allow it.
 """
 import contextlib
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lib.fast import hardware
 from lib.fast.adam import ChannelsLastAdam
 from lib.fast.matmul import use_matmul_convolutions
 
@@ -30,6 +33,8 @@ class Speed:
     amp: bool = False
     compiled: bool = False
     device_type: str = "cpu"
+    matmul: bool = False  # CPU: the few-position convolutions as matrix products
+    why: tuple[str, ...] = ()  # how amp and matmul were chosen (opt.txt's runtime block)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -53,16 +58,27 @@ class Speed:
 
 
 def settings(opt, device: torch.device, fast=None, amp=None, compile=None) -> Speed:
-    """The `Speed` for `device`: arguments first, then the options, then the defaults
-    (fast on; amp on with CUDA only, and only when fast; compile off)."""
+    """The `Speed` for `device`: arguments first, then the options, then what the machine does
+    fastest (fast on; amp on with CUDA, on a CPU where `hardware` finds bf16 native and faster;
+    matrix-product convolutions where `hardware` finds them faster; compile off)."""
     def pick(name, value):
         return value if value is not None else getattr(opt, name, None)
 
     fast = pick("fast", fast)
     fast = True if fast is None else bool(fast)
     amp = pick("amp", amp)
-    amp = fast and (device.type == "cuda" if amp is None else bool(amp))
-    return Speed(fast=fast, amp=amp, compiled=bool(pick("compile", compile)), device_type=device.type)
+    if not fast:
+        amp_choice = hardware.Choice(False, "fp32: --no-fast")
+    elif amp is not None:
+        amp_choice = hardware.Choice(bool(amp), f"{'bf16' if amp else 'fp32'}: --{'' if amp else 'no-'}amp")
+    elif device.type == "cuda":
+        amp_choice = hardware.Choice(True, "bf16: CUDA")
+    else:
+        amp_choice = hardware.cpu_bf16()
+    matmul = (hardware.cpu_matmul_convolutions(amp_choice.on) if fast and device.type == "cpu"
+              else hardware.Choice(False, "convolution kernels" + (": --no-fast" if not fast else "")))
+    return Speed(fast=fast, amp=amp_choice.on, compiled=bool(pick("compile", compile)), device_type=device.type,
+                 matmul=matmul.on, why=(amp_choice.why, matmul.why))
 
 
 def accelerate(speed: Speed, networks: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
@@ -75,7 +91,7 @@ def accelerate(speed: Speed, networks: dict[str, nn.Module], optimizers: dict[st
     if speed.fast:
         for net in networks.values():
             net.to(memory_format=torch.channels_last)
-            if speed.device_type == "cpu":
+            if speed.matmul:
                 use_matmul_convolutions(net)
         if speed.device_type == "cuda":
             torch.backends.cudnn.benchmark = True  # process-wide: autotune a kernel per shape
