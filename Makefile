@@ -21,7 +21,7 @@ demo: $(STAMP)
 # Every test (what CI runs).
 test: $(STAMP)
 	PYTHON=$(PY) dashboard/setup.sh
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # The inner loop: no slow, browser, Ray or Fashion-MNIST tests (markers in pyproject.toml).
 test-fast: $(STAMP)

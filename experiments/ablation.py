@@ -40,7 +40,7 @@ MODELS = ("skipganomaly", "w_skipganomaly")
 # 32x32 like the original (its UNet needs at least 32), quarter width, 2 epochs, 12 000 normal
 # training images and 1 200 validation normals: a run takes about a minute on a 2-core CPU.
 BUDGET = ["--dataset", "fashion-mnist", "--isize", "32", "--nc", "3", "--ngf", "16", "--ndf", "16", "--nz", "32",
-          "--niter", "2", "--batchsize", "64", "--device", "cpu", "--val_ratio", "0.1"]
+          "--niter", "2", "--batchsize", "64", "--device", "cpu", "--val_ratio", "0.1", "--score", "original"]
 TRAIN_IMAGES, VAL_NORMALS = 12000, 1200
 SEEDS = (0, 1, 2)
 # Float rounding differs with the thread count, and a GAN run amplifies it: the same run on 1 and 2
@@ -136,17 +136,18 @@ def scored_three_ways(trainer, row: dict, last: bool, trained: dict) -> dict[str
     return found
 
 
-def train_one(model: str, fixes: str, abnormal: str, seed: int, log) -> dict:
-    """Train one run in this process and return its per-epoch AUROCs."""
+def train_one(model: str, fixes: str, abnormal: str, seed: int, log, extra: tuple[str, ...] = ()) -> dict:
+    """Train one run in this process and return its per-epoch AUROCs (`extra`: more train.py flags)."""
     from lib.data import load_split
     from lib.models import build_model
     from lib.run import claim_run_dir, resolve_device, seed_everything, write_options
     from lib.trainer import Trainer
     from lib.visualizer import NullVisualizer
 
-    folder = SCRATCH / model / fixes.replace(",", "_")[:60] / abnormal.replace("/", "-") / f"seed{seed}"
+    folder = (SCRATCH / model / "_".join([fixes.replace(",", "_")[:60], *(f.strip("-") for f in extra)])
+              / abnormal.replace("/", "-") / f"seed{seed}")
     opt = options.parse([*BUDGET, "--model", model, "--fixes", fixes, "--abnormal_class", abnormal,
-                         "--manualseed", str(seed), "--outf", str(SCRATCH), "--name", "ablation"])
+                         "--manualseed", str(seed), "--outf", str(SCRATCH), "--name", "ablation", *extra])
     device = resolve_device(opt)
     seed_everything(opt)
     split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, abnormal_class=opt.abnormal_class,
@@ -173,7 +174,7 @@ def train_one(model: str, fixes: str, abnormal: str, seed: int, log) -> dict:
         trainer.close()
         torch.set_num_threads(threads)
     return {"model": model, "fixes": fixes, "abnormal_class": abnormal, "seed": seed, "budget": BUDGET,
-            "threads": THREADS,
+            "threads": THREADS, **({"extra": list(extra)} if extra else {}),
             "train_images": len(split.train), "val": split.counts(), "seconds": round(time.perf_counter() - start),
             "adversary_restarts": trainer.model.restarts, "epochs": epochs}
 

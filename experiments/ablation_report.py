@@ -21,6 +21,8 @@ NOT_ABLATED = {
     "own_data_order": "on in every variant: it changes which random order, not how the model learns",
     "bce_with_logits": "on in every variant: the same loss, rounded otherwise",
     "mnist_range": "concerns MNIST only",
+    "score_on_validation": "every ablation run scores the original's way (--score original); "
+                           "docs/score_study.md measures every score",
     "lr_schedule": "changes nothing at these settings (the lambda policy keeps the rate constant for the "
                    "first --niter epochs)",
 }

@@ -97,6 +97,9 @@ def main(argv) -> None:
         run("train.py", [str(ROOT / "train.py"), "--dataset", "fashion-mnist", "--nc", channels(args),
                          "--model", args.model, "--abnormal_class", args.abnormal_class, "--niter", "1",
                          "--device", "cpu",
+                         # the original's score, the work its test() does (the default, chosen on
+                         # validation, measures a dozen scores at every evaluation)
+                         "--score", "original",
                          "--outf", tmp, "--name", "epoch", *args.network,
                          *(["--dataroot", args.dataroot] if args.dataroot else [])],
             env=env, cwd=tmp, stdout=subprocess.DEVNULL)

@@ -130,8 +130,9 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
       help="std of Gaussian noise added to training inputs (the original added uninitialised memory)")
     a("--score", default=None, metavar="NAME",
       help="the anomaly score: 'val' (the one with the best validation AUROC at every evaluation, never "
-           f"the test set) or one of {', '.join(SCORES)}; default: the model's own (Skip-GANomaly's and "
-           "Skip-WGANomaly's: original)")
+           f"the test set) or one of {', '.join(SCORES)}; default: val when there is a validation split "
+           "(--val_ratio > 0), else (and with --original, or a --score_weight other than 0.9) the model's own: "
+           "Skip-GANomaly's and Skip-WGANomaly's original, GANomaly's latent")
     a("--score_weight", type=score_weight, default=0.9,
       help="the original score = w * image MSE + (1 - w) * feature MSE; 'val': choose w in 0, 0.05, ..., 1 "
            "by validation AUROC at every evaluation (never the test set)")

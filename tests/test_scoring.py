@@ -306,3 +306,19 @@ def test_a_model_that_cannot_measure_the_named_score_is_refused_in_one_line(tmp_
                         "--outf", "out"], tmp_path, check=False)
     assert result.returncode == 2 and "--score latent needs latent_mse" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model, flags, choice", [
+    ("w_skipganomaly", {}, "val"),  # a validation split with anomalies: chosen on it
+    ("ganomaly", {}, "val"),
+    ("w_skipganomaly", {"val_ratio": 0}, "original"),  # nothing to choose on: the model's own
+    ("ganomaly", {"val_ratio": 0}, "latent"),
+    ("skipganomaly", {"score_weight": "val"}, "original"),  # the original score's weighting asked for
+    ("skipganomaly", {"fixes": "default,-score_on_validation"}, "original"),
+    ("skipganomaly", {"fixes": "none", "val_ratio": 0}, "original"),  # --original
+    ("skipganomaly", {"score": "ssim"}, "ssim"),
+])
+def test_the_default_score_is_chosen_on_validation_wherever_there_is_a_validation_split(model, flags, choice):
+    from lib.models import MODELS
+    from tests.helpers import make_opt
+    assert MODELS[model](make_opt(model=model, **flags), torch.device("cpu")).score_choice == choice

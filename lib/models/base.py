@@ -55,8 +55,13 @@ class AnomalyModel(abc.ABC):
         self.choose_score_weight = getattr(opt, "score_weight", DEFAULT_WEIGHT) == "val"
         self.fixed_score_weight = DEFAULT_WEIGHT if self.choose_score_weight else float(opt.score_weight)
         self.scoring = Scoring(self.default_score, fit(self.default_score, {}, {}, weight=self.fixed_score_weight))
-        # --score: the trainer fits the named score (or, with 'val', chooses one) before each evaluation.
-        self.score_choice = getattr(opt, "score", None) or self.default_score
+        # --score: the trainer fits the named score (or, with 'val', chooses one) before each evaluation;
+        # unset, 'val' wherever there is a validation split to choose on (the score_on_validation fix),
+        # unless a --score_weight asks for the original score's weighting.
+        on_validation = (applies(opt, "score_on_validation") and applies(opt, "eval_mode_scoring")
+                         and getattr(opt, "val_ratio", 0) > 0
+                         and getattr(opt, "score_weight", DEFAULT_WEIGHT) == DEFAULT_WEIGHT)
+        self.score_choice = getattr(opt, "score", None) or ("val" if on_validation else self.default_score)
         for name in {self.scoring.name, self.score_choice} - {"val"}:
             missing = set(SCORES[name].needs) - self.measurements
             if missing:
