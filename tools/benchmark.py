@@ -8,7 +8,7 @@
 Prints one JSON object. Three paths can be measured:
 - `fast`: the models' default path (lib/models/base.py);
 - `plain`: the same models with `fast=False`, the straightforward reference;
-- `original`: the original implementation's work per step, re-created here from
+- `original`: the original implementation's work per step, re-created (tools/recreation.py) from
   its description: a generator pass; discriminator passes over x and G(x) for
   the discriminator update; fresh passes over G(x) and x (both recorded for
   autograd) for the generator update; for-loop Adam; evaluation in train mode.
@@ -30,105 +30,23 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from lib import fast as speed_layer, options
 from lib.data import batches, to_float
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.fast import hardware
-from lib.losses import contextual_loss, gradient_penalty, latent_loss
 from lib.models import MODELS
-from lib.networks import init_weights
 from lib.resources import check_fits
-from lib.scoring.functions import weighted
-from lib.scoring.measures import feature_mse, image_mse
+from tools.counters import flops, peak_memory, steps_per_cycle, sync, timed
+from tools.recreation import Original
 
 SIMD = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "neon", "sve"}
 
 PATHS = ("original", "plain", "fast")
 ROOT = Path(__file__).resolve().parent.parent  # where `python -m tools.benchmark` runs
-
-
-class Original:
-    """The original implementation's per-step work on a plain model's networks and optimisers."""
-
-    def __init__(self, model):
-        steps = {"skipganomaly": self._gan_step, "w_skipganomaly": self._wgan_step}
-        if model.name not in steps:
-            raise UserError(f"--model {model.name} with the original path: the original code has no model "
-                            f"{model.name}; benchmark --model skipganomaly or w_skipganomaly, or measure "
-                            "--path fast or plain without --compare")
-        self.model = model
-        self._update = steps[model.name]
-        self.step = 0
-
-    def train_step(self, images):
-        m = self.model
-        m.generator.train()
-        m.adversary.train()
-        self.step += 1
-        fake = m.generator(images)  # always recorded for autograd, as in the original
-        return self._update(m, images, fake)
-
-    def _gan_step(self, m, images, fake):
-        bce = F.binary_cross_entropy
-        prob_real, _ = m.adversary(images)
-        prob_fake_d, _ = m.adversary(fake.detach())
-        # update G on fresh passes over G(x) and x
-        prob_fake, features_fake = m.adversary(fake)
-        _, features_real = m.adversary(images)
-        loss_g = (m.w_adv * bce(prob_fake, torch.ones_like(prob_fake)) + m.w_con * contextual_loss(fake, images)
-                  + m.w_lat * latent_loss(features_real, features_fake))
-        m.optimizers["g"].zero_grad()
-        loss_g.backward()
-        m.optimizers["g"].step()
-        # update D on the first passes
-        loss_d = bce(prob_real, torch.ones_like(prob_real)) + bce(prob_fake_d, torch.zeros_like(prob_fake_d))
-        m.optimizers["d"].zero_grad()
-        loss_d.backward()
-        m.optimizers["d"].step()
-        if loss_d.item() < 1e-5:
-            init_weights(m.adversary)
-        return {"g": loss_g.item(), "d": loss_d.item()}
-
-    def _wgan_step(self, m, images, fake):
-        value_real, _ = m.adversary(images)
-        value_fake, _ = m.adversary(fake.detach())
-        loss_c = value_fake.mean() - value_real.mean()
-        if m.wgan == "gp":
-            loss_c = loss_c + m.lambda_gp * gradient_penalty(m.adversary, images, fake.detach())
-        m.optimizers["d"].zero_grad()
-        loss_c.backward()
-        m.optimizers["d"].step()
-        if m.wgan == "clip":
-            for p in m.adversary.parameters():
-                p.data.clamp_(-m.clip_value, m.clip_value)
-        losses = {"critic": loss_c.item()}
-        if self.step % m.n_critic == 0:
-            value_fake, features_fake = m.adversary(fake.detach())
-            _, features_real = m.adversary(images)
-            loss_g = (-m.w_adv * value_fake.mean() + m.w_con * contextual_loss(fake, images)
-                      + m.w_lat * latent_loss(features_real, features_fake))
-            m.optimizers["g"].zero_grad()
-            loss_g.backward()
-            m.optimizers["g"].step()
-            losses["g"] = loss_g.item()
-        return losses
-
-    @torch.no_grad()
-    def score(self, images):
-        m = self.model
-        m.generator.train()  # the original evaluated in training mode
-        m.adversary.train()
-        fake = m.generator(images)
-        _, features_real = m.adversary(images)
-        _, features_fake = m.adversary(fake)
-        return weighted(image_mse(images, fake), feature_mse(features_real, features_fake), m.score_weight)
 
 
 def build(path, args, device):
@@ -147,89 +65,6 @@ def build(path, args, device):
     return Original(model) if path == "original" else model
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class _GlobalOnly:
-    """Stands in for FlopCounterMode's module tracker, whose backward hooks break
-    torch.autograd.grad on leaf inputs (the gradient penalty); totals need no modules."""
-    parents = {"Global"}
-    is_bw = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def count_gflop(fn) -> float:
-    counter = FlopCounterMode(display=False)
-    counter.mod_tracker = _GlobalOnly()
-    with counter:
-        fn()
-    return counter.get_total_flops() / 1e9
-
-
-def steps_per_cycle(args) -> int:
-    return args.n_critic if args.model == "w_skipganomaly" else 1
-
-
-def flops(runner, data, args) -> dict:
-    """GFLOP per image, counted: a training step (averaged over a generator-update cycle) and an eval."""
-    cycle = steps_per_cycle(args)
-    per_step = [count_gflop(lambda i=i: runner.train_step(data[i % len(data)])) / args.batchsize
-                for i in range(cycle)]
-    out = {"train_step": sum(per_step) / cycle,
-           "eval": count_gflop(lambda: runner.score(data[0])) / args.batchsize}
-    if cycle > 1:
-        out["critic_only_step"], out["generator_step"] = min(per_step), max(per_step)
-    return {k: float(f"{v:.4g}") for k, v in out.items()}
-
-
-def timed(fn, device) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of fn()."""
-    sync(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    sync(device)
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def _status_mb(field: str) -> float:
-    """A memory line of /proc/self/status (Linux), in MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def peak_memory(runner, data, args, device) -> dict:
-    """Peak memory of training steps and an eval, beyond what the process held before them."""
-    steps = max(steps_per_cycle(args), 2)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        for i in range(steps):
-            runner.train_step(data[i % len(data)])
-        runner.score(data[0])
-        peak = torch.cuda.max_memory_allocated(device)
-        return {"peak_mem_mb": round(peak / 2**20, 1), "peak_mem_delta_mb": round((peak - base) / 2**20, 1),
-                "peak_mem_method": "torch.cuda.max_memory_allocated"}
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets the peak (VmHWM) to the current RSS
-    base = _status_mb("VmHWM")  # read after the reset, so the peak can never be below it
-    for i in range(steps):
-        runner.train_step(data[i % len(data)])
-    runner.score(data[0])
-    # The kernel's RSS counters are approximate (per-thread caches), so a flat peak can read a
-    # fraction of a MB below its base: floor it at zero.
-    return {"peak_mem_mb": round(max(_status_mb("VmHWM") - base, 0.0), 1),
-            "peak_mem_method": "peak RSS (VmHWM, reset through /proc/self/clear_refs) minus RSS before the "
-                               "first training step, in a fresh process"}
 
 
 def memory_in_fresh_process(path, argv) -> dict:
