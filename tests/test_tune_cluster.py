@@ -26,20 +26,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the node's whole process group (raylet, GCS, workers), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to each node's whole process group (raylet, GCS, workers) at once, then SIGKILL to
+    what is left after a few seconds (`ray start --block` can take 20 s to end on SIGTERM)."""
+    def signal_all(sig):
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+    signal_all(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(0.2)
+    signal_all(signal.SIGKILL)  # the groups' other processes too, even where `ray start` has ended
+    for proc in procs:
+        proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -72,8 +74,7 @@ def cluster(tmp_path):
         wait_for_nodes(address, env, 2, nodes, logs)
         yield address, env
     finally:
-        for proc in reversed(nodes):
-            stop(proc)
+        stop(nodes)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
