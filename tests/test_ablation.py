@@ -129,3 +129,22 @@ def test_eval_mode_scores_the_weights_as_training_left_them_whatever_way_the_run
     for a, b in zip(train_mode, eval_mode):
         assert a["test_train_ordered"] == b["test_train_ordered"]
     assert train_mode[-1]["test_train_shuffled"] == eval_mode[-1]["test_train_shuffled"]
+
+
+def test_the_bf16_table_pairs_each_bf16_run_with_its_fp32_twin_of_the_same_seed(tmp_path, monkeypatch):
+    from experiments import bf16_check
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path / "ablation")
+    monkeypatch.setattr(bf16_check, "RESULTS", tmp_path / "ablation")
+    monkeypatch.setattr(bf16_check, "RUNS", tmp_path / "bf16" / "runs")
+
+    def write(path, val, test):  # one epoch, scored in eval mode
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"epochs": [{"epoch": 1, "val_eval": val, "test_eval": test}], "seconds": 10}))
+
+    for seed, (fp32, bf16) in enumerate([(0.6, 0.62), (0.7, 0.69)]):
+        write(ablation.run_file("skipganomaly", "our default", "Bag", seed), 0.5, fp32)
+        write(bf16_check.bf16_file("skipganomaly", "Bag", seed), 0.5, bf16)
+    write(ablation.run_file("skipganomaly", "our default", "Bag", 2), 0.5, 0.9)  # no bf16 twin: left out
+    text = bf16_check.table()
+    assert "| Skip-GANomaly | Bag | 2 | 0.650 ± 0.071 | 0.655 ± 0.049 | 0.005 ± 0.021 |" in text
+    assert "| **Skip-GANomaly** | all | 2 runs |" in text and "Skip-WGANomaly" not in text
