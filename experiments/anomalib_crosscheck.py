@@ -1,7 +1,7 @@
 """GANomaly here against anomalib's, on identical Fashion-MNIST data: test AUROC of the last epoch.
 
     python -m experiments.anomalib_crosscheck --anomalib-python /work/anomalib-venv/bin/python \\
-        --classes "T-shirt/top,Bag" --train_images 12000 --niter 1 --seed 0 \\
+        --classes "T-shirt/top,Bag" --train_images 12000 --niter 1 --seeds 0,1,2 \\
         --out results/anomalib_crosscheck/
 
 anomalib is never a dependency of this project: its Ganomaly runs in an environment of its own,
@@ -15,6 +15,7 @@ table is written to OUT/table.md.
 """
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,17 +48,22 @@ def run_anomalib(python: Path, data: Path, settings: dict, log: Path, threads: i
         return json.loads(out.read_text())
 
 
+def result_path(out: Path, data: Path, system: str, seed: int) -> Path:
+    """Seed 0's runs keep the place they had before there were several seeds."""
+    return out / "results" / data.name / (f"seed{seed}" if seed else "") / f"{system}.json"
+
+
 def one_result(out: Path, python: Path, data: Path, abnormal: str, system: str, settings: dict, threads: int) -> dict:
-    path = out / "results" / data.name / f"{system}.json"
+    path = result_path(out, data, system, settings["seed"])
     if path.is_file():
         result = json.loads(path.read_text())
         if result.get("settings") != settings:
             raise UserError(f"{shown(path)} was made with other settings "
                             f"({differences(result.get('settings'), settings)}); choose another --out or delete it")
         return result
-    print(f"[{time.strftime('%H:%M:%S')}] {abnormal} | {system} ...", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {abnormal} | {system} | seed {settings['seed']} ...", flush=True)
     start = time.time()
-    log = out / "logs" / data.name / f"{system}.log"
+    log = out / "logs" / data.name / f"{system}_seed{settings['seed']}.log"
     if system == "anomalib":
         result = run_anomalib(python, data, settings, log, threads)
     else:
@@ -71,18 +77,28 @@ def one_result(out: Path, python: Path, data: Path, abnormal: str, system: str, 
     return result
 
 
-def table(results: dict, classes: list[str], settings: dict) -> str:
+def table(results: dict, classes: list[str], seeds: list[int], settings: dict) -> str:
+    """Per class: each system's AUROC per seed and its mean ± sd, and ours minus anomalib's."""
+    def mean_sd(values):
+        return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1
+                else f"{values[0]:.4f}")
+
     lines = ["# GANomaly here and in anomalib, on identical Fashion-MNIST data", "",
              f"{settings['train_images']} normal training images (seeded sample, data seed {settings['data_seed']}), "
              f"{settings['niter']} epoch(s), batch {settings['batchsize']}, {settings['isize']}x{settings['isize']}, "
-             f"ngf {settings['ngf'] or 64}, nz {settings['nz'] or 100}, seed {settings['seed']}; test AUROC of the "
-             "last epoch.", "", "| abnormal class | ours | anomalib |", "|---|---|---|"]
+             f"ngf {settings['ngf'] or 64}, nz {settings['nz'] or 100}, seeds {', '.join(map(str, seeds))}; test "
+             "AUROC of the last epoch.", "",
+             "| abnormal class | ours, per seed | anomalib, per seed | ours | anomalib | ours − anomalib |",
+             "|---|---|---|---|---|---|"]
     for abnormal in classes:
-        cells = [f"{results[(abnormal, s)]['auroc']:.4f}" for s in SYSTEMS]
-        lines.append(f"| {abnormal} | " + " | ".join(cells) + " |")
-    versions = sorted({r.get("anomalib", "") for (_, s), r in results.items() if s == "anomalib"})
+        per = {s: [results[(abnormal, s, seed)]["auroc"] for seed in seeds] for s in SYSTEMS}
+        gaps = [a - b for a, b in zip(per["ours"], per["anomalib"])]
+        lines.append(f"| {abnormal} | " + " | ".join(", ".join(f"{v:.4f}" for v in per[s]) for s in SYSTEMS)
+                     + f" | {mean_sd(per['ours'])} | {mean_sd(per['anomalib'])} | {mean_sd(gaps)} |")
+    versions = sorted({r.get("anomalib", "") for (_, s, _), r in results.items() if s == "anomalib"})
     lines += ["", f"- anomalib {', '.join(versions)}, its `Ganomaly` as it ships (image size and widths set).",
-              "- ours: `train.py --model ganomaly --val_ratio 0` (its defaults)."]
+              "- ours: `train.py --model ganomaly --val_ratio 0` (its defaults).",
+              "- A gap is beyond seed noise when it is several times the spread of either system over the seeds."]
     return "\n".join(lines) + "\n"
 
 
@@ -94,7 +110,7 @@ def main(argv) -> None:
     p.add_argument("--test_images", type=int, default=0, help="0: the whole test set; N: a seeded sample of N")
     p.add_argument("--data_seed", type=int, default=0)
     p.add_argument("--niter", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="training seeds, comma-separated (each one a run of both systems)")
     p.add_argument("--batchsize", type=int, default=64)
     p.add_argument("--isize", type=int, default=32)
     p.add_argument("--ngf", type=int, default=None, help="generator width for both (default: 64)")
@@ -112,16 +128,24 @@ def main(argv) -> None:
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be positive (got {getattr(args, name)})")
     # ndf follows ngf: anomalib's discriminator has the generator's width (n_features).
-    settings = {name: getattr(args, name) for name in ("train_images", "test_images", "data_seed", "niter", "seed",
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise UserError(f"--seeds {args.seeds!r}: give whole numbers from 0, separated by commas")
+    settings = {name: getattr(args, name) for name in ("train_images", "test_images", "data_seed", "niter",
                                                        "batchsize", "isize", "ngf", "nz")}
     settings["ndf"] = args.ngf
     out = Path(args.out)
     results = {}
-    for abnormal in classes:
-        data = prepare_data(out / "data", abnormal, settings)
-        for system in SYSTEMS:
-            results[(abnormal, system)] = one_result(out, python, data, abnormal, system, settings, args.threads)
-    text = table(results, classes, settings)
+    for seed in seeds:  # seed by seed: an interrupted check has whole seeds
+        for abnormal in classes:
+            data = prepare_data(out / "data", abnormal, {**settings, "seed": seed})
+            for system in SYSTEMS:
+                results[(abnormal, system, seed)] = one_result(out, python, data, abnormal, system,
+                                                               {**settings, "seed": seed}, args.threads)
+    text = table(results, classes, seeds, settings)
     write_text(out / "table.md", text)
     print(text, end="")
 

@@ -43,3 +43,20 @@ def test_both_ganomalies_train_on_the_same_folder_and_reach_the_table(tmp_path, 
     capsys.readouterr()
     assert run_cli(anomalib_crosscheck.main, args) in (0, None)  # both runs reused: nothing trains again
     assert "..." not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("seeds", ["1,x", "-1", ","])
+def test_bad_seeds_get_one_line(tmp_path, capsys, seeds):
+    with pytest.raises(SystemExit) as stop:
+        run_cli(anomalib_crosscheck.main, ["--anomalib-python", "/bin/sh", "--seeds", seeds, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: --seeds") and err.count("\n") == 1
+
+
+def test_the_table_gives_each_seed_and_the_gap_between_the_systems():
+    results = {("Bag", system, seed): {"auroc": value, "anomalib": "2.7.0"}
+               for (system, seed), value in {("ours", 0): 0.9, ("ours", 1): 0.8, ("anomalib", 0): 0.8,
+                                             ("anomalib", 1): 0.8}.items()}
+    settings = {"train_images": 10, "data_seed": 0, "niter": 1, "batchsize": 8, "isize": 32, "ngf": None, "nz": None}
+    text = anomalib_crosscheck.table(results, ["Bag"], [0, 1], settings)
+    assert "| Bag | 0.9000, 0.8000 | 0.8000, 0.8000 | 0.8500 ± 0.0707 | 0.8000 ± 0.0000 | 0.0500 ± 0.0707 |" in text
