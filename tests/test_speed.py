@@ -246,3 +246,13 @@ def test_amp_and_no_amp_override_the_machine_and_cuda_defaults_to_bf16(flags, de
     speed = speed_layer.settings(make_opt(**flags), torch.device(device))
     assert (speed.amp, speed.why[0]) == (amp, why)
     assert not speed.matmul or device == "cpu"
+
+
+def test_a_probe_that_fails_leaves_the_plain_kernels_and_says_why(monkeypatch, fresh_probes):
+    def broken(step, repeats=hardware.PROBE_REPEATS):
+        raise RuntimeError("no bf16 kernel here\nmore")
+    monkeypatch.setattr(hardware, "_seconds", broken)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert hardware.cpu_bf16() == hardware.Choice(False, "fp32: the bf16 probe failed (no bf16 kernel here)")
+    assert hardware.cpu_matmul_convolutions(False) == hardware.Choice(
+        False, "convolution kernels: the probe failed (no bf16 kernel here)")

@@ -91,7 +91,10 @@ def cpu_bf16() -> Choice:
     torch.manual_seed(0)
     conv = nn.Conv2d(64, 128, 4, 2, 1, bias=False).to(memory_format=torch.channels_last)
     x = torch.randn(32, 64, 16, 16).to(memory_format=torch.channels_last)
-    fp32, bf16 = (_seconds(_conv_step(conv, x, on)) for on in (False, True))
+    try:
+        fp32, bf16 = (_seconds(_conv_step(conv, x, on)) for on in (False, True))
+    except RuntimeError as err:  # a torch build without CPU bf16 kernels: fp32, and say why
+        return Choice(False, f"fp32: the bf16 probe failed ({str(err).splitlines()[0][:80]})")
     # The reasons name no timing: opt.txt stays the same from run to run on one machine.
     if bf16 < fp32:
         return Choice(True, f"bf16: native ({', '.join(native)}) and faster than fp32 in this machine's probe")
@@ -111,7 +114,10 @@ def cpu_matmul_convolutions(bf16: bool) -> Choice:
     torch.manual_seed(0)
     plain, matmul = pair(), use_matmul_convolutions(pair())
     x = torch.randn(16, 128, 2, 2).to(memory_format=torch.channels_last)
-    kernels, products = (_seconds(_conv_step(net, x, bf16)) for net in (plain, matmul))
+    try:
+        kernels, products = (_seconds(_conv_step(net, x, bf16)) for net in (plain, matmul))
+    except RuntimeError as err:
+        return Choice(False, f"convolution kernels: the probe failed ({str(err).splitlines()[0][:80]})")
     if products < kernels:
         return Choice(True, "matrix products for the innermost layers: faster than the convolution kernels "
                             "in this machine's probe")
