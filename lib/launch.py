@@ -20,6 +20,18 @@ PEER_LOST = 3
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}
 
 
+def processes_for(opt, ngpu_given: bool, cuda: bool) -> int:
+    """How many processes a run trains in: --ngpu, or one per GPU that --gpu_ids names (the
+    original put those in DataParallel) where CUDA is there to use them; a UserError when the two
+    disagree."""
+    ids = [i for i in str(opt.gpu_ids).replace(" ", "").split(",") if i]
+    named = len(ids) if opt.device == "gpu" and cuda and ids and int(ids[0]) >= 0 else 1
+    if named > 1 and ngpu_given and opt.ngpu != named:
+        raise UserError(f"--gpu_ids {opt.gpu_ids} names {named} GPUs and --ngpu {opt.ngpu} asks for {opt.ngpu} "
+                        f"processes: one process trains on each GPU named; drop --ngpu, or name {opt.ngpu} GPUs")
+    return opt.ngpu if ngpu_given or named == 1 else named
+
+
 def check_processes(opt) -> None:
     """A UserError, before anything starts, for --ngpu this machine or --batchsize cannot take."""
     import torch

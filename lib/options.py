@@ -75,7 +75,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--model", default="skipganomaly", choices=tuple(MODELS), help="model to train")
     # Hardware
     a("--device", default="gpu", choices=("gpu", "cpu"), help="gpu falls back to cpu without CUDA")
-    a("--gpu_ids", default="0", help="gpu ids, e.g. 0 or 0,1; -1 for CPU")
+    a("--gpu_ids", default="0", help="gpu ids, e.g. 0 or 0,1 (several: one training process on each, as --ngpu); "
+      "-1 for CPU")
     a("--ngpu", type=int, default=1, help="number of GPUs per run (more than 1: one process each, started by "
       "torchrun; README: Several GPUs)")
     a("--fast", action=argparse.BooleanOptionalAction, default=True,

@@ -198,3 +198,30 @@ def test_the_same_ngpu_command_twice_is_refused_in_one_line_and_the_first_run_st
     assert len(lines) == 1 and "already holds a run" in lines[0], again.stderr[-2000:]
     assert (tmp_path / "out" / RUN / "metrics.csv").read_bytes() == metrics
 
+
+
+@pytest.mark.parametrize("flags, ngpu_given, cuda, processes", [
+    ({"gpu_ids": "0,1"}, False, True, 2),  # one process per GPU named, as the original's DataParallel used them
+    ({"gpu_ids": "0,1"}, False, False, 1),  # no CUDA: one process on the CPU, with train.py's notice
+    ({"gpu_ids": "0,1", "device": "cpu"}, False, True, 1),
+    ({"gpu_ids": "0", "ngpu": 2}, True, True, 2),  # GPUs 0 and 1
+    ({"gpu_ids": "2,3", "ngpu": 2}, True, True, 2),
+    ({"ngpu": 2, "device": "cpu"}, True, False, 2),  # two CPU processes
+])
+def test_gpu_ids_naming_several_gpus_train_in_a_process_on_each(flags, ngpu_given, cuda, processes):
+    import argparse
+
+    from lib import options
+    from lib.launch import processes_for
+    assert processes_for(argparse.Namespace(**{**options.defaults(), **flags}), ngpu_given, cuda) == processes
+
+
+def test_gpu_ids_and_ngpu_that_disagree_are_refused_in_one_line():
+    import argparse
+
+    from lib import options
+    from lib.errors import UserError
+    from lib.launch import processes_for
+    opt = argparse.Namespace(**{**options.defaults(), "gpu_ids": "0,1", "ngpu": 3})
+    with pytest.raises(UserError, match="--gpu_ids 0,1 names 2 GPUs and --ngpu 3 asks for 3 processes"):
+        processes_for(opt, True, True)

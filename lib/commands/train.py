@@ -63,10 +63,15 @@ def main(argv):
     folder = resume_folder(opt, ckpt, explicit) if opt.resume else run_dir(opt)
     from lib import distributed
     context = distributed.Context.from_env()  # under torchrun: rank 0 alone writes and prints
-    if opt.ngpu > 1 and not context.active:
-        from lib.launch import check_processes, launch
-        check_processes(opt)
-        return launch(argv, opt.ngpu, folder)
+    if not context.active:
+        import torch
+
+        from lib.launch import check_processes, launch, processes_for
+        processes = processes_for(opt, "ngpu" in explicit, torch.cuda.is_available())
+        if processes > 1:
+            opt.ngpu = processes
+            check_processes(opt)
+            return launch([*argv, "--ngpu", str(processes)] if "ngpu" not in explicit else argv, processes, folder)
     histogram = HistogramCopy(folder / "histogram.csv") if context.writes else None
     trainer = build_trainer(opt, options.defaults(), ckpt, on_epoch=histogram and histogram.after_epoch,
                             folder=folder, overwrite=opt.overwrite)
