@@ -125,7 +125,7 @@ def run_original(original_code: Path, data: Path, model: str, settings: dict, lo
 
 
 def run_ours(out: Path, data: Path, model: str, system: str, settings: dict, log: Path, env: dict) -> dict:
-    name = f"{data.name}/{model}/{system}"
+    name = f"{data.name}/{model}/{system}/seed{settings['seed']}"  # seeds can run side by side
     command = [sys.executable, str(ROOT / "train.py"), "--dataset", data.name, "--dataroot", str(data.parent.resolve()),
                "--model", model, "--niter", str(settings["niter"]), "--batchsize", str(settings["batchsize"]),
                "--isize", str(settings["isize"]), "--manualseed", str(settings["seed"]), "--device", "cpu",
