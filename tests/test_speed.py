@@ -243,7 +243,7 @@ def test_the_probes_run_for_real_and_each_choice_says_why(fresh_probes):
     ({"fast": False, "amp": True}, "cpu", False, "fp32: --no-fast"),
 ])
 def test_amp_and_no_amp_override_the_machine_and_cuda_defaults_to_bf16(flags, device, amp, why):
-    speed = speed_layer.settings(make_opt(**flags), torch.device(device))
+    speed = speed_layer.settings(make_opt(**flags), torch.device(device))  # a model measured safe in bf16
     assert (speed.amp, speed.why[0]) == (amp, why)
     assert not speed.matmul or device == "cpu"
 
@@ -256,3 +256,14 @@ def test_a_probe_that_fails_leaves_the_plain_kernels_and_says_why(monkeypatch, f
     assert hardware.cpu_bf16() == hardware.Choice(False, "fp32: the bf16 probe failed (no bf16 kernel here)")
     assert hardware.cpu_matmul_convolutions(False) == hardware.Choice(
         False, "convolution kernels: the probe failed (no bf16 kernel here)")
+
+
+def test_bf16_is_a_default_only_for_a_model_whose_auroc_it_was_measured_to_keep(monkeypatch, fresh_probes):
+    assert speed_layer.settings(make_opt(), torch.device("cuda"), bf16_safe=False).why[0] == (
+        "fp32: CUDA favours bf16, but it is not measured to keep this model's AUROC (docs/benchmarks.md); "
+        "--amp turns it on")
+    assert speed_layer.settings(make_opt(amp=True), torch.device("cuda"), bf16_safe=False).amp
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    probe_times(monkeypatch, 2.0, 1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 2.0)  # bf16 faster; then each model's matmul probe
+    assert not MODELS["skipganomaly"](make_opt(), torch.device("cpu")).speed.amp  # bf16 cost it 0.03 AUROC
+    assert MODELS["w_skipganomaly"](make_opt(model="w_skipganomaly"), torch.device("cpu")).speed.amp

@@ -57,9 +57,10 @@ class Speed:
             group["foreach"] = None
 
 
-def settings(opt, device: torch.device, fast=None, amp=None, compile=None) -> Speed:
+def settings(opt, device: torch.device, fast=None, amp=None, compile=None, bf16_safe: bool = True) -> Speed:
     """The `Speed` for `device`: arguments first, then the options, then what the machine does
-    fastest (fast on; amp on with CUDA, on a CPU where `hardware` finds bf16 native and faster;
+    fastest (fast on; amp on with CUDA, on a CPU where `hardware` finds bf16 native and faster,
+    but only for a model whose detection bf16 was measured not to cost (`bf16_safe`);
     matrix-product convolutions where `hardware` finds them faster; compile off)."""
     def pick(name, value):
         return value if value is not None else getattr(opt, name, None)
@@ -71,10 +72,12 @@ def settings(opt, device: torch.device, fast=None, amp=None, compile=None) -> Sp
         amp_choice = hardware.Choice(False, "fp32: --no-fast")
     elif amp is not None:
         amp_choice = hardware.Choice(bool(amp), f"{'bf16' if amp else 'fp32'}: --{'' if amp else 'no-'}amp")
-    elif device.type == "cuda":
-        amp_choice = hardware.Choice(True, "bf16: CUDA")
     else:
-        amp_choice = hardware.cpu_bf16()
+        amp_choice = hardware.Choice(True, "bf16: CUDA") if device.type == "cuda" else hardware.cpu_bf16()
+        if amp_choice.on and not bf16_safe:
+            amp_choice = hardware.Choice(False, f"fp32: {'CUDA' if device.type == 'cuda' else 'this CPU'} favours "
+                                                "bf16, but it is not measured to keep this model's AUROC "
+                                                "(docs/benchmarks.md); --amp turns it on")
     matmul = (hardware.cpu_matmul_convolutions(amp_choice.on) if fast and device.type == "cpu"
               else hardware.Choice(False, "convolution kernels" + (": --no-fast" if not fast else "")))
     return Speed(fast=fast, amp=amp_choice.on, compiled=bool(pick("compile", compile)), device_type=device.type,

@@ -39,6 +39,9 @@ class AnomalyModel(abc.ABC):
     # The measurements `outputs` can make (lib/scoring/measures.py): the scores this model can use.
     measurements: frozenset[str] = frozenset()
     default_score = "original"  # the score function (lib/scoring/functions.py) unless told otherwise
+    # Whether bf16 autocast may be a default where the hardware favours it: only once the model's
+    # AUROC with it was measured within seed noise of fp32's (docs/benchmarks.md, bf16 and detection).
+    bf16_measured_safe = False
 
     def __init__(self, opt, device, fast: bool | None = None, amp: bool | None = None, compile: bool | None = None):
         """`fast`, `amp` and `compile` default to the options' values (see lib.fast.settings)."""
@@ -46,7 +49,7 @@ class AnomalyModel(abc.ABC):
         self.networks: dict[str, nn.Module] = dict(self.build_networks(opt))
         for net in self.networks.values():
             net.to(self.device)
-        self.speed = speed_layer.settings(opt, self.device, fast, amp, compile)
+        self.speed = speed_layer.settings(opt, self.device, fast, amp, compile, bf16_safe=self.bf16_measured_safe)
         self.optimizers: dict[str, torch.optim.Optimizer] = speed_layer.accelerate(
             self.speed, self.networks, dict(self.build_optimizers(opt)), self.compiles)
         self.step = 0  # training steps taken; survives resume (a critic's schedule depends on it)
