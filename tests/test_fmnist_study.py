@@ -12,7 +12,7 @@ from tests.helpers import ROOT, read_csv, tiny, tool
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 # A budget for the study: TINY's networks for one epoch; the study sets the dataset, classes and seeds.
 BUDGET = [*tiny(dataset=None, abnormal_class=None, manualseed=None, print_freq=None, save_image_freq=None,
-                batchsize=512), "--niter", "1", "--dataroot", str(FASHION)]
+                batchsize=512), "--niter", "1", "--dataroot", str(FASHION), *fmnist_setup.STUDY_FIXES]
 
 
 def test_the_study_page_is_exactly_what_the_committed_result_files_give(tmp_path):
