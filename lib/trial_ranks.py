@@ -72,8 +72,9 @@ def ranks(processes: int, payload: tuple):
         os.environ.update(shared, RANK="0", LOCAL_RANK="0")
         torch.set_num_threads(threads)
         yield
-        for proc in started:  # the same epochs as rank 0: they end on their own
-            proc.wait(timeout=STOP_WAIT_S)
+        for proc in started:  # the same epochs as rank 0: they end on their own (else are stopped below;
+            with contextlib.suppress(subprocess.TimeoutExpired):  # the trial's results are rank 0's, complete)
+                proc.wait(timeout=STOP_WAIT_S)
     finally:
         torch.set_num_threads(threads_before)
         for name, value in saved.items():
