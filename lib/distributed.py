@@ -53,6 +53,14 @@ def start(context: Context, device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
+def check_batch_splits(batchsize, processes: int) -> None:
+    """A UserError for a global batch that `processes` cannot share equally."""
+    from lib.errors import UserError
+    if int(batchsize) % processes:
+        raise UserError(f"--batchsize {batchsize} does not split into {processes} processes: give a multiple of "
+                        f"{processes} (it is the global batch; each process takes its share)")
+
+
 def share(indices: torch.Tensor, context: Context) -> torch.Tensor:
     """This process's part of a global batch: equal contiguous parts, in the global batch's order."""
     if not context.active:

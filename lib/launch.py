@@ -40,9 +40,8 @@ def check_processes(opt) -> None:
     if opt.ngpu > have:
         what = f"{have} GPU(s)" if gpu else f"{have} CPU core(s) and no GPU in use (one process per core at most)"
         raise UserError(f"--ngpu {opt.ngpu}: this machine has {what}; give --ngpu {have} or fewer")
-    if opt.batchsize % opt.ngpu:
-        raise UserError(f"--batchsize {opt.batchsize} does not split into {opt.ngpu} processes: give a multiple of "
-                        f"{opt.ngpu} (it is the global batch; each process takes its share)")
+    from lib.distributed import check_batch_splits
+    check_batch_splits(opt.batchsize, opt.ngpu)
 
 
 def launch(argv: list[str], processes: int, folder: Path) -> int:

@@ -206,9 +206,7 @@ def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print, fold
         raise UserError(f"--batchsize {opt.batchsize} is larger than the {len(split.train)} training images "
                         "and --droplast drops every batch: lower --batchsize or pass --no-droplast")
     check_generator_updates(opt, len(split.train))
-    if opt.batchsize % context.world:
-        raise UserError(f"--batchsize {opt.batchsize} does not split into {context.world} processes: give a "
-                        f"multiple of {context.world} (it is the global batch; each process takes its share)")
+    distributed.check_batch_splits(opt.batchsize, context.world)
     model = build_model(opt, device)
     trainer = Trainer(opt, model, split, device, folder,
                       make_visualizer(opt, opt.name, log=log) if context.writes else NullVisualizer(),

@@ -318,10 +318,9 @@ def check_processes_per_trial(args, given: set, opt, space: dict) -> None:
     if not applies(opt, "eval_mode_scoring"):
         raise UserError(f"--ngpu {n} with the original's training-mode scoring: rank 0 scores alone; "
                         "drop --original (or keep the eval_mode_scoring fix), or train each trial in one process")
+    from lib.distributed import check_batch_splits
     for size in (values_of(space, "batchsize") if "batchsize" in space else [opt.batchsize]):
-        if int(size) % n:
-            raise UserError(f"--batchsize {size} does not split into {n} processes: give multiples of {n} (it is "
-                            "the global batch; each process takes its share)")
+        check_batch_splits(size, n)
     if "cpus_per_trial" not in given:
         args.cpus_per_trial = max(args.cpus_per_trial, n)
     elif opt.device == "cpu" and args.cpus_per_trial < n:
