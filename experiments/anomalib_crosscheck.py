@@ -12,6 +12,10 @@ image of the abnormal class), train --niter epochs at the same batch size, image
 from the same seed, and report the test AUROC of their last epoch; ours with --val_ratio 0, so
 both test on the whole test set. Every finished run is kept in OUT/results/ and reused, and the
 table is written to OUT/table.md.
+
+--undo adds runs of anomalib's model with one of its differences from the paper undone each
+(tools/anomalib_runner.py's UNDO; `all` undoes every one at once), to attribute a gap between the
+two; their table, with ours and anomalib as it ships beside them, goes to OUT/undo.md instead.
 """
 import json
 import os
@@ -32,8 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ("ours", "anomalib")
 
 
-def run_anomalib(python: Path, data: Path, settings: dict, log: Path, threads: int) -> dict:
-    args = ["--data", str(data.resolve()), "--isize", str(settings["isize"]), "--batchsize", str(settings["batchsize"]),
+def run_anomalib(python: Path, data: Path, settings: dict, log: Path, threads: int, undo: str = "") -> dict:
+    args = [*(["--undo", undo] if undo else []),
+            "--data", str(data.resolve()), "--isize", str(settings["isize"]), "--batchsize", str(settings["batchsize"]),
             "--niter", str(settings["niter"]), "--seed", str(settings["seed"]), "--threads", str(threads),
             *[item for name in ("ngf", "nz") if settings[name] for item in (f"--{name}", str(settings[name]))]]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +55,12 @@ def run_anomalib(python: Path, data: Path, settings: dict, log: Path, threads: i
 
 def result_path(out: Path, data: Path, system: str, seed: int) -> Path:
     """Seed 0's runs keep the place they had before there were several seeds."""
-    return out / "results" / data.name / (f"seed{seed}" if seed else "") / f"{system}.json"
+    return out / "results" / data.name / (f"seed{seed}" if seed else "") / f"{system.replace(' ', '_')}.json"
+
+
+def undo_system(name: str) -> str:
+    """The system name of anomalib's model with `name` (one of its differences, or all) undone."""
+    return f"anomalib undo {name}"
 
 
 def one_result(out: Path, python: Path, data: Path, abnormal: str, system: str, settings: dict, threads: int) -> dict:
@@ -63,9 +73,10 @@ def one_result(out: Path, python: Path, data: Path, abnormal: str, system: str, 
         return result
     print(f"[{time.strftime('%H:%M:%S')}] {abnormal} | {system} | seed {settings['seed']} ...", flush=True)
     start = time.time()
-    log = out / "logs" / data.name / f"{system}_seed{settings['seed']}.log"
-    if system == "anomalib":
-        result = run_anomalib(python, data, settings, log, threads)
+    log = out / "logs" / data.name / f"{system.replace(' ', '_')}_seed{settings['seed']}.log"
+    if system.startswith("anomalib"):
+        undo = system.removeprefix("anomalib").removeprefix(" undo ")
+        result = run_anomalib(python, data, settings, log, threads, undo)
     else:
         env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
         result = run_ours(out, data, "ganomaly", system, settings, log, env)
@@ -77,17 +88,20 @@ def one_result(out: Path, python: Path, data: Path, abnormal: str, system: str, 
     return result
 
 
-def table(results: dict, classes: list[str], seeds: list[int], settings: dict) -> str:
-    """Per class: each system's AUROC per seed and its mean ± sd, and ours minus anomalib's."""
-    def mean_sd(values):
-        return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1
-                else f"{values[0]:.4f}")
+def mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
-    lines = ["# GANomaly here and in anomalib, on identical Fashion-MNIST data", "",
-             f"{settings['train_images']} normal training images (seeded sample, data seed {settings['data_seed']}), "
+
+def describe(settings: dict, seeds: list[int]) -> str:
+    return (f"{settings['train_images']} normal training images (seeded sample, data seed {settings['data_seed']}), "
              f"{settings['niter']} epoch(s), batch {settings['batchsize']}, {settings['isize']}x{settings['isize']}, "
              f"ngf {settings['ngf'] or 64}, nz {settings['nz'] or 100}, seeds {', '.join(map(str, seeds))}; test "
-             "AUROC of the last epoch.", "",
+             "AUROC of the last epoch.")
+
+
+def table(results: dict, classes: list[str], seeds: list[int], settings: dict) -> str:
+    """Per class: each system's AUROC per seed and its mean ± sd, and ours minus anomalib's."""
+    lines = ["# GANomaly here and in anomalib, on identical Fashion-MNIST data", "", describe(settings, seeds), "",
              "| abnormal class | ours, per seed | anomalib, per seed | ours | anomalib | ours − anomalib |",
              "|---|---|---|---|---|---|"]
     for abnormal in classes:
@@ -100,6 +114,39 @@ def table(results: dict, classes: list[str], seeds: list[int], settings: dict) -
               "- ours: `train.py --model ganomaly --val_ratio 0` (its defaults).",
               "- A gap is beyond seed noise when it is several times the spread of either system over the seeds."]
     return "\n".join(lines) + "\n"
+
+
+def undo_table(results: dict, classes: list[str], seeds: list[int], settings: dict, undone: list[str],
+               meanings: dict) -> str:
+    """Per class and system: the AUROC per seed, its mean ± sd, and per seed its change from anomalib as it
+    ships and what is left of the gap to ours."""
+    lines = ["# anomalib's GANomaly with its differences from the paper undone", "", describe(settings, seeds), "",
+             "| abnormal class | system | per seed | mean ± sd | − anomalib as it ships | ours − it |",
+             "|---|---|---|---|---|---|"]
+    for abnormal in classes:
+        shipped = [results[(abnormal, "anomalib", seed)]["auroc"] for seed in seeds]
+        ours = [results[(abnormal, "ours", seed)]["auroc"] for seed in seeds]
+        for system in ("ours", "anomalib", *map(undo_system, undone)):
+            values = [results[(abnormal, system, seed)]["auroc"] for seed in seeds]
+            lines.append(f"| {abnormal} | {system} | {', '.join(f'{v:.4f}' for v in values)} | {mean_sd(values)} | "
+                         f"{mean_sd([v - s for v, s in zip(values, shipped)])} | "
+                         f"{mean_sd([o - v for o, v in zip(ours, values)])} |")
+    lines += ["", "Differences, as `tools/anomalib_runner.py --undo` undoes them:", ""]
+    lines += [f"- `{name}`: {meanings[name]}" for name in undone if name != "all"]
+    if "all" in undone:
+        lines.append("- `all`: every one of them at once")
+    lines.append("- Changes and gaps are paired by seed (the same data and seed), mean ± sd over the seeds.")
+    return "\n".join(lines) + "\n"
+
+
+def runner_undo_names() -> dict:
+    """tools/anomalib_runner.py's UNDO, read from its source: this environment has no anomalib to import it with."""
+    import ast
+    tree = ast.parse((ROOT / "tools" / "anomalib_runner.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "UNDO":
+            return ast.literal_eval(node.value)
+    raise AssertionError("tools/anomalib_runner.py has no UNDO")
 
 
 def main(argv) -> None:
@@ -116,6 +163,8 @@ def main(argv) -> None:
     p.add_argument("--ngf", type=int, default=None, help="generator width for both (default: 64)")
     p.add_argument("--nz", type=int, default=None, help="code size for both (default: 100)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run (0: torch's choice)")
+    p.add_argument("--undo", default="", help="also run anomalib's model with each of these differences undone, "
+                   "comma-separated (all: every one at once); the table goes to OUT/undo.md")
     p.add_argument("--out", default="results/anomalib_crosscheck")
     args = p.parse_args(argv)
     python = Path(args.anomalib_python)
@@ -134,6 +183,12 @@ def main(argv) -> None:
         raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
     if not seeds or any(seed < 0 for seed in seeds):
         raise UserError(f"--seeds {args.seeds!r}: give whole numbers from 0, separated by commas")
+    meanings = runner_undo_names()
+    undone = [x.strip() for x in args.undo.split(",") if x.strip()]
+    unknown = [x for x in undone if x not in meanings and x != "all"]
+    if unknown:
+        raise UserError(f"--undo {','.join(unknown)}: unknown; choose from {', '.join(meanings)} or all")
+    systems = (*SYSTEMS, *map(undo_system, undone))
     settings = {name: getattr(args, name) for name in ("train_images", "test_images", "data_seed", "niter",
                                                        "batchsize", "isize", "ngf", "nz")}
     settings["ndf"] = args.ngf
@@ -142,11 +197,15 @@ def main(argv) -> None:
     for seed in seeds:  # seed by seed: an interrupted check has whole seeds
         for abnormal in classes:
             data = prepare_data(out / "data", abnormal, {**settings, "seed": seed})
-            for system in SYSTEMS:
+            for system in systems:
                 results[(abnormal, system, seed)] = one_result(out, python, data, abnormal, system,
                                                                {**settings, "seed": seed}, args.threads)
-    text = table(results, classes, seeds, settings)
-    write_text(out / "table.md", text)
+    if undone:
+        text = undo_table(results, classes, seeds, settings, undone, meanings)
+        write_text(out / "undo.md", text)
+    else:
+        text = table(results, classes, seeds, settings)
+        write_text(out / "table.md", text)
     print(text, end="")
 
 
