@@ -158,7 +158,7 @@ def check_image_shape(isize: int, nc: int) -> None:
         raise UserError(f"--nc {nc} is not supported: use 1 (grey) or 3 (colour)")
 
 
-C_INT_MAX = 2**31 - 1
+C_INT_MAX = 2**31 - 1  # torch, OpenMP and Ray keep counts, seeds and thread numbers in C ints
 MAX_WORKERS = 256  # decoding threads: more only costs memory
 MAX_EXTRA_LAYERS = 64
 

@@ -23,10 +23,9 @@ from lib.data import class_names, load_split, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
 from lib.metrics import all_metrics
-from lib.options import check_image_shape
+from lib.options import C_INT_MAX, check_image_shape
 from lib.resources import check_fits
 
-C_INT_MAX = 2**31 - 1
 # Images of each built-in dataset (train + test), to refuse a size that cannot fit before loading it.
 IMAGES = {"cifar10": 60_000, "mnist": 70_000, "fashion-mnist": 70_000, "digits": 1_797}
 

@@ -204,7 +204,6 @@ def profile(args, device) -> dict:
 
 
 
-C_INT_MAX = 2**31 - 1  # torch and OpenMP keep counts and thread numbers in C ints
 COUNTS = ("batchsize", "n_critic", "ngf", "ndf", "nz", "steps", "eval_batches", "reps", "profile_top",
           "loader_images")
 
@@ -233,10 +232,10 @@ def check(args) -> None:
     """Raise UserError for values that pass argparse but that the measurement cannot take."""
     options.check_image_shape(args.isize, args.nc)
     for name in COUNTS:
-        if not 1 <= getattr(args, name) <= C_INT_MAX:
-            raise UserError(f"--{name} {getattr(args, name)}: use a whole number from 1 to {C_INT_MAX}")
-    if not 0 <= args.warmup <= C_INT_MAX:
-        raise UserError(f"--warmup {args.warmup}: use a whole number from 0 to {C_INT_MAX}")
+        if not 1 <= getattr(args, name) <= options.C_INT_MAX:
+            raise UserError(f"--{name} {getattr(args, name)}: use a whole number from 1 to {options.C_INT_MAX}")
+    if not 0 <= args.warmup <= options.C_INT_MAX:
+        raise UserError(f"--warmup {args.warmup}: use a whole number from 0 to {options.C_INT_MAX}")
     if args.threads is not None and not 1 <= args.threads <= 4 * cores():
         raise UserError(f"--threads {args.threads}: use 1 to {4 * cores()} (4 per core of the {cores()} here), "
                         "or leave it out for torch's choice")

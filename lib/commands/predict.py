@@ -24,7 +24,6 @@ from lib.predict import (
 from lib.runfolder import run_folder_of
 
 SHOW_UNREADABLE = 20  # the summary names this many unreadable files, then counts the rest
-C_INT_MAX = 2**31 - 1  # as for train.py's integer options
 
 
 
@@ -60,8 +59,8 @@ def resolve_device(name: str) -> torch.device:
 
 def main(argv):
     args = build_parser().parse_args(argv)
-    if not 1 <= args.batchsize <= C_INT_MAX:
-        raise UserError(f"--batchsize must be between 1 and {C_INT_MAX} (got {args.batchsize})")
+    if not 1 <= args.batchsize <= options.C_INT_MAX:
+        raise UserError(f"--batchsize must be between 1 and {options.C_INT_MAX} (got {args.batchsize})")
     for flag in ("path", "weights", "out"):
         if getattr(args, flag) is not None and not getattr(args, flag).strip():
             raise UserError(f"--{flag} is empty: give a {'folder' if flag == 'out' else 'file or folder'}")
