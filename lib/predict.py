@@ -23,9 +23,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from lib import checkpoint
-from lib.data import image_files, read_image
 from lib.errors import UserError
 from lib.files import atomic_write
+from lib.folders import image_files, read_image
 from lib.models import build_model
 from lib.resources import check_fits, network_bytes
 from lib.schedules import make_schedulers
