@@ -184,7 +184,7 @@ def main(argv) -> None:
     if not seeds or any(seed < 0 for seed in seeds):
         raise UserError(f"--seeds {args.seeds!r}: give whole numbers from 0, separated by commas")
     meanings = runner_undo_names()
-    undone = [x.strip() for x in args.undo.split(",") if x.strip()]
+    undone = list(dict.fromkeys(x.strip() for x in args.undo.split(",") if x.strip()))  # each once, in order
     unknown = [x for x in undone if x not in meanings and x != "all"]
     if unknown:
         raise UserError(f"--undo {','.join(unknown)}: unknown; choose from {', '.join(meanings)} or all")
