@@ -27,7 +27,7 @@ def main(out: str, model_name: str, *overrides: str) -> None:
     options = dict(item.split("=", 1) for item in overrides)
     opt = make_opt(model=model_name, n_critic=2, **{k: (float(v) if "." in v else v) for k, v in options.items()})
     torch.manual_seed(0)
-    model = build_model(opt, device)
+    model = build_model(opt, device, amp=False)  # fp32: the two ways differ only in summation order
     if context.active:
         for net in model.networks.values():
             distributed.synchronise_batchnorm(net)

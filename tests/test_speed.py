@@ -25,8 +25,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def train(name, fast, steps=4, amp=None, reference=False, **overrides):
-    """A model after `steps` steps: its own step (`fast` on or off), or the oracle's (`reference`)."""
+def train(name, fast, steps=4, amp=False, reference=False, **overrides):
+    """A model after `steps` steps: its own step (`fast` on or off), or the oracle's (`reference`);
+    fp32 unless `amp`, whatever this CPU would choose, as the oracle computes in fp32."""
     torch.manual_seed(0)
     opt = make_opt(model=name, n_critic=2, **overrides)  # Skip-WGANomaly's generator steps twice in 4 steps
     model = MODELS[name](opt, torch.device("cpu"), fast=fast, amp=amp)
@@ -187,7 +188,8 @@ def test_channels_last_adam_updates_like_fused_adam_without_copying(amsgrad):
 
 
 def probe_times(monkeypatch, *seconds):
-    """Make the probes' timings `seconds`, in the order they are taken (this CPU has no native bf16)."""
+    """Make the probes' timings `seconds`, in the order they are taken (pin `hardware.cpu_flags` first
+    where it matters: a CPU with native bf16 probes bf16 before the convolutions)."""
     times = iter(seconds)
     monkeypatch.setattr(hardware, "_seconds", lambda step, repeats=hardware.PROBE_REPEATS: next(times))
     hardware.cpu_bf16.cache_clear()
@@ -216,6 +218,7 @@ def test_bf16_is_a_cpu_default_only_where_the_cpu_has_it_natively_and_the_probe_
 
 
 def test_matrix_product_convolutions_are_used_where_the_probe_finds_them_faster(monkeypatch, fresh_probes):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))  # no bf16 probe
     probe_times(monkeypatch, 1.0, 2.0)  # the convolution kernels, then the matrix products
     speed = speed_layer.settings(make_opt(), torch.device("cpu"))
     assert not speed.matmul and speed.why[1].startswith("convolution kernels")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from lib.errors import OneLineParser, run_cli
+from lib.fast.hardware import capability
 from lib.files import write_text
 from tools.original.launch import DEFAULT_ORIGINAL_CODE, ROOT, check_original_code, run_steps
 
@@ -24,8 +25,9 @@ DEFAULT_OUT = ROOT / "tests" / "data" / "original_reference.json"
 
 
 def reference(original_code: Path) -> dict:
-    """Both models' `steps` results, keyed by model name."""
-    return {"generated_by": "python -m tools.original_reference",
+    """Both models' `steps` results, keyed by model name, with the CPU kernels' level: on another
+    (AVX2 or AVX-512) torch sums in another order, and the floats move in their last digits."""
+    return {"generated_by": "python -m tools.original_reference", "cpu_capability": capability(),
             "models": {model: run_steps(original_code, {"model": model, **SPEC}) for model in MODELS}}
 
 
