@@ -20,7 +20,8 @@ def keep_torch_threads():
     torch.set_num_threads(threads)
 
 
-def test_benchmark_compares_the_three_paths_in_one_json_object(capsys, monkeypatch):
+@pytest.mark.parametrize("amp", ["--no-amp", "--amp"])
+def test_benchmark_compares_the_three_paths_in_one_json_object(capsys, monkeypatch, amp):
     def in_this_process(path, argv):  # the fresh process per path costs seconds of imports
         args = benchmark.parse([*argv, "--path", path])
         device = torch.device(args.device)
@@ -29,7 +30,7 @@ def test_benchmark_compares_the_three_paths_in_one_json_object(capsys, monkeypat
     monkeypatch.setattr(benchmark, "memory_in_fresh_process", in_this_process)
     benchmark.main(["--compare", "--model", "w_skipganomaly", "--isize", "8", "--ngf", "4", "--ndf", "4",
                     "--nz", "4", "--batchsize", "4", "--n_critic", "2", "--steps", "2", "--reps", "1",
-                    "--warmup", "0", "--eval_batches", "1", "--threads", "1"])
+                    "--warmup", "0", "--eval_batches", "1", "--threads", "1", amp])
     out = json.loads(capsys.readouterr().out)
     assert set(out["paths"]) == {"original", "plain", "fast"}
     for path in out["paths"].values():
@@ -38,17 +39,36 @@ def test_benchmark_compares_the_three_paths_in_one_json_object(capsys, monkeypat
         assert path["gflop_per_img"]["train_step"] > path["gflop_per_img"]["eval"] > 0
     assert {"train", "eval"} <= set(out["ratios"]["fast/original"])
     assert out["settings"]["batchsize"] == 4
-    # The roofline: each path's rate against a large matrix product's, and the ceiling it implies.
+    # The roofline: each path's rate against a large matrix product's in the precision it computes
+    # in (only the fast path autocasts to bf16, with --amp), and the ceiling it implies.
     roof = out["roofline"]
-    assert roof["matmul_gflop_per_s"] > 0
+    precisions = {"original": "fp32", "plain": "fp32", "fast": "bf16" if amp == "--amp" else "fp32"}
+    assert out["settings"]["fast_path"]["bf16"] == (amp == "--amp")
+    assert {k for k in roof if k.startswith("matmul_")} == {f"matmul_{p}_gflop_per_s" for p in precisions.values()}
     for name, path in out["paths"].items():
+        assert roof["paths"][name]["precision"] == precisions[name]
+        matmul = roof[f"matmul_{precisions[name]}_gflop_per_s"]
+        assert matmul > 0
         for phase in ("train", "eval"):
             entry = roof["paths"][name][phase]
             gflop = path["gflop_per_img"]["train_step" if phase == "train" else "eval"]
             assert entry["gflop_per_s"] == pytest.approx(path[f"{phase}_img_per_s"] * gflop, rel=0.01, abs=0.1)
-            assert entry["ceiling_img_per_s"] == pytest.approx(roof["matmul_gflop_per_s"] / gflop, rel=0.01)
+            assert entry["ceiling_img_per_s"] == pytest.approx(matmul / gflop, rel=0.01)
     ceiling = roof["paths"]["fast"]["eval"]["ceiling_img_per_s"] / out["paths"]["original"]["eval_img_per_s"]
     assert roof["ceiling/original"]["eval"] == pytest.approx(ceiling, rel=0.01)
+
+
+def test_on_a_cpu_favouring_bf16_a_model_not_measured_safe_in_it_is_benchmarked_and_reported_in_fp32(
+        capsys, monkeypatch):
+    from lib.fast import hardware
+    monkeypatch.setattr(hardware, "cpu_bf16", lambda: hardware.Choice(True, "bf16: pinned"))
+    monkeypatch.setattr(benchmark, "memory_in_fresh_process", lambda path, argv: {})
+    benchmark.main(["--path", "fast", "--model", "skipganomaly", "--isize", "8", "--ngf", "4", "--ndf", "4",
+                    "--nz", "4", "--batchsize", "4", "--steps", "1", "--reps", "1", "--warmup", "0",
+                    "--eval_batches", "1", "--threads", "1"])
+    out = json.loads(capsys.readouterr().out)
+    assert not out["settings"]["fast_path"]["bf16"] and out["settings"]["fast_path"]["why"][0].startswith("fp32")
+    assert out["roofline"]["paths"]["fast"]["precision"] == "fp32" and "matmul_bf16_gflop_per_s" not in out["roofline"]
 
 
 @pytest.mark.slow

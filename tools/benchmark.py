@@ -108,18 +108,23 @@ def measure(args, device, paths) -> dict:
                                                         for i in range(steps)], device))
                 times[p]["eval"].append(timed(lambda: [runner.score(data[i % len(data)])
                                                        for i in range(args.eval_batches)], device))
-            times.setdefault("matmul", []).append(timed(lambda: matmul(device), device)[0])
+            for precision in {bf16_of(r) for r in runners.values()}:  # the roofline of each precision used
+                times.setdefault(f"matmul_{precision}", []).append(
+                    timed(lambda: matmul(device, precision == "bf16"), device)[0])
     finally:
         for runner in runners.values():
             if hasattr(runner, "close"):
                 result["_original_code_peak_mem_mb"] = runner.ready["peak_mem_mb"]
                 runner.close()
     images = {"train": steps * args.batchsize, "eval": args.eval_batches * args.batchsize}
-    # The roofline: what a large fp32 matrix product, the best case of these kernels, reaches
-    # here in the same run. gflop_per_img / that = the fastest any implementation of the same
-    # work could go; `share` says how close each path is.
-    peak = statistics.median(2 * MATMUL_SIZE ** 3 * MATMUL_REPEAT / 1e9 / t for t in times.pop("matmul"))
-    result["roofline"] = {"matmul_gflop_per_s": round(peak, 1), "paths": {}}
+    # The roofline: what a large matrix product, the best case of these kernels, reaches here in
+    # the same run, in the precision a path computes in (bf16 autocast runs bf16 kernels, which a
+    # native bf16 CPU runs faster). gflop_per_img / that = the fastest any implementation of the
+    # same work could go; `share` says how close each path is.
+    peaks = {precision: statistics.median(2 * MATMUL_SIZE ** 3 * MATMUL_REPEAT / 1e9 / t for t in times.pop(key))
+             for key in [k for k in times if k.startswith("matmul_")] for precision in [key.split("_", 1)[1]]}
+    result["roofline"] = {f"matmul_{precision}_gflop_per_s": round(peak, 1) for precision, peak in peaks.items()}
+    result["roofline"]["paths"] = {}
     for p in paths:
         for phase in ("train", "eval"):
             wall = [images[phase] / w for w, _ in times[p][phase]]
@@ -129,7 +134,8 @@ def measure(args, device, paths) -> dict:
             result[p][f"{phase}_img_per_s_reps"] = [round(r, 2) for r in wall]
         if result[p]["gflop_per_img"] is None:
             continue
-        result["roofline"]["paths"][p] = {
+        peak = peaks[bf16_of(runners[p])]
+        result["roofline"]["paths"][p] = {"precision": bf16_of(runners[p])} | {
             phase: {"gflop_per_s": round(result[p][f"{phase}_img_per_s"] * gflop, 1),
                     "share_of_matmul": round(result[p][f"{phase}_img_per_s"] * gflop / peak, 3),
                     "ceiling_img_per_s": round(peak / gflop, 1)}
@@ -143,10 +149,17 @@ def measure(args, device, paths) -> dict:
 MATMUL_SIZE, MATMUL_REPEAT = 1024, 4
 
 
-def matmul(device) -> None:
+def matmul(device, bf16: bool = False) -> None:
     a = torch.ones(MATMUL_SIZE, MATMUL_SIZE, device=device)
-    for _ in range(MATMUL_REPEAT):
-        a @ a
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for _ in range(MATMUL_REPEAT):
+            a @ a
+
+
+def bf16_of(runner) -> str:
+    """The precision a path computes in: bf16 where our model autocasts, else (the original) fp32."""
+    speed = getattr(runner, "speed", None) or getattr(getattr(runner, "model", None), "speed", None)
+    return "bf16" if speed is not None and speed.amp else "fp32"
 
 
 def ratios(result, paths, a, b) -> dict:
@@ -313,7 +326,8 @@ def main(argv=None) -> None:
     settings["torch"] = torch.__version__
     simd = " ".join(sorted(hardware.cpu_flags() & SIMD))
     settings["cpu"] = f"{hardware.cpu_name()} ({hardware.capability()}; {simd})"
-    chosen = speed_layer.settings(argparse.Namespace(), device, fast=True, amp=args.amp)  # what `fast` runs with
+    chosen = speed_layer.settings(argparse.Namespace(), device, fast=True, amp=args.amp,  # what `fast` runs with
+                                  bf16_safe=MODELS[args.model].bf16_measured_safe)
     settings["fast_path"] = {"bf16": chosen.amp, "matmul_convolutions": chosen.matmul, "why": list(chosen.why)}
     if args.loader:
         print(json.dumps({**loader(args, device), "settings": settings}))
