@@ -1,7 +1,8 @@
 """Does bf16 autocast cost detection? The ablation's runs of our default, trained again with --amp.
 
     python -m experiments.bf16_check            # train what is missing (resumable), then the table
-    python -m experiments.bf16_check --report   # only rebuild the table in docs/benchmarks.md
+    python -m experiments.bf16_check --native   # on a CPU with native bf16: both twins trained here
+    python -m experiments.bf16_check --report   # only rebuild the tables in docs/benchmarks.md
 
 The speed layer turns bf16 on by default only on a CPU that computes it natively and faster
 (lib/fast/hardware.py) and on CUDA; this is the evidence that it may. Each run is one of the
@@ -10,7 +11,9 @@ four table classes, 32x32, quarter width, 2 epochs, one thread), the same seed, 
 scoring, with `--amp` added; the fp32 twin is the ablation's stored run. Both are scored the
 ablation's way: the original's score in eval mode, at the epoch chosen on validation. On a CPU
 without native bf16 (the development machine) torch emulates it: slower, but the same numbers
-as a native bf16 CPU's up to rounding order, which is what this measures.
+as a native bf16 CPU's up to rounding order, which is what this measures. With `--native`, on a
+CPU with native bf16, both twins are trained on that CPU (`--no-amp` and `--amp`): its fp32 kernels
+sum in another order than the ablation's machine did, and that alone moves a run.
 """
 import json
 import statistics
@@ -21,10 +24,13 @@ from experiments.ablation import MODELS, RESULTS, TABLE_CLASSES, run_file, train
 from experiments.ablation_report import mean_sd, replace_between, selected
 from lib.collect import read_json
 from lib.errors import OneLineParser, UserError, run_cli
+from lib.fast import hardware
 from lib.files import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "results" / "bf16" / "runs"
+NATIVE = ROOT / "results" / "bf16" / "native"  # both twins trained on one CPU with native bf16
+PRECISION_FLAGS = {"fp32": ("--no-amp",), "bf16": ("--amp",)}
 PAGE = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bf16-auroc:begin -->", "<!-- bf16-auroc:end -->"
 SEEDS = (0, 1, 2)  # trained here, in this order: every class of seed 0 first
@@ -37,21 +43,34 @@ def bf16_file(model: str, abnormal: str, seed: int) -> Path:
     return RUNS / run_file(model, "our default", abnormal, seed).relative_to(RESULTS / "runs")
 
 
+def native_file(model: str, abnormal: str, seed: int, precision: str) -> Path:
+    return NATIVE / precision / run_file(model, "our default", abnormal, seed).relative_to(RESULTS / "runs")
+
+
+def emulated_pair(model: str, abnormal: str, seed: int) -> tuple[Path, Path]:
+    """fp32: the ablation's run; bf16: the one trained here, emulated or not."""
+    return run_file(model, "our default", abnormal, seed), bf16_file(model, abnormal, seed)
+
+
+def native_pair(model: str, abnormal: str, seed: int) -> tuple[Path, Path]:
+    return native_file(model, abnormal, seed, "fp32"), native_file(model, abnormal, seed, "bf16")
+
+
 def auroc(run: dict) -> float:
     return selected(run, "eval", "val")
 
 
-def table() -> str:
-    """Per model and class: fp32 and bf16 over the seeds both have, their paired difference, and the
-    seed noise it is to be judged against: the spread of the fp32 runs over every seed there is."""
+def table(pair=emulated_pair) -> str:
+    """Per model and class: fp32 and bf16 over the seeds both have (`pair` names the two files of a
+    seed), their paired difference, and the seed noise it is to be judged against: the spread of the
+    ablation's fp32 runs over every seed there is."""
     lines = ["| model | class | seeds | fp32 | bf16 | bf16 − fp32 (paired) | fp32 spread over seeds 0-4 (sd) |",
              "|---|---|---|---|---|---|---|"]
     for model in MODELS:
         diffs, fp32_all, bf16_all, spreads = [], [], [], []
         for abnormal in TABLE_CLASSES:
-            pairs = [(read_json(run_file(model, "our default", abnormal, s)), read_json(bf16_file(model, abnormal, s)))
-                     for s in ALL_SEEDS if run_file(model, "our default", abnormal, s).is_file()
-                     and bf16_file(model, abnormal, s).is_file()]
+            pairs = [tuple(map(read_json, pair(model, abnormal, s))) for s in ALL_SEEDS
+                     if all(p.is_file() for p in pair(model, abnormal, s))]
             if not pairs:
                 continue
             every = [auroc(read_json(run_file(model, "our default", abnormal, s))) for s in ALL_SEEDS
@@ -78,15 +97,37 @@ def report() -> str:
             f"deviation over seeds._\n\n" + table())
     if seconds:
         body += f"\n\nA bf16 run took {statistics.median(seconds):.0f} s (median) on this emulating CPU."
+    native = {precision: [read_json(p) for p in sorted((NATIVE / precision).rglob("seed*.json"))]
+              for precision in PRECISION_FLAGS}
+    if native["bf16"]:
+        cpus = sorted({run["cpu"] for runs in native.values() for run in runs})
+        body += (f"\n\n**Native bf16**, both twins trained on one CPU ({'; '.join(cpus)}) with `--no-amp` and "
+                 f"`--amp` (`python -m experiments.bf16_check --native`), {len(native['bf16'])} bf16 runs; the "
+                 "spread column is still the ablation's fp32 runs':\n\n" + table(native_pair) + "\n\nMedian "
+                 + ", ".join(f"{p} run {statistics.median(r['seconds'] for r in runs):.0f} s"
+                             for p, runs in native.items() if runs) + " on that CPU, one thread.")
     replace_between(PAGE, BEGIN, END, body)
     return str(PAGE)
+
+
+def train_missing(path: Path, model: str, abnormal: str, seed: int, precision: str, flags) -> None:
+    if path.is_file():
+        return
+    print(f"{precision}: {model} | {abnormal} | seed {seed}", flush=True)
+    result = train_one(model, "default", abnormal, seed, log=lambda *_: None, extra=flags)
+    result.update(variant=f"our default, {precision}", cpu=f"{hardware.cpu_name()} ({hardware.capability()})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(result, indent=1) + "\n")
+    print(f"  {result['seconds']} s; test AUROC {auroc(result):.3f}", flush=True)
 
 
 def main(argv) -> int:
     p = OneLineParser(prog="python -m experiments.bf16_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS), help="models, separated by commas")
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="seeds, separated by commas")
-    p.add_argument("--report", action="store_true", help="only rebuild the table")
+    p.add_argument("--native", action="store_true",
+                   help="train both twins on this CPU (it must have native bf16), not against the ablation's fp32")
+    p.add_argument("--report", action="store_true", help="only rebuild the tables")
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models or set(models) - set(MODELS):
@@ -95,19 +136,19 @@ def main(argv) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
+    if args.native and not args.report and not hardware.cpu_flags() & set(hardware.NATIVE_BF16):
+        raise UserError(f"--native: this CPU ({hardware.capability()}) has no native bf16 "
+                        f"({' or '.join(hardware.NATIVE_BF16)}): leave out --native to pair emulated bf16 runs "
+                        "with the ablation's fp32 ones")
     if not args.report:
         for seed in seeds:  # seed by seed: an interrupted check still pairs every class it reached
             for abnormal in TABLE_CLASSES:
                 for model in models:
-                    path = bf16_file(model, abnormal, seed)
-                    if path.is_file():
-                        continue
-                    print(f"bf16: {model} | {abnormal} | seed {seed}", flush=True)
-                    result = train_one(model, "default", abnormal, seed, log=lambda *_: None, extra=FLAGS)
-                    result["variant"] = "our default, bf16"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    write_text(path, json.dumps(result, indent=1) + "\n")
-                    print(f"  {result['seconds']} s; test AUROC {auroc(result):.3f}", flush=True)
+                    if args.native:
+                        for precision, path in zip(PRECISION_FLAGS, native_pair(model, abnormal, seed)):
+                            train_missing(path, model, abnormal, seed, precision, PRECISION_FLAGS[precision])
+                    else:
+                        train_missing(bf16_file(model, abnormal, seed), model, abnormal, seed, "bf16", FLAGS)
     print(f"report: {report()}")
     return 0
 

@@ -131,15 +131,26 @@ def test_eval_mode_scores_the_weights_as_training_left_them_whatever_way_the_run
     assert train_mode[-1]["test_train_shuffled"] == eval_mode[-1]["test_train_shuffled"]
 
 
-def test_the_bf16_table_pairs_each_bf16_run_with_its_fp32_twin_of_the_same_seed(tmp_path, monkeypatch):
+@pytest.fixture
+def bf16_check(tmp_path, monkeypatch):
+    """experiments.bf16_check with its results and its docs page under tmp_path."""
     from experiments import bf16_check
     monkeypatch.setattr(ablation, "RESULTS", tmp_path / "ablation")
     monkeypatch.setattr(bf16_check, "RESULTS", tmp_path / "ablation")
     monkeypatch.setattr(bf16_check, "RUNS", tmp_path / "bf16" / "runs")
+    monkeypatch.setattr(bf16_check, "NATIVE", tmp_path / "bf16" / "native")
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"before\n{bf16_check.BEGIN}\nold\n{bf16_check.END}\nafter\n")
+    monkeypatch.setattr(bf16_check, "PAGE", page)
+    return bf16_check
 
-    def write(path, val, test):  # one epoch, scored in eval mode
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"epochs": [{"epoch": 1, "val_eval": val, "test_eval": test}], "seconds": 10}))
+
+def write(path, val, test, **more):  # a run of one epoch, scored in eval mode
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"epochs": [{"epoch": 1, "val_eval": val, "test_eval": test}], "seconds": 10, **more}))
+
+
+def test_the_bf16_table_pairs_each_bf16_run_with_its_fp32_twin_of_the_same_seed(bf16_check):
 
     for seed, (fp32, bf16) in enumerate([(0.6, 0.62), (0.7, 0.69)]):
         write(ablation.run_file("skipganomaly", "our default", "Bag", seed), 0.5, fp32)
@@ -149,3 +160,28 @@ def test_the_bf16_table_pairs_each_bf16_run_with_its_fp32_twin_of_the_same_seed(
     # The spread is over every fp32 seed, the unpaired seed 2 included: 0.6, 0.7, 0.9.
     assert "| Skip-GANomaly | Bag | 2 | 0.650 ± 0.071 | 0.655 ± 0.049 | 0.005 ± 0.021 | 0.153 (3 seeds) |" in text
     assert "| **Skip-GANomaly** | all | 2 runs |" in text and "Skip-WGANomaly" not in text
+
+
+def test_native_bf16_runs_pair_with_fp32_twins_trained_on_the_same_cpu_not_the_ablations(bf16_check):
+    cpu = "AMD EPYC (AVX512)"
+    for seed, (ablation_fp32, fp32, bf16) in enumerate([(0.9, 0.6, 0.62), (0.9, 0.7, 0.69)]):
+        write(ablation.run_file("w_skipganomaly", "our default", "Dress", seed), 0.5, ablation_fp32)
+        write(bf16_check.native_file("w_skipganomaly", "Dress", seed, "fp32"), 0.5, fp32, cpu=cpu)
+        write(bf16_check.native_file("w_skipganomaly", "Dress", seed, "bf16"), 0.5, bf16, cpu=cpu)
+    write(bf16_check.native_file("w_skipganomaly", "Dress", 2, "bf16"), 0.5, 0.1, cpu=cpu)  # no fp32 twin
+    page = bf16_check.PAGE.read_text() if bf16_check.report() else ""
+    assert page.startswith("before\n") and page.endswith("after\n") and "\nold\n" not in page
+    native = page.split("**Native bf16**", 1)[1]
+    assert f"one CPU ({cpu})" in native and "3 bf16 runs" in native
+    # Paired with the twins trained beside them (0.6, 0.7), not with the ablation's 0.9.
+    assert "| Skip-WGANomaly | Dress | 2 | 0.650 ± 0.071 | 0.655 ± 0.049 | 0.005 ± 0.021 | 0.000 (2 seeds) |" in native
+
+
+def test_native_on_a_cpu_without_native_bf16_is_refused_in_one_line_and_trains_nothing(bf16_check, monkeypatch):
+    from lib.errors import UserError
+    from lib.fast import hardware
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(bf16_check, "train_one", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(UserError, match="^--native: this CPU .* has no native bf16 .*leave out --native"):
+        bf16_check.main(["--native", "--seeds", "0"])
+    assert not bf16_check.NATIVE.exists()
