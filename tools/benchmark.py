@@ -121,8 +121,9 @@ def measure(args, device, paths) -> dict:
     # the same run, in the precision a path computes in (bf16 autocast runs bf16 kernels, which a
     # native bf16 CPU runs faster). gflop_per_img / that = the fastest any implementation of the
     # same work could go; `share` says how close each path is.
-    peaks = {precision: statistics.median(2 * MATMUL_SIZE ** 3 * MATMUL_REPEAT / 1e9 / t for t in times.pop(key))
-             for key in [k for k in times if k.startswith("matmul_")] for precision in [key.split("_", 1)[1]]}
+    matmuls = {key.removeprefix("matmul_"): times.pop(key) for key in [k for k in times if k.startswith("matmul_")]}
+    peaks = {precision: statistics.median(2 * MATMUL_SIZE ** 3 * MATMUL_REPEAT / 1e9 / t for t in seconds)
+             for precision, seconds in matmuls.items()}
     result["roofline"] = {f"matmul_{precision}_gflop_per_s": round(peak, 1) for precision, peak in peaks.items()}
     result["roofline"]["paths"] = {}
     for p in paths:
