@@ -101,7 +101,7 @@ def report() -> str:
               for precision in PRECISION_FLAGS}
     if native["bf16"]:
         cpus = sorted({run["cpu"] for runs in native.values() for run in runs})
-        body += (f"\n\n**Native bf16**, both twins trained on one CPU ({'; '.join(cpus)}) with `--no-amp` and "
+        body += (f"\n\n**Native bf16**, both twins trained on one CPU, {'; '.join(cpus)}, with `--no-amp` and "
                  f"`--amp` (`python -m experiments.bf16_check --native`), {len(native['bf16'])} bf16 runs; the "
                  "spread column is still the ablation's fp32 runs':\n\n" + table(native_pair) + "\n\nMedian "
                  + ", ".join(f"{p} run {statistics.median(r['seconds'] for r in runs):.0f} s"

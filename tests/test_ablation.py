@@ -172,7 +172,7 @@ def test_native_bf16_runs_pair_with_fp32_twins_trained_on_the_same_cpu_not_the_a
     page = bf16_check.PAGE.read_text() if bf16_check.report() else ""
     assert page.startswith("before\n") and page.endswith("after\n") and "\nold\n" not in page
     native = page.split("**Native bf16**", 1)[1]
-    assert f"one CPU ({cpu})" in native and "3 bf16 runs" in native
+    assert f"one CPU, {cpu}, with" in native and "3 bf16 runs" in native
     # Paired with the twins trained beside them (0.6, 0.7), not with the ablation's 0.9.
     assert "| Skip-WGANomaly | Dress | 2 | 0.650 ± 0.071 | 0.655 ± 0.049 | 0.005 ± 0.021 | 0.000 (2 seeds) |" in native
 
