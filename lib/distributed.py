@@ -17,7 +17,9 @@ Torch's own SyncBatchNorm runs on CUDA only; `SyncBatchNorm2d` sums on any devic
 code trains on gloo (CPU) and NCCL (GPU).
 """
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -202,6 +204,16 @@ def from_rank_zero(value, context: Context) -> float:
 def finish(context: Context) -> None:
     if context.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def leave(code: int) -> NoReturn:
+    """End this process of a job that a signal stopped, now, its checkpoint written and its process group
+    gone: the interpreter's teardown is skipped because C++ then destroys torch's background threads,
+    some still joinable after a signal, which calls std::terminate ("terminate called without an active
+    exception", SIGABRT) in about one stopped run in 20 (measured with `train.py --ngpu 2`)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def lost_peer(err: BaseException) -> bool:

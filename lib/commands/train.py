@@ -75,12 +75,13 @@ def main(argv):
     histogram = HistogramCopy(folder / "histogram.csv") if context.writes else None
     trainer = build_trainer(opt, options.defaults(), ckpt, on_epoch=histogram and histogram.after_epoch,
                             folder=folder, overwrite=opt.overwrite)
+    stopped = None
     try:
         results = trainer.fit()
     except Interrupted as stop:
         if context.writes:
             print(f"interrupted: {stop}", file=sys.stderr)
-        return 128 + stop.signal
+        stopped = 128 + stop.signal
     except Exception as err:
         if context.active and distributed.lost_peer(err):  # another process is gone: the launcher says so
             from lib.launch import PEER_LOST
@@ -89,6 +90,8 @@ def main(argv):
     finally:
         trainer.close()
         distributed.finish(context)
+    if stopped is not None:
+        return distributed.leave(stopped) if context.active else stopped
     if not context.writes:
         return 0
     if applies(opt, "outputs"):  # the original's last line, its [Done], has been printed instead
