@@ -12,8 +12,9 @@ nothing from the repository but its sibling standins.py.
 
 `steps`: a tiny model of each kind trained for a few steps on seeded random data, its losses at
 every step, a fingerprint of its weights and its test scores: reference values for a parity test.
-`train`: the original's own training on a folder dataset, then the final weights scored three
-ways by the original's test() (see `train`).
+`train`: the original's own training on a folder dataset, its losses at every step and the
+histogram.csv its last test() wrote, then the final weights scored three ways by the original's
+test() (see `train`).
 """
 import argparse
 import copy
@@ -21,6 +22,7 @@ import json
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import standins
 import torch
@@ -89,6 +91,25 @@ class CallCounter:
         setattr(obj, method, counted)
 
 
+def recorder(model) -> list[dict]:
+    """A list that gets, after each optimize_params() of `model`, that step's record as `steps` has it."""
+    reinits, g_updates = CallCounter(model, "reinit_d"), CallCounter(model, "update_netg")
+    records, optimize = [], model.optimize_params
+
+    def recorded():
+        reinit_before, g_before = reinits.calls, g_updates.calls
+        optimize()
+        records.append({
+            "step": len(records) + 1,
+            # A loss the step did not recompute keeps its earlier value: generator_updated says which.
+            "losses": {name: getattr(model, name).detach().item() for name in LOSSES if hasattr(model, name)},
+            "generator_updated": g_updates.calls > g_before,
+            "discriminator_reinitialised": reinits.calls > reinit_before,
+        })
+    model.optimize_params = recorded
+    return records
+
+
 def steps(spec: dict) -> dict:
     """Losses per step, weight fingerprints after the steps and after test(), and test()'s scores."""
     # One thread: the reference must not depend on the machine's core count.
@@ -107,19 +128,10 @@ def steps(spec: dict) -> dict:
     model.noise.zero_()
 
     train, test, labels = synthetic_data(spec)
-    reinits, g_updates = CallCounter(model, "reinit_d"), CallCounter(model, "update_netg")
-    records = []
+    records = recorder(model)
     for k in range(spec["steps"]):
-        reinit_before, g_before = reinits.calls, g_updates.calls
         model.set_input((train[k], torch.zeros(spec["batchsize"], dtype=torch.long)))
         model.optimize_params()
-        records.append({
-            "step": k + 1,
-            # A loss the step did not recompute keeps its earlier value: generator_updated says which.
-            "losses": {name: getattr(model, name).detach().item() for name in LOSSES if hasattr(model, name)},
-            "generator_updated": g_updates.calls > g_before,
-            "discriminator_reinitialised": reinits.calls > reinit_before,
-        })
     after_steps = {"netg": fingerprint(model.netg), "netd": fingerprint(model.netd)}
 
     # test() reads len(self.data.valid.dataset), so it needs a real DataLoader, in file order.
@@ -139,7 +151,8 @@ def steps(spec: dict) -> dict:
 
 
 def train(args) -> dict:
-    """The original's training, then its test() on the final weights in three ways.
+    """The original's training (its losses at every step, as `steps` records them, and the text of
+    the histogram.csv its last epoch's test() wrote), then its test() on the final weights in three ways.
 
     as_original: training mode, test batches in file order (normal images first): what it reports.
     train_mode_shuffled: training mode over the same images in seeded shuffled batches; test()
@@ -157,13 +170,16 @@ def train(args) -> dict:
     data = load_data(opt)
     model = load_model(opt, data)
 
-    epoch_aucs, trained = [], {}
+    epoch_aucs, trained, histogram = [], {}, {}
     original_test = model.test
+    records = recorder(model)
 
     def test_after_epoch():
         trained.update(netg=copy.deepcopy(model.netg.state_dict()), netd=copy.deepcopy(model.netd.state_dict()))
         performance = original_test()
         epoch_aucs.append(float(performance["AUC"]))
+        # test() has just written ./histogram.csv; the scorings below write it again.
+        histogram["text"] = Path("histogram.csv").read_text()
         return performance
 
     model.test = test_after_epoch
@@ -198,6 +214,7 @@ def train(args) -> dict:
         "test_images": len(file_order.dataset), "train_seconds": seconds,
         "epoch_aucs": epoch_aucs, "final_aucs": final,
         "noise_after_training": noise_after_training,
+        "steps": records, "histogram_csv": histogram.get("text"),
     }
 
 
