@@ -19,14 +19,19 @@ from lib import archive
 from lib.errors import UserError
 from lib.files import atomic_write
 from lib.models import MODELS, build_model
-from lib.options import C_INT_MAX
+from lib.options import C_INT_MAX, option_actions, value_problem
 from lib.scoring.functions import stats_problem
 
 FORMAT = "skip-wganomaly/1"
 
 
 def save(path, checkpoint: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **checkpoint}, tmp))
+    """Write a checkpoint atomically: a full disk raises WriteFailed (lib/files.py) and leaves the old file."""
+    def write(tmp):
+        # Through a Python file: torch's own file writer reports a full disk without its errno.
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **checkpoint}, f)
+    atomic_write(path, write)
 
 
 # --- loading: nothing in the file is trusted (lib/archive.py measures the zip first) ---------
@@ -104,19 +109,6 @@ def _shown(value) -> str:
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
-def _same_kind(value, default) -> bool:
-    """Whether a stored option value has the type the option's default has."""
-    if default is None:
-        return value is None or isinstance(value, (str, int, float))
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if _integer(default):
-        return _integer(value)
-    if isinstance(default, float):
-        return _number(value) or value == "val"  # --score_weight val
-    return isinstance(value, type(default))
-
-
 def _rng_tensor(value, template: torch.Tensor) -> bool:
     return (isinstance(value, torch.Tensor) and value.dtype == template.dtype and value.shape == template.shape
             and value.layout == torch.strided)
@@ -186,10 +178,13 @@ def check(ckpt: dict, file, defaults: dict | None = None, validate=None) -> None
 
 
 def check_options(stored: dict, file, defaults: dict, validate=None) -> None:
-    """UserError unless the stored options have their defaults' types and `validate` accepts them."""
+    """UserError unless each stored option is a value its flag takes on the command line (by the flag's
+    type and meaning, not by its default's type) and `validate` accepts them."""
+    actions = option_actions()
     for key, value in stored.items():
-        if key in defaults and not _same_kind(value, defaults[key]):
-            raise damaged(file, f"its option '{key}' is {_shown(value)}, not of type {type(defaults[key]).__name__}")
+        takes = value_problem(actions[key], value) if key in actions else ""
+        if takes:
+            raise damaged(file, f"its option '{key}' is {_shown(value)}, not {takes}")
         if isinstance(value, float) and not math.isfinite(value):
             raise damaged(file, f"its option '{key}' is {value}")
     merged = {**defaults, **stored, **{k: defaults[k] for k in INVOCATION_OPTIONS if k in defaults}}

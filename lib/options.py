@@ -1,8 +1,11 @@
 """Command-line options of train.py (and train_tune.py, predict.py); the top-level options.py re-exports them.
 
-Every flag of the original Skip-WGANomaly `options.py` keeps its name, default
-and meaning; flags the original parsed but never used now take effect. Parsing
+Every flag of the original Skip-WGANomaly `options.py` keeps its name; flags the
+original parsed but never used now take effect, and the few whose meaning or
+default differ are listed in README.md ("Training"). Parsing
 only parses and validates: it sets no seed, device or other global state.
+`value_problem` says whether a value (a checkpoint's stored option) is one a
+flag can take, by the flag's type and meaning: a default has the flag's type.
 """
 import argparse
 import math
@@ -31,7 +34,6 @@ def str2bool(value) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
 
 
-
 def score_weight(text: str):
     """A weight in [0, 1], or 'val' to choose it on the validation split."""
     if text.strip().lower() == "val":
@@ -40,6 +42,37 @@ def score_weight(text: str):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'val', got {text!r}") from None
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def value_problem(action: argparse.Action, value) -> str:
+    """'' if the command line can give `action`'s option `value`, else what the option takes.
+
+    Judged by the action's type and meaning, never by the type of its default: a float option
+    holds 1.0 from `--w_adv 1`, and a stored whole number (older runs kept an int default) is as good.
+    """
+    if value is None and action.default is None:  # not given, decided later (--amp, --name, ...)
+        return ""
+    if action.nargs == 0 or action.type is str2bool:  # a switch
+        ok, takes = isinstance(value, bool), "true or false"
+    elif action.type is int:
+        ok, takes = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif action.type is float:
+        ok, takes = _finite_number(value), "a finite number"
+    elif action.type is score_weight:
+        ok, takes = value == "val" or _finite_number(value), "a finite number or 'val'"
+    elif action.type in (None, str):
+        ok, takes = isinstance(value, str), "text"
+    else:
+        raise TypeError(f"--{action.dest}: value_problem does not know its type {action.type!r}; add it")
+    if action.choices is not None:
+        ok, takes = ok and value in action.choices, f"one of {', '.join(map(str, action.choices))}"
+    if action.default is None:
+        takes += " or None"
+    return "" if ok else takes
 
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
@@ -80,11 +113,12 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--ngpu", type=int, default=1, help="number of GPUs per run (more than 1: one process each, started by "
       "torchrun; README: Several GPUs)")
     a("--fast", action=argparse.BooleanOptionalAction, default=True,
-      help="fast training/evaluation path (same results as --no-fast, the plain reference path)")
+      help="fast training/evaluation path (the same results as --no-fast, the plain reference path, to float "
+           "rounding)")
     a("--amp", action=argparse.BooleanOptionalAction, default=None,
-      help="bf16 autocast on the fast path (default: on with CUDA, and on a CPU with native bf16 where a "
-           "probe finds it faster, for a model measured to keep its AUROC in bf16: Skip-WGANomaly; "
-           "opt.txt says what was chosen and why)")
+      help="bf16 autocast on the fast path (default: on with CUDA and on a CPU with native bf16, for a model "
+           "measured to keep its AUROC in bf16: Skip-WGANomaly; never under --original; a resumed or loaded run "
+           "keeps its own; opt.txt says what was chosen and why)")
     a("--compile", action="store_true",
       help="torch.compile the networks (fast path; minutes of compiling first; not the GP critic)")
     # Run and outputs
@@ -125,9 +159,9 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--lr_decay_iters", type=int, default=50, help="step policy: epochs between x0.1 decays")
     a("--beta1", type=float, default=0.5, help="Adam beta1")
     a("--lr", type=float, default=0.0002, help="Adam learning rate")
-    a("--w_adv", type=float, default=1, help="weight of the adversarial loss")
-    a("--w_con", type=float, default=50, help="weight of the contextual (L1) loss")
-    a("--w_lat", type=float, default=1, help="weight of the latent (feature L2) loss")
+    a("--w_adv", type=float, default=1.0, help="weight of the adversarial loss")
+    a("--w_con", type=float, default=50.0, help="weight of the contextual (L1) loss")
+    a("--w_lat", type=float, default=1.0, help="weight of the latent (feature L2) loss")
     a("--noise_std", type=float, default=0.0,
       help="std of Gaussian noise added to training inputs (the original added uninitialised memory)")
     a("--score", default=None, metavar="NAME",
@@ -161,6 +195,11 @@ def check_image_shape(isize: int, nc: int) -> None:
 C_INT_MAX = 2**31 - 1  # torch, OpenMP and Ray keep counts, seeds and thread numbers in C ints
 MAX_WORKERS = 256  # decoding threads: more only costs memory
 MAX_EXTRA_LAYERS = 64
+
+
+def option_actions(prog: str = "train.py") -> dict[str, argparse.Action]:
+    """{option name: its argparse action}, every model's own options included."""
+    return {a.dest: a for a in build_parser(prog)._actions if a.option_strings and a.dest != "help"}
 
 
 def _typed_options(kind) -> tuple[str, ...]:
@@ -256,6 +295,10 @@ def validate(opt) -> None:
     fixes(opt)  # an unknown fix name is refused here
     if opt.original and opt.fixes != "default":
         raise UserError(f"--original applies no fix and --fixes {opt.fixes} names some: give one of them")
+    if opt.extralayers and not fixes(opt) and opt.model in ("skipganomaly", "w_skipganomaly"):  # the original's
+        given = "--original" if opt.original else f"--fixes {opt.fixes}"
+        raise UserError(f"--extralayers {opt.extralayers}: the original code accepts this flag but ignores it, so "
+                        f"{given} cannot reproduce a run with it; drop --extralayers or drop {given}")
     if opt.score not in (None, "val") and opt.score not in SCORES:
         raise UserError(f"--score {opt.score!r} is unknown; give 'val' or one of {', '.join(SCORES)}")
     if opt.score not in (None, "original") and not applies(opt, "eval_mode_scoring"):
@@ -325,7 +368,11 @@ def parse(argv=None, prog: str = "train.py"):
     explicit = explicit_options(argv, prog)
     if "val_ratio" not in explicit and not applies(opt, "validation_selection"):
         opt.val_ratio = 0.0  # the original holds nothing out: its test set is the whole split
+    given_classes = {k: getattr(opt, k) for k in ("abnormal_class", "normal_class")}
     validate(opt)
+    if (opt.resume or opt.load_weights is not None) and "dataset" not in explicit:
+        # A loaded run's classes are its dataset's: named once its options are adopted (lib/adopted.py).
+        opt.__dict__.update(given_classes)
     if not opt.resume and opt.load_weights is None:  # otherwise the checkpoint names the model
         check_model_options(opt, explicit)
     if opt.name is None:

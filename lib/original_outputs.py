@@ -37,6 +37,18 @@ OPTIONS_HEAD, OPTIONS_END = "------------ Options -------------", "-------------
 TIMED_BATCHES = 100  # its Avg Run Time is the mean over the first 100 test batches
 
 
+# The original declared these float flags with whole-number defaults, so a run that left them out
+# wrote `1`, `50`; ours are floats. Written as the original wrote its defaults (a run that typed
+# `--w_adv 1` wrote `1.0` there: a difference of display only, and its opt.txt still has every value).
+ORIGINAL_INT_DEFAULTS = {"w_adv": 1, "w_con": 50, "w_lat": 1}
+
+
+def shown(key: str, value):
+    """An option's value as the original's files show it."""
+    default = ORIGINAL_INT_DEFAULTS.get(key)
+    return default if default is not None and value == default else value
+
+
 def options_text(opt) -> str:
     """The original's opt.txt and --verbose block: every option sorted by name, as `name: value`.
 
@@ -44,7 +56,7 @@ def options_text(opt) -> str:
     """
     values = {**vars(opt), "isTrain": True,
               "gpu_ids": [int(i) for i in str(opt.gpu_ids).split(",") if int(i) >= 0]}
-    lines = [f"{key}: {value}" for key, value in sorted(values.items())]
+    lines = [f"{key}: {shown(key, value)}" for key, value in sorted(values.items())]
     return "\n".join([OPTIONS_HEAD, *lines, OPTIONS_END]) + "\n"
 
 
@@ -92,9 +104,10 @@ class OriginalOutputs(RunOutputs):
             for network in model.networks.values():
                 self.console(network)
         o = self.opt
+        weights = ", ".join(str(shown(k, getattr(o, k))) for k in ("w_adv", "w_con", "w_lat"))
         # Its Visualizer writes this header (and a blank line) whenever a run starts.
         self.log(f"================ {time.strftime('%c')} ================\n"
-                 f"{o.abnormal_class}, {o.nz}, {o.w_adv}, {o.w_con}, {o.w_lat}\n")
+                 f"{o.abnormal_class}, {o.nz}, {weights}\n")
         self.console(f">> Training {self.name} on {o.dataset} to detect {o.abnormal_class}")
 
     def count(self, images, epoch: int, batch: int, n_batches: int) -> int:

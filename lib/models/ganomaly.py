@@ -19,7 +19,7 @@ from lib.scoring.measures import ENCODER_EMBEDDING, LATENT_MSE
 
 # This model's own flags, as data the command line reads without importing this file (lib/models/registry.py).
 OPTIONS = [
-    {"flag": "--w_enc", "type": "float", "default": 1, "min": 0,
+    {"flag": "--w_enc", "type": "float", "default": 1.0, "min": 0,
      "help": "weight of the encoder loss (L2 between the codes of x and of G(x))"},
 ]
 

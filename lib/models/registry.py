@@ -13,7 +13,9 @@ only when a model is built.
 An `OPTIONS` entry: {"flag": "--n_critic", "type": "int" | "float" | "str",
 "default": 5, "help": "...", optional "choices": [...], "min": N (refused below;
 0: "must not be negative", 1: "must be positive"), "run_name": {value: suffix}
-(added to the default run name when the flag has that value)}.
+(added to the default run name when the flag has that value)}. The default has
+the declared type (a float's is 10.0, not 10), as the value of the flag given
+on the command line has: a run's options keep one type whether given or not.
 """
 import argparse
 import ast
@@ -76,8 +78,17 @@ def _declared_options(module: str) -> tuple[dict, ...]:
         tree = ast.parse(f.read(), spec.origin)
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "OPTIONS" for t in node.targets):
-            return tuple(ast.literal_eval(node.value))
+            return tuple(_typed(module, entry) for entry in ast.literal_eval(node.value))
     return ()
+
+
+def _typed(module: str, entry: dict) -> dict:
+    """The entry, checked: its default has its declared type (a model's mistake, refused where it is made)."""
+    kind, default = _TYPES[entry.get("type", "str")], entry.get("default")
+    if default is not None and type(default) is not kind:
+        raise TypeError(f"{module}: OPTIONS declares {entry['flag']} {kind.__name__} and its default is "
+                        f"{type(default).__name__} {default!r}: write {kind(default)!r}")
+    return entry
 
 
 def _dest(entry: dict) -> str:

@@ -19,7 +19,7 @@ from lib.original import applies
 OPTIONS = [
     {"flag": "--wgan", "default": "gp", "choices": ["gp", "clip"], "run_name": {"clip": "-clip"},
      "help": "critic constraint: gradient penalty or weight clipping"},
-    {"flag": "--lambda_gp", "type": "float", "default": 10, "min": 0, "help": "gradient penalty weight"},
+    {"flag": "--lambda_gp", "type": "float", "default": 10.0, "min": 0, "help": "gradient penalty weight"},
     {"flag": "--clip_value", "type": "float", "default": 0.01, "min": 0, "help": "weight clipping bound"},
     {"flag": "--n_critic", "type": "int", "default": 5, "min": 1, "help": "critic updates per generator update"},
 ]
