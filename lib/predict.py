@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from lib import checkpoint
+from lib import checkpoint, fast
 from lib.errors import UserError
 from lib.files import atomic_write
 from lib.folders import image_files, read_image
@@ -86,7 +86,7 @@ def load_model(weights, defaults: dict, device: torch.device, validate=None):
     ckpt = checkpoint.load(weights, "best", defaults=defaults, validate=validate)
     opt = argparse.Namespace(**{**defaults, **ckpt["options"]})
     checkpoint.check_states(ckpt, opt, make_schedulers)
-    model = build_model(opt, device)
+    model = build_model(opt, device, recorded=fast.recorded_choices(ckpt, ckpt["path"]))
     model.load_state_dict(ckpt["state"], weights_only=True)
     # An image's score must not depend on the images scored with it (and one image has no batch
     # to normalise over): eval mode, for runs that scored in training mode (--original) too.

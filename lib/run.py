@@ -2,6 +2,7 @@
 
 Everything a run can be refused for is checked before its first byte is written.
 """
+import os
 import random
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from lib import checkpoint, distributed
+from lib.adopted import NETWORK_OPTIONS, adopt, check_same_precision, speed_record
 from lib.data import load_split
 from lib.errors import UserError
 from lib.files import write_text
@@ -19,9 +21,6 @@ from lib.runfolder import RunFolder
 from lib.schedules import make_schedulers
 from lib.trainer import Trainer
 from lib.visualizer import NullVisualizer, make_visualizer
-
-# Options that define the networks: a checkpoint fixes them.
-NETWORK_OPTIONS = ("model", "isize", "nc", "nz", "ngf", "ndf", "extralayers", "no_skip")
 
 
 def resolve_device(opt, log=print, context: distributed.Context = distributed.Context()) -> torch.device:
@@ -43,15 +42,21 @@ def resolve_device(opt, log=print, context: distributed.Context = distributed.Co
 
 def seed_everything(opt) -> int:
     """Seed torch, numpy and Python's random as the original did; -1 picks a seed and records it
-    in opt so opt.txt can reproduce the run. --original also makes cuDNN deterministic, as the
-    original did (slower; our default keeps cuDNN's autotuning)."""
+    in opt so opt.txt can reproduce the run. --original also asks torch for deterministic
+    algorithms (cuDNN's included, no autotuning), as the original asked cuDNN; our default keeps
+    cuDNN's autotuning. Both are process-wide, so each run sets them either way."""
     if opt.manualseed < 0:
         opt.manualseed = random.SystemRandom().randrange(2**31)
     random.seed(opt.manualseed)
     np.random.seed(opt.manualseed % 2**32)  # numpy takes 32-bit seeds
     torch.manual_seed(opt.manualseed)
-    if not fixes(opt):  # --original
-        torch.backends.cudnn.deterministic = True
+    original = not fixes(opt)
+    if original:  # cuBLAS is deterministic only with this workspace, set before its first use
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(original, warn_only=True)
+    torch.backends.cudnn.deterministic = original
+    if original:
+        torch.backends.cudnn.benchmark = False
     return opt.manualseed
 
 
@@ -133,26 +138,16 @@ def check_generator_updates(opt, n_train: int) -> None:
                         "be updated; lower --n_critic or train longer")
 
 
-def adopt_checkpoint_options(opt, saved: dict, explicit: set[str], keys, source: str) -> None:
-    """Take `keys` from a checkpoint's options unless given on the command line.
-
-    Network settings given explicitly must match the checkpoint: say which differs.
-    """
-    for key in keys:
+def adopt_network_options(opt, saved: dict, explicit: set[str], source: str) -> None:
+    """A new run from loaded weights (--load_weights) takes their networks' settings; one given
+    explicitly must match them."""
+    for key in NETWORK_OPTIONS:
         if key not in saved:
             continue
         if key in explicit and getattr(opt, key) != saved[key]:
-            if key in NETWORK_OPTIONS:
-                raise UserError(f"{source} was made with --{key} {saved[key]}, not {getattr(opt, key)}: "
-                                f"drop --{key} or use a checkpoint made with matching settings")
-            continue
+            raise UserError(f"{source} was made with --{key} {saved[key]}, not {getattr(opt, key)}: "
+                            f"drop --{key} or use a checkpoint made with matching settings")
         setattr(opt, key, saved[key])
-
-
-# On --resume these come from the command line, never from the checkpoint.
-# --niter is the checkpoint's unless given: resuming an interrupted run finishes the run it was.
-SESSION_OPTIONS = {"resume", "load_weights", "phase", "verbose", "display", "display_server",
-                   "display_port", "display_id", "device", "gpu_ids", "ngpu", "workers", "overwrite"}
 
 
 def load_checkpoint(opt, explicit: set[str], validate=None, defaults: dict | None = None):
@@ -164,15 +159,21 @@ def load_checkpoint(opt, explicit: set[str], validate=None, defaults: dict | Non
     """
     if opt.resume:
         ckpt = checkpoint.load(opt.resume, "last", defaults=defaults, validate=validate)
-        keys = [k for k in ckpt["options"] if k not in SESSION_OPTIONS]
-        adopt_checkpoint_options(opt, ckpt["options"], explicit, keys, f"checkpoint '{ckpt['path']}'")
+        adopt(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
+        if validate is not None:  # the run's options with the flags given now
+            validate(opt)
         checkpoint.check_states(ckpt, opt, make_schedulers)
+        check_same_precision(opt, explicit, ckpt)
         return ckpt
     if opt.load_weights is not None:
         source = run_dir(opt) if opt.load_weights == "run" else opt.load_weights
         ckpt = checkpoint.load(source, "best", defaults=defaults, validate=validate)
-        adopt_checkpoint_options(opt, ckpt["options"], explicit, NETWORK_OPTIONS,
-                                 f"checkpoint '{ckpt['path']}'")
+        if opt.phase == "test":
+            adopt(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
+            if validate is not None:
+                validate(opt)
+        else:
+            adopt_network_options(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
         checkpoint.check_states(ckpt, opt, make_schedulers)
         checkpoint.check_same_networks(ckpt, opt)
         return ckpt
@@ -207,7 +208,14 @@ def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print, fold
                         "and --droplast drops every batch: lower --batchsize or pass --no-droplast")
     check_generator_updates(opt, len(split.train))
     distributed.check_batch_splits(opt.batchsize, context.world)
-    model = build_model(opt, device)
+    last = 0 if opt.droplast else len(split.train) % opt.batchsize
+    if last % context.world:  # found now, not at the end of the first epoch
+        raise UserError(f"--no-droplast keeps a last batch of {last} training images, which does not split into "
+                        f"{context.world} processes: drop --no-droplast, or choose a --batchsize that leaves a "
+                        f"multiple of {context.world}")
+    model = build_model(opt, device, recorded=speed_record(ckpt) if opt.resume else None)
+    if model.speed.notice:
+        log(f"notice: {model.speed.notice}")
     trainer = Trainer(opt, model, split, device, folder,
                       make_visualizer(opt, opt.name, log=log) if context.writes else NullVisualizer(),
                       log=log, on_epoch=on_epoch if context.writes else None, context=context)
@@ -235,6 +243,8 @@ def build_evaluation(opt, ckpt, log=print):
     check_memory(opt, device, training=False)
     split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, abnormal_class=opt.abnormal_class,
                        normal_class=opt.normal_class, val_ratio=opt.val_ratio, workers=opt.workers, log=log)
-    model = build_model(opt, device)
+    model = build_model(opt, device, recorded=speed_record(ckpt))
+    if model.speed.notice:
+        log(f"notice: {model.speed.notice}")
     model.load_state_dict(ckpt["state"], weights_only=True)
     return model, split, device

@@ -68,6 +68,7 @@ class TrainingState:
             "data_rng": self.data_rng.get_state(), "rng": rng_state(),
             "schedulers": [s.state_dict() for s in schedulers],
             "history": self.history, "threshold": self.threshold,
+            "speed": model.speed.record(),  # precision and kernels, reused by whatever loads it (lib.fast)
         }
 
     def restore(self, ckpt: dict, model, schedulers: list) -> None:

@@ -54,3 +54,21 @@ def test_train_py_on_the_gpu_writes_a_run_that_predict_py_scores_on_the_cpu(tmp_
                               str(run / "train" / "images"), "--device", "cpu", "--out", str(tmp_path / "p")],
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert predict.returncode == 0, predict.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flags, deterministic", [(["--original"], True), ([], False)])
+def test_on_cuda_original_repeats_exactly_and_the_default_is_reported(tmp_path, flags, deterministic):
+    """--original asks for deterministic algorithms (cuDNN's, and cuBLAS's workspace): two runs of
+    one command give the same scores. The default (bf16, cuDNN autotuning) is not promised to; this
+    prints whether it did, for tools/gpu_check.sh's record."""
+    args = [a for a in tiny(niter=1) if a not in ("--device", "cpu")] + ["--model", "w_skipganomaly", *flags]
+    histograms = []
+    for out in ("first", "second"):
+        proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "--device", "gpu", "--outf", out],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        histograms.append(next((tmp_path / out).rglob("histogram.csv")).read_bytes())
+    print(f"CUDA, {' '.join(flags) or 'default'}: the two runs' histogram.csv are "
+          f"{'identical' if histograms[0] == histograms[1] else 'different'}")
+    if deterministic:
+        assert histograms[0] == histograms[1]

@@ -178,6 +178,9 @@ def test_train_py_ngpu_2_starts_two_processes_and_a_killed_one_ends_the_job_in_o
 @pytest.mark.parametrize("args,message", [
     (["--ngpu", "999"], "give --ngpu"),
     (["--ngpu", "2", "--batchsize", "63"], "does not split into 2 processes"),
+    # 947 training images: every epoch would end on a batch of 51, which two processes cannot share.
+    (["--ngpu", "2", "--batchsize", "64", "--val_ratio", "0.12", "--no-droplast"],
+     "keeps a last batch of 51 training images, which does not split into 2 processes"),
 ])
 def test_ngpu_this_machine_or_batch_cannot_take_is_refused_before_anything_starts(tmp_path, args, message):
     from tests.helpers import one_line_error, process, tiny

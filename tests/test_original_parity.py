@@ -29,16 +29,19 @@ def synthetic_data(spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return train, test
 
 
-@pytest.fixture(params=["skipganomaly", "w_skipganomaly"])
+@pytest.fixture(params=[(m, fast) for m in ("skipganomaly", "w_skipganomaly") for fast in (False, True)],
+                ids=lambda p: f"{p[0]}-{'fast' if p[1] else 'plain'}")
 def replayed(request):
-    """Our model in --original mode after the reference's steps and its test: (reference, losses, scores, model)."""
-    ref = REFERENCE[request.param]
+    """Our model in --original mode after the reference's steps and its test, with the speed layer
+    off and on (as a user runs it): (reference, losses, scores, model)."""
+    name, fast = request.param
+    ref = REFERENCE[name]
     spec = ref["spec"]
     threads = torch.get_num_threads()
     torch.set_num_threads(ref["threads"])
     try:
         opt = make_opt(model=spec["model"], original=True, isize=spec["isize"], nc=spec["nc"], nz=spec["nz"],
-                       ngf=spec["ngf"], ndf=spec["ndf"], batchsize=spec["batchsize"], fast=False, **spec["flags"])
+                       ngf=spec["ngf"], ndf=spec["ndf"], batchsize=spec["batchsize"], fast=fast, **spec["flags"])
         torch.manual_seed(spec["seed"])  # the original seeds right before it builds its networks
         model = build_model(opt, "cpu")
         train, test = synthetic_data(spec)
@@ -111,11 +114,13 @@ def _in_original_order(model, net: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_weights_of_another_architecture_are_refused_in_one_line(trained_run_copy, tmp_path):
-    """A run with every fix has a classifier bias; a default run's discriminator, like --original's, has none."""
+    """A run with every fix has a classifier bias; a default run's discriminator, like --original's, has none:
+    --phase test refuses fixes that change training before it looks at the weights."""
     from tests.helpers import TINY, one_line_error, process
     run = trained_run_copy  # --phase test writes <run>/test/: never into the session's shared run
     proc = process("train.py", [*TINY, "--phase", "test", "--load_weights", run, "--fixes", "all"], tmp_path)
-    one_line_error(proc, "classifier.0.bias", "give the same --original/--fixes")
+    one_line_error(proc, "--fixes all: checkpoint", "was trained without the fix 'classifier_bias'",
+                   "give the run's own --original/--fixes")
     assert not (run / "test").exists()
     # A fix that changes no shape loads the same weights.
     assert process("train.py", [*TINY, "--phase", "test", "--load_weights", run,

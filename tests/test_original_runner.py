@@ -31,7 +31,12 @@ def find_original_code() -> Path | None:
 ORIGINAL_CODE = find_original_code()
 needs_original = pytest.mark.skipif(ORIGINAL_CODE is None, reason="needs the original code: set ORIGINAL_CODE "
                                     "or put it in ../shared/reference/original-code")
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny networks on shared cores: threads only contend
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+# The committed reference was computed with AVX2 kernels. On another kernel level the original's own
+# ten steps come out in other rounding: measured 3e-5 relative on an AMD EPYC with AVX-512 and
+# 2e-4 on an Intel Xeon with AMX (issue 31). A real change (a detached loss, a penalty nz times
+# stronger) moves these numbers by percents, not by 1e-3.
+CROSS_LEVEL_RTOL = 1e-3  # tiny networks on shared cores: threads only contend
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +86,8 @@ def test_the_committed_reference_is_what_the_original_computes_now(fresh_referen
     fresh = json.loads(json.dumps(reproducible(fresh_reference)))  # tuples as the file has them: lists
     if fresh.pop("cpu_capability") == committed.pop("cpu_capability"):
         assert fresh == committed
-    else:  # other kernels (AVX2, AVX-512) sum in another order: the same run, floats within 1e-4
-        assert_same_but_floats(fresh, committed, rel=1e-4)
+    else:  # other kernels sum in another order: the same run, floats within CROSS_LEVEL_RTOL
+        assert_same_but_floats(fresh, committed, rel=CROSS_LEVEL_RTOL)
 
 
 def assert_same_but_floats(got, expected, rel: float, where: str = ""):

@@ -1,5 +1,7 @@
 """The models' steps train as the oracle's (tests/reference_steps.py), with and without the speed layer;
 the speed layer's pieces match the kernels they replace."""
+import time
+
 import pytest
 import torch
 
@@ -87,7 +89,6 @@ def test_fast_is_the_default_and_can_be_turned_off():
 
 
 def test_the_speed_layer_swaps_kernels_layouts_and_optimisers_and_nothing_else(monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_matmul_convolutions", lambda bf16: hardware.Choice(True, "pinned"))
     plain = MODELS["w_skipganomaly"](make_opt(model="w_skipganomaly"), torch.device("cpu"), fast=False)
     fast = MODELS["w_skipganomaly"](make_opt(model="w_skipganomaly"), torch.device("cpu"), fast=True)
     assert {type(m) for net in plain.networks.values() for m in net.modules()}.isdisjoint(
@@ -187,56 +188,86 @@ def test_channels_last_adam_updates_like_fused_adam_without_copying(amsgrad):
     assert ours.state_dict()["state"].keys() == usual.state_dict()["state"].keys()
 
 
-def probe_times(monkeypatch, *seconds):
-    """Make the probes' timings `seconds`, in the order they are taken (pin `hardware.cpu_flags` first
-    where it matters: a CPU with native bf16 probes bf16 before the convolutions)."""
-    times = iter(seconds)
-    monkeypatch.setattr(hardware, "_seconds", lambda step, repeats=hardware.PROBE_REPEATS: next(times))
-    hardware.cpu_bf16.cache_clear()
-    hardware.cpu_matmul_convolutions.cache_clear()
+def pin_cpu(monkeypatch, *flags):
+    """Make this CPU one with `flags` (its /proc/cpuinfo flags)."""
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
 
 
-@pytest.fixture
-def fresh_probes():
-    yield
-    hardware.cpu_bf16.cache_clear()
-    hardware.cpu_matmul_convolutions.cache_clear()
-
-
-def test_bf16_is_a_cpu_default_only_where_the_cpu_has_it_natively_and_the_probe_finds_it_faster(
-        monkeypatch, fresh_probes):
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    probe_times(monkeypatch)  # no probe runs: next() on no timings would raise
+def test_bf16_is_a_cpu_default_only_where_the_cpu_has_it_natively(monkeypatch):
+    pin_cpu(monkeypatch, "avx2", "fma")
     assert hardware.cpu_bf16() == hardware.Choice(False, f"fp32: this CPU ({hardware.capability()}) has no native "
                                                          "bf16 (avx512_bf16 or amx_bf16)")
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
-    probe_times(monkeypatch, 2.0, 1.0)  # fp32, then bf16
-    assert hardware.cpu_bf16().on and "native (amx_bf16, avx512_bf16)" in hardware.cpu_bf16().why
-    probe_times(monkeypatch, 1.0, 1.5)
-    assert hardware.cpu_bf16() == hardware.Choice(False, "fp32: bf16 is native (amx_bf16, avx512_bf16) but slower "
-                                                         "in this machine's probe")
+    pin_cpu(monkeypatch, "avx512f", "avx512_bf16", "amx_bf16")
+    assert hardware.cpu_bf16() == hardware.Choice(True, "bf16: native on this CPU (amx_bf16, avx512_bf16)")
 
 
-def test_matrix_product_convolutions_are_used_where_the_probe_finds_them_faster(monkeypatch, fresh_probes):
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))  # no bf16 probe
-    probe_times(monkeypatch, 1.0, 2.0)  # the convolution kernels, then the matrix products
+@pytest.mark.parametrize("flags", [("avx2", "fma"), ("avx512f", "avx512_bf16")])
+def test_matrix_product_convolutions_are_the_cpu_default_and_not_cudas(monkeypatch, flags):
+    pin_cpu(monkeypatch, *flags)
     speed = speed_layer.settings(make_opt(), torch.device("cpu"))
-    assert not speed.matmul and speed.why[1].startswith("convolution kernels")
-    model = MODELS["skipganomaly"](make_opt(), torch.device("cpu"))
-    assert not any(isinstance(m, (MatmulConv2d, MatmulConvTranspose2d)) for m in model.generator.modules())
-    probe_times(monkeypatch, 2.0, 1.0)
+    assert speed.matmul and speed.why[1].startswith("matrix products")
     model = MODELS["skipganomaly"](make_opt(), torch.device("cpu"))
     assert model.speed.matmul and any(isinstance(m, MatmulConv2d) for m in model.generator.modules())
+    assert not speed_layer.settings(make_opt(), torch.device("cuda")).matmul
 
 
-def test_the_probes_run_for_real_and_each_choice_says_why(fresh_probes):
-    """On this CPU, whatever it is: the probes measure both ways and name what they chose."""
-    bf16, matmul = hardware.cpu_bf16(), hardware.cpu_matmul_convolutions(False)
-    native = bool(hardware.cpu_flags() & set(hardware.NATIVE_BF16))
-    assert bf16.why.startswith("bf16" if bf16.on else "fp32") and ("probe" in bf16.why) == native
-    assert matmul.why.startswith("matrix products" if matmul.on else "convolution kernels")
-    conv, x = torch.nn.Conv2d(4, 4, 3), torch.randn(2, 4, 8, 8)
-    assert all(hardware._seconds(hardware._conv_step(conv, x, bf16), repeats=1) > 0 for bf16 in (False, True))
+def test_no_timing_decides_a_choice_the_same_options_on_the_same_machine_choose_alike(monkeypatch):
+    """A busy CPU once made one run choose bf16 and the next fp32: choices are rules, not timings."""
+    def no_clock():
+        raise AssertionError("a speed choice read a clock")
+    for clock in ("perf_counter", "perf_counter_ns", "monotonic", "time", "process_time"):
+        monkeypatch.setattr(time, clock, no_clock)
+    for flags in (("avx2",), ("avx512_bf16",), ("amx_bf16",)):
+        pin_cpu(monkeypatch, *flags)
+        for name in MODELS:
+            opt = make_opt(model=name)
+            assert len({speed_layer.settings(opt, torch.device("cpu"), bf16_safe=MODELS[name].bf16_measured_safe)
+                        for _ in range(3)}) == 1
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("flags", [{}, {"fast": False}, {"amp": True}, {"original": True}])
+def test_building_a_model_draws_the_same_random_numbers_whatever_the_speed_settings(name, flags):
+    """The speed layer draws no random number: the weights and everything drawn after them
+    (data order, noise, penalties) follow --manualseed alone, fast path or not."""
+    def build(**speed):
+        torch.manual_seed(0)
+        model = MODELS[name](make_opt(model=name, **{**flags, **speed}), torch.device("cpu"))
+        return model, torch.get_rng_state(), torch.rand(3)
+    plain, plain_state, plain_next = build(fast=False)
+    model, state, after = build()
+    assert torch.equal(state, plain_state) and torch.equal(after, plain_next)
+    for net in plain.networks:
+        for key, value in plain.networks[net].state_dict().items():
+            assert torch.equal(model.networks[net].state_dict()[key], value), key
+
+
+def test_original_computes_in_fp32_without_autotuning_unless_amp_is_asked_for(monkeypatch):
+    pin_cpu(monkeypatch, "avx512_bf16")
+    for device in ("cpu", "cuda"):
+        speed = speed_layer.settings(make_opt(model="w_skipganomaly", original=True), torch.device(device))
+        assert (speed.amp, speed.autotune, speed.why[0]) == (False, False, "fp32: --original computes as the "
+                                                                           "original did")
+        assert speed_layer.settings(make_opt(model="w_skipganomaly", original=True, amp=True),
+                                    torch.device(device)).amp
+    assert speed_layer.settings(make_opt(model="w_skipganomaly"), torch.device("cuda")).autotune
+
+
+def test_a_checkpoints_recorded_choices_are_reused_and_a_device_change_is_said(monkeypatch):
+    pin_cpu(monkeypatch, "avx2")  # by its rule this CPU would run fp32
+    bf16_on_cpu = {"amp": True, "matmul": False, "device_type": "cpu"}
+    speed = speed_layer.settings(make_opt(model="w_skipganomaly"), torch.device("cpu"), recorded=bf16_on_cpu)
+    assert (speed.amp, speed.matmul) == (True, False) and "as this run was trained" in speed.why[0]
+    assert speed.notice.endswith("emulated on this CPU, which has no native bf16: slower (--no-amp runs fp32)")
+    assert not speed_layer.settings(make_opt(model="w_skipganomaly", amp=False), torch.device("cpu"),
+                                    recorded=bf16_on_cpu).amp  # an explicit flag wins
+    on_cuda = speed_layer.settings(make_opt(), torch.device("cpu"),
+                                   recorded={"amp": True, "matmul": False, "device_type": "cuda"})
+    assert on_cuda.amp and on_cuda.matmul  # precision follows the run; kernels are the CPU's
+    assert on_cuda.notice.startswith("this run was trained on cuda; on cpu it keeps its precision (bf16)")
+    pin_cpu(monkeypatch, "avx512_bf16")
+    same = speed_layer.settings(make_opt(model="w_skipganomaly"), torch.device("cpu"), recorded=bf16_on_cpu)
+    assert same.notice == "" and same.amp
 
 
 @pytest.mark.parametrize("flags, device, amp, why", [
@@ -251,22 +282,11 @@ def test_amp_and_no_amp_override_the_machine_and_cuda_defaults_to_bf16(flags, de
     assert not speed.matmul or device == "cpu"
 
 
-def test_a_probe_that_fails_leaves_the_plain_kernels_and_says_why(monkeypatch, fresh_probes):
-    def broken(step, repeats=hardware.PROBE_REPEATS):
-        raise RuntimeError("no bf16 kernel here\nmore")
-    monkeypatch.setattr(hardware, "_seconds", broken)
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
-    assert hardware.cpu_bf16() == hardware.Choice(False, "fp32: the bf16 probe failed (no bf16 kernel here)")
-    assert hardware.cpu_matmul_convolutions(False) == hardware.Choice(
-        False, "convolution kernels: the probe failed (no bf16 kernel here)")
-
-
-def test_bf16_is_a_default_only_for_a_model_whose_auroc_it_was_measured_to_keep(monkeypatch, fresh_probes):
+def test_bf16_is_a_default_only_for_a_model_whose_auroc_it_was_measured_to_keep(monkeypatch):
     assert speed_layer.settings(make_opt(), torch.device("cuda"), bf16_safe=False).why[0] == (
         "fp32: CUDA favours bf16, but it is not measured to keep this model's AUROC (docs/benchmarks.md); "
         "--amp turns it on")
     assert speed_layer.settings(make_opt(amp=True), torch.device("cuda"), bf16_safe=False).amp
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
-    probe_times(monkeypatch, 2.0, 1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 2.0)  # bf16 faster; then each model's matmul probe
+    pin_cpu(monkeypatch, "avx512_bf16")
     assert not MODELS["skipganomaly"](make_opt(), torch.device("cpu")).speed.amp  # bf16 cost it 0.03 AUROC
     assert MODELS["w_skipganomaly"](make_opt(model="w_skipganomaly"), torch.device("cpu")).speed.amp

@@ -83,6 +83,8 @@ def main(argv):
     epoch = ckpt.get("epoch")
     print(f"model: {opt.model} (isize {opt.isize}, nc {opt.nc}) from {ckpt['path']}, epoch {epoch}")
     print(model.score_description())
+    if model.speed.notice:
+        print(f"notice: {model.speed.notice}")
     if "epoch" in stored and stored["epoch"] != epoch:
         print(f"notice: the stored threshold was chosen at epoch {stored['epoch']}, these weights are "
               f"from epoch {epoch}; use best.pt or pass --threshold")

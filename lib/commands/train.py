@@ -124,10 +124,11 @@ def resume_folder(opt, ckpt, explicit) -> Path:
 
 def evaluate_weights(opt, ckpt) -> int:
     """--phase test: score the test split with the loaded weights; results go to <run>/test/."""
+    from lib.distributed import Context
     from lib.metrics import HEADLINE, all_metrics
     from lib.original import applies
     from lib.outputs import histogram_csv
-    from lib.run import build_evaluation, options_text
+    from lib.run import build_evaluation, options_text, runtime_of
     from lib.scoring.evaluate import evaluate
 
     if opt.overwrite:
@@ -140,7 +141,7 @@ def evaluate_weights(opt, ckpt) -> int:
     metrics = all_metrics(labels, parts["score"], also=(HEADLINE[opt.metric],))
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "opt.txt", options_text(opt, options.defaults()))
+        write_text(out / "opt.txt", options_text(opt, options.defaults(), runtime_of(model, device, Context())))
         write_text(out / "histogram.csv", hist)
         write_text(out / "results.json", json.dumps(
             {"weights": ckpt["path"], "epoch": ckpt.get("epoch"), "seed": opt.manualseed, "test": metrics},

@@ -18,5 +18,5 @@ def model_class(name: str):
 
 
 def build_model(opt, device, **speed):
-    """The model named by `opt.model`, on `device` (`speed`: fast, amp, compile; see lib.fast)."""
+    """The model named by `opt.model`, on `device` (`speed`: fast, amp, compile, recorded; see lib.fast)."""
     return model_class(opt.model)(opt, device, **speed)

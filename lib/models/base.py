@@ -43,13 +43,16 @@ class AnomalyModel(abc.ABC):
     # AUROC with it was measured within seed noise of fp32's (docs/benchmarks.md, bf16 and detection).
     bf16_measured_safe = False
 
-    def __init__(self, opt, device, fast: bool | None = None, amp: bool | None = None, compile: bool | None = None):
-        """`fast`, `amp` and `compile` default to the options' values (see lib.fast.settings)."""
+    def __init__(self, opt, device, fast: bool | None = None, amp: bool | None = None, compile: bool | None = None,
+                 recorded: dict | None = None):
+        """`fast`, `amp` and `compile` default to the options' values, then to a checkpoint's
+        `recorded` speed choices (see lib.fast.settings)."""
         self.device = torch.device(device)
         self.networks: dict[str, nn.Module] = dict(self.build_networks(opt))
         for net in self.networks.values():
             net.to(self.device)
-        self.speed = speed_layer.settings(opt, self.device, fast, amp, compile, bf16_safe=self.bf16_measured_safe)
+        self.speed = speed_layer.settings(opt, self.device, fast, amp, compile, bf16_safe=self.bf16_measured_safe,
+                                          recorded=recorded)
         self.optimizers: dict[str, torch.optim.Optimizer] = speed_layer.accelerate(
             self.speed, self.networks, dict(self.build_optimizers(opt)), self.compiles)
         self.step = 0  # training steps taken; survives resume (a critic's schedule depends on it)
