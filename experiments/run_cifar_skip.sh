@@ -7,4 +7,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 ALL_CLASSES=(airplane automobile bird cat deer dog frog horse ship truck)
 run_classes --dataset cifar10 --isize 32 --niter 25 --model skipganomaly \
-    --w_con 50 --w_adv 1 --w_lat 1 --display -- "$@"
+    --w_con 50 --w_adv 1 --w_lat 1 -- "$@"

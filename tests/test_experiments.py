@@ -6,22 +6,25 @@ import sys
 
 import pytest
 
+from lib import checkpoint
 from lib.errors import run_cli
-from tests.conftest import make_idx
+from tests.conftest import make_cifar, make_idx
 from tests.helpers import ROOT, read_csv
 from tools import collect_results
 
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-# script -> (flags every run gets, its classes)
+# script -> (flags every run gets, its classes); --display where the original's scripts pass it (and in run_fmnist.sh,
+# ours, as in run_mnist.sh)
 SCRIPTS = {
     "run_cifar_wskip.sh": (["--dataset", "cifar10", "--niter", "15", "--model", "w_skipganomaly", "--w_con", "50",
                             "--display"], CIFAR),
-    "run_cifar_skip.sh": (["--dataset", "cifar10", "--niter", "25", "--model", "skipganomaly", "--w_con", "50",
-                           "--display"], CIFAR),
-    "run_mnist.sh": (["--dataset", "mnist", "--nc", "1", "--niter", "15", "--model", "w_skipganomaly"],
+    "run_cifar_skip.sh": (["--dataset", "cifar10", "--niter", "25", "--model", "skipganomaly", "--w_con", "50"],
+                          CIFAR),
+    "run_mnist.sh": (["--dataset", "mnist", "--nc", "1", "--niter", "15", "--model", "w_skipganomaly", "--display"],
                      [str(i) for i in range(10)]),
-    "run_fmnist.sh": (["--dataset", "fashion-mnist", "--nc", "1", "--model", "w_skipganomaly"], FASHION),
+    "run_fmnist.sh": (["--dataset", "fashion-mnist", "--nc", "1", "--model", "w_skipganomaly", "--display"],
+                      FASHION),
 }
 # Stands in for python: records the arguments of each train.py run; fails for the class in STUB_FAIL.
 STUB = """import json, os, sys
@@ -58,6 +61,7 @@ def test_each_script_runs_every_class_with_the_device_and_extra_flags_passed_thr
     for argv in runs:
         assert argv[0] == str(ROOT / "train.py")
         assert all(flag in argv for flag in flags)
+        assert ("--display" in argv) == ("--display" in flags)
         assert all(has(argv, flag, value) for flag, value in zip(flags, flags[1:]) if not value.startswith("--"))
         assert has(argv, "--device", "cpu")
         assert argv[-4:] == ["--niter", "1", "--outf", "somewhere"]  # last, so they override the script's
@@ -93,6 +97,22 @@ def test_a_real_tiny_sweep_through_a_script_lands_in_the_collected_table(tmp_pat
     table, _ = collect(tmp_path / "out")
     label = "Skip-WGANomaly (batchsize 32, isize 8, ndf 8, ngf 8, niter 1, nz 8)"
     assert f"| **{label}** | {results['best']['test']['auroc']:.3f} |" in table
+
+
+@pytest.mark.slow
+def test_a_sweep_given_original_reproduces_the_original_in_every_run(tmp_path):
+    make_cifar(tmp_path / "data", n_per_class_train=20, n_per_class_test=4)
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "CLASSES": "bird"}
+    done = subprocess.run(["bash", str(ROOT / "experiments" / "run_cifar_wskip.sh"), "--original",
+                           "--dataroot", str(tmp_path / "data"), "--outf", str(tmp_path / "out"), "--niter", "1",
+                           "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "32",
+                           "--display_port", "9"],  # no dashboard there: the run goes on without one
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "out" / "w_skipganomaly-original" / "cifar10" / "bird"
+    assert "original: True\t[default: False]" in (run / "opt.txt").read_text().splitlines()
+    assert checkpoint.load(run)["options"]["original"] is True
+    assert "max AUC:" in (run / "loss_log.txt").read_text()  # the original's own log line
 
 
 # ------------------------------------------------------------------ the collector
