@@ -12,13 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from tests.helpers import ROOT
 from tests.test_original_parity import original_losses
-from tests.test_original_runner import ONE_THREAD, ORIGINAL_CODE, needs_original
+from tests.test_original_runner import ONE_THREAD, ORIGINAL_CODE, needs_original, write_folder_dataset
 from tools.original.launch import run_runner
 
 MODELS = ("skipganomaly", "w_skipganomaly")
@@ -120,20 +118,11 @@ def assert_same_losses(model: str, ours: list[dict], theirs: list[dict]) -> None
             assert value == pytest.approx(expected, rel=LOSS_RTOL, abs=LOSS_ATOL), (step, name, value, expected)
 
 
-def write_folder_dataset(root: Path) -> Path:
-    """64 normal training PNGs, 20 normal and 20 abnormal test PNGs (32x32 RGB), abnormal ones a little
-    brighter: the AUROC lands near 0.4 rather than at 1, so that a changed score would change it."""
-    rng = np.random.default_rng(0)
-    for sub, n, high in (("train/0.normal", 64, 160), ("test/0.normal", 20, 160), ("test/1.abnormal", 20, 164)):
-        (root / sub).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, high, (32, 32, 3), dtype=np.uint8)).save(root / sub / f"{i:03d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return write_folder_dataset(tmp_path_factory.mktemp("e2e") / "data")
+    """Abnormal images only a little brighter: the AUROC lands near 0.4 rather than at 1, so that a
+    changed score would change it."""
+    return write_folder_dataset(tmp_path_factory.mktemp("e2e") / "data", abnormal_high=164)
 
 
 @pytest.fixture(scope="module")

@@ -106,10 +106,12 @@ def assert_same_but_floats(got, expected, rel: float, where: str = ""):
         assert got == expected, where
 
 
-def write_folder_dataset(root: Path) -> Path:
-    """64 normal training PNGs, 20 normal and 20 abnormal test PNGs (32x32 RGB); brighter = abnormal."""
+def write_folder_dataset(root: Path, abnormal_high: int = 256) -> Path:
+    """64 normal training PNGs, 20 normal and 20 abnormal test PNGs (32x32 RGB): pixels below 160 in
+    normal images, below `abnormal_high` in abnormal ones (brighter = abnormal)."""
     rng = np.random.default_rng(0)
-    for sub, n, high in (("train/0.normal", 64, 160), ("test/0.normal", 20, 160), ("test/1.abnormal", 20, 256)):
+    for sub, n, high in (("train/0.normal", 64, 160), ("test/0.normal", 20, 160),
+                         ("test/1.abnormal", 20, abnormal_high)):
         (root / sub).mkdir(parents=True)
         for i in range(n):
             Image.fromarray(rng.integers(0, high, (32, 32, 3), dtype=np.uint8)).save(root / sub / f"{i:03d}.png")
