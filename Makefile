@@ -30,9 +30,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# A Visdom server whose pages render offline (JS/CSS/fonts from the npm registry, once).
+# A Visdom server whose pages render offline (JS/CSS/fonts from the npm registry, once), on localhost;
+# SHARE=1 with VISDOM_USERNAME and VISDOM_PASSWORD: on every interface, behind a login.
 dashboard: $(STAMP)
-	@PORT=$(PORT) PYTHON=$(PY) dashboard/serve.sh
+	@PORT=$(PORT) SHARE=$(SHARE) PYTHON=$(PY) dashboard/serve.sh
 
 # The frozen list of exact versions of the tested environment.
 environment: $(STAMP)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Start a Visdom server that works offline, on port $PORT (default 8097); extra arguments go to
-# visdom.server (e.g. -env_path DIR, -bind_local). Windows are saved under ~/.visdom by default.
-# A port that is taken (or not a port) is refused with one line and exit status 2, before the
-# offline set-up or the server starts.
+# visdom.server (e.g. -env_path DIR). Windows are saved under ~/.visdom by default.
+# It is private: it listens on localhost alone. SHARE=1 listens on every interface and asks for a
+# login, whose user name and password it takes from VISDOM_USERNAME and VISDOM_PASSWORD.
+# A port that is taken (or not a port), or SHARE=1 without both, is refused with one line and exit
+# status 2, before the offline set-up or the server starts.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
@@ -18,6 +20,30 @@ if ! command -v "$PYTHON" > /dev/null; then
     echo "error: PYTHON=$PYTHON cannot be run: run make dashboard (it creates .venv) or set PYTHON" >&2
     exit 2
 fi
+case "${SHARE:-0}" in
+    0) access=(-bind_local) ;;
+    1)
+        if [[ -z "${VISDOM_USERNAME:-}" || -z "${VISDOM_PASSWORD:-}" ]]; then
+            echo "error: SHARE=1 opens the dashboard to every machine that can reach this one, so it needs a" \
+                 "login: export VISDOM_USERNAME and VISDOM_PASSWORD, then run SHARE=1 make dashboard again" >&2
+            exit 2
+        fi
+        # visdom.server reads the login from these instead of prompting. The secret that signs its
+        # login cookies is ~/.visdom/COOKIE_SECRET: made here, readable by this user alone (visdom's
+        # own would be readable by all), from VISDOM_COOKIE if given, else at random.
+        export VISDOM_USE_ENV_CREDENTIALS=1
+        cookie="$HOME/.visdom/COOKIE_SECRET"
+        if [[ ! -s $cookie ]]; then
+            mkdir -p "$HOME/.visdom"
+            (umask 077 && "$PYTHON" -c 'import os, secrets, sys
+sys.stdout.write(os.environ.get("VISDOM_COOKIE") or secrets.token_hex(32))' > "$cookie")
+        fi
+        access=(-enable_login) ;;
+    *)
+        echo "error: SHARE=$SHARE: give SHARE=1 to share the dashboard (with a login) or leave it out to keep" \
+             "it on localhost" >&2
+        exit 2 ;;
+esac
 # Bind the port as the server will (tornado: every address family, SO_REUSEADDR), then let it go.
 "$PYTHON" - "$((10#$port))" <<'PY'
 import errno
@@ -55,4 +81,4 @@ else:
 sys.exit(2)
 PY
 "$root/dashboard/setup.sh"
-exec "$PYTHON" -m visdom.server -port "$((10#$port))" "$@"
+exec "$PYTHON" -m visdom.server -port "$((10#$port))" "${access[@]}" "$@"

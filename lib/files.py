@@ -1,34 +1,124 @@
 """Result files written atomically: a crash leaves the old file or the new one, never a torn one.
 
+A disk that refuses a write (full, over a quota or a file-size limit, failing) raises WriteFailed:
+one line naming the file and the space left there, and the file as it was.
 No torch here: scripts that only check their command line or write tables import it cheaply.
 """
+import contextlib
 import csv
+import errno
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+from lib.errors import UserError
+
+# A disk that cannot take the data, and what frees it.
+DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space or raise your disk quota",
+               errno.EFBIG: "raise the file-size limit (ulimit -f)", errno.EIO: "check the disk"}
+
+
+class WriteFailed(UserError, OSError):
+    """A write the disk refused: names the file and the space free beside it, and what to do.
+
+    It is also the OSError it stands for (errno, strerror, filename), so code that handles a
+    failed write as an OSError goes on doing so.
+    """
+
+    def __init__(self, path, error: OSError, then: str = "then run the command again"):
+        OSError.__init__(self, error.errno, error.strerror, str(path))
+        self.path, self.error, self.then = Path(path), error, then
+        self.message = (f"cannot write '{path}' ({error.strerror}; {free_space(path)} free there): "
+                        f"{DISK_ERRORS.get(error.errno, 'free some space')}, {then}")
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # across processes (Ray, multiprocessing) as it was made
+        return WriteFailed, (self.path, self.error, self.then)
+
+    def followed_by(self, then: str) -> "WriteFailed":
+        """The same failure, telling the user `then` (e.g. the command that continues the run)."""
+        return WriteFailed(self.path, self.error, then)
+
+
+def disk_error(err: BaseException) -> OSError | None:
+    """The disk error behind `err` (itself, or what it wraps: torch.save raises RuntimeError), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def free_space(path) -> str:
+    """The space free to this user on the file system of `path` (or of its nearest existing folder)."""
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        return "unknown space"
+    return size_text(usage.free)
+
+
+def size_text(n: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    if n < 1024:
+        return f"{n} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+
+
+@contextlib.contextmanager
+def writing(path, then: str = "then run the command again"):
+    """Turn a disk error raised inside (even wrapped in another exception) into WriteFailed naming `path`."""
+    try:
+        yield
+    except WriteFailed:
+        raise
+    except Exception as err:
+        error = disk_error(err)
+        if error is None:
+            raise
+        raise WriteFailed(path, error, then) from err
+
 
 def atomic_write(path, write) -> None:
-    """Call `write(tmp_path)`, then rename the temporary file onto `path`.
+    """Call `write(tmp_path)`, flush the file to disk, then rename it onto `path`.
 
     The temporary file is created exclusively (never through a planted link) and the rename
-    replaces a link at `path` rather than writing through it.
+    replaces a link at `path` rather than writing through it. If the disk refuses the write,
+    the temporary file is removed, `path` is left as it was, and WriteFailed says so.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write(tmp)
+            # On disk before the name points at it: a crash then leaves the old file or the whole new one.
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_text(path, text: str) -> None:

@@ -82,6 +82,11 @@ def save_original_image(images: torch.Tensor, path: Path) -> None:
     Image.fromarray(original_image(images)).save(path)
 
 
+def _save(content, tmp) -> None:
+    with open(tmp, "wb") as f:  # a Python file: torch's own writer loses a full disk's errno (lib/checkpoint.py)
+        torch.save(content, f)
+
+
 class OriginalOutputs(RunOutputs):
     """What the original's Visualizer and BaseModel wrote and printed (lib/outputs.RunOutputs' methods)."""
     min_max_histogram = True  # its histogram.csv holds the scores scaled to [0, 1]
@@ -188,7 +193,7 @@ class OriginalOutputs(RunOutputs):
                 state[key] = value.detach().cpu()
             content = {"epoch": epoch, "state_dict": state}
             atomic_write(self.weights / f"{WEIGHT_FILES.get(name, 'net_' + name)}_{epoch}.pth",
-                         lambda tmp, content=content: torch.save(content, tmp))
+                         lambda tmp, content=content: _save(content, tmp))
 
     def end(self) -> None:
         self.console(f">> Training model {self.name}.[Done]")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.files import rows_csv, write_text
+from lib.files import rows_csv, write_text, writing
 from lib.images import save_grid
 from lib.original import applies
 from lib.runfolder import append_line
@@ -34,6 +34,12 @@ def histogram_csv(scores, labels, min_max: bool = False) -> str:
         scores = (scores - scores.min()) / span if span > 0 else np.zeros_like(scores)
     lines = [",scores,labels"] + [f"{i},{float(s)!r},{int(label)}" for i, (s, label) in enumerate(zip(scores, labels))]
     return "\n".join(lines) + "\n"
+
+
+def _save_grid(images, path: Path, nrow: int = 8) -> None:
+    """An image grid; a disk that refuses it raises WriteFailed naming the file (lib/files.py)."""
+    with writing(path):
+        save_grid(images, path, nrow)
 
 
 def results(opt, history: list[dict], best_epoch: int, headline: str, threshold: dict) -> dict:
@@ -72,7 +78,9 @@ class RunOutputs:
 
     def log(self, line: str) -> None:
         """One line of loss_log.txt."""
-        append_line(self.dir / "loss_log.txt", line)
+        path = self.dir / "loss_log.txt"
+        with writing(path):
+            append_line(path, line)
 
     def begin(self, model) -> None:
         """Training starts (or resumes)."""
@@ -90,12 +98,12 @@ class RunOutputs:
     def train_samples(self, real, fake, epoch: int, reconstruct) -> None:
         """A training batch and its reconstruction during `epoch` (counted from 1); `reconstruct(images)`
         gives the reconstruction of other images."""
-        save_grid(real, self.images / "real_samples.png")
-        save_grid(fake, self.images / f"fake_samples_epoch_{epoch:03d}.png")
+        _save_grid(real, self.images / "real_samples.png")
+        _save_grid(fake, self.images / f"fake_samples_epoch_{epoch:03d}.png")
 
     def fixed_images(self, name: str, real, fake, epoch: int) -> None:
         """The watched test images (one row) above their reconstructions, after `epoch`."""
-        save_grid(torch.cat([real, fake]), self.images / f"fixed_{name}_epoch_{epoch:03d}.png", nrow=len(real))
+        _save_grid(torch.cat([real, fake]), self.images / f"fixed_{name}_epoch_{epoch:03d}.png", nrow=len(real))
 
     def testing(self, epoch: int):
         """The test split is scored after `epoch` (from 1): a `(real, parts)` callback for each batch, or None."""
@@ -125,6 +133,6 @@ class RunOutputs:
 
         def save(real, parts) -> None:
             n = next(numbers)
-            save_grid(real, folder / f"real_{n:04d}.png")
-            save_grid(parts["fake"], folder / f"fake_{n:04d}.png")
+            _save_grid(real, folder / f"real_{n:04d}.png")
+            _save_grid(parts["fake"], folder / f"fake_{n:04d}.png")
         return save

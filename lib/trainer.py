@@ -23,6 +23,7 @@ from tqdm import tqdm
 from lib import checkpoint, distributed, outputs
 from lib.data import to_float
 from lib.errors import UserError
+from lib.files import WriteFailed, disk_error
 from lib.metrics import HEADLINE
 from lib.original import applies
 from lib.original_outputs import OriginalOutputs
@@ -65,6 +66,7 @@ class Trainer:
         self.train_seconds, self.images_trained = 0.0, 0
         self.fixed = self._fixed_test_images()
         self.claim = None  # the run folder's lock, set by whoever claims the folder
+        self.saved_niter = None  # --niter as last.pt on disk holds it (a resume that lengthens the run differs)
 
     def _outputs(self) -> outputs.RunOutputs:
         """What the run writes and prints: this framework's run folder, or the original's (lib/original.py)."""
@@ -81,23 +83,53 @@ class Trainer:
     def restore(self, ckpt: dict) -> None:
         """Continue exactly where `ckpt` stopped (mid-epoch included)."""
         self.state.restore(ckpt, self.model, self.schedulers)
+        self.saved_niter = ckpt["options"].get("niter")
 
     def save(self, name: str) -> None:
         checkpoint.save(self.weights / f"{name}.pt", self.state.checkpoint(self.opt, self.model, self.schedulers))
+        if name == "last":
+            self.saved_niter = self.opt.niter
 
     # --- the loop ----------------------------------------------------------------
     def fit(self) -> dict:
-        if self.writes:
-            self.out.begin(self.model)
-        with StopFlag() as stop:
-            while self.state.epoch < self.opt.niter:
-                start = time.perf_counter()
-                self.train_epoch(stop)
-                self.train_seconds = time.perf_counter() - start
-                self.end_epoch() if self.writes else self.follow_epoch()
-        if self.writes:
-            self.out.end()
+        try:
+            if self.writes:
+                self.out.begin(self.model)
+            with StopFlag() as stop:
+                while self.state.epoch < self.opt.niter:
+                    start = time.perf_counter()
+                    self.train_epoch(stop)
+                    self.train_seconds = time.perf_counter() - start
+                    self.end_epoch() if self.writes else self.follow_epoch()
+            if self.writes:
+                self._check_best_weights()
+                self.out.end()
+        except Exception as err:
+            error = disk_error(err)  # a full disk: one line, and the command that continues the run
+            if error is None:
+                raise
+            path = err.path if isinstance(err, WriteFailed) else error.filename or self.dir
+            raise WriteFailed(path, error, self._continuation()) from err
         return self.results()
+
+    def _continuation(self) -> str:
+        """After a failed write: how to go on from the last checkpoint on disk (or start again)."""
+        if not (self.weights / "last.pt").is_file():
+            return "then run the same command with --overwrite"
+        niter = "" if self.saved_niter == self.opt.niter else f" --niter {self.opt.niter}"
+        return f"then continue with --resume {self.dir}{niter}"
+
+    def _check_best_weights(self) -> None:
+        """A finished run has best.pt beside last.pt (predict.py reads it). One left without it (a failed
+        write, before best.pt was written ahead of last.pt) gets it now if its best epoch is its last."""
+        best = self.weights / "best.pt"
+        if not self.state.history or best.is_file():
+            return
+        if self.best_epoch() != self.state.epoch:
+            raise UserError(f"'{best}' is missing: the weights of the run's best epoch ({self.best_epoch()}) were "
+                            f"never written; train it again with --overwrite, or score with last.pt "
+                            f"(epoch {self.state.epoch}) and --threshold")
+        self.save("best")
 
     def train_epoch(self, stop: StopFlag) -> None:
         opt, model, state = self.opt, self.model, self.state
@@ -193,10 +225,11 @@ class Trainer:
         if is_best:
             state.threshold = self._threshold(val, test)
         self.out.epoch_results(state.history, self.results(), test.parts["score"], test.labels)
-        self.save("last")
+        self._report(row, is_best, test)
+        # last.pt is written last: a run whose last.pt holds an epoch has every file of that epoch.
         if is_best:
             self.save("best")
-        self._report(row, is_best, test)
+        self.save("last")
         if self.on_epoch is not None:
             self.on_epoch(self, row)
 

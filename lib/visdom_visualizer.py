@@ -5,6 +5,7 @@ Imported only when a display is asked for, so a run without one never loads visd
 import functools
 import logging
 import math
+import os
 
 import numpy as np
 import requests
@@ -74,8 +75,10 @@ class VisdomVisualizer:
         # visdom logs a warning for the socket we do not open and for every new HTTP session.
         logging.getLogger("visdom").setLevel(logging.ERROR)
         try:
+            # A shared dashboard (SHARE=1 make dashboard) asks for the login it was started with.
             self.client = _Client(server=server, port=port, env=env, raise_exceptions=True,
-                                  use_incoming_socket=False)
+                                  use_incoming_socket=False, username=os.environ.get("VISDOM_USERNAME"),
+                                  password=os.environ.get("VISDOM_PASSWORD"))
             self.client.get_env_list()  # a reply that is not Visdom's JSON fails here
         except (ConnectionError, requests.RequestException, ValueError) as err:
             raise ServerUnavailable(f"no Visdom server answers at {self.address}") from err

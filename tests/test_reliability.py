@@ -43,13 +43,13 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_setting(trained_run
     # A copy: were the refusal lost, the resume would train on in the run it names.
     proc = train(["--dataset", "digits", "--abnormal_class", "3", "--model", "w_skipganomaly",
                   "--resume", str(trained_run_copy)], tmp_path, check=False)
-    one_line_error(proc, "--model skipganomaly, not w_skipganomaly")
+    one_line_error(proc, "--model w_skipganomaly: checkpoint", "was trained with --model skipganomaly", "drop --model")
 
 
 def test_incompatible_network_settings_name_the_setting_that_differs(trained_run, tmp_path):
     proc = train(["--dataset", "digits", "--abnormal_class", "3", "--ngf", "16", "--phase", "test",
                   "--load_weights", str(trained_run)], tmp_path, check=False)
-    one_line_error(proc, "--ngf 8, not 16")
+    one_line_error(proc, "--ngf 16: checkpoint", "was trained with --ngf 8", "drop --ngf")
 
 
 def test_an_unwritable_output_folder_fails_before_training(tmp_path):

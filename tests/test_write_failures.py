@@ -1,0 +1,147 @@
+"""A disk that refuses a write (full, a file-size limit, failing): one line naming the file and the space
+left, the last good checkpoint kept, and `--resume` finishing the run once there is room."""
+import errno
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import predict
+from lib import checkpoint
+from lib.files import WriteFailed, atomic_write, write_text
+from tests.helpers import ONE_EPOCH, RUN, one_line_error, process, run_main, train_cli
+
+# No file of a TINY run but its checkpoints (~470 kB) is larger.
+FILE_SIZE_LIMIT = 100_000
+
+
+def train_with_file_size_limit(args, cwd):
+    """A real `python train.py ARGS` process that may write no file larger than FILE_SIZE_LIMIT bytes
+    (ulimit -f): a larger write fails with EFBIG (SIGXFSZ, which would kill it, is ignored)."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+    return process("train.py", args, cwd, preexec_fn=limit)
+
+
+def checkpoints(run) -> dict:
+    return {p.name: p.read_bytes() for p in sorted((run / "train" / "weights").iterdir())}
+
+
+def predict_accepts(run, cwd) -> None:
+    """predict.py scores an image with the run's best.pt and its stored threshold."""
+    Image.fromarray(np.full((8, 8), 128, np.uint8)).save(cwd / "image.png")
+    result = run_main(predict.main, ["--path", cwd / "image.png", "--weights", run, "--out", cwd / "scored",
+                                     "--device", "cpu"], cwd)
+    assert result.returncode == 0, result.stderr
+    assert (cwd / "scored" / "predictions.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_the_disk_refuses_is_one_line_and_resume_finishes_the_run(tmp_path, trained_run_copy):
+    run, before = trained_run_copy, checkpoints(trained_run_copy)
+    proc = train_with_file_size_limit(["--resume", run, "--niter", "2", "--device", "cpu"], tmp_path)
+    one_line_error(proc, f"cannot write '{run / 'train' / 'weights' / 'best.pt'}' (File too large; ",
+                   " free there): raise the file-size limit (ulimit -f), "
+                   f"then continue with --resume {run} --niter 2")
+    assert checkpoints(run) == before  # epoch 1's best.pt and last.pt, byte for byte
+    assert not list(run.rglob("*.tmp"))
+
+    train_cli(["--resume", run, "--niter", "2"], tmp_path)  # room again: the run goes on from epoch 1
+    assert checkpoint.load(run)["epoch"] == 2 and checkpoint.load(run, "best")["epoch"] == 2
+    assert json.loads((run / "results.json").read_text())["epochs"] == 2
+    predict_accepts(run, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_first_checkpoint_the_disk_refuses_says_to_run_the_command_again_with_overwrite(tmp_path):
+    proc = train_with_file_size_limit([*ONE_EPOCH, "--outf", "out"], tmp_path)
+    one_line_error(proc, "best.pt' (File too large; ", "then run the same command with --overwrite")
+    run = tmp_path / "out" / RUN
+    assert checkpoints(run) == {} and (run / "results.json").is_file()  # a run, but no checkpoint to resume
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB file system of its own (a tmpfs: mounting one needs root), unmounted afterwards."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small file system needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", folder], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", folder], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_with_the_space_left_and_resume_finishes_once_space_is_freed(
+        tmp_path, trained_run, small_disk):
+    run = small_disk / "out" / RUN
+    shutil.copytree(trained_run, run)
+    before = checkpoints(run)
+    disk = os.statvfs(small_disk)
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # room for epoch 2's tables and images, not for its checkpoint
+        os.posix_fallocate(f.fileno(), 0, disk.f_bavail * disk.f_frsize - 200_000)
+    failed = train_cli(["--resume", run, "--niter", "2"], tmp_path, check=False)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.splitlines() == [
+        f"error: cannot write '{run / 'train' / 'weights' / 'best.pt'}' (No space left on device; "
+        f"{failed.stderr.split('device; ')[1].split(' free there')[0]} free there): free some space, "
+        f"then continue with --resume {run} --niter 2"]
+    assert "KiB free there" in failed.stderr
+    assert checkpoints(run) == before and not list(run.rglob("*.tmp"))
+
+    filler.unlink()
+    train_cli(["--resume", run, "--niter", "2"], tmp_path)
+    assert checkpoint.load(run)["epoch"] == 2
+
+
+def test_a_finished_run_left_without_best_pt_gets_it_on_resume_and_predict_accepts_it(tmp_path, trained_run_copy):
+    """What a failed write left before best.pt was written ahead of last.pt: last.pt at the last epoch alone."""
+    run = trained_run_copy
+    (run / "train" / "weights" / "best.pt").unlink()
+    result = train_cli(["--resume", run], tmp_path)
+    assert "outputs:" in result.stdout
+    assert checkpoint.load(run, "best")["epoch"] == 1
+    predict_accepts(run, tmp_path)
+
+
+def test_a_write_the_disk_refuses_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "metrics.csv"
+    write_text(path, "old\n")
+
+    def half_then_full(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(WriteFailed) as caught:
+        atomic_write(path, half_then_full)
+    message = str(caught.value)
+    assert message.startswith(f"cannot write '{path}' (No space left on device; ") and "\n" not in message
+    assert message.endswith(" free there): free some space, then run the command again")
+    assert caught.value.errno == errno.ENOSPC  # still the OSError, for code that handles one
+    assert path.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["metrics.csv"]
+
+
+def test_a_disk_error_that_torch_wraps_in_a_runtime_error_is_still_named(tmp_path, monkeypatch):
+    def save(obj, f):
+        try:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(WriteFailed, match=r"best\.pt' \(Input/output error; .* free there\): check the disk"):
+        checkpoint.save(tmp_path / "best.pt", {})
+    assert os.listdir(tmp_path) == []
