@@ -4,7 +4,8 @@ Owns: finding the image files to score, rebuilding a model from a checkpoint,
 choosing the decision threshold, scoring in batches with the training loop's own
 evaluation (lib/scoring/evaluate.py), drawing the input / reconstruction / error-heatmap
 strips, and the output folder: earlier predictions are replaced only when asked, and
-whole (the strips are written to a hidden folder that becomes maps/ once all are done).
+whole (the strips are written to a hidden folder that becomes maps/ once all are done); one
+predict.py at a time writes into it, and never inside, over or around another run's folder.
 `predict.py` is its command line.
 """
 import argparse
@@ -28,6 +29,7 @@ from lib.files import atomic_write
 from lib.folders import image_files, read_image
 from lib.models import build_model
 from lib.resources import check_fits, network_bytes
+from lib.runfolder import FolderLock, enclosing_run, is_run_folder, runs_inside
 from lib.schedules import make_schedulers
 from lib.scoring.evaluate import evaluate
 
@@ -103,9 +105,10 @@ def check_batch_memory(opt, batchsize: int, device) -> None:
                device)
 
 
-def check_out(out: Path, images: Path, overwrite: bool) -> None:
-    """Refuse an --out that is not a folder, holds earlier predictions (unless `overwrite`),
-    holds the images, or has links where predict.py writes."""
+def check_out(out: Path, images: Path, overwrite: bool, run: Path) -> None:
+    """Refuse an --out that is not a folder, holds earlier predictions (unless `overwrite`), holds
+    the images, has links where predict.py writes, or lies inside, over or around a run folder
+    (inside one only as `run`'s own predict/ folder, `run` being the weights' run folder)."""
     if out.is_symlink() and not out.exists():
         raise UserError(f"--out '{out}' is a symbolic link to nothing: remove it or choose another --out")
     if out.exists() and not out.is_dir():
@@ -121,30 +124,77 @@ def check_out(out: Path, images: Path, overwrite: bool) -> None:
         if target.exists() and not kind(target):
             raise UserError(f"'{target}' is not the {'file' if name == PREDICTIONS else 'folder'} predict.py "
                             "writes there: move it away or choose another --out")
+    check_out_apart_from_runs(out, run)
+    if not overwrite:
+        refuse_earlier_predictions(out)
+
+
+def check_out_apart_from_runs(out: Path, run: Path) -> None:
+    """--out is no run's folder, holds none, and lies in none but as `run`'s own predict/ folder."""
+    enclosing = enclosing_run(out)
+    own = is_run_folder(run) and out.resolve() == (Path(run) / "predict").resolve()
+    if enclosing is not None and not own:
+        raise UserError(f"'{enclosing}' is a run folder and --out '{out}' would be inside it: choose an --out "
+                        "outside it (inside a run, predict.py writes only to that run's own predict/, the default)")
+    if is_run_folder(out):
+        raise UserError(f"--out '{out}' is a run folder: choose another --out (predictions never go over a run)")
+    inner = next(runs_inside(out), None)
+    if inner is not None:
+        raise UserError(f"--out '{out}' holds the run folder '{inner}': choose an --out that holds no run")
+
+
+def refuse_earlier_predictions(out: Path) -> None:
     earlier = [name for name in (PREDICTIONS, MAPS) if (out / name).exists()]
-    if earlier and not overwrite:
+    if earlier:
         raise UserError(f"--out '{out}' already holds earlier predictions ({' and '.join(earlier)}): pass "
                         "--overwrite to replace them, or choose another --out")
 
 
-def open_out(out: Path, strips: bool) -> tuple[bool, Path | None]:
-    """Create `out` if needed; (whether it was created, a hidden folder in it for the strips).
+class OutFolder(FolderLock):
+    """predict.py's claim on --out while it scores and writes: a second one is refused, not mixed in.
+    The lock file goes with the claim, so --out ends as predictions.csv and maps/ alone."""
+    BUSY_FIX = "wait for it to end, or choose another --out"
+    UNWRITABLE_FIX = "choose another --out"
+    KEEPS_LOCK_FILE = False
 
-    Creating the hidden folder (or a probe file) proves `out` writable before any scoring.
+
+def open_out(out: Path, overwrite: bool, strips: bool) -> tuple[bool, Path | None, OutFolder]:
+    """Create `out` if needed and lock it; (whether it was created, a hidden folder in it for the
+    strips, the held lock: `close_out` gives it back).
+
+    Under the lock, earlier predictions are looked for again: another predict.py may have written
+    them since `check_out`. Creating the hidden folder (or a probe file) proves `out` writable
+    before any scoring.
     """
     created = not out.exists()
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        claim = OutFolder(out).acquire("predict.py")
+    except UserError:
+        if created:
+            remove_if_empty(out)
+        raise
+    try:
+        if not overwrite:
+            refuse_earlier_predictions(out)
         if strips:
-            return created, Path(tempfile.mkdtemp(dir=out, prefix=".maps-"))
+            return created, Path(tempfile.mkdtemp(dir=out, prefix=".maps-")), claim
         fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
         os.close(fd)
         os.unlink(probe)
-        return created, None
+        return created, None, claim
     except OSError as err:
-        if created:
-            remove_if_empty(out)
+        close_out(out, created, claim)
         raise UserError(f"cannot write the output folder '{out}' ({err.strerror}): choose another --out") from None
+    except BaseException:
+        close_out(out, created, claim)
+        raise
+
+
+def close_out(out: Path, created: bool, claim: OutFolder) -> None:
+    """Give back `out`'s lock; an `out` this run created and left empty goes too."""
+    claim.release()
+    if created:
+        remove_if_empty(out)
 
 
 def remove_if_empty(folder: Path) -> None:

@@ -17,7 +17,7 @@ from lib.files import write_text
 from lib.models import build_model, model_class
 from lib.original import applies, fixes
 from lib.resources import check_fits, network_bytes
-from lib.runfolder import RunFolder
+from lib.runfolder import RunFolder, check_new_run_place
 from lib.schedules import make_schedulers
 from lib.trainer import Trainer
 from lib.visualizer import NullVisualizer, make_visualizer
@@ -70,6 +70,8 @@ def run_dir(opt) -> Path:
 
 def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
     """Lock the run folder for this run and check what it holds; returns the held lock."""
+    if not resume:  # before the folder exists: never inside another run, nor around one
+        check_new_run_place(folder, overwrite)
     claim = RunFolder(folder).acquire("training" + (" (resumed)" if resume else ""))
     try:
         if resume:

@@ -3,7 +3,9 @@
 A run folder (`<outf>/<name>`) belongs to one run. A new run refuses a folder that
 already holds one (unless told `overwrite`), a lock held for the run's life keeps a
 second process out, and nothing written here follows a symbolic link planted in
-the folder: the files are ours, wherever a link points.
+the folder: the files are ours, wherever a link points. Run folders never nest: no run,
+evaluation, prediction or search folder is made inside another run's folder or around one
+(`enclosing_run`, `runs_inside`), so no command writes or deletes another run's files.
 """
 import errno
 import fcntl
@@ -11,6 +13,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from lib.errors import UserError
@@ -43,44 +46,111 @@ def _refuse_links(folder: Path, names) -> None:
                             "never through links: remove the link (or choose another --outf/--name)")
 
 
-class RunFolder:
-    """An exclusive claim on a run folder for the life of one run (a context manager).
+def is_run_folder(folder: Path) -> bool:
+    """Whether `folder` is a training run's own folder: the weights folder a run makes when it claims
+    its folder, or a training log. An evaluation (`<run>/test/`), predictions and a working
+    directory's ./histogram.csv copy are not runs."""
+    folder = Path(folder)
+    return (folder / "train" / "weights").is_dir() or (folder / "loss_log.txt").is_file()
+
+
+def _shown(path: Path) -> Path:
+    """`path` as the user would write it: relative to the working directory when it lies below it."""
+    relative = os.path.relpath(path)
+    return Path(relative) if not relative.startswith("..") else path
+
+
+def enclosing_run(path) -> Path | None:
+    """The nearest run folder above `path` (not `path` itself), through links too; None if there is none."""
+    path = Path(path)
+    for candidate in (Path(os.path.abspath(path)), path.resolve()):
+        for parent in candidate.parents:
+            if is_run_folder(parent):
+                return _shown(parent)
+    return None
+
+
+def runs_inside(path) -> Iterator[Path]:
+    """The run folders below `path` (not `path` itself), outermost first; links are not followed."""
+    if not Path(path).is_dir():
+        return
+    for root, dirs, _ in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d)))
+        runs = [d for d in dirs if is_run_folder(Path(root, d))]
+        dirs[:] = [d for d in dirs if d not in runs]  # a run's own folders are its business
+        yield from (Path(root, d) for d in runs)
+
+
+def check_new_run_place(folder: Path, overwrite: bool) -> None:
+    """A new run's folder lies neither inside another run's folder nor around one (whose files
+    its --phase test would overwrite, or its --overwrite delete). Checked before it is created."""
+    run = enclosing_run(folder)
+    if run is not None:
+        raise UserError(f"'{run}' is a run folder and '{folder}' would be inside it: choose another --name/--outf "
+                        "(a run folder holds one run)")
+    inner = next(runs_inside(folder), None)
+    if inner is not None and overwrite and holds_run(folder):
+        raise UserError(f"'{inner}' is another run inside '{folder}', and --overwrite would delete it: move it "
+                        f"out of '{folder}' first, or choose another --name/--outf")
+    if inner is not None:
+        raise UserError(f"'{folder}' holds the run folder '{inner}' and would be around it: choose another "
+                        "--name/--outf (a run folder holds one run)")
+
+
+class FolderLock:
+    """An exclusive claim on a folder for the life of one process's work (a context manager).
 
     The lock is an `flock` on `<folder>/.lock`: the operating system releases it when the
     process ends in any way (even `kill -9`), so a stale lock cannot block a later run.
+    Whoever removes the lock file on release (`KEEPS_LOCK_FILE = False`) leaves no trace; a
+    process that locked the file just removed finds so and locks the new one.
     """
+    BUSY_FIX = "wait for it to end"
+    UNWRITABLE_FIX = "choose a writable folder"
+    KEEPS_LOCK_FILE = True
 
     def __init__(self, path):
         self.path = Path(path)
         self._fd = None
 
-    def acquire(self, purpose: str) -> "RunFolder":
+    def acquire(self, purpose: str) -> "FolderLock":
         """Create the folder if needed and lock it; one line if it cannot be written or is busy."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            _refuse_links(self.path, [LOCK])
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except UserError:
-            raise
-        except OSError as err:
-            raise UserError(f"cannot write the output folder '{self.path}' ({err.strerror}): "
-                            "choose a writable --outf") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        for _ in range(5):  # each round: a lock file that a releasing holder has just removed
+            fd = self._open_lock_file()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                if err.errno in (errno.EAGAIN, errno.EACCES):
+                    raise UserError(f"'{self.path}' is in use by {holder}: {self.BUSY_FIX}") from None
+                raise UserError(f"cannot lock '{self.path}' ({err.strerror})") from None
+            if _is_file_at(fd, self.path / LOCK):
+                break
             os.close(fd)
-            if err.errno in (errno.EAGAIN, errno.EACCES):
-                raise UserError(f"'{self.path}' is in use by {holder}: wait for that run to end, or "
-                                "choose another --name/--outf") from None
-            raise UserError(f"cannot lock '{self.path}' ({err.strerror})") from None
+        else:
+            raise UserError(f"cannot lock '{self.path}': its lock file keeps being replaced; try again")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{purpose}, process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
         return self
 
+    def _open_lock_file(self) -> int:
+        """`<folder>/.lock` open for writing (made, with the folder, if missing), never through a link."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            _refuse_links(self.path, [LOCK])
+            return os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except UserError:
+            raise
+        except OSError as err:
+            raise UserError(f"cannot write the output folder '{self.path}' ({err.strerror}): "
+                            f"{self.UNWRITABLE_FIX}") from None
+
     def release(self) -> None:
         if self._fd is not None:
+            if not self.KEEPS_LOCK_FILE:  # removed while still locked: nobody else holds this file
+                (self.path / LOCK).unlink(missing_ok=True)
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
@@ -89,6 +159,22 @@ class RunFolder:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the one at `path` (not removed or replaced since it was opened)."""
+    try:
+        here = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+class RunFolder(FolderLock):
+    """An exclusive claim on a run folder for the life of one run, and what a run may find there."""
+    BUSY_FIX = "wait for that run to end, or choose another --name/--outf"
+    UNWRITABLE_FIX = "choose a writable --outf"
 
     # --- what each kind of run may find in the folder -----------------------------
     def check_new(self, overwrite: bool) -> None:
@@ -154,6 +240,12 @@ def run_folder_of(checkpoint_path) -> Path:
 
 
 def evaluation_dir(run: Path) -> Path:
-    """Where an evaluation of `run`'s weights writes: `<run>/test/`, never the training record."""
+    """Where an evaluation of `run`'s weights writes: `<run>/test/`, never the training record, and
+    never into another run that was put there."""
     _refuse_links(Path(run), ["test"])
-    return Path(run) / "test"
+    test = Path(run) / "test"
+    other = test if is_run_folder(test) else next(runs_inside(test), None)
+    if other is not None:
+        raise UserError(f"'{other}' is another run inside '{run}', and --phase test writes its evaluation into "
+                        f"'{test}': move that run out of '{run}' first")
+    return test

@@ -14,12 +14,12 @@ from lib.predict import (
     check_batch_memory,
     check_out,
     choose_threshold,
+    close_out,
     find_images,
     load_model,
     open_out,
     predict,
     publish,
-    remove_if_empty,
 )
 from lib.runfolder import run_folder_of
 
@@ -69,9 +69,11 @@ def main(argv):
         raise UserError(f"--path '{path}' does not exist; give an image file or a folder of images")
     if not (path.is_file() or path.is_dir()):
         raise UserError(f"--path '{path}' is neither a file nor a folder; give an image file or a folder of images")
-    # Everything that can be refused is refused before the model is loaded or a file written.
-    out = Path(args.out) if args.out else run_folder_of(checkpoint.find(args.weights, "best")) / "predict"
-    check_out(out, path, args.overwrite)
+    # Everything that can be refused is refused before the model is loaded or a file written; another
+    # predict.py writing into --out is found when --out is locked, just before scoring (open_out).
+    run = run_folder_of(checkpoint.find(args.weights, "best"))
+    out = Path(args.out) if args.out else run / "predict"
+    check_out(out, path, args.overwrite, run)
     device = resolve_device(args.device)
     model, ckpt, opt = load_model(args.weights, options.defaults(), device, options.validate)
     files, skipped = find_images(path, exclude=out)
@@ -90,7 +92,7 @@ def main(argv):
               f"from epoch {epoch}; use best.pt or pass --threshold")
     print("\n".join(threshold_lines))
 
-    created, staging = open_out(out, strips=args.maps == "strip")
+    created, staging, claim = open_out(out, args.overwrite, strips=args.maps == "strip")
     try:
         root = path if path.is_dir() else path.parent
         result = predict(model, opt, files, root, threshold, batchsize, device, staging, listed_as=out / MAPS)
@@ -109,8 +111,7 @@ def main(argv):
     finally:  # a run that fails or is interrupted leaves --out as it found it
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-        if created:
-            remove_if_empty(out)
+        close_out(out, created, claim)
 
     abnormal = sum(r["decision"] == "abnormal" for r in result.rows)
     print(f"scored {len(result.rows)} image(s): {abnormal} abnormal, {len(result.rows) - abnormal} normal")
