@@ -115,7 +115,7 @@ def scored_three_ways(trainer, row: dict, last: bool, trained: dict) -> dict[str
     from lib.scoring.evaluate import evaluate
 
     model, split, opt = trainer.model, trainer.split, trainer.opt
-    own = "train_ordered" if model.scores_in_train_mode else "eval"
+    own = "train_ordered" if trainer.policy.train_mode else "eval"
     found = {f"val_{own}": row["val_auroc"], f"test_{own}": row["test_auroc"]}
     saved = network_states(model)
     order = torch.randperm(len(split.test_labels), generator=torch.Generator().manual_seed(opt.manualseed))
@@ -127,11 +127,9 @@ def scored_three_ways(trainer, row: dict, last: bool, trained: dict) -> dict[str
     try:
         for name, way, images, labels in wanted:
             load_network_states(model, trained)
-            model.scores_in_train_mode = way != "eval"
-            scores = evaluate(model, images, opt.batchsize, trainer.device)["score"]
+            scores = evaluate(model, images, opt.batchsize, trainer.device, train_mode=way != "eval")["score"]
             found[f"{name}_{way}"] = roc_auc(labels.numpy(), scores)
     finally:
-        model.scores_in_train_mode = own == "train_ordered"
         load_network_states(model, saved)
     return found
 

@@ -41,17 +41,19 @@ def score_run(run: Path) -> dict:
     from lib.metrics import roc_auc
     from lib.predict import load_model
     from lib.run import build_evaluation
-    from lib.scoring.evaluate import Scores, candidates, fit_all, measure, scores_of
+    from lib.scoring.evaluate import Scores, fit_all, measure, scores_of
     from lib.scoring.functions import needs
+    from lib.scoring.policy import ScorePolicy, score_policy
 
     device = torch.device("cpu")
     model, ckpt, opt = load_model(run, options.defaults(), device, options.validate)
     _, split, _ = build_evaluation(opt, ckpt, log=lambda *_: None)
-    names = candidates(model)
+    names = ScorePolicy("val").candidates(model.measurements)
     wanted = needs(names)
     val = Scores(split.val_labels.numpy(), measure(model, split.val_images, opt.batchsize, device, wanted))
     test = measure(model, split.test_images, opt.batchsize, device, wanted)
-    fitted = fit_all(model, names, val, split.train, opt.batchsize, device, "auroc")
+    weight = score_policy(opt, type(model)).weight
+    fitted = fit_all(model, names, val, split.train, opt.batchsize, device, "auroc", weight)
     return {name: {"val": roc_auc(val.labels, scores_of(s, val.parts)),
                    "test": roc_auc(split.test_labels.numpy(), scores_of(s, test))} for name, s in fitted.items()}
 

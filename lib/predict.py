@@ -90,9 +90,8 @@ def load_model(weights, defaults: dict, device: torch.device, validate=None):
     checkpoint.check_states(ckpt, opt, make_schedulers)
     model = build_model(opt, device, recorded=fast.recorded_choices(ckpt, ckpt["path"]))
     model.load_state_dict(ckpt["state"], weights_only=True)
-    # An image's score must not depend on the images scored with it (and one image has no batch
-    # to normalise over): eval mode, for runs that scored in training mode (--original) too.
-    model.scores_in_train_mode = False
+    # predict() measures in eval mode, for runs that scored in training mode (--original) too: an
+    # image's score must not depend on the images scored with it (and one image has no batch).
     return model, ckpt, opt
 
 

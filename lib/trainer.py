@@ -28,8 +28,9 @@ from lib.metrics import HEADLINE
 from lib.original import applies
 from lib.original_outputs import OriginalOutputs
 from lib.schedules import current_lr, make_schedulers, step_schedulers
-from lib.scoring.evaluate import Scores, candidates, decision_threshold, evaluate, fit_scoring, measure, split_metrics
+from lib.scoring.evaluate import Scores, decision_threshold, evaluate, fit_scoring, measure, split_metrics
 from lib.scoring.functions import needs
+from lib.scoring.policy import score_policy
 from lib.stopping import Interrupted, StopFlag
 from lib.training_state import TrainingState
 
@@ -55,6 +56,7 @@ class Trainer:
         self.out = self._outputs()
         self.weights = self.dir / "train" / "weights"
         self.headline = HEADLINE[opt.metric]
+        self.policy = score_policy(opt, type(model))  # which score, its weight, the mode it is measured in
         # The original picks the best epoch on the test set and never steps its schedulers (lib/original.py).
         self.selection_split = "val" if applies(opt, "validation_selection") else "test"
         self.steps_schedulers = applies(opt, "lr_schedule")
@@ -239,20 +241,23 @@ class Trainer:
         The score (--score) is fitted, or chosen, on normal training and validation images and
         validation labels first; the test split is then measured for that score alone.
         """
-        split, batchsize, model = self.split, self.opt.batchsize, self.model
-        names = candidates(model) if model.score_choice == "val" else [model.score_choice]
-        val = Scores(split.val_labels.numpy(), measure(model, split.val_images, batchsize, self.device, needs(names)))
-        choice = fit_scoring(model, names, val, split.train, batchsize, self.device, self.headline)
+        split, batchsize, model, policy = self.split, self.opt.batchsize, self.model, self.policy
+        names = policy.candidates(model.measurements)
+        val = Scores(split.val_labels.numpy(), measure(model, split.val_images, batchsize, self.device, needs(names),
+                                                       train_mode=policy.train_mode))
+        model.scoring, choice = fit_scoring(model, names, val, split.train, batchsize, self.device, self.headline,
+                                            policy.weight, policy.train_mode)
         # The outputs see each test batch (test images, timing) in the one pass that scores it.
         if self.global_data_order:
             torch.empty((), dtype=torch.int64).random_()  # the original's test DataLoader draws a base seed
         test = Scores(split.test_labels.numpy(), evaluate(model, split.test_images, batchsize, self.device,
-                                                          on_batch=self.out.testing(self.state.epoch + 1)))
+                                                          on_batch=self.out.testing(self.state.epoch + 1),
+                                                          train_mode=policy.train_mode))
         for scores in (val, test):
             scores.metrics = split_metrics(scores.labels, scores.parts, self.headline)
         if val.metrics:  # metrics.csv: val_score_weight, val_auroc_score_<name> of each candidate
-            if model.choose_score_weight and model.scoring.name == "original":
-                val.metrics["score_weight"] = model.score_weight
+            if policy.weight is None and model.scoring.name == "original":
+                val.metrics["score_weight"] = model.scoring.stats["weight"]
             val.metrics.update({f"{self.headline}_score_{name}": value for name, value in choice.items()})
         return val, test
 
@@ -276,12 +281,8 @@ class Trainer:
         images = self.split.val_images[torch.from_numpy(val.labels == 0)]
         if len(normal) == 0:  # --val_ratio 0: training images are all we have without labels
             images, source = self.split.train, "training images (no validation split; biased low)"
-        if len(normal) == 0 or self.model.scores_in_train_mode:
-            own_mode, self.model.scores_in_train_mode = self.model.scores_in_train_mode, False
-            try:
-                normal = evaluate(self.model, images, self.opt.batchsize, self.device)["score"]
-            finally:
-                self.model.scores_in_train_mode = own_mode
+        if len(normal) == 0 or self.policy.train_mode:  # (in eval mode, as predict.py scores)
+            normal = evaluate(self.model, images, self.opt.batchsize, self.device)["score"]
         return {**decision_threshold(normal, source, test, self.state.epoch), "score": self.model.scoring.name}
 
     def results(self) -> dict:

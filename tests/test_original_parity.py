@@ -46,7 +46,8 @@ def replayed(request):
         model = build_model(opt, "cpu")
         train, test = synthetic_data(spec)
         losses = [model.train_step(batch) for batch in train]
-        scores = torch.cat([model.score(batch) for batch in test.split(spec["batchsize"])])
+        # The original scores in training mode (its ScorePolicy's train_mode).
+        scores = torch.cat([model.score(batch, train_mode=True) for batch in test.split(spec["batchsize"])])
     finally:
         torch.set_num_threads(threads)
     return ref, losses, scores, model

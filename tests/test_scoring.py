@@ -196,13 +196,15 @@ def test_a_score_that_needs_no_adversary_runs_no_adversary_pass(name):
 @pytest.mark.parametrize("name", ["skipganomaly", "w_skipganomaly", "ganomaly"])
 def test_every_score_a_model_can_measure_scores_from_statistics_fitted_on_normal_images(name):
     from lib.data import to_float
-    from lib.scoring.evaluate import candidates, evaluate
+    from lib.scoring.evaluate import evaluate
+    from lib.scoring.policy import ScorePolicy
 
     model = trained_tiny(name)
     normal, other = (torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8) for n in (12, 7))
+    candidates = ScorePolicy("val").candidates(model.measurements)
     # every score but the code distance of an encoder-decoder-encoder
-    assert set(candidates(model)) == set(sf.SCORES) - ({"latent"} if name != "ganomaly" else set())
-    for score in candidates(model):
+    assert set(candidates) == set(sf.SCORES) - ({"latent"} if name != "ganomaly" else set())
+    for score in candidates:
         function = sf.SCORES[score]
         train = evaluate(model, normal, 5, "cpu", needs=function.needs)
         model.scoring = sf.Scoring(score, sf.fit(score, train, train))
@@ -320,5 +322,6 @@ def test_a_model_that_cannot_measure_the_named_score_is_refused_in_one_line(tmp_
 ])
 def test_the_default_score_is_chosen_on_validation_wherever_there_is_a_validation_split(model, flags, choice):
     from lib.models import MODELS
+    from lib.scoring.policy import score_policy
     from tests.helpers import make_opt
-    assert MODELS[model](make_opt(model=model, **flags), torch.device("cpu")).score_choice == choice
+    assert score_policy(make_opt(model=model, **flags), MODELS[model]).choice == choice

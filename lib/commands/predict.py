@@ -22,6 +22,7 @@ from lib.predict import (
     publish,
 )
 from lib.runfolder import run_folder_of
+from lib.scoring.policy import describe
 
 SHOW_UNREADABLE = 20  # the summary names this many unreadable files, then counts the rest
 
@@ -84,7 +85,7 @@ def main(argv):
 
     epoch = ckpt.get("epoch")
     print(f"model: {opt.model} (isize {opt.isize}, nc {opt.nc}) from {ckpt['path']}, epoch {epoch}")
-    print(model.score_description())
+    print(describe(model.scoring, weight_chosen=opt.score_weight == "val"))
     if model.speed.notice:
         print(f"notice: {model.speed.notice}")
     if "epoch" in stored and stored["epoch"] != epoch:

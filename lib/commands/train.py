@@ -130,12 +130,14 @@ def evaluate_weights(opt, ckpt) -> int:
     from lib.outputs import histogram_csv
     from lib.run import build_evaluation, options_text, runtime_of
     from lib.scoring.evaluate import evaluate
+    from lib.scoring.policy import score_policy
 
     if opt.overwrite:
         raise UserError("--overwrite applies to training; --phase test writes only below <run>/test/")
     out = evaluation_dir(run_folder_of(ckpt["path"]))
     model, split, device = build_evaluation(opt, ckpt)
-    parts = evaluate(model, split.test_images, opt.batchsize, device)
+    parts = evaluate(model, split.test_images, opt.batchsize, device,
+                     train_mode=score_policy(opt, type(model)).train_mode)
     labels = split.test_labels.numpy()
     hist = histogram_csv(parts["score"], labels, min_max=not applies(opt, "outputs"))
     metrics = all_metrics(labels, parts["score"], also=(HEADLINE[opt.metric],))

@@ -10,7 +10,9 @@ four methods, all checked when it registers (a half-written model cannot be buil
   returns the losses as tensors. The trainer owns the loop; the model owns the step.
 - `outputs(images, needs)`: "fake" (the reconstruction) and the per-image measurements
   named in `needs` (lib/scoring/measures.py), computing nothing they do not need. The score
-  (`self.scoring`, lib/scoring/functions.py) is made from those measurements.
+  (`self.scoring`, lib/scoring/functions.py) is made from those measurements; which score, and
+  in which mode they are measured, is the loop's ScorePolicy (lib/scoring/policy.py), never the
+  model's: a model declares `measurements` and its `default_score`.
 
 and may declare flags only it reads (a literal `OPTIONS` list at the top of its
 file, see registry.py), say how often its generator learns (`generator_every`)
@@ -29,9 +31,8 @@ from torch import nn
 
 from lib import fast as speed_layer
 from lib.data import normalisation
-from lib.errors import UserError
 from lib.original import applies
-from lib.scoring.functions import DEFAULT_WEIGHT, SCORES, Scoring, fit
+from lib.scoring.functions import DEFAULT_WEIGHT, Scoring, fit
 
 
 class AnomalyModel(abc.ABC):
@@ -56,25 +57,9 @@ class AnomalyModel(abc.ABC):
         self.optimizers: dict[str, torch.optim.Optimizer] = speed_layer.accelerate(
             self.speed, self.networks, dict(self.build_optimizers(opt)), self.compiles)
         self.step = 0  # training steps taken; survives resume (a critic's schedule depends on it)
-        # The original score's weight (--score_weight): fixed, or ('val') chosen by the trainer on the
-        # validation split at every evaluation; checkpoints keep the score with its statistics.
-        self.choose_score_weight = getattr(opt, "score_weight", DEFAULT_WEIGHT) == "val"
-        self.fixed_score_weight = DEFAULT_WEIGHT if self.choose_score_weight else float(opt.score_weight)
-        self.scoring = Scoring(self.default_score, fit(self.default_score, {}, {}, weight=self.fixed_score_weight))
-        # --score: the trainer fits the named score (or, with 'val', chooses one) before each evaluation;
-        # unset, 'val' wherever there is a validation split to choose on (the score_on_validation fix),
-        # unless a --score_weight asks for the original score's weighting.
-        on_validation = (applies(opt, "score_on_validation") and applies(opt, "eval_mode_scoring")
-                         and getattr(opt, "val_ratio", 0) > 0
-                         and getattr(opt, "score_weight", DEFAULT_WEIGHT) == DEFAULT_WEIGHT)
-        self.score_choice = getattr(opt, "score", None) or ("val" if on_validation else self.default_score)
-        for name in {self.scoring.name, self.score_choice} - {"val"}:
-            missing = set(SCORES[name].needs) - self.measurements
-            if missing:
-                raise UserError(f"--score {name} needs {', '.join(sorted(missing))}, which --model {self.name} "
-                                "does not measure; choose another --score")
-        # The original scores in training mode (lib/original.py, eval_mode_scoring).
-        self.scores_in_train_mode = not applies(opt, "eval_mode_scoring")
+        # The score made from `outputs`' measurements, with its statistics: the model's own until the loop
+        # fits the run's (lib/scoring/policy.py), which checkpoints then keep.
+        self.scoring = Scoring(self.default_score, fit(self.default_score, {}, {}, weight=DEFAULT_WEIGHT))
         # How uint8 images become the float inputs this model was trained on (lib.data.to_float).
         self.pixel_mean_std = normalisation(opt.dataset, applies(opt, "mnist_range"))
 
@@ -116,10 +101,6 @@ class AnomalyModel(abc.ABC):
     def load_extra_state(self, state: dict) -> None:
         """Restore `extra_state`'s entries (a checkpoint may lack them)."""
 
-    def score_description(self) -> str:
-        """One line for predict.py: what the score is."""
-        return f"score: {self.scoring.name} ({SCORES[self.scoring.name].description}; higher = more anomalous)"
-
     # --- what every model gets --------------------------------------------------------
     def train_step(self, images: torch.Tensor) -> dict[str, float]:
         """One training step on a batch in [-1, 1]; returns the losses as floats."""
@@ -131,17 +112,16 @@ class AnomalyModel(abc.ABC):
         return losses
 
     @torch.no_grad()
-    def score_parts(self, images: torch.Tensor, train_mode: bool | None = None,
-                    needs=None) -> dict[str, torch.Tensor]:
+    def score_parts(self, images: torch.Tensor, train_mode: bool = False, needs=None) -> dict[str, torch.Tensor]:
         """The reconstruction "fake" and the measurements the score needs (`needs`: these
         instead), in fp32; `scoring` makes the score from them.
 
-        In eval mode (the default) BatchNorm uses its running statistics, so an image's
-        score does not depend on which other images share its batch. `train_mode` (default:
-        the run's `scores_in_train_mode`) scores as the original does: with each batch's own
-        statistics, which the running statistics then also absorb.
+        In eval mode (the default) BatchNorm uses its running statistics, so an image's score
+        does not depend on which other images share its batch. `train_mode` scores as the
+        original did (a run's ScorePolicy says which): with each batch's own statistics, which
+        the running statistics then also absorb.
         """
-        if self.scores_in_train_mode if train_mode is None else train_mode:
+        if train_mode:
             self.train()
         else:
             self.eval()
@@ -150,9 +130,9 @@ class AnomalyModel(abc.ABC):
             parts = self.outputs(self.speed.inputs(images), needs)
         return {k: v.float().contiguous() for k, v in parts.items()}
 
-    def score(self, images: torch.Tensor) -> torch.Tensor:
+    def score(self, images: torch.Tensor, train_mode: bool = False) -> torch.Tensor:
         """Per-image anomaly score (higher = more anomalous)."""
-        return torch.as_tensor(self.scoring(self.score_parts(images)))
+        return torch.as_tensor(self.scoring(self.score_parts(images, train_mode)))
 
     def train(self) -> None:
         for net in self.networks.values():

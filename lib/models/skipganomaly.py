@@ -18,6 +18,7 @@ from lib.models.registry import register
 from lib.networks import Discriminator, UNet, init_weights
 from lib.original import applies
 from lib.scoring import measures
+from lib.scoring.functions import DEFAULT_WEIGHT
 from lib.scoring.measures import ENCODER_EMBEDDING
 
 
@@ -38,7 +39,7 @@ class SkipGANomaly(GeneratorAndAdversary, AnomalyModel):
     @property
     def score_weight(self) -> float:
         """The original score's weight of the image error (the feature error gets the rest)."""
-        return self.scoring.stats.get("weight", self.fixed_score_weight)
+        return self.scoring.stats.get("weight", DEFAULT_WEIGHT)
 
     def build_networks(self, opt) -> dict[str, nn.Module]:
         rng_state = torch.get_rng_state()
@@ -124,12 +125,6 @@ class SkipGANomaly(GeneratorAndAdversary, AnomalyModel):
         logit, features = self.adversary.logits(images)
         return -logit, features
 
-    def score_description(self) -> str:
-        if self.scoring.name != "original":
-            return super().score_description()
-        chosen = " (chosen on the validation split)" if self.choose_score_weight else ""
-        w = self.score_weight
-        return f"score = {w:g} x image MSE + {1 - w:g} x feature MSE{chosen}"
 
 
 def _bce_of_probability(logit: torch.Tensor, target: float) -> torch.Tensor:

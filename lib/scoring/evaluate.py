@@ -30,14 +30,15 @@ THRESHOLD_FPR = 0.05
 
 
 @torch.no_grad()
-def measure(model, images: torch.Tensor, batchsize: int, device, needs, on_batch=None) -> dict[str, np.ndarray]:
-    """The measurements `needs` of uint8 `images`, in batches. `on_batch(real, parts)` sees each float
-    batch and its measurements, the reconstruction "fake" included, in the same pass (predict.py
-    draws its strips there)."""
+def measure(model, images: torch.Tensor, batchsize: int, device, needs, on_batch=None,
+            train_mode: bool = False) -> dict[str, np.ndarray]:
+    """The measurements `needs` of uint8 `images`, in batches (`train_mode`: as the original measured,
+    see ScorePolicy). `on_batch(real, parts)` sees each float batch and its measurements, the
+    reconstruction "fake" included, in the same pass (predict.py draws its strips there)."""
     collected = {name: [] for name in sorted(needs)}
     for start in range(0, len(images), batchsize):
         real = to_float(images[start:start + batchsize], device, model.pixel_mean_std)
-        parts = model.score_parts(real, needs=needs)
+        parts = model.score_parts(real, train_mode, needs=needs)
         for name in collected:
             collected[name].append(parts[name].float().cpu())
         if on_batch is not None:
@@ -46,9 +47,11 @@ def measure(model, images: torch.Tensor, batchsize: int, device, needs, on_batch
             for name, values in collected.items()}
 
 
-def evaluate(model, images: torch.Tensor, batchsize: int, device, on_batch=None, needs=()) -> dict[str, np.ndarray]:
+def evaluate(model, images: torch.Tensor, batchsize: int, device, on_batch=None, needs=(),
+             train_mode: bool = False) -> dict[str, np.ndarray]:
     """"score" (`model.scoring`) of uint8 `images`, then the measurements it is made of (and `needs`)."""
-    measured = measure(model, images, batchsize, device, set(model.scoring.needs) | set(needs), on_batch)
+    measured = measure(model, images, batchsize, device, set(model.scoring.needs) | set(needs), on_batch,
+                       train_mode)
     return {"score": scores_of(model.scoring, measured), **measured}
 
 
@@ -80,18 +83,14 @@ def split_metrics(labels, parts: dict[str, np.ndarray], headline: str = "auroc")
     return metrics
 
 
-def candidates(model) -> list[str]:
-    """The scores --score val chooses among: every one the model can measure, the original's first."""
-    return [name for name, function in SCORES.items() if set(function.needs) <= model.measurements]
-
-
 def fit_all(model, names: list[str], val: Scores, training_images: torch.Tensor, batchsize: int, device,
-            metric: str) -> dict[str, Scoring]:
+            metric: str, weight: float | None, train_mode: bool = False) -> dict[str, Scoring]:
     """Each of the scores `names` with its statistics, fitted on normal images only: a sample of
     training images (a distance's bank of embeddings) and the validation split's normal images.
 
-    Needs `val.parts` to hold every measurement of `names`; `metric` ranks the original score's
-    weights with --score_weight val (validation labels only).
+    Needs `val.parts` to hold every measurement of `names`; the original score takes `weight`, or
+    (None: --score_weight val) the weight whose scores rank the validation labels best by `metric`.
+    Training images are measured as the validation images were (`train_mode`).
     """
     normal_val = {name: values[val.labels == 0] for name, values in val.parts.items()}
     # Without normal validation images (--val_ratio 0) a part's scale comes from training images too.
@@ -100,36 +99,35 @@ def fit_all(model, names: list[str], val: Scores, training_images: torch.Tensor,
     training = {}
     if on_training:
         sample = torch.linspace(0, len(training_images) - 1, min(BANK_SIZE, len(training_images))).round().long()
-        training = measure(model, training_images[sample], batchsize, device, on_training)
+        training = measure(model, training_images[sample], batchsize, device, on_training, train_mode=train_mode)
     fitted = {}
     for name in names:
         if name == "original":  # its weight: fixed, or chosen on the validation labels (--score_weight val)
-            weight = (choose_score_weight(val.labels, val.parts[IMAGE_MSE], val.parts[FEATURE_MSE], metric)
-                      if model.choose_score_weight else model.fixed_score_weight)
-            fitted[name] = Scoring(name, fit(name, {}, {}, weight=weight))
+            chosen = (weight if weight is not None else
+                      choose_score_weight(val.labels, val.parts[IMAGE_MSE], val.parts[FEATURE_MSE], metric))
+            fitted[name] = Scoring(name, fit(name, {}, {}, weight=chosen))
         else:
             fitted[name] = Scoring(name, fit(name, training or normal_val, normal_val))
     return fitted
 
 
 def fit_scoring(model, names: list[str], val: Scores, training_images: torch.Tensor, batchsize: int, device,
-                metric: str) -> dict[str, float]:
-    """Fit the scores `names` (`fit_all`), keep the one that ranks the validation split best (never the
-    test set; the only one when there is one) as `model.scoring`, and give `val` its scores.
+                metric: str, weight: float | None, train_mode: bool = False) -> tuple[Scoring, dict[str, float]]:
+    """The scores `names` fitted (`fit_all`), and the one that ranks the validation split best (never
+    the test set; the only one when there is one); `val` gets its scores.
 
-    Returns each candidate's validation `metric` when there was a choice ({} otherwise).
+    Returns (that score, each candidate's validation `metric` when there was a choice, else {}).
     """
-    fitted = fit_all(model, names, val, training_images, batchsize, device, metric)
+    fitted = fit_all(model, names, val, training_images, batchsize, device, metric, weight, train_mode)
     values = {}
+    chosen = fitted[names[0]]
     if len(names) > 1:
         scores = {name: scores_of(scoring, val.parts) for name, scoring in fitted.items()}
         measure_of = {**METRICS, **ON_REQUEST}[metric]
         values = {name: measure_of(val.labels, s) for name, s in scores.items()}
-        model.scoring = fitted[choose(val.labels, scores, measure_of)]
-    else:
-        model.scoring = fitted[names[0]]
-    val.parts["score"] = scores_of(model.scoring, val.parts)
-    return values
+        chosen = fitted[choose(val.labels, scores, measure_of)]
+    val.parts["score"] = scores_of(chosen, val.parts)
+    return chosen, values
 
 
 def decision_threshold(normal_scores, source: str, test: Scores, epoch: int) -> dict:
