@@ -8,7 +8,10 @@ disjoint from the test set); test AUROC is only recorded. `--original` runs the
 original's search instead, ranked on the test set as it was. `--tune False` runs one
 plain training instead, without Ray. Everything a user can get wrong is refused
 with one line before Ray starts (or, for what only the cluster knows, before the
-search writes anything).
+search writes anything), every run the search space can draw included, checked as
+train.py checks its command line. Ctrl-C (or SIGTERM) stops a search in any phase
+with one line and exit status 130 (143), results.csv listing the trials that
+finished; the same command with --name NAME --restore continues it.
 """
 import sys
 

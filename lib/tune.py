@@ -1,7 +1,8 @@
 """Ray Tune searches over train.py's options (Skip-GANomaly, Skip-WGANomaly or GANomaly).
 
 Owns: the trial that trains one configuration through lib.run's loop and reports every
-epoch, the results table of a search and the train.py command that reproduces a trial.
+epoch, where a search folder may lie among run folders, the results table of a search and
+the train.py command that reproduces a trial.
 The search-space file is lib.tune_space's. Ray is imported only inside the trial.
 """
 import argparse
@@ -13,6 +14,9 @@ import shutil
 from pathlib import Path
 
 from lib import options
+from lib.errors import UserError
+from lib.files import rows_csv
+from lib.runfolder import enclosing_run, runs_inside
 
 # Left out of a reproducing command line: train.py derives or ignores them.
 NOT_IN_COMMAND = {"name", "tune", "resume", "overwrite"}
@@ -54,6 +58,22 @@ class Follow:
         # Attribute access: Ray's guard raises for a value not yet drawn, and retries after the others.
         return getattr(spec.config, self.target)
 
+
+
+# ------------------------------------------------------------------ the search folder
+
+def check_search_place(folder: Path, replace: bool) -> None:
+    """A new search folder lies in no run folder; its trials' runs (<search>/runs/<trial>) are the only
+    runs in it, so --overwrite (`replace`) never deletes a run someone put there by hand."""
+    run = enclosing_run(folder)
+    if run is not None:
+        raise UserError(f"'{run}' is a run folder and the search folder '{folder}' would be inside it: "
+                        "choose another --outf")
+    if replace:
+        other = next((r for r in runs_inside(folder) if r.parent != folder / "runs"), None)
+        if other is not None:
+            raise UserError(f"'{other}' is a run that is not one of the search's trials, and --overwrite would "
+                            f"delete it with '{folder}': move it out first, or choose another --name")
 
 
 # ------------------------------------------------------------------ one trial
@@ -112,7 +132,7 @@ def trial_row(result, objective: str, space: dict, runs) -> dict:
     """One results.csv row: config, the metrics of the epoch the objective selects, epochs run, time."""
     trial = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
     row = {"trial": trial, "status": "error" if result.error else "done"}
-    row.update({name: result.config.get(name) for name in space})
+    row.update({name: (result.config or {}).get(name) for name in space})  # no config: never started
     row.update({objective: math.nan, "test_auroc": math.nan, "best_epoch": None, "epochs": 0,
                 f"last_{objective}": math.nan, "last_test_auroc": math.nan, "time_s": math.nan, "seed": None,
                 "node": "", "host": ""})
@@ -133,6 +153,13 @@ def trial_row(result, objective: str, space: dict, runs) -> dict:
     return row
 
 
+def results_csv(rows: list[dict], objective: str, space: dict) -> str:
+    """results.csv: the rows, or only the header when no trial has finished."""
+    columns = ["trial", "status", *space, objective, "test_auroc", "best_epoch", "epochs", f"last_{objective}",
+               "last_test_auroc", "time_s", "seed", "node", "host", "run", "error"]
+    return rows_csv(rows) if rows else ",".join(columns) + "\n"
+
+
 def sort_rows(rows: list[dict], objective: str) -> list[dict]:
     """Best objective first; trials without one last."""
     def key(row):
@@ -141,13 +168,11 @@ def sort_rows(rows: list[dict], objective: str) -> list[dict]:
     return sorted(rows, key=key)
 
 
-def command_line(opt: dict, actions: dict, defaults: dict) -> str:
-    """`python train.py ...` with every option of `opt` that differs from its default."""
+def command_tokens(opt: dict, actions: dict, names) -> list[str]:
+    """train.py's arguments giving the options `names` their values in `opt`."""
     tokens = []
-    for name, action in actions.items():
-        value = opt.get(name)
-        if name in NOT_IN_COMMAND or value == defaults.get(name):
-            continue
+    for name in (n for n in actions if n in names):
+        action, value = actions[name], opt.get(name)
         flag = action.option_strings[0]
         if isinstance(action, argparse.BooleanOptionalAction):
             tokens.append(flag if value else f"--no-{flag[2:]}")
@@ -155,4 +180,9 @@ def command_line(opt: dict, actions: dict, defaults: dict) -> str:
             tokens.append(flag)
         else:
             tokens += [flag, str(value)]
-    return shlex.join(["python", "train.py", *tokens])
+    return tokens
+
+
+def command_line(argv: list[str]) -> str:
+    """`python train.py ARGV`, quoted for a shell."""
+    return shlex.join(["python", "train.py", *argv])

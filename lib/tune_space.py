@@ -1,8 +1,8 @@
 """The search-space file of train_tune.py (SPACE.json), read and checked before Ray starts.
 
-Owns: reading the file, checking that every value a search could draw makes a valid train.py
-run, and the space as Ray Tune search objects. Ray is imported only in ray_space, so checking
-a space needs no Ray.
+Owns: reading the file (its form, each value in its option's type, the ties) and the space as
+Ray Tune search objects. Whether every run a space can draw is one train.py takes is
+lib/tune_checks.py's. Ray is imported only in ray_space, so reading a space needs no Ray.
 
 A space file maps train.py options to values: {"grid": [...]} (every value, in every
 sample), {"choice": [...]}, {"uniform": [low, high]}, {"loguniform": [low, high]},
@@ -13,7 +13,6 @@ values of its own, and take values of the same type.
 """
 import argparse
 import codecs
-import itertools
 import json
 import math
 import os
@@ -21,7 +20,7 @@ import sys
 
 from lib import options
 from lib.errors import UserError
-from lib.tune import PATH_OPTIONS, Follow, trial_options
+from lib.tune import PATH_OPTIONS, Follow
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "same")
 TIE = "same"  # the kind that gives an option another searched option's value
@@ -36,31 +35,28 @@ NOT_SEARCHABLE = {
     "phase": "a search trains",
     "metric": "the objective must be the same for every trial",
     "val_ratio": "trials are compared on one validation split",
+    "ngpu": "a trial's processes are its resources, the same for every trial: give --ngpu on the command line",
 }
 # A search space is a small hand-written file; anything larger was given by mistake.
 MAX_SPACE_BYTES = 1 << 20
 BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-# Integer ranges of up to MAX_CHECKED values are checked value by value, wider ones at PROBES points.
-MAX_CHECKED = 4096
-PROBES = 64
-MAX_CONTEXTS = 64  # combinations of the other options a value that fails alone is tried with
 C_INT_MAX = options.C_INT_MAX  # Ray draws randint values as C integers
 EXPECTED = {int: "a whole number", float: "a number"}
 
 
-def read_space(path, actions: dict, base: dict) -> dict[str, tuple]:
-    """Check SPACE.json; returns {option: (kind, values)} with values in the option's type,
+def read_space(path, actions: dict) -> dict[str, tuple]:
+    """Read SPACE.json; returns {option: (kind, values)} with values in the option's type,
     or ("same", OTHER) for an option tied to OTHER (values_of gives its values).
 
-    Every value a search could draw must make a valid train.py run, alone and with the
-    other searched options: Ray would only find out in a trial, after the search started.
+    Checked here: the file's form, each value's type and each tie; whether every run the
+    space can draw is one train.py takes is lib.tune_checks'.
     """
     where = f"space file '{path}'"
     raw = _parse_json(_read_text(path, where), where)
     if not isinstance(raw, dict):
         raise UserError(f'{where} must hold one JSON object, e.g. {{"w_con": {{"grid": [25, 50, 75]}}}}')
-    space, drawn, ties = {}, {}, {}
+    space, ties = {}, {}
     for key, spec in raw.items():
         name = key.lstrip("-")
         if name not in actions:
@@ -83,11 +79,8 @@ def read_space(path, actions: dict, base: dict) -> dict[str, tuple]:
         if name in PATH_OPTIONS:  # trials run in their own working directory
             values = [os.path.abspath(v) if v else v for v in values]
         space[name] = (kind, values)
-        drawn[name] = (shown, values if kind in ("grid", "choice") else _range_probes(kind, *values))
     for name, shown in ties.items():
         _check_tie(shown, name, space, actions)
-    _check_drawn(space, drawn, base)
-    _check_together(where, space, base)
     return space
 
 
@@ -144,7 +137,7 @@ def values_of(space: dict, name: str) -> list:
     return space[values][1] if kind == TIE else values
 
 
-def _free(space: dict) -> dict:
+def free(space: dict) -> dict:
     """The options searched with values of their own."""
     return {name: entry for name, entry in space.items() if entry[0] != TIE}
 
@@ -208,11 +201,6 @@ def _shown(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _check_values(shown, name, kind, values, action) -> list:
     """Values of one entry, converted to the option's type: a list, or a range's [low, high]."""
     if kind in ("grid", "choice"):
@@ -239,75 +227,6 @@ def _check_values(shown, name, kind, values, action) -> list:
         if kind == "loguniform" and lo <= 0:
             raise UserError(f"{shown}: loguniform needs low > 0")
         return [int(lo), int(hi)] if kind == "randint" else [float(lo), float(hi)]
-
-
-def _range_probes(kind: str, lo, hi) -> list:
-    """The values of a range to check: all of a small integer range; else both ends, their
-    neighbours and evenly spaced points (train.py's limits are thresholds or sparse sets)."""
-    if kind == "randint":
-        if hi - lo < MAX_CHECKED:
-            return list(range(lo, hi + 1))
-        return sorted({lo, lo + 1, hi - 1, hi, *(lo + (hi - lo) * i // PROBES for i in range(1, PROBES))})
-    if kind == "loguniform":
-        lo_log, hi_log = math.log(lo), math.log(hi)
-        inner = [math.exp(lo_log + (hi_log - lo_log) * i / PROBES) for i in range(1, PROBES)]
-    else:
-        inner = [lo * (1 - i / PROBES) + hi * (i / PROBES) for i in range(1, PROBES)]
-    return [lo, *inner, hi]
-
-
-def _ends(space: dict, limit: int) -> dict:
-    """Each option's values with a range reduced to its ends; to both ends only if the product exceeds `limit`."""
-    ends = {name: values if kind in ("grid", "choice") else [values[0], values[-1]]
-            for name, (kind, values) in space.items()}
-    if math.prod(map(len, ends.values())) > limit:
-        ends = {name: sorted({values[0], values[-1]}, key=values.index) for name, values in ends.items()}
-    return ends
-
-
-def _combinations(ends: dict, limit: int):
-    return (dict(zip(ends, values)) for values in itertools.islice(itertools.product(*ends.values()), limit))
-
-
-def _rejection(base: dict, config: dict):
-    """train.py's refusal of `config` on top of `base`, or None."""
-    try:
-        trial_options(base, config)
-    except UserError as err:
-        return err
-    return None
-
-
-def _check_drawn(space: dict, drawn: dict, base: dict) -> None:
-    """Every value a search can draw for an option must make a valid run with some values of the others
-    (with the command line's first: an option that is wrong by itself is named by itself).
-    The options tied to it take the same value."""
-    for name, (shown, values) in drawn.items():
-        others = _ends({n: entry for n, entry in _free(space).items() if n != name}, MAX_CONTEXTS)
-        tied = [n for n, (kind, target) in space.items() if kind == TIE and target == name]
-        with_tied = f" (with {', '.join(tied)} following it)" if tied else ""
-        for value in values:
-            err = _rejection(base, followers(space, {name: value}))
-            if err and all(_rejection(base, followers(space, {**context, name: value}))
-                           for context in _combinations(others, MAX_CONTEXTS) if context):
-                raise UserError(f"{shown}: {name} = {_short(value)}{with_tied} is rejected: {err}")
-
-
-def _check_together(where, space: dict, base: dict) -> None:
-    """Options searched together (e.g. iter and niter) must also make valid runs together."""
-    models = set(values_of(space, "model")) if "model" in space else {base["model"]}
-    for model, names in options.model_option_names().items():
-        for name in (n for n in names if n in space and model not in models):
-            raise UserError(f"{where}: '{name}' only applies to --model {model}, and this search trains "
-                            f"{', '.join(sorted(models))}: drop it or search --model")
-    if len(_free(space)) < 2:  # one option and its followers: _check_drawn tried each value
-        return
-    for config in _combinations(_ends(_free(space), MAX_CHECKED), MAX_CHECKED):
-        config = followers(space, config)
-        err = _rejection(base, config)
-        if err:
-            shown = ", ".join(f"{name} = {_short(value)}" for name, value in config.items())
-            raise UserError(f"{where}: {shown} together are rejected: {err}")
 
 
 def _coerce(shown, action, value):

@@ -1,4 +1,5 @@
-"""train_tune.py against bad input, as a real process: one line, exit code 2, before Ray starts.
+"""train_tune.py against bad input, as a real process: one line, exit code 2, before Ray starts
+(and the train.py command a search prints for a trial, read back by train.py).
 
 Every case here is refused before Ray starts, nearly all before torch is even imported, so each
 costs a fraction of a second. Besides the message, each checks that nothing was written: no search folder, and every
@@ -7,11 +8,16 @@ file already there left as it was.
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.helpers import process, tiny
+from lib import options
+from lib.tune import NOT_IN_COMMAND, train_actions, trial_base, trial_options
+from lib.tune_checks import reproduce_argv
+from tests.helpers import ROOT, process, tiny
 
 # TINY with anomaly class 0 for 2 epochs, and no seed (a fixed seed with --num_samples > 1 is refused on its own).
 SEARCH = tiny(abnormal_class=0, manualseed=None, print_freq=None, save_image_freq=None, niter=2)
@@ -165,6 +171,63 @@ def test_a_space_that_could_draw_an_invalid_value_is_refused_before_ray_starts(t
     refused(tmp_path, space(tmp_path, text), fragment)
 
 
+# Runs a space can draw that train.py would refuse, found by trying every combination of its values
+# (a range at its ends) as train.py checks a command line.
+COMBINATIONS = {
+    "a model with another model's flag": (
+        '{"model": {"choice": ["ganomaly", "w_skipganomaly"]}, "n_critic": {"grid": [1, 2]}, "niter": {"grid": [5]}}',
+        [], "model = 'ganomaly', n_critic = 1, niter = 5 together are rejected: --n_critic only applies to "
+            "--model w_skipganomaly, not --model ganomaly"),
+    "a searched model with another model's flag given": (
+        '{"model": {"grid": ["ganomaly", "w_skipganomaly"]}, "niter": {"grid": [5]}}', ["--n_critic", "2"],
+        "model = 'ganomaly' is rejected: --n_critic only applies to --model w_skipganomaly"),
+    "--original with a score scored in eval mode": (
+        '{"original": {"grid": [true, false]}, "score": {"choice": ["ssim", "original"]}}', [],
+        "original = True, score = 'ssim' together are rejected: --score ssim scores in eval mode"),
+    "--extralayers under --original": (
+        '{"extralayers": {"grid": [0, 2]}, "original": {"grid": [true, false]}}', [],
+        "extralayers = 2, original = True together are rejected: --extralayers 2: the original code accepts"),
+    "a batch size --ngpu cannot split": ('{"batchsize": {"randint": [62, 66]}}', ["--ngpu", "2"],
+                                         "batchsize = 63 is rejected: --batchsize 63 does not split into 2"),
+    "more critic steps than the run takes": pytest.param(  # counting the steps reads the data (torch)
+        '{"model": {"grid": ["w_skipganomaly"]}, "n_critic": {"randint": [1, 100]}}', [],
+        "n_critic = 31 is rejected: --n_critic 31 but the run takes only 30 training steps",
+        marks=pytest.mark.slow),
+    "more combinations than are checked": (
+        json.dumps({name: {"grid": [1, 2, 3, 4, 5, 6]} for name in ("w_con", "w_adv", "w_lat", "lr")}), [],
+        "can draw 1296 combinations of values"),
+}
+
+
+@pytest.mark.parametrize("text, args, fragment", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_a_space_that_could_draw_a_combination_train_py_refuses_is_refused_before_ray_starts(
+        tmp_path, text, args, fragment):
+    refused(tmp_path, space(tmp_path, text) + args, fragment)
+
+
+def test_a_refused_combination_never_imports_ray(tmp_path):
+    path = space(tmp_path, COMBINATIONS["--original with a score scored in eval mode"][0])[1]
+    script = ("import sys, train_tune; from lib.errors import run_cli\n"
+              f"try: run_cli(train_tune.main, {[*map(str, SEARCH), '--space', str(path)]!r})\n"
+              "except SystemExit as stop: print(stop.code, 'ray' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "together are rejected" in done.stderr
+
+
+def test_each_trial_of_a_space_searching_original_gets_a_command_that_trains_it_again():
+    # train.py --original holds no validation split out unless told: a trial of a search with one is
+    # reproduced with it given explicitly, and train.py's own parse reads the command back to the trial's options.
+    actions = train_actions(options.build_parser("train_tune.py"))
+    base = trial_base(vars(options.build_parser("train_tune.py").parse_args(list(map(str, SEARCH)))))
+    for config in ({"original": True}, {"fixes": "none"}, {"original": False}, {"model": "ganomaly", "w_enc": 2.0}):
+        trial = trial_options(base, config)
+        argv = reproduce_argv(trial, actions)
+        assert ("--val_ratio" in argv) == ("original" in config and config["original"] or "fixes" in config)
+        parsed = options.parse(argv)
+        assert all(getattr(parsed, name) == getattr(trial, name) for name in actions if name not in NOT_IN_COMMAND)
+
+
 def test_a_tie_may_come_before_the_option_it_follows(tmp_path):
     # The space passes its checks: the refusal is the CPUs', the first check after the space.
     refused(tmp_path, space(tmp_path, '{"w_lat": {"same": "w_adv"}, "w_adv": {"grid": [0.5, 2]}}') + TOO_MANY_CPUS,
@@ -287,3 +350,12 @@ def test_settings_that_cannot_work_together_are_refused_before_ray_starts(tmp_pa
 def test_a_folder_dataset_that_is_not_there_is_refused_before_ray_starts(tmp_path):
     folder_dataset = [a for a in SEARCH if a not in ("--abnormal_class", "0")] + ["--dataset", "mine"]
     refused(tmp_path, ["--dataroot", "data"], "'data/mine' does not exist", search=folder_dataset)
+
+
+def test_a_search_whose_folder_would_lie_inside_a_run_is_refused_before_ray_starts(tmp_path, trained_run_copy):
+    """train_tune.py --outf <a run>: the search folder <run>/tune/<name> would nest in the run."""
+    before = snapshot(trained_run_copy)
+    done = process("train_tune.py", [*SEARCH, "--outf", trained_run_copy], tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "is a run folder and the search folder" in done.stderr and "would be inside it" in done.stderr
+    assert snapshot(trained_run_copy) == before

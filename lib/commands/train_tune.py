@@ -1,10 +1,9 @@
 """The code of train_tune.py (its docstring has the usage and what is checked before Ray starts)."""
 import argparse
 import math
-import os
 import shutil
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib import options
@@ -18,19 +17,12 @@ from lib.cluster import (
     join_or_start,
 )
 from lib.errors import UserError
-from lib.files import rows_csv, write_text
 from lib.metrics import HEADLINE
 from lib.original import applies
-from lib.runfolder import probe_writable
-from lib.tune import (
-    command_line,
-    run_trial,
-    sort_rows,
-    train_actions,
-    trial_base,
-    trial_options,
-    trial_row,
-)
+from lib.tune import check_search_place, run_trial, train_actions, trial_base, trial_options
+from lib.tune_checks import check_space
+from lib.tune_folder import check_name, check_search_folder, check_writable, search_name
+from lib.tune_report import not_started, ranked_on_test, report, stopped_at_once
 from lib.tune_space import largest, ray_space, read_space, values_of
 
 PROG = "train_tune.py"
@@ -43,8 +35,6 @@ ORIGINAL_SAMPLES = 2
 # ASHA keeps the best 1/REDUCTION of trials at each rung: halving suits searches of tens of trials.
 REDUCTION = 2
 RESOURCE_STEP = 1e-4  # Ray counts CPUs and GPUs in steps of 0.0001
-# What Tune writes at the top of a search folder: only such a folder may be deleted by --overwrite.
-TUNE_FILES = ("tuner.pkl", "trainable.pkl", "experiment_state-*.json", "basic-variant-state-*.json")
 # A search over these compares different problems: ASHA would stop the hard ones, not the poor trials.
 PROBLEM_OPTIONS = ("dataset", "abnormal_class", "normal_class")
 
@@ -106,69 +96,9 @@ def check_resources(args) -> None:
         raise UserError(f"--gpus_per_trial {gpus:g}: use a fraction below 1 (e.g. 0.25) or a whole number")
 
 
-# ------------------------------------------------------------------ the search folder
-
-def check_name(name: str) -> None:
-    """A search is one folder under <outf>/tune."""
-    if name in ("", ".", "..") or "/" in name or os.sep in name or not name.isprintable():
-        raise UserError(f"--name {name!a}: a search's name is one folder name (no '/' or control characters), "
-                        "e.g. wcon_sweep")
-    if len(os.fsencode(name)) > 200:
-        raise UserError(f"--name is {len(os.fsencode(name))} bytes long: a folder name takes at most 200 here")
-
-
-def is_search_folder(folder: Path) -> bool:
-    """Whether `folder` holds what a search of this tool writes (Tune's state or the results table)."""
-    return any(next(folder.glob(pattern), None) is not None for pattern in TUNE_FILES) \
-        or (folder / "results.csv").is_file() and (folder / "runs").is_dir()
-
-
-def check_search_folder(folder: Path, restore: bool, overwrite: bool) -> bool:
-    """Refuse what would lose or mix searches; returns whether an old search is to be deleted."""
-    if restore and overwrite:
-        raise UserError("--restore continues the search and --overwrite deletes it: give one of them")
-    if restore:
-        if not folder.is_dir():
-            raise UserError(f"--restore: no search at '{folder}' (give the --name it printed, and the same --outf)")
-        return False
-    if not (folder.exists() or folder.is_symlink()):
-        return False
-    if not overwrite:
-        raise UserError(f"'{folder}' exists: add --restore to continue that search, --overwrite to delete it and "
-                        "start over, or choose another --name")
-    if folder.is_symlink() or not folder.is_dir() or not is_search_folder(folder):
-        raise UserError(f"--overwrite deletes only a search this tool wrote, and '{folder}' is not one: "
-                        "move it away or choose another --name")
-    return True
-
-
-def check_writable(folder: Path) -> None:
-    """The search folder can be created: its nearest existing parent is a writable folder."""
-    parent = folder
-    while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        what = "a broken link" if parent.is_symlink() and not parent.exists() else "a file"
-        raise UserError(f"--outf: '{parent}' is {what}, not a folder: give --outf a folder")
-    try:
-        probe_writable(parent)
-    except OSError as err:
-        raise UserError(f"cannot write in '{parent}' ({err.strerror}): choose a writable --outf") from None
-
-
-def search_name(opt, explicit: set, space: dict) -> str:
-    """--name, else <model>_<dataset>_<class or 'classes'>_<time> (a rerun never overwrites)."""
-    if "name" in explicit:
-        return opt.name
-    target = ("classes" if {"abnormal_class", "normal_class"} & set(space)
-              else f"normal-{opt.normal_class}" if opt.normal_class is not None else opt.abnormal_class)
-    parts = [opt.model, opt.dataset, str(target or "all"), time.strftime("%Y%m%d-%H%M%S")]
-    return "_".join(p.replace("/", "-").replace(" ", "_") for p in parts)
-
-
 # ------------------------------------------------------------------ the command line
 
-def check_search(args, given: set, opt, space: dict, explicit: set) -> None:
+def check_search(args, given: set, opt, space: dict) -> None:
     """Settings a search cannot use, or that are each valid but make no sense together."""
     niter = largest(space, "niter", opt.niter)
     if args.scheduler == "asha":
@@ -188,9 +118,6 @@ def check_search(args, given: set, opt, space: dict, explicit: set) -> None:
         raise UserError(f"{samples} with --manualseed {opt.manualseed} and only grid values "
                         "would train identical trials: leave --manualseed unset, or search it "
                         '(e.g. "manualseed": {"grid": [0, 1, 2]}) with --num_samples 1')
-    models = set(values_of(space, "model")) if "model" in space else {opt.model}
-    if opt.load_weights is None and len(models) == 1:
-        options.check_model_options(opt, explicit)
     if args.gpus_per_trial and (set(values_of(space, "device")) if "device" in space else {opt.device}) == {"cpu"}:
         raise UserError(f"--gpus_per_trial {args.gpus_per_trial:g} with --device cpu: trials would hold GPUs "
                         "they never use; drop --gpus_per_trial or use --device gpu")
@@ -236,13 +163,16 @@ def main(argv):
         raise UserError("--restore continues the search named by --name: give the name it printed")
     actions = train_actions(options.build_parser(PROG))
     base = trial_base(vars(raw))
-    space = read_space(args.space, actions, base)
-    check_search(args, given, opt, space, explicit)
-    check_processes_per_trial(args, given, opt, space)
+    space = read_space(args.space, actions)
+    check_space(args.space, space, base, explicit, actions)
+    check_search(args, given, opt, space)
+    check_processes_per_trial(args, given, opt)
     name = search_name(opt, explicit, space)
     check_name(name)
     folder = Path(base["outf"]) / "tune" / name
     replace = check_search_folder(folder, args.restore, raw.overwrite)
+    if not args.restore:  # never inside a run, and --overwrite deletes no run but its own trials'
+        check_search_place(folder, replace)
     check_writable(folder)
     objective = f"{'test' if on_test else 'val'}_{HEADLINE[opt.metric]}"
     address, source = cluster_address(args.address)
@@ -254,73 +184,107 @@ def main(argv):
     else:
         check_reachable(address, source)
 
+    from lib.tune_interrupts import SearchStop, StopNow
+    with SearchStop() as stop:  # Ctrl-C or SIGTERM, in any phase from here: lib/tune_interrupts.py
+        try:
+            return search(Search(args, opt, raw, explicit, base, actions, space, name, folder, objective, on_test,
+                                 address, replace), stop)
+        except StopNow as now:
+            from ray import tune
+            print(stopped_at_once(name, tune.Tuner.can_restore(str(folder))), file=sys.stderr)
+            return 128 + now.signal
+
+
+@dataclass
+class Search:
+    """A search that has passed every check: what main decided before Ray starts."""
+    args: argparse.Namespace  # the search's own options
+    opt: argparse.Namespace  # train.py's options of the command line, validated
+    raw: argparse.Namespace  # the same, as parsed (what a trial's options start from)
+    explicit: set
+    base: dict
+    actions: dict
+    space: dict
+    name: str
+    folder: Path
+    objective: str
+    on_test: bool
+    address: str | None
+    replace: bool  # --overwrite: the old search in `folder` goes once Ray is up
+
+
+def search(s: Search, stop) -> int:
+    """Start or join Ray, run the search (or continue it) and report it; `stop` holds a signal."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    storage = str(Path(base["outf"]) / "tune")
+    from lib.tune_interrupts import Forward, forward_in
+
+    args, opt, name, folder, address = s.args, s.opt, s.name, s.folder, s.address
+    storage = str(Path(s.base["outf"]) / "tune")
     if args.restore and not tune.Tuner.can_restore(str(folder)):
         raise UserError(f"--restore: '{folder}' holds no search state to continue")
     started_here = not ray.is_initialized()
     try:
         with held_stderr(address is not None and not opt.verbose):
-            if started_here:
+            if started_here and not stop.signal:
                 join_or_start(ray, address, args.num_cpus, ROOT)
+                stop.hold()  # ray.init installs a SIGTERM handler of its own
             gpus = args.gpus_per_trial
-            if gpus is None:  # one GPU per process when the cluster has GPUs
+            if gpus is None and not stop.signal:  # one GPU per process when the cluster has GPUs
                 gpus = opt.ngpu if opt.device == "gpu" and ray.cluster_resources().get("GPU", 0) > 0 else 0
-            check_cluster_fits(ray, args.cpus_per_trial, gpus, address or "this machine")
+            if not stop.signal:
+                check_cluster_fits(ray, args.cpus_per_trial, gpus, address or "this machine")
+        if stop.signal:  # before Tune has written anything (an old search to --overwrite is kept)
+            print(not_started(stop), file=sys.stderr)
+            return stop.exit_code
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, base=base, defaults=options.defaults(PROG),
-                                 explicit=explicit, run_prefix=f"tune/{name}/runs"),
+            tune.with_parameters(run_trial, base=s.base, defaults=options.defaults(PROG),
+                                 explicit=s.explicit, run_prefix=f"tune/{name}/runs"),
             {"cpu": args.cpus_per_trial, "gpu": gpus})
-        if replace:  # the last check has passed: the old search goes only now
+        if s.replace:  # the last check has passed: the old search goes only now
             try:
                 shutil.rmtree(folder)
             except OSError as err:
                 raise UserError(f"--overwrite: cannot delete '{folder}' ({err.strerror})") from None
         processes = f", {opt.ngpu} processes" if opt.ngpu > 1 else ""
-        print(f"search '{name}': {folder} ({objective}, {args.scheduler}, {args.cpus_per_trial:g} CPU + "
+        print(f"search '{name}': {folder} ({s.objective}, {args.scheduler}, {args.cpus_per_trial:g} CPU + "
               f"{gpus:g} GPU per trial{processes}); continue it after an interruption with --name {name} --restore")
         print(f"space {args.space}, {args.num_samples} sample(s) of it")
-        if on_test:
-            print(ranked_on_test(objective))
+        if s.on_test:
+            print(ranked_on_test(s.objective))
         if args.restore:
             tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
+            forward_in(tuner)
         else:
-            niter = largest(space, "niter", opt.niter)
+            niter = largest(s.space, "niter", opt.niter)
             scheduler = (ASHAScheduler(time_attr="epoch", max_t=niter, grace_period=args.grace_period,
                                        reduction_factor=REDUCTION)
                          if args.scheduler == "asha" else FIFOScheduler())
             tuner = tune.Tuner(
-                trainable, param_space=ray_space(space),
-                tune_config=tune.TuneConfig(metric=objective, mode="max", num_samples=args.num_samples,
+                trainable, param_space=ray_space(s.space),
+                tune_config=tune.TuneConfig(metric=s.objective, mode="max", num_samples=args.num_samples,
                                             scheduler=scheduler,
                                             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
-                run_config=tune.RunConfig(name=name, storage_path=storage,
+                run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[Forward()],
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
         results = tuner.fit()
     finally:
         if started_here:
             ray.shutdown()
-    return report(results, objective, space, raw, actions, name, folder)
+    return report(results, s.objective, s.space, s.raw, s.actions, name, folder, stop)
 
 
-def check_processes_per_trial(args, given: set, opt, space: dict) -> None:
+def check_processes_per_trial(args, given: set, opt) -> None:
     """--ngpu N: each trial trains in N processes on one machine (lib/trial_ranks.py), a GPU or a
     CPU each; what that cannot take is refused here. Unset, --cpus_per_trial becomes N."""
-    n = opt.ngpu
-    if "ngpu" in space:
-        raise UserError("--space searches ngpu: a trial's processes are its resources, the same for every trial; "
-                        "give --ngpu on the command line instead")
+    n = opt.ngpu  # not searched (lib/tune_space.py); a batch it cannot split is lib/tune_checks.py's
     if n <= 1:
         return
     if not applies(opt, "eval_mode_scoring"):
         raise UserError(f"--ngpu {n} with the original's training-mode scoring: rank 0 scores alone; "
                         "drop --original (or keep the eval_mode_scoring fix), or train each trial in one process")
-    from lib.distributed import check_batch_splits
-    for size in (values_of(space, "batchsize") if "batchsize" in space else [opt.batchsize]):
-        check_batch_splits(size, n)
     if "cpus_per_trial" not in given:
         args.cpus_per_trial = max(args.cpus_per_trial, n)
     elif opt.device == "cpu" and args.cpus_per_trial < n:
@@ -343,43 +307,3 @@ def original_search(args, given: set, raw, explicit: set) -> bool:
     if "num_samples" not in given:
         args.num_samples = ORIGINAL_SAMPLES if on_test else 1
     return on_test
-
-
-def ranked_on_test(objective: str) -> str:
-    """The summary's line that says the ranking looked at the test set."""
-    return (f"note: trials are ranked on the TEST set ({objective}; each trial's best epoch is also chosen on "
-            "the test set), as the original did, so the best trial's score is optimistic; without --original "
-            "(the validation_selection fix) they are ranked on a validation split")
-
-
-def report(results, objective, space, raw, actions, name, folder) -> int:
-    """Write results.csv, print the best trial and the train.py command that reproduces it."""
-    rows = sort_rows([trial_row(r, objective, space, folder / "runs") for r in results], objective)
-    write_text(folder / "results.csv", rows_csv(rows))
-    print(f"{len(rows)} trials: {folder / 'results.csv'}")
-    failed = sum(r["status"] == "error" for r in rows)
-    if failed:
-        print(f"warning: {failed} trial(s) failed; see the error column of results.csv", file=sys.stderr)
-    unfinished = len(rows) - results.num_terminated - results.num_errors
-    if unfinished:
-        print(f"search interrupted with {unfinished} trial(s) unfinished: continue it with "
-              f"--name {name} --restore", file=sys.stderr)
-    best = rows[0] if rows and not math.isnan(rows[0][objective]) else None
-    if best is None:
-        print(f"error: no trial reported {objective}", file=sys.stderr)
-        return 1
-    config = {k: best[k] for k in space}
-    best_opt = trial_options(vars(raw), {**config, "manualseed": best["seed"]})
-    defaults = options.defaults(PROG)
-    if not applies(raw, "validation_selection"):
-        defaults["val_ratio"] = 0.0  # what train.py derives for such a run (lib/options.py parse)
-    command = command_line(vars(best_opt), actions, defaults)
-    write_text(folder / "best_command.txt", command + "\n")
-    test = "" if objective == "test_auroc" else f", test auroc {best['test_auroc']:.4f}"
-    print(f"best trial {best['trial']}: {objective} {best[objective]:.4f} (epoch {best['best_epoch']}){test}")
-    if objective.startswith("test_"):
-        print(ranked_on_test(objective))
-    print("best config: " + (", ".join(f"{k}={v}" for k, v in config.items()) or "(nothing searched)"))
-    print(f"reproduce: {command}")
-    return 130 if unfinished else 0
-
