@@ -104,7 +104,6 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--ngf", type=int, default=64, help="generator width")
     a("--ndf", type=int, default=64, help="discriminator/critic width")
     a("--extralayers", type=int, default=0, help="extra 3x3 layers in the discriminator/critic")
-    a("--no_skip", action="store_true", help="UNet without skip connections (ablation)")
     a("--model", default="skipganomaly", choices=tuple(MODELS), help="model to train")
     # Hardware
     a("--device", default="gpu", choices=("gpu", "cpu"), help="gpu falls back to cpu without CUDA")
@@ -161,9 +160,6 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--lr", type=float, default=0.0002, help="Adam learning rate")
     a("--w_adv", type=float, default=1.0, help="weight of the adversarial loss")
     a("--w_con", type=float, default=50.0, help="weight of the contextual (L1) loss")
-    a("--w_lat", type=float, default=1.0, help="weight of the latent (feature L2) loss")
-    a("--noise_std", type=float, default=0.0,
-      help="std of Gaussian noise added to training inputs (the original added uninitialised memory)")
     a("--score", default=None, metavar="NAME",
       help="the anomaly score: 'val' (the one with the best validation AUROC at every evaluation, never "
            f"the test set) or one of {', '.join(SCORES)}; default: val when there is a validation split "
@@ -273,7 +269,7 @@ def validate(opt) -> None:
     check_names(opt)
     check_image_shape(opt.isize, opt.nc)
     registry.check_values(opt, MODELS)
-    for name in ("w_adv", "w_con", "w_lat", "noise_std", "extralayers", "iter", "workers"):
+    for name in ("w_adv", "w_con", "extralayers", "iter", "workers"):
         if getattr(opt, name) < 0:
             raise UserError(f"--{name} must not be negative (got {getattr(opt, name)})")
     for name in ("lr", "batchsize", "niter", "nz", "ngf", "ndf", "print_freq",
@@ -337,7 +333,7 @@ def validate(opt) -> None:
 
 def default_name(opt) -> str:
     """<model>[-no_skip][-clip]/<dataset>/<class>: the runs of a sweep or an ablation never collide."""
-    variant = opt.model + ("-no_skip" if opt.no_skip else "") + registry.run_name_suffix(opt, MODELS)
+    variant = opt.model + registry.run_name_suffix(opt, MODELS)
     variant += fixes_suffix(fixes(opt))
     parts = [variant, opt.dataset]
     if opt.normal_class is not None:

@@ -132,6 +132,40 @@ def test_a_models_own_flag_is_refused_for_another_model_both_ways(tmp_path):
     assert options.model_option_names()["toy_model"] == ("toy_width",)
 
 
+def model_flags() -> list[tuple[str, dict]]:
+    """(model, a flag entry some model declares) for every registered model and declared flag."""
+    entries = {e["flag"]: e for name in MODELS for e in MODELS.options(name)}
+    return [(model, entry) for model in sorted(MODELS) for _, entry in sorted(entries.items())]
+
+
+@pytest.mark.parametrize("model, entry", model_flags(), ids=lambda v: v if isinstance(v, str) else v["flag"])
+def test_every_model_refuses_every_flag_it_does_not_read_in_one_line(model, entry):
+    """Generated from the registry: a flag only other models read is refused, never accepted and ignored."""
+    reads = entry["flag"].lstrip("-") in options.model_option_names()[model]
+    given = [entry["flag"]] if entry.get("type") == "bool" else [entry["flag"], str(entry["default"])]
+    if reads:
+        options.parse(["--model", model, *given])
+        return
+    with pytest.raises(UserError, match=f"^{entry['flag']} only applies to --model .*not --model {model}: drop it"):
+        options.parse(["--model", model, *given])
+
+
+def test_run_name_suffixes_come_from_the_flags_a_model_declares():
+    assert options.parse(["--model", "w_skipganomaly", "--no_skip", "--wgan", "clip"]).name.startswith(
+        "w_skipganomaly-no_skip-clip/")
+    assert options.model_option_names()["w_skipganomaly"][:3] == ("no_skip", "w_lat", "noise_std")  # extends
+    assert options.parse(["--model", "ganomaly"]).name.startswith("ganomaly/")
+
+
+def test_a_score_weight_no_score_of_the_run_uses_is_refused_before_training(tmp_path):
+    from tests.helpers import TINY, one_line_error, train_cli
+    proc = train_cli([*TINY, "--model", "ganomaly", "--score_weight", "0.5", "--niter", "1", "--outf", "out"],
+                     tmp_path, check=False)
+    one_line_error(proc, "--score_weight 0.5 weighs the original score, which this run does not score with",
+                   "add --score original")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_half_written_model_is_refused_when_it_registers():
     class NoStep(AnomalyModel):
         name = "no_step"

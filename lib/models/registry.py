@@ -10,12 +10,14 @@ checked without importing the model, and torch with it: 3-4 s on our CPUs, for
 every refused command line and every `--help`. The model's class is imported
 only when a model is built.
 
-An `OPTIONS` entry: {"flag": "--n_critic", "type": "int" | "float" | "str",
-"default": 5, "help": "...", optional "choices": [...], "min": N (refused below;
-0: "must not be negative", 1: "must be positive"), "run_name": {value: suffix}
-(added to the default run name when the flag has that value)}. The default has
-the declared type (a float's is 10.0, not 10), as the value of the flag given
-on the command line has: a run's options keep one type whether given or not.
+An `OPTIONS` entry: {"flag": "--n_critic", "type": "int" | "float" | "str" |
+"bool" (a switch, off by default), "default": 5, "help": "...", optional
+"choices": [...], "min": N (refused below; 0: "must not be negative", 1: "must
+be positive"), "run_name": {value: suffix} (added to the default run name when
+the flag has that value)}. The default has the declared type (a float's is 10.0,
+not 10), as the value of the flag given on the command line has: a run's options
+keep one type whether given or not. An entry {"extends": "<model>"} takes that
+model's flags too (Skip-WGANomaly reads all of Skip-GANomaly's).
 """
 import argparse
 import ast
@@ -27,7 +29,7 @@ from functools import cache
 
 from lib.errors import UserError
 
-_TYPES = {"int": int, "float": float, "str": str}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 _CLASSES: dict = {}  # name -> class, filled by @register as model modules are imported
 
 
@@ -67,8 +69,11 @@ class Registry(Mapping):
         return len(self.modules)
 
     def options(self, name: str) -> tuple[dict, ...]:
-        """The model's `OPTIONS`, read from its file without importing it."""
-        return _declared_options(self.modules[name])
+        """The model's `OPTIONS`, read from its file without importing it; an `extends` entry's model's first."""
+        found = []
+        for entry in _declared_options(self.modules[name]):
+            found += self.options(entry["extends"]) if "extends" in entry else [entry]
+        return tuple(found)
 
 
 @cache
@@ -84,7 +89,10 @@ def _declared_options(module: str) -> tuple[dict, ...]:
 
 def _typed(module: str, entry: dict) -> dict:
     """The entry, checked: its default has its declared type (a model's mistake, refused where it is made)."""
-    kind, default = _TYPES[entry.get("type", "str")], entry.get("default")
+    if "extends" in entry:
+        return entry
+    switch = entry.get("type") == "bool"  # a switch is off unless given
+    kind, default = _TYPES[entry.get("type", "str")], entry.get("default", False if switch else None)
     if default is not None and type(default) is not kind:
         raise TypeError(f"{module}: OPTIONS declares {entry['flag']} {kind.__name__} and its default is "
                         f"{type(default).__name__} {default!r}: write {kind(default)!r}")
@@ -104,6 +112,9 @@ def add_model_options(parser: argparse.ArgumentParser, models: Registry) -> None
             if _dest(entry) in known:
                 continue
             known.add(_dest(entry))
+            if entry.get("type") == "bool":
+                group.add_argument(entry["flag"], action="store_true", help=entry.get("help"))
+                continue
             kwargs = {k: entry[k] for k in ("default", "choices", "help") if k in entry}
             group.add_argument(entry["flag"], type=_TYPES[entry.get("type", "str")], **kwargs)
 

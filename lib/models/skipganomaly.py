@@ -21,6 +21,14 @@ from lib.scoring import measures
 from lib.scoring.functions import DEFAULT_WEIGHT
 from lib.scoring.measures import ENCODER_EMBEDDING
 
+OPTIONS = [
+    {"flag": "--no_skip", "type": "bool", "run_name": {True: "-no_skip"},
+     "help": "UNet without skip connections (the original README's ablation)"},
+    {"flag": "--w_lat", "type": "float", "default": 1.0, "min": 0, "help": "weight of the latent (feature L2) loss"},
+    {"flag": "--noise_std", "type": "float", "default": 0.0, "min": 0,
+     "help": "std of Gaussian noise added to training inputs (the original added uninitialised memory)"},
+]
+
 
 @register
 class SkipGANomaly(GeneratorAndAdversary, AnomalyModel):

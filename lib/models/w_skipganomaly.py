@@ -17,6 +17,7 @@ from lib.original import applies
 
 # This model's own flags, as data the command line reads without importing this file (lib/models/registry.py).
 OPTIONS = [
+    {"extends": "skipganomaly"},  # the same generator, losses and flags
     {"flag": "--wgan", "default": "gp", "choices": ["gp", "clip"], "run_name": {"clip": "-clip"},
      "help": "critic constraint: gradient penalty or weight clipping"},
     {"flag": "--lambda_gp", "type": "float", "default": 10.0, "min": 0, "help": "gradient penalty weight"},

@@ -42,6 +42,11 @@ def score_policy(opt, model_class) -> ScorePolicy:
         if missing:
             raise UserError(f"--score {choice} needs {', '.join(sorted(missing))}, which --model "
                             f"{model_class.name} does not measure; choose another --score")
+    uses_weight = choice == "original" or choice == "val" and set(SCORES["original"].needs) <= set(
+        model_class.measurements)  # with "val", the original score is a candidate with this weight
+    if weight != DEFAULT_WEIGHT and not uses_weight:  # a weight no score of this run would use
+        raise UserError(f"--score_weight {weight} weighs the original score, which this run does not score with "
+                        f"(--model {model_class.name}, score {choice}); add --score original, or drop --score_weight")
     return ScorePolicy(choice, None if weight == "val" else float(weight), not applies(opt, "eval_mode_scoring"))
 
 
