@@ -9,8 +9,14 @@ refused unless --overwrite is given; a run that fails leaves --out as it was.
 """
 import sys
 
-from lib.commands.predict import main
 from lib.errors import run_cli
+
+
+def main(argv):
+    # Imported here, inside run_cli: a Ctrl-C while torch loads (seconds) is one line, exit 130.
+    from lib.commands.predict import main as predict
+    return predict(argv)
+
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

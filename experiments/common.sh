@@ -71,6 +71,19 @@ check_sweep() {
              "requirements, e.g. PYTHON=.venv/bin/python" >&2
         return 1
     fi
+    local seen=" " class
+    for class in "${ALL_CLASSES[@]}"; do
+        if [[ $seen == *" $class "* ]]; then
+            echo "error: CLASSES=\"${CLASSES:-}\" names '$class' twice: its second run would find the first's" \
+                 "folder; name each class once" >&2
+            return 1
+        fi
+        seen+="$class "
+    done
+    for class in "${seeds[@]}"; do
+        [[ $seen == *" seed$class "* ]] && { echo "error: SEEDS=\"$SEEDS\" names $class twice: name each seed once" >&2; return 1; }
+        seen+="seed$class "
+    done
     for seed in "${seeds[@]}"; do
         if ! [[ $seed =~ ^[0-9]+$ ]]; then
             echo "error: SEEDS=\"$SEEDS\": '$seed' is not a seed: give whole numbers, e.g. SEEDS=\"0 1 2\"" >&2

@@ -1,5 +1,6 @@
 """User-facing errors: one clear line, a non-zero exit, no traceback unless --verbose."""
 import argparse
+import io
 import os
 import sys
 import traceback
@@ -9,13 +10,45 @@ class UserError(Exception):
     """A problem the user can fix; its message names the problem and the fix."""
 
 
+class _Console:
+    """A console stream that a reader going away cannot break: `train.py | head -1` trains on and saves
+    its checkpoints, `2>&-` too. After the first failed write, output goes nowhere."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except (BrokenPipeError, ValueError, OSError):  # a closed pipe, a closed or missing file
+            self._stream = open(os.devnull, "w")
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self._stream = open(os.devnull, "w")
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _console(stream):
+    """`stream` made unbreakable (None, as Python leaves a closed descriptor: a null device)."""
+    if stream is None:
+        stream = open(os.devnull, "w")
+    if hasattr(stream, "reconfigure"):  # a file name of non-UTF-8 bytes prints escaped, never crashes
+        stream.reconfigure(errors="backslashreplace")
+    return stream if isinstance(stream, _Console) else _Console(stream)
+
+
 def run_cli(main, argv=None):
     """Run `main(argv)`: a UserError becomes one line and exit code 2, Ctrl-C exit code 130."""
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
-    for stream in (sys.stdout, sys.stderr):  # a file name of non-UTF-8 bytes prints escaped, never crashes
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+    if not isinstance(sys.stdout, io.StringIO):  # (tests capture output in a StringIO: left as it is)
+        sys.stdout, sys.stderr = _console(sys.stdout), _console(sys.stderr)
     try:
         return main(argv)
     except UserError as err:

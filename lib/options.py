@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from lib.classes import DATASETS, class_names, resolve_class
+from lib.classes import DATASETS, builtin_dataset, class_names, resolve_class
 from lib.errors import OneLineParser, UserError
 from lib.models import MODELS, registry
 from lib.original import DEFAULT, FIXES, applies, fixes
@@ -235,7 +235,11 @@ def check_numbers(opt) -> None:
 
 
 def check_names(opt) -> None:
-    """--outf and --name name folders this tool creates: text, and --name inside --outf."""
+    """--outf and --name name folders this tool creates: text, and --name inside --outf. A built-in
+    dataset is named as its loader knows it ('DIGITS ' is digits), so its runs land in one folder."""
+    builtin = builtin_dataset(opt.dataset)
+    if builtin:
+        opt.dataset = builtin
     for flag in ("outf", "name"):
         value = getattr(opt, flag)
         if value is None:

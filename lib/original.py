@@ -96,6 +96,8 @@ DEFAULT = frozenset(name for name, fix in FIXES.items() if not fix.reverted)
 def parse_fixes(text: str) -> frozenset[str]:
     """'default', 'all', 'none', or a comma-separated list of fix names; '-name' removes one
     (e.g. 'all,-gp_of_mean': every fix but one; 'gp_of_mean': the original plus one fix)."""
+    if not str(text).strip():  # an unset "$FIXES" in a script must not silently mean the original
+        raise UserError("--fixes is empty: give default, all, none, or fix names separated by commas")
     chosen: set[str] = set()
     for item in (part.strip() for part in text.split(",")):
         if not item:

@@ -68,10 +68,20 @@ def run_dir(opt) -> Path:
     return Path(opt.outf) / opt.name
 
 
+def _short(path: Path, most: int = 160) -> str:
+    """A path as a one-line message shows it: a very long one cut in the middle."""
+    text = str(path)
+    return text if len(text) <= most else f"{text[:most // 2]}...{text[-most // 2:]}"
+
+
 def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
     """Lock the run folder for this run and check what it holds; returns the held lock."""
     if not resume:  # before the folder exists: never inside another run, nor around one
-        check_new_run_place(folder, overwrite)
+        try:
+            check_new_run_place(folder, overwrite)
+        except OSError as err:  # e.g. a name too long for the filesystem (ENAMETOOLONG)
+            raise UserError(f"cannot use the output folder '{_short(folder)}' ({err.strerror}): choose a shorter "
+                            "or writable --outf/--name") from None
     claim = RunFolder(folder).acquire("training" + (" (resumed)" if resume else ""))
     try:
         if resume:
@@ -82,7 +92,7 @@ def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
             (folder / "train" / sub).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         claim.release()
-        raise UserError(f"cannot write the output folder '{folder}' ({err.strerror}): "
+        raise UserError(f"cannot write the output folder '{_short(folder)}' ({err.strerror}): "
                         "choose a writable --outf") from None
     except BaseException:
         claim.release()

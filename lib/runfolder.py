@@ -51,7 +51,10 @@ def is_run_folder(folder: Path) -> bool:
     its folder, or a training log. An evaluation (`<run>/test/`), predictions and a working
     directory's ./histogram.csv copy are not runs."""
     folder = Path(folder)
-    return (folder / "train" / "weights").is_dir() or (folder / "loss_log.txt").is_file()
+    try:
+        return (folder / "train" / "weights").is_dir() or (folder / "loss_log.txt").is_file()
+    except OSError:  # a path too long to exist (ENAMETOOLONG) holds no run; making it is refused later
+        return False
 
 
 def _shown(path: Path) -> Path:

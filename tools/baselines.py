@@ -99,6 +99,8 @@ def check(opt) -> list[str]:
     images = IMAGES[builtin_dataset(opt.dataset)]
     check_fits(images * opt.nc * opt.isize ** 2 * 5,  # uint8 images, then float32 rows
                f"--isize {opt.isize} ({images} images of {opt.nc}x{opt.isize}x{opt.isize})", "use a smaller --isize")
+    if opt.out is not None and not opt.out.strip():
+        raise UserError("--out is empty: give the CSV file to write, or leave --out out")
     if opt.out:
         check_writable(opt.out, "--out")
     targets = [classes[resolve_class(opt.dataset, name)] for name in (opt.classes or classes)]

@@ -22,6 +22,8 @@ def main(argv):
     parser.add_argument("--out", default=None, help="writes OUT.md and OUT.csv (default: OUTF/results)")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args = parser.parse_args(argv)
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty: give a path prefix for the tables, or leave --out out (OUTF/results)")
     prefix = args.out or str(Path(args.outf) / "results")
     if args.out or Path(args.outf).is_dir():
         check_writable(f"{prefix}.md", "--out")

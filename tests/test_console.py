@@ -1,0 +1,77 @@
+"""What a probe of careless use found (issue 30): a reader that goes away, a closed stderr, Ctrl-C
+while torch loads, names too long for the filesystem and empty values never cost a run or a traceback."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import ROOT, TINY, one_line_error, process, tool
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+RUN = "skipganomaly/digits/3"
+
+
+@pytest.mark.slow
+def test_a_reader_that_goes_away_costs_no_checkpoint(tmp_path):
+    """`train.py | head -1`: the run trains on and saves its checkpoints."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--niter", "1", "--outf", "out"],
+                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as head -1 does after its line
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and b"Traceback" not in err, err.decode()[-2000:]
+    assert {p.name for p in (tmp_path / "out" / RUN / "train" / "weights").iterdir()} == {"best.pt", "last.pt"}
+
+
+@pytest.mark.slow
+def test_a_closed_stderr_costs_no_checkpoint(tmp_path):
+    """`train.py 2>&-`: Python leaves sys.stderr None; the run still trains and saves."""
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, "--niter", "1", "--outf", "out"],
+                          cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(2),
+                          timeout=300)
+    assert proc.returncode == 0
+    assert (tmp_path / "out" / RUN / "train" / "weights" / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_predict_py_loads_torch_is_one_line(tmp_path, trained_run):
+    proc = subprocess.Popen([sys.executable, str(ROOT / "predict.py"), "--path", trained_run / "train" / "images",
+                             "--weights", trained_run, "--out", tmp_path / "p"], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.3)  # torch takes seconds to load
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines() == ["interrupted"], err
+
+
+@pytest.mark.parametrize("where", ["name", "outf"])
+def test_a_run_folder_name_too_long_for_the_filesystem_is_refused_in_one_line(tmp_path, where):
+    long = "/".join(["y" * 250] * 20) if where == "name" else str(tmp_path / ("z" * 300))
+    args = ["--name", long, "--outf", "out"] if where == "name" else ["--outf", long]
+    proc = process("train.py", [*TINY, "--niter", "1", *args], tmp_path)
+    one_line_error(proc, "(File name too long): choose a shorter or writable --outf/--name")
+
+
+def test_an_empty_fixes_is_refused_and_a_datasets_spelling_names_one_run_folder(tmp_path):
+    one_line_error(process("train.py", [*TINY, "--fixes", "", "--outf", "out"], tmp_path), "--fixes is empty")
+    from lib import options
+    assert options.parse([*map(str, TINY), "--dataset", "DIGITS "]).name == RUN
+
+
+@pytest.mark.parametrize("module, args", [("tools.collect_results", ["out"]),
+                                          ("tools.baselines", ["--dataset", "digits", "--classes", "3"])])
+def test_an_empty_out_is_refused_in_one_line(tmp_path, module, args):
+    one_line_error(tool(module, [*args, "--out", ""], tmp_path), "--out is empty")
+
+
+def test_a_sweep_naming_a_class_or_seed_twice_is_refused_before_any_run(tmp_path):
+    for env in ({"CLASSES": "3 3"}, {"CLASSES": "3", "SEEDS": "1 1"}):
+        proc = subprocess.run(["bash", str(ROOT / "experiments" / "run_mnist.sh"), "--dataset", "digits"],
+                              cwd=tmp_path, env={**ENV, "DEVICE": "cpu", "PYTHON": sys.executable, **env},
+                              capture_output=True, text=True, timeout=60)
+        one_line_error(proc, "twice")
+        assert not (tmp_path / "output").exists()
