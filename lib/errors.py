@@ -60,6 +60,14 @@ def run_cli(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except ImportError as err:  # the environment, not the input: say which module and where to look
+        if verbose:
+            traceback.print_exc()
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: cannot load {err.name or 'a module'} ({first}): run with the project's environment "
+              "(make demo creates .venv; then .venv/bin/python), and check that a memory limit (ulimit -v) "
+              "leaves room for torch", file=sys.stderr)
+        sys.exit(1)
 
 
 class OneLineParser(argparse.ArgumentParser):

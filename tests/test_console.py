@@ -75,3 +75,16 @@ def test_a_sweep_naming_a_class_or_seed_twice_is_refused_before_any_run(tmp_path
                               capture_output=True, text=True, timeout=60)
         one_line_error(proc, "twice")
         assert not (tmp_path / "output").exists()
+
+
+def test_a_torch_that_cannot_load_is_one_line_naming_the_environment(tmp_path):
+    """As under a memory limit (ulimit -v) the probe set: torch's import fails inside the command."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(
+        "raise ImportError('libtorch_cpu.so: failed to map segment from shared object', name='torch')\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, "--outf", "out"], cwd=tmp_path,
+                          env={**ENV, "PYTHONPATH": f"{tmp_path}:{ROOT}"}, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("error: cannot load torch (libtorch_cpu.so: failed to map segment")
+    assert not (tmp_path / "out").exists()
