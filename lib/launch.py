@@ -18,6 +18,7 @@ TRAIN_PY = Path(__file__).resolve().parent.parent / "train.py"
 # A process stopped because another one had stopped first: it says nothing, the launcher does.
 PEER_LOST = 3
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}
+SHUTDOWN_TIMEOUT_S = 90  # how long stopped processes may take to checkpoint before they are killed
 
 
 def processes_for(opt, ngpu_given: bool, cuda: bool) -> int:
@@ -55,8 +56,12 @@ def launch(argv: list[str], processes: int, folder: Path) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     # The machine's cores shared out, one process per core at least (torchrun sets 1; a user's setting stays).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // processes)))
+    # After Ctrl-C or SIGTERM the processes finish their step (an evaluation, on a busy machine, can take
+    # long) and rank 0 writes last.pt; torch's 30 s before SIGKILL once cut that short and lost its line.
+    shutdown = int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT_S))
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2,
+                          shutdown_timeout=shutdown)
     try:
         elastic_launch(config, sys.executable)(str(TRAIN_PY), *argv)
     except SignalException as err:  # Ctrl-C or SIGTERM here: the processes got it too, rank 0 said so
