@@ -9,12 +9,13 @@ refused unless --overwrite is given; a run that fails leaves --out as it was.
 """
 import sys
 
-from lib.errors import run_cli
+from lib.errors import deferred_interrupts, run_cli
 
 
 def main(argv):
-    # Imported here, inside run_cli: a Ctrl-C while torch loads (seconds) is one line, exit 130.
-    from lib.commands.predict import main as predict
+    # Imported here, inside run_cli, with interrupts held until torch has loaded: Ctrl-C is one line, exit 130.
+    with deferred_interrupts():
+        from lib.commands.predict import main as predict
     return predict(argv)
 
 

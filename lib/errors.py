@@ -1,7 +1,9 @@
 """User-facing errors: one clear line, a non-zero exit, no traceback unless --verbose."""
 import argparse
+import contextlib
 import io
 import os
+import signal
 import sys
 import traceback
 
@@ -45,12 +47,16 @@ def _console(stream):
 
 def run_cli(main, argv=None):
     """Run `main(argv)`: a UserError becomes one line and exit code 2, Ctrl-C exit code 130."""
+    top_level = argv is None  # a script's own run_cli(main), not a call from Python (tests, tools)
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
     if not isinstance(sys.stdout, io.StringIO):  # (tests capture output in a StringIO: left as it is)
         sys.stdout, sys.stderr = _console(sys.stdout), _console(sys.stderr)
     try:
-        return main(argv)
+        code = main(argv)
+        if top_level:  # done: a Ctrl-C while the interpreter shuts down would turn its exit into a signal
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return code
     except UserError as err:
         if verbose:
             traceback.print_exc()
@@ -75,3 +81,24 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (see: {self.prog} -h)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, rest = super().parse_known_args(args, namespace)
+        # An empty output place ("--out ''", an unset variable in a script) must not fall back silently.
+        for name in ("out", "outf"):
+            value = getattr(parsed, name, None)
+            if isinstance(value, str) and not value.strip():
+                self.error(f"--{name} is empty: give a folder (or leave --{name} out for its default)")
+        return parsed, rest
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Ctrl-C and SIGTERM held back while torch loads (seconds): its C++ start-up turns an interrupt
+    into an abort or swallows it. A signal that came in meanwhile is delivered as the block ends."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -50,9 +50,11 @@ def main(argv):
     if opt.path and not Path(opt.path).exists():  # found out now, not after the training it follows
         raise UserError(f"--path '{opt.path}' does not exist; give an image file or a folder of images to score")
     # torch and the rest load only now: a command line that is refused is refused at once.
-    from lib.original import applies
-    from lib.run import build_trainer, load_checkpoint, run_dir
-    from lib.stopping import Interrupted
+    from lib.errors import deferred_interrupts
+    with deferred_interrupts():  # Ctrl-C while torch loads: delivered once it has, as one line
+        from lib.original import applies
+        from lib.run import build_trainer, load_checkpoint, run_dir
+        from lib.stopping import Interrupted
 
     explicit = options.explicit_options(argv)
     ckpt = load_checkpoint(opt, explicit, options.validate, options.defaults())
