@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from lib import checkpoint, fast
+from lib import checkpoint
+from lib.adopted import speed_record
 from lib.errors import UserError
 from lib.files import atomic_write
 from lib.folders import image_files, read_image
@@ -88,7 +89,7 @@ def load_model(weights, defaults: dict, device: torch.device, validate=None):
     ckpt = checkpoint.load(weights, "best", defaults=defaults, validate=validate)
     opt = argparse.Namespace(**{**defaults, **ckpt["options"]})
     checkpoint.check_states(ckpt, opt, make_schedulers)
-    model = build_model(opt, device, recorded=fast.recorded_choices(ckpt, ckpt["path"]))
+    model = build_model(opt, device, recorded=speed_record(ckpt))
     model.load_state_dict(ckpt["state"], weights_only=True)
     # predict() measures in eval mode, for runs that scored in training mode (--original) too: an
     # image's score must not depend on the images scored with it (and one image has no batch).
