@@ -26,7 +26,7 @@ from tqdm import tqdm
 from lib import checkpoint
 from lib.adopted import speed_record
 from lib.errors import UserError
-from lib.files import atomic_write
+from lib.files import WriteFailed, atomic_write, disk_error
 from lib.folders import image_files, read_image
 from lib.models import build_model
 from lib.resources import check_fits, network_bytes
@@ -225,8 +225,12 @@ def publish(out: Path, staging: Path | None, rows: list[dict]) -> None:
                 f.write(text)
         atomic_write(out / PREDICTIONS, write)
     except OSError as err:
-        raise UserError(f"cannot write the outputs into '{out}' ({err.strerror}); the earlier ones, if any, "
-                        f"are {old / MAPS if old else 'unchanged'}") from None
+        earlier = f"the earlier ones, if any, are {old / MAPS if old else 'unchanged'}"
+        error = disk_error(err)
+        if error is not None:  # a full disk: name the file and the space left, as every write does
+            path = err.path if isinstance(err, WriteFailed) else out
+            raise WriteFailed(path, error, f"then run the command again; {earlier}") from None
+        raise UserError(f"cannot write the outputs into '{out}' ({err.strerror}); {earlier}") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

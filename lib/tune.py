@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lib import options
 from lib.errors import UserError
-from lib.files import rows_csv
+from lib.files import WriteFailed, rows_csv
 from lib.runfolder import enclosing_run, runs_inside
 
 # Left out of a reproducing command line: train.py derives or ignores them.
@@ -78,7 +78,7 @@ def check_search_place(folder: Path, replace: bool) -> None:
 
 # ------------------------------------------------------------------ one trial
 
-def run_trial(config: dict, base: dict, defaults: dict, explicit: set, run_prefix: str) -> None:
+def run_trial(config: dict, base: dict, defaults: dict, explicit: set, search: str) -> None:
     """Train one configuration; report metrics and a checkpoint after every epoch. With --ngpu N
     the trial is rank 0 of N processes on its machine (lib/trial_ranks.py)."""
     import ray
@@ -87,7 +87,7 @@ def run_trial(config: dict, base: dict, defaults: dict, explicit: set, run_prefi
     from lib import distributed, trial_ranks
 
     opt = trial_options(base, config)
-    opt.name = f"{run_prefix}/{tune.get_context().get_trial_id()}"
+    opt.name = f"tune/{search}/runs/{tune.get_context().get_trial_id()}"
     if ray.get_gpu_ids():  # Ray shows each trial only its own GPU(s), numbered from 0
         opt.gpu_ids = ",".join(str(i) for i in range(len(ray.get_gpu_ids())))
     explicit = explicit | set(config)
@@ -97,6 +97,8 @@ def run_trial(config: dict, base: dict, defaults: dict, explicit: set, run_prefi
             trainer = trial_trainer(opt, defaults, explicit, folder, on_epoch=_report)
             try:
                 trainer.fit()
+            except WriteFailed as err:  # a trial goes on with its search, never with --resume of its run alone
+                raise err.followed_by(f"then continue the search with --name {search} --restore") from None
             finally:
                 trainer.close()
                 distributed.finish(trainer.context)
@@ -149,7 +151,7 @@ def trial_row(result, objective: str, space: dict, runs) -> dict:
                     "time_s": round(float(last["time_total_s"]), 1), "seed": int(last["seed"]),
                     "node": str(last.get("node", "")), "host": str(last.get("hostname", ""))})
     row["run"] = str(Path(runs) / trial)
-    row["error"] = str(result.error).strip().splitlines()[-1][:200] if result.error else ""
+    row["error"] = str(result.error).strip().splitlines()[-1][:1000] if result.error else ""  # whole paths
     return row
 
 

@@ -11,6 +11,7 @@ Tune's own SIGINT handler is turned off (TUNE_DISABLE_SIGINT_HANDLER): it holds 
 while Tune runs, so a signal in another phase was lost or raised mid-way, and its messages name
 Tune's Python API rather than `--restore`. Ray imports here: only once a search starts.
 """
+import contextlib
 import logging
 import os
 import signal
@@ -49,10 +50,26 @@ class SearchStop:
         return self
 
     def hold(self) -> None:
-        """(Again) handle the signals here: ray.init installs a SIGTERM handler of its own."""
+        """Handle the signals here."""
         for sig in SIGNALS:
             previous = signal.signal(sig, self._handle)
             self._previous.setdefault(sig, previous)
+
+    @contextlib.contextmanager
+    def through_ray_init(self):
+        """Keep the signals here while ray.init runs. It installs a SIGTERM handler of its own first thing
+        (sys.exit), which made a SIGTERM while Ray started a bare exit; installing ours again after it
+        returns is not enough. Ray installs it through this one function, which does nothing meanwhile."""
+        from ray._private import utils
+        install = getattr(utils, "set_sigterm_handler", None)
+        if install is not None:
+            utils.set_sigterm_handler = lambda handler: None
+        try:
+            yield
+        finally:
+            if install is not None:
+                utils.set_sigterm_handler = install
+            self.hold()  # in case another Ray installs its own by other means
 
     def _handle(self, signum, frame):
         if self.signal is not None:

@@ -52,9 +52,10 @@ def report(results, objective, space, raw, actions, name, folder, stop) -> int:
               f"continue it with --name {name} --restore", file=sys.stderr)
         return stop.exit_code if stop.signal else 1
     print(f"{len(rows)} trials: {folder / 'results.csv'}")
-    failed = sum(r["status"] == "error" for r in rows)
-    if failed:
-        print(f"warning: {failed} trial(s) failed; see the error column of results.csv", file=sys.stderr)
+    failed = [r for r in rows if r["status"] == "error"]
+    if failed:  # the first one's cause here: a full disk says how to go on (--restore) without opening a file
+        print(f"warning: {len(failed)} trial(s) failed, each with its cause in the error column of results.csv; "
+              f"the first: {failed[0]['error'] or 'unknown'}", file=sys.stderr)
     code = best_trial(rows, objective, space, raw, actions, folder)
     if stop.signal:
         print(f"interrupted ({stop.name}) after every trial had finished: the search is complete", file=sys.stderr)

@@ -87,11 +87,14 @@ def ray_is_starting(proc) -> bool:
     return bool(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.strip())
 
 
-def test_ctrl_c_while_ray_starts_writes_nothing_so_the_same_command_starts_the_search(tmp_path):
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_while_ray_starts_writes_nothing_so_the_same_command_starts_the_search(tmp_path, signal_number):
+    # ray.init installs a SIGTERM handler of its own as it begins: the search keeps its own instead.
     search = Search(tmp_path, {"w_con": {"grid": [1]}}, "--niter", "1")
-    code, _, after, everything = search.run(interrupt_when=ray_is_starting)
-    one_line(code, after, everything, "interrupted (Ctrl-C) before the search started: nothing was written",
-             "run the same command again")
+    code, _, after, everything = search.run(interrupt_when=ray_is_starting, signal_number=signal_number)
+    name = "Ctrl-C" if signal_number == signal.SIGINT else "SIGTERM"
+    one_line(code, after, everything, f"interrupted ({name}) before the search started: nothing was written",
+             "run the same command again", status=128 + signal_number)
     assert not (tmp_path / "out").exists()
 
 

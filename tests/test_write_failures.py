@@ -22,13 +22,17 @@ from tests.helpers import ONE_EPOCH, RUN, one_line_error, process, run_main, tra
 FILE_SIZE_LIMIT = 100_000
 
 
-def train_with_file_size_limit(args, cwd):
-    """A real `python train.py ARGS` process that may write no file larger than FILE_SIZE_LIMIT bytes
+def with_file_size_limit(script, args, cwd, limit=FILE_SIZE_LIMIT):
+    """A real `python SCRIPT ARGS` process that may write no file larger than `limit` bytes
     (ulimit -f): a larger write fails with EFBIG (SIGXFSZ, which would kill it, is ignored)."""
-    def limit():
+    def set_limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
-    return process("train.py", args, cwd, preexec_fn=limit)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return process(script, args, cwd, preexec_fn=set_limit)
+
+
+def train_with_file_size_limit(args, cwd):
+    return with_file_size_limit("train.py", args, cwd)
 
 
 def checkpoints(run) -> dict:
@@ -69,13 +73,16 @@ def test_a_first_checkpoint_the_disk_refuses_says_to_run_the_command_again_with_
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB file system of its own (a tmpfs: mounting one needs root), unmounted afterwards."""
+def small_disk(tmp_path, request):
+    """A file system of its own, 4 MiB unless the test's `disk_size` mark says otherwise (a tmpfs: mounting
+    one needs root), unmounted afterwards."""
+    mark = request.node.get_closest_marker("disk_size")
+    size = mark.args[0] if mark else "4M"
     folder = tmp_path / "disk"
     folder.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a small file system needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", folder], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
     try:
@@ -106,6 +113,39 @@ def test_a_full_disk_is_one_line_with_the_space_left_and_resume_finishes_once_sp
     filler.unlink()
     train_cli(["--resume", run, "--niter", "2"], tmp_path)
     assert checkpoint.load(run)["epoch"] == 2
+
+
+def fill(disk, leave: int):
+    """Fill the file system of `disk` but for `leave` bytes; returns the filler file."""
+    stat = os.statvfs(disk)
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, stat.f_bavail * stat.f_frsize - leave)
+    return filler
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.disk_size("20M")
+def test_a_trial_the_disk_refuses_says_to_restore_the_search_and_restore_finishes_it(tmp_path, small_disk):
+    (tmp_path / "space.json").write_text(json.dumps({"lr": {"grid": [0.0002]}}))
+    search = ["--dataset", "digits", "--abnormal_class", "0", "--isize", "16", "--ngf", "8", "--ndf", "8",
+              "--nz", "16", "--niter", "1", "--device", "cpu", "--num_cpus", "1", "--name", "s",
+              "--space", tmp_path / "space.json", "--outf", small_disk / "out"]
+    filler = fill(small_disk, 100_000)  # room for the search's state, not for a checkpoint
+    failed = process("train_tune.py", search, tmp_path)
+    # The trial's checkpoint fails, and results.csv too if the trial has used the last bytes.
+    assert failed.returncode in (1, 2), failed.stderr
+    then = "free some space, then continue the search with --name s --restore"
+    said = [line for line in failed.stderr.splitlines() if line.startswith(("warning: 1 trial(s) failed", "error: "))]
+    assert any(then in line and " free there)" in line for line in said), failed.stderr
+    results = small_disk / "out" / "tune" / "s" / "results.csv"
+    assert failed.returncode == 2 or then in results.read_text()  # the error column, whole
+
+    filler.unlink()
+    restored = process("train_tune.py", [*search, "--restore"], tmp_path)
+    assert restored.returncode == 0, restored.stderr
+    assert ",done," in results.read_text() and "best trial" in restored.stdout
 
 
 def test_a_finished_run_left_without_best_pt_gets_it_on_resume_and_predict_accepts_it(tmp_path, trained_run_copy):
@@ -145,3 +185,30 @@ def test_a_disk_error_that_torch_wraps_in_a_runtime_error_is_still_named(tmp_pat
     with pytest.raises(WriteFailed, match=r"best\.pt' \(Input/output error; .* free there\): check the disk"):
         checkpoint.save(tmp_path / "best.pt", {})
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_predictions_the_disk_refuses_are_one_line_with_the_space_left_and_the_earlier_ones_kept(
+        tmp_path, trained_run):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(40):  # a predictions.csv of ~4 kB, over the limit below; each image is ~80 bytes
+        Image.fromarray(np.full((8, 8), i, np.uint8)).save(images / f"{'image-with-a-long-name-' * 3}{i:03}.png")
+    args = ["--path", images, "--weights", trained_run, "--out", tmp_path / "scored", "--device", "cpu",
+            "--maps", "none"]
+    proc = with_file_size_limit("predict.py", args, tmp_path, limit=2000)
+    one_line_error(proc, f"cannot write '{tmp_path / 'scored' / 'predictions.csv'}' (File too large; ",
+                   " free there): raise the file-size limit (ulimit -f), then run the command again; "
+                   "the earlier ones, if any, are unchanged")
+    assert not (tmp_path / "scored" / "predictions.csv").exists() and not list(tmp_path.rglob("*.tmp"))
+    assert process("predict.py", args, tmp_path).returncode == 0  # room again: the same command works
+
+
+@pytest.mark.slow
+def test_an_evaluation_the_disk_refuses_is_one_line_with_the_space_left(tmp_path, trained_run_copy):
+    run = trained_run_copy
+    proc = with_file_size_limit("train.py", ["--phase", "test", "--load_weights", run, "--device", "cpu"],
+                                tmp_path, limit=500)
+    one_line_error(proc, f"cannot write '{run / 'test'}", "(File too large; ",
+                   " free there): raise the file-size limit (ulimit -f), then run the command again")
+    assert not list(run.rglob("*.tmp"))

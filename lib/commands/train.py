@@ -5,7 +5,7 @@ from pathlib import Path
 
 from lib import options
 from lib.errors import UserError
-from lib.files import write_text
+from lib.files import WriteFailed, disk_error, write_text
 from lib.runfolder import evaluation_dir, probe_writable, run_folder_of
 
 
@@ -151,6 +151,9 @@ def evaluate_weights(opt, ckpt) -> int:
             {"weights": ckpt["path"], "epoch": ckpt.get("epoch"), "seed": opt.manualseed, "test": metrics},
             indent=2) + "\n")
     except OSError as err:
+        error = disk_error(err)
+        if error is not None:  # a full disk: name the file and the space left, as every write does
+            raise WriteFailed(err.path if isinstance(err, WriteFailed) else out, error) from None
         raise UserError(f"cannot write the evaluation folder '{out}' ({err.strerror})") from None
     HistogramCopy(out / "histogram.csv").write(hist)
     print("test: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

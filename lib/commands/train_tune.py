@@ -17,6 +17,7 @@ from lib.cluster import (
     join_or_start,
 )
 from lib.errors import UserError
+from lib.files import WriteFailed
 from lib.metrics import HEADLINE
 from lib.original import applies
 from lib.tune import check_search_place, run_trial, train_actions, trial_base, trial_options
@@ -193,6 +194,11 @@ def main(argv):
             from ray import tune
             print(stopped_at_once(name, tune.Tuner.can_restore(str(folder))), file=sys.stderr)
             return 128 + now.signal
+        except WriteFailed as err:  # e.g. results.csv on a full disk: Tune's state, if saved, continues it
+            from ray import tune
+            if not tune.Tuner.can_restore(str(folder)):
+                raise
+            raise err.followed_by(f"then continue the search with --name {name} --restore") from None
 
 
 @dataclass
@@ -229,8 +235,8 @@ def search(s: Search, stop) -> int:
     try:
         with held_stderr(address is not None and not opt.verbose):
             if started_here and not stop.signal:
-                join_or_start(ray, address, args.num_cpus, ROOT)
-                stop.hold()  # ray.init installs a SIGTERM handler of its own
+                with stop.through_ray_init():
+                    join_or_start(ray, address, args.num_cpus, ROOT)
             gpus = args.gpus_per_trial
             if gpus is None and not stop.signal:  # one GPU per process when the cluster has GPUs
                 gpus = opt.ngpu if opt.device == "gpu" and ray.cluster_resources().get("GPU", 0) > 0 else 0
@@ -241,7 +247,7 @@ def search(s: Search, stop) -> int:
             return stop.exit_code
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, base=s.base, defaults=options.defaults(PROG),
-                                 explicit=s.explicit, run_prefix=f"tune/{name}/runs"),
+                                 explicit=s.explicit, search=name),
             {"cpu": args.cpus_per_trial, "gpu": gpus})
         if s.replace:  # the last check has passed: the old search goes only now
             try:
