@@ -28,10 +28,10 @@ import torch
 from experiments.ablation_report import NOT_ABLATED, PAGE, README, write_report
 from lib import options
 from lib.classes import class_names
-from lib.collect import read_json
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
 from lib.original import DEFAULT, FIXES
+from lib.runs.collect import read_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "ablation"
@@ -111,8 +111,8 @@ def scored_three_ways(trainer, row: dict, last: bool, trained: dict) -> dict[str
     running statistics toward the test batches' (the last ones, abnormal images), and eval mode
     normalises with those statistics. Every way here starts from `trained`, and the run's state
     is put back afterwards; training itself never reads running statistics."""
-    from lib.metrics import roc_auc
     from lib.scoring.evaluate import evaluate
+    from lib.scoring.metrics import roc_auc
 
     model, split, opt = trainer.model, trainer.split, trainer.opt
     own = "train_ordered" if trainer.policy.train_mode else "eval"
@@ -136,11 +136,11 @@ def scored_three_ways(trainer, row: dict, last: bool, trained: dict) -> dict[str
 
 def train_one(model: str, fixes: str, abnormal: str, seed: int, log, extra: tuple[str, ...] = ()) -> dict:
     """Train one run in this process and return its per-epoch AUROCs (`extra`: more train.py flags)."""
-    from lib.data import load_split
+    from lib.data.datasets import load_split
+    from lib.display.visualizer import NullVisualizer
     from lib.models import build_model
-    from lib.run import claim_run_dir, resolve_device, seed_everything, write_options
-    from lib.trainer import Trainer
-    from lib.visualizer import NullVisualizer
+    from lib.runs.setup import claim_run_dir, resolve_device, seed_everything, write_options
+    from lib.training.trainer import Trainer
 
     folder = (SCRATCH / model / "_".join([fixes.replace(",", "_")[:60], *(f.strip("-") for f in extra)])
               / abnormal.replace("/", "-") / f"seed{seed}")

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from experiments.compare_original import differences, prepare_data, run_ours
 from lib.classes import class_names, resolve_class
-from lib.collect import shown
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
+from lib.runs.collect import shown
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ("ours", "anomalib")

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from experiments.ablation import MODELS, RESULTS, TABLE_CLASSES, run_file, train_one
 from experiments.ablation_report import mean_sd, replace_between, selected
-from lib.collect import read_json
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.fast import hardware
 from lib.files import write_text
+from lib.runs.collect import read_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "results" / "bf16" / "runs"

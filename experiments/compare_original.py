@@ -8,7 +8,7 @@ For each abnormal class, one folder dataset of PNG files that both read (OUT/dat
 train/0.normal holds a seeded sample of --train_images training images of the nine other classes;
 test/0.normal every normal test image, then test/1.abnormal every image of the abnormal class,
 training and test images alike (the original's protocol for its built-in datasets; our
-leave-one-class-out split). The 28x28 grey images are resized once here (lib/data.py's bilinear
+leave-one-class-out split). The 28x28 grey images are resized once here (lib/data/datasets.py's bilinear
 resize) and stored as --isize RGB PNGs, so neither program resizes: both read the same pixels.
 
 On it, for each model, with the same flags (batch 64, default widths unless given, one seed):
@@ -35,9 +35,9 @@ from PIL import Image
 
 from experiments.fmnist_setup import slug
 from lib.classes import class_names, resolve_class
-from lib.collect import shown
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
+from lib.runs.collect import shown
 from tools.original.launch import DEFAULT_ORIGINAL_CODE, check_original_code, run_runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def prepare_data(root: Path, abnormal: str, settings: dict) -> Path:
     """OUT/data/<class>/ with train/0.normal, test/0.normal, test/1.abnormal; made once per settings."""
     import torch
 
-    from lib.data import load_split
+    from lib.data.datasets import load_split
 
     folder = root / slug(abnormal)
     manifest_path = folder / "manifest.json"

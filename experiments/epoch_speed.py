@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lib.collect import check_writable, shown
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
+from lib.runs.collect import check_writable, shown
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK_FLAGS = ("--isize", "--ngf", "--ndf", "--nz", "--batchsize")

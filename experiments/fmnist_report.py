@@ -16,8 +16,8 @@ from pathlib import Path
 
 from experiments.fmnist_setup import CURVE_CLASS, CURVE_EPOCHS, SCORE_WEIGHT, VARIANTS, slug
 from lib.classes import class_names
-from lib.collect import UNREADABLE, read_json, read_text, shown, unreadable
 from lib.files import rows_csv, write_text
+from lib.runs.collect import UNREADABLE, read_json, read_text, shown, unreadable
 from lib.scoring.functions import DEFAULT_WEIGHT
 
 BEGIN, END = "<!-- fmnist-results:begin -->", "<!-- fmnist-results:end -->"

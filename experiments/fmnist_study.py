@@ -30,9 +30,9 @@ from experiments.fmnist_setup import (
     slug,
 )
 from lib.classes import class_names
-from lib.collect import UNREADABLE, check_writable, read_json, shown, unreadable
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
+from lib.runs.collect import UNREADABLE, check_writable, read_json, shown, unreadable
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = {  # step name -> (protocol, variants); the cheap and the headline parts come first

@@ -21,9 +21,9 @@ from pathlib import Path
 from experiments.fmnist_setup import BUDGETS, slug
 from experiments.fmnist_study import RESULTS, train
 from lib.classes import class_names, resolve_class
-from lib.collect import UNREADABLE, read_json, read_text, shown
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import rows_csv, write_text
+from lib.runs.collect import UNREADABLE, read_json, read_text, shown
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "score_study.md"
@@ -38,11 +38,11 @@ def score_run(run: Path) -> dict:
     import torch
 
     from lib import options
-    from lib.metrics import roc_auc
-    from lib.predict import load_model
-    from lib.run import build_evaluation
+    from lib.predict.score import load_model
+    from lib.runs.setup import build_evaluation
     from lib.scoring.evaluate import Scores, fit_all, measure, scores_of
     from lib.scoring.functions import needs
+    from lib.scoring.metrics import roc_auc
     from lib.scoring.policy import ScorePolicy, score_policy
 
     device = torch.device("cpu")

@@ -1,6 +1,6 @@
 """The built-in datasets and their class names: what options need, without importing torch.
 
-Kept apart from `lib.data` so that checking a command line takes a fraction of a second.
+Kept apart from `lib.data.datasets` so that checking a command line takes a fraction of a second.
 """
 import operator
 

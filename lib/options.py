@@ -284,7 +284,7 @@ def validate(opt) -> None:
     if not all(i.lstrip("-").isdigit() and -1 <= int(i) <= C_INT_MAX for i in ids):
         raise UserError(f"--gpu_ids {opt.gpu_ids!r}: give GPU numbers separated by commas (e.g. 0 or 0,1), or -1 "
                         "for the CPU")
-    world = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's: the processes of this run (lib/distributed.py)
+    world = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's: the processes of this run (lib/parallel/distributed.py)
     if world > 1 and opt.ngpu not in (1, world):
         raise UserError(f"--ngpu {opt.ngpu} under torchrun with {world} processes: give --ngpu {world}, or drop it "
                         "(torchrun's --nproc-per-node decides)")
@@ -371,7 +371,7 @@ def parse(argv=None, prog: str = "train.py"):
     given_classes = {k: getattr(opt, k) for k in ("abnormal_class", "normal_class")}
     validate(opt)
     if (opt.resume or opt.load_weights is not None) and "dataset" not in explicit:
-        # A loaded run's classes are its dataset's: named once its options are adopted (lib/adopted.py).
+        # A loaded run's classes are its dataset's: named once its options are adopted (lib/runs/adopted.py).
         opt.__dict__.update(given_classes)
     if not opt.resume and opt.load_weights is None:  # otherwise the checkpoint names the model
         check_model_options(opt, explicit)

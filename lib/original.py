@@ -85,7 +85,7 @@ FIXES = {
                    "the original's: train/opt.txt, loss_log.txt with an AUC line per epoch, netG_<epoch>.pth and "
                    "netD_<epoch>.pth when the AUC improves, reals/fakes/fixed_fakes images, .eps test images, "
                    "min-max scaled histogram.csv, its console lines; --print_freq and --save_image_freq count "
-                   "images (lib/original_outputs.py)",
+                   "images (lib/training/original_outputs.py)",
                    training=False),
 }
 

@@ -12,8 +12,8 @@ import sys
 import torch
 import torch.distributed as dist
 
-from lib import distributed
 from lib.models import build_model
+from lib.parallel import distributed
 from tests.helpers import make_opt
 
 STEPS, BATCH = 4, 8

@@ -8,8 +8,8 @@ weight. These functions drive a model's public networks and optimisers directly.
 import torch
 import torch.nn.functional as F
 
-from lib.losses import gradient_penalty
-from lib.networks import init_weights
+from lib.models.losses import gradient_penalty
+from lib.models.networks import init_weights
 from lib.scoring.functions import weighted
 from lib.scoring.measures import feature_mse, image_mse
 

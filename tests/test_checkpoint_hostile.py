@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import checkpoint, options
+from lib import options
 from lib.errors import UserError
-from lib.schedules import make_schedulers
+from lib.training import checkpoint
+from lib.training.schedules import make_schedulers
 from tests.helpers import ROOT, RUN, TINY, one_line_error, process
 
 GIB = 1 << 30

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import predict
-from lib import checkpoint, options
+from lib import options
 from lib.errors import UserError
 from lib.models import MODELS, build_model, register
 from lib.models.base import AnomalyModel
-from lib.run import make_schedulers
+from lib.runs.setup import make_schedulers
+from lib.training import checkpoint
 from tests.helpers import ROOT, TINY, make_opt, run_main, train_cli
 
 GENERIC = sorted(MODELS)  # the toy model included

@@ -1,4 +1,4 @@
-"""The Visdom dashboard (lib/visualizer.py, dashboard/): a real server, a real browser, no internet."""
+"""The Visdom dashboard (lib/display/visualizer.py, dashboard/): a real server, a real browser, no internet."""
 import json
 import os
 import shutil
@@ -16,9 +16,9 @@ import torch
 from visdom import Visdom
 
 from dashboard.screenshot import open_dashboard
-from lib.metrics import roc_auc
-from lib.visdom_visualizer import VisdomVisualizer
-from lib.visualizer import NullVisualizer, env_name, make_visualizer
+from lib.display.visdom_visualizer import VisdomVisualizer
+from lib.display.visualizer import NullVisualizer, env_name, make_visualizer
+from lib.scoring.metrics import roc_auc
 from tests.conftest import make_folder_dataset
 from tests.helpers import ROOT, TINY
 

@@ -61,7 +61,7 @@ def test_the_same_command_gives_the_same_numbers_also_on_a_busy_machine(tmp_path
 def test_original_asks_torch_for_deterministic_algorithms_and_the_next_run_does_not_inherit_it():
     import torch
 
-    from lib.run import seed_everything
+    from lib.runs.setup import seed_everything
     from tests.helpers import make_opt
     before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic
     try:

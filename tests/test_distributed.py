@@ -1,4 +1,4 @@
-"""Data-parallel training (lib/distributed.py) in real torchrun processes on gloo."""
+"""Data-parallel training (lib/parallel/distributed.py) in real torchrun processes on gloo."""
 import os
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from lib import distributed
+from lib.parallel import distributed
 from tests.helpers import ROOT
 
 CHECK = ROOT / "tests" / "distributed_check.py"
@@ -215,7 +215,7 @@ def test_gpu_ids_naming_several_gpus_train_in_a_process_on_each(flags, ngpu_give
     import argparse
 
     from lib import options
-    from lib.launch import processes_for
+    from lib.parallel.launch import processes_for
     assert processes_for(argparse.Namespace(**{**options.defaults(), **flags}), ngpu_given, cuda) == processes
 
 
@@ -224,7 +224,7 @@ def test_gpu_ids_and_ngpu_that_disagree_are_refused_in_one_line():
 
     from lib import options
     from lib.errors import UserError
-    from lib.launch import processes_for
+    from lib.parallel.launch import processes_for
     opt = argparse.Namespace(**{**options.defaults(), "gpu_ids": "0,1", "ngpu": 3})
     with pytest.raises(UserError, match="--gpu_ids 0,1 names 2 GPUs and --ngpu 3 asks for 3 processes"):
         processes_for(opt, True, True)

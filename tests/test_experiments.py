@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from lib import checkpoint
 from lib.errors import run_cli
+from lib.training import checkpoint
 from tests.conftest import make_cifar, make_idx
 from tests.helpers import ROOT, read_csv
 from tools import collect_results

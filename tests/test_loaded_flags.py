@@ -7,9 +7,9 @@ import argparse
 import pytest
 
 from lib import options
-from lib.adopted import NETWORK_OPTIONS, RESUME_APPLIES, TEST_APPLIES
 from lib.errors import UserError
-from lib.run import load_checkpoint
+from lib.runs.adopted import NETWORK_OPTIONS, RESUME_APPLIES, TEST_APPLIES
+from lib.runs.setup import load_checkpoint
 from tests.helpers import one_line_error, run_main, train_cli
 
 # Flags that name what to load or which command this is: not options of a run.

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from lib import metrics
+from lib.scoring import metrics
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from lib.errors import UserError
-from lib.losses import gradient_penalty
 from lib.models import build_model
-from lib.networks import Critic, Discriminator, UNet
+from lib.models.losses import gradient_penalty
+from lib.models.networks import Critic, Discriminator, UNet
 from tests.helpers import make_opt
 
 SKIP_MODELS = ("skipganomaly", "w_skipganomaly")  # the generic tests of every model: test_contract.py

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import checkpoint, options
+from lib import options
 from lib.errors import UserError
 from lib.models import MODELS, registry
+from lib.training import checkpoint
 from tests.helpers import ROOT, TINY, one_line_error, process, tiny
 
 ACTIONS = options.option_actions()  # every model's options, the tests' toy model's included (conftest.py)

@@ -46,9 +46,9 @@ AUROC_ATOL = 1e-12  # the same ranking gives the same AUROC; only the last bit o
 # wrote them) and metrics.csv has each epoch's means.
 RECORDING_TRAIN = """
 import json, runpy, sys
-import lib.trainer
+import lib.training.trainer
 steps_file = sys.argv.pop(1)
-build = lib.trainer.Trainer.__init__
+build = lib.training.trainer.Trainer.__init__
 def recording(trainer, opt, model, *args, **kwargs):
     build(trainer, opt, model, *args, **kwargs)
     train_step = model.train_step
@@ -59,7 +59,7 @@ def recording(trainer, opt, model, *args, **kwargs):
             f.write(json.dumps({"losses": losses, "weights": weights}) + "\\n")
         return losses
     model.train_step = step
-lib.trainer.Trainer.__init__ = recording
+lib.training.trainer.Trainer.__init__ = recording
 sys.argv[0] = train = sys.argv.pop(1)
 runpy.run_path(train, run_name="__main__")
 """

@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lib import metrics, options
-from lib.original_outputs import OPTIONS_END, OPTIONS_HEAD, OriginalOutputs, options_text, original_image
-from lib.outputs import RunOutputs
-from lib.visualizer import NullVisualizer
+from lib import options
+from lib.display.visualizer import NullVisualizer
+from lib.scoring import metrics
+from lib.training.original_outputs import OPTIONS_END, OPTIONS_HEAD, OriginalOutputs, options_text, original_image
+from lib.training.outputs import RunOutputs
 from tests.helpers import TINY, read_csv, train_cli
 
 # TINY under --original: 1076 training images (16 batches of 64, the last partial one dropped) and
@@ -41,7 +42,7 @@ def original_run(tmp_path_factory):
     args = [*TINY, "--niter", "2", "--outf", "out", "--original", "--save_test_images", "--verbose",
             "--print_freq", PRINT_FREQ, "--save_image_freq", SAVE_IMAGE_FREQ]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("lib.run.make_visualizer", lambda *args, **kwargs: dashboard)
+        patch.setattr("lib.runs.setup.make_visualizer", lambda *args, **kwargs: dashboard)
         proc = train_cli(args, cwd)
     return cwd / "out" / "skipganomaly-original" / "digits" / "3", proc.stdout, dashboard.points
 

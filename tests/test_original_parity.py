@@ -151,7 +151,7 @@ def test_without_own_data_order_the_epochs_order_is_a_shuffling_dataloaders():
     generator; the same seed must give the same batches, and leave the generator where it leaves it."""
     from torch.utils.data import DataLoader
 
-    from lib.training_state import TrainingState
+    from lib.training.state import TrainingState
     torch.manual_seed(5)
     theirs = [batch.tolist() for batch in DataLoader(list(range(50)), batch_size=8, shuffle=True, drop_last=True)]
     after_theirs = torch.rand(1)

@@ -11,7 +11,7 @@ from PIL import Image
 
 import predict
 from lib.errors import UserError, run_cli
-from lib.predict import choose_threshold, map_name, strip
+from lib.predict.score import choose_threshold, map_name, strip
 from tests.conftest import make_folder_dataset
 from tests.helpers import process, read_csv, train_cli
 

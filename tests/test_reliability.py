@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib import checkpoint, files
+from lib import files
 from lib.errors import UserError
+from lib.training import checkpoint
 from tests.conftest import make_folder_dataset
 from tests.helpers import ONE_EPOCH, ROOT, RUN, TINY, one_line_error, tiny, train_cli as train
 

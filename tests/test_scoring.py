@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib.metrics import average_precision, roc_auc
 from lib.scoring import functions as sf, measures
+from lib.scoring.metrics import average_precision, roc_auc
 
 
 def image(*rows):
@@ -195,7 +195,7 @@ def test_a_score_that_needs_no_adversary_runs_no_adversary_pass(name):
 
 @pytest.mark.parametrize("name", ["skipganomaly", "w_skipganomaly", "ganomaly"])
 def test_every_score_a_model_can_measure_scores_from_statistics_fitted_on_normal_images(name):
-    from lib.data import to_float
+    from lib.data.datasets import to_float
     from lib.scoring.evaluate import evaluate
     from lib.scoring.policy import ScorePolicy
 
@@ -216,7 +216,7 @@ def test_every_score_a_model_can_measure_scores_from_statistics_fitted_on_normal
 
 
 def test_the_generator_code_comes_from_the_same_pass_as_the_reconstruction():
-    from lib.networks import UNet
+    from lib.models.networks import UNet
 
     torch.manual_seed(0)
     net = UNet(3, 4, 16).eval()

@@ -10,7 +10,7 @@ from lib.fast import hardware
 from lib.fast.adam import ChannelsLastAdam
 from lib.fast.matmul import MatmulConv2d, MatmulConvTranspose2d, use_matmul_convolutions
 from lib.models import MODELS
-from lib.networks import UNet
+from lib.models.networks import UNet
 from tests import reference_steps
 from tests.helpers import make_opt
 

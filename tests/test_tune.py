@@ -13,9 +13,9 @@ import torch
 
 import train
 import train_tune
-from lib.collect import changed_options
 from lib.errors import run_cli
-from lib.tune_space import ray_space
+from lib.runs.collect import changed_options
+from lib.tune.space import ray_space
 from tests.conftest import make_cifar
 from tests.helpers import ROOT, read_csv, tiny
 
@@ -111,7 +111,7 @@ def test_a_class_sweep_is_one_command_with_one_row_per_class(tmp_path, capsys):
 def test_a_trial_with_ngpu_2_trains_in_two_processes_as_one_process_trains_the_whole_batch(tmp_path, capsys,
                                                                                           monkeypatch):
     """--ngpu 2: each trial holds two CPUs (on a GPU machine, two GPUs) and is rank 0 of two
-    processes (lib/trial_ranks.py); its epochs match train.py's one-process run to float rounding,
+    processes (lib/tune/ranks.py); its epochs match train.py's one-process run to float rounding,
     as train.py --ngpu 2 does (tests/test_distributed.py), and no process outlives the search."""
     monkeypatch.chdir(tmp_path)
     args = [*tiny(abnormal_class=0, niter=2, print_freq=1000, save_image_freq=1000), "--model", "skipganomaly"]
@@ -133,7 +133,7 @@ def test_a_trial_with_ngpu_2_trains_in_two_processes_as_one_process_trains_the_w
         assert a["processes"] == "1" and b["train_images"] == a["train_images"]
         for key in ("g", "d", "val_auroc", "test_auroc"):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-6), key
-    leftover = subprocess.run(["pgrep", "-f", "lib.trial_ranks"], capture_output=True, text=True).stdout
+    leftover = subprocess.run(["pgrep", "-f", "lib.tune.ranks"], capture_output=True, text=True).stdout
     assert leftover == ""
 
 

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from lib import options
-from lib.tune import NOT_IN_COMMAND, train_actions, trial_base, trial_options
-from lib.tune_checks import reproduce_argv
+from lib.tune.checks import reproduce_argv
+from lib.tune.trials import NOT_IN_COMMAND, train_actions, trial_base, trial_options
 from tests.helpers import ROOT, process, tiny
 
 # TINY with anomaly class 0 for 2 epochs, and no seed (a fixed seed with --num_samples > 1 is refused on its own).

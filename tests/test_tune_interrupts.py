@@ -16,7 +16,7 @@ import time
 import pytest
 
 from lib import options
-from lib.collect import changed_options
+from lib.runs.collect import changed_options
 from tests.helpers import ROOT, read_csv, tiny
 
 SEARCH = [*tiny(abnormal_class=0, manualseed=None, print_freq=None, save_image_freq=None), "--num_cpus", "1",

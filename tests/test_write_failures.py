@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 import predict
-from lib import checkpoint
 from lib.files import WriteFailed, atomic_write, write_text
+from lib.training import checkpoint
 from tests.helpers import ONE_EPOCH, RUN, one_line_error, process, run_main, train_cli
 
 # No file of a TINY run but its checkpoints (~470 kB) is larger.

@@ -8,7 +8,7 @@ from torch import nn
 
 from lib.models import register
 from lib.models.base import AnomalyModel
-from lib.networks import init_weights
+from lib.models.networks import init_weights
 from lib.scoring import measures
 
 OPTIONS = [{"flag": "--toy_width", "type": "int", "default": 4, "min": 1, "help": "channels of the toy's code"}]

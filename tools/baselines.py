@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 
 from lib.classes import builtin_dataset
-from lib.collect import check_writable, shown
-from lib.data import class_names, load_split, resolve_class
+from lib.data.datasets import class_names, load_split, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
-from lib.metrics import all_metrics
 from lib.options import C_INT_MAX, check_image_shape
 from lib.resources import check_fits
+from lib.runs.collect import check_writable, shown
+from lib.scoring.metrics import all_metrics
 
 # Images of each built-in dataset (train + test), to refuse a size that cannot fit before loading it.
 IMAGES = {"cifar10": 60_000, "mnist": 70_000, "fashion-mnist": 70_000, "digits": 1_797}

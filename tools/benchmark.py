@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from lib import fast as speed_layer, options
-from lib.data import batches, to_float
+from lib.data.datasets import batches, to_float
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.fast import hardware
 from lib.models import MODELS
@@ -175,7 +175,7 @@ def ratios(result, paths, a, b) -> dict:
 
 
 def loader(args, device) -> dict:
-    """img/s of lib.data.batches + to_float over an in-memory uint8 dataset."""
+    """img/s of lib.data.datasets.batches + to_float over an in-memory uint8 dataset."""
     n = args.loader_images
     data = torch.randint(0, 256, (n, args.nc, args.isize, args.isize), dtype=torch.uint8)
     gen = torch.Generator().manual_seed(args.seed)

@@ -7,9 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.collect import METRICS, SELECTIONS, check_writable, collect, shown
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
+from lib.runs.collect import METRICS, SELECTIONS, check_writable, collect, shown
 
 
 def main(argv):

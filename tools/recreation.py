@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from lib.errors import UserError
-from lib.losses import contextual_loss, gradient_penalty, latent_loss
-from lib.networks import init_weights
+from lib.models.losses import contextual_loss, gradient_penalty, latent_loss
+from lib.models.networks import init_weights
 from lib.scoring.functions import weighted
 from lib.scoring.measures import feature_mse, image_mse
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from lib import checkpoint, options
+from lib import options
 from lib.errors import OneLineParser, UserError
-from lib.predict import (
+from lib.predict.score import (
     MAPS,
     PREDICTIONS,
     check_batch_memory,
@@ -21,8 +21,9 @@ from lib.predict import (
     predict,
     publish,
 )
-from lib.runfolder import run_folder_of
+from lib.runs.folder import run_folder_of
 from lib.scoring.policy import describe
+from lib.training import checkpoint
 
 SHOW_UNREADABLE = 20  # the summary names this many unreadable files, then counts the rest
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from lib import options
 from lib.errors import UserError
 from lib.files import WriteFailed, disk_error, write_text
-from lib.runfolder import evaluation_dir, probe_writable, run_folder_of
+from lib.runs.folder import evaluation_dir, probe_writable, run_folder_of
 
 
 class HistogramCopy:
@@ -53,22 +53,22 @@ def main(argv):
     from lib.errors import deferred_interrupts
     with deferred_interrupts():  # Ctrl-C while torch loads: delivered once it has, as one line
         from lib.original import applies
-        from lib.run import build_trainer, load_checkpoint, run_dir
-        from lib.stopping import Interrupted
+        from lib.runs.setup import build_trainer, load_checkpoint, run_dir
+        from lib.training.stopping import Interrupted
 
     explicit = options.explicit_options(argv)
     ckpt = load_checkpoint(opt, explicit, options.validate, options.defaults())
     if opt.phase == "test":  # one process evaluates (under torchrun: rank 0; the others have nothing to do)
-        from lib.distributed import Context
+        from lib.parallel.distributed import Context
         return evaluate_weights(opt, ckpt) if Context.from_env().writes else 0
 
     folder = resume_folder(opt, ckpt, explicit) if opt.resume else run_dir(opt)
-    from lib import distributed
+    from lib.parallel import distributed
     context = distributed.Context.from_env()  # under torchrun: rank 0 alone writes and prints
     if not context.active:
         import torch
 
-        from lib.launch import check_processes, launch, processes_for
+        from lib.parallel.launch import check_processes, launch, processes_for
         processes = processes_for(opt, "ngpu" in explicit, torch.cuda.is_available())
         if processes > 1:
             opt.ngpu = processes
@@ -86,7 +86,7 @@ def main(argv):
         stopped = 128 + stop.signal
     except Exception as err:
         if context.active and distributed.lost_peer(err):  # another process is gone: the launcher says so
-            from lib.launch import PEER_LOST
+            from lib.parallel.launch import PEER_LOST
             return PEER_LOST
         raise
     finally:
@@ -126,13 +126,13 @@ def resume_folder(opt, ckpt, explicit) -> Path:
 
 def evaluate_weights(opt, ckpt) -> int:
     """--phase test: score the test split with the loaded weights; results go to <run>/test/."""
-    from lib.distributed import Context
-    from lib.metrics import HEADLINE, all_metrics
     from lib.original import applies
-    from lib.outputs import histogram_csv
-    from lib.run import build_evaluation, options_text, runtime_of
+    from lib.parallel.distributed import Context
+    from lib.runs.setup import build_evaluation, options_text, runtime_of
     from lib.scoring.evaluate import evaluate
+    from lib.scoring.metrics import HEADLINE, all_metrics
     from lib.scoring.policy import score_policy
+    from lib.training.outputs import histogram_csv
 
     if opt.overwrite:
         raise UserError("--overwrite applies to training; --phase test writes only below <run>/test/")

@@ -8,7 +8,12 @@ from pathlib import Path
 
 from lib import options
 from lib.classes import DATASETS, class_names
-from lib.cluster import (
+from lib.errors import UserError
+from lib.files import WriteFailed
+from lib.original import applies
+from lib.scoring.metrics import HEADLINE
+from lib.tune.checks import check_space
+from lib.tune.cluster import (
     check_cluster_fits,
     check_local_resources,
     check_reachable,
@@ -16,15 +21,10 @@ from lib.cluster import (
     held_stderr,
     join_or_start,
 )
-from lib.errors import UserError
-from lib.files import WriteFailed
-from lib.metrics import HEADLINE
-from lib.original import applies
-from lib.tune import check_search_place, run_trial, train_actions, trial_base, trial_options
-from lib.tune_checks import check_space
-from lib.tune_folder import check_name, check_search_folder, check_writable, search_name
-from lib.tune_report import not_started, ranked_on_test, report, stopped_at_once
-from lib.tune_space import largest, ray_space, read_space, values_of
+from lib.tune.folder import check_name, check_search_folder, check_writable, search_name
+from lib.tune.report import not_started, ranked_on_test, report, stopped_at_once
+from lib.tune.space import largest, ray_space, read_space, values_of
+from lib.tune.trials import check_search_place, run_trial, train_actions, trial_base, trial_options
 
 PROG = "train_tune.py"
 ROOT = Path(__file__).resolve().parents[2]  # the repository
@@ -185,8 +185,8 @@ def main(argv):
     else:
         check_reachable(address, source)
 
-    from lib.tune_interrupts import SearchStop, StopNow
-    with SearchStop() as stop:  # Ctrl-C or SIGTERM, in any phase from here: lib/tune_interrupts.py
+    from lib.tune.interrupts import SearchStop, StopNow
+    with SearchStop() as stop:  # Ctrl-C or SIGTERM, in any phase from here: lib/tune/interrupts.py
         try:
             return search(Search(args, opt, raw, explicit, base, actions, space, name, folder, objective, on_test,
                                  address, replace), stop)
@@ -225,7 +225,7 @@ def search(s: Search, stop) -> int:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from lib.tune_interrupts import Forward, forward_in
+    from lib.tune.interrupts import Forward, forward_in
 
     args, opt, name, folder, address = s.args, s.opt, s.name, s.folder, s.address
     storage = str(Path(s.base["outf"]) / "tune")
@@ -283,9 +283,9 @@ def search(s: Search, stop) -> int:
 
 
 def check_processes_per_trial(args, given: set, opt) -> None:
-    """--ngpu N: each trial trains in N processes on one machine (lib/trial_ranks.py), a GPU or a
+    """--ngpu N: each trial trains in N processes on one machine (lib/tune/ranks.py), a GPU or a
     CPU each; what that cannot take is refused here. Unset, --cpus_per_trial becomes N."""
-    n = opt.ngpu  # not searched (lib/tune_space.py); a batch it cannot split is lib/tune_checks.py's
+    n = opt.ngpu  # not searched (lib/tune/space.py); a batch it cannot split is lib/tune/checks.py's
     if n <= 1:
         return
     if not applies(opt, "eval_mode_scoring"):

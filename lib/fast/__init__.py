@@ -11,7 +11,7 @@ CPU kernels and tensor cores both prefer it) and fused Adam stepping
 channels-last weights in place (`adam.ChannelsLastAdam`). On CPU, the
 few-position convolutions run as matrix products (`matmul`); on CUDA, cuDNN
 autotunes a kernel per shape. `amp` adds bf16 autocast (losses stay fp32, see
-lib/losses.py): by default on CUDA and on a CPU with native bf16 (`hardware`).
+lib/models/losses.py): by default on CUDA and on a CPU with native bf16 (`hardware`).
 `compile` runs torch.compile on the networks that allow it. Under --original,
 the numerics are the original's: fp32 and no autotuning.
 

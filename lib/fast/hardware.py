@@ -12,7 +12,7 @@ chose fp32 in one run and bf16 in the next). The rules record what such probes m
 - The few-position convolutions as matrix products (lib/fast/matmul.py) ran 2-3x faster than
   oneDNN's kernels on every CPU measured (AVX2; AVX-512 with native bf16), in fp32 and bf16.
 
-Each choice carries its reason, which opt.txt records (lib/run.py).
+Each choice carries its reason, which opt.txt records (lib/runs/setup.py).
 """
 import functools
 from dataclasses import dataclass

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from lib import fast as speed_layer
-from lib.data import normalisation
+from lib.data.datasets import normalisation
 from lib.original import applies
 from lib.scoring.functions import DEFAULT_WEIGHT, Scoring, fit
 
@@ -60,7 +60,7 @@ class AnomalyModel(abc.ABC):
         # The score made from `outputs`' measurements, with its statistics: the model's own until the loop
         # fits the run's (lib/scoring/policy.py), which checkpoints then keep.
         self.scoring = Scoring(self.default_score, fit(self.default_score, {}, {}, weight=DEFAULT_WEIGHT))
-        # How uint8 images become the float inputs this model was trained on (lib.data.to_float).
+        # How uint8 images become the float inputs this model was trained on (lib.data.datasets.to_float).
         self.pixel_mean_std = normalisation(opt.dataset, applies(opt, "mnist_range"))
 
     # --- what a model writes ------------------------------------------------------

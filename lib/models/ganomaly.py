@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.losses import bce_logits, contextual_loss
 from lib.models.base import AnomalyModel, GeneratorAndAdversary
+from lib.models.losses import bce_logits, contextual_loss
+from lib.models.networks import EncoderDecoderEncoder, FeatureDiscriminator, init_weights
 from lib.models.registry import register
-from lib.networks import EncoderDecoderEncoder, FeatureDiscriminator, init_weights
 from lib.scoring import measures
 from lib.scoring.measures import ENCODER_EMBEDDING, LATENT_MSE
 

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib import original_init
-from lib.losses import bce_logits, contextual_loss, latent_loss
+from lib.models import original_init
 from lib.models.base import AnomalyModel, GeneratorAndAdversary
+from lib.models.losses import bce_logits, contextual_loss, latent_loss
+from lib.models.networks import Discriminator, UNet, init_weights
 from lib.models.registry import register
-from lib.networks import Discriminator, UNet, init_weights
 from lib.original import applies
 from lib.scoring import measures
 from lib.scoring.functions import DEFAULT_WEIGHT

@@ -9,10 +9,10 @@ the step is the original's, defects included.
 """
 import torch
 
-from lib.losses import contextual_loss, gradient_penalty, latent_loss
+from lib.models.losses import contextual_loss, gradient_penalty, latent_loss
+from lib.models.networks import Critic
 from lib.models.registry import register
 from lib.models.skipganomaly import SkipGANomaly
-from lib.networks import Critic
 from lib.original import applies
 
 # This model's own flags, as data the command line reads without importing this file (lib/models/registry.py).

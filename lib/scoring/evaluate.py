@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lib.data import to_float
-from lib.metrics import METRICS, ON_REQUEST, all_metrics, best_f1, normal_quantile_threshold, roc_auc
+from lib.data.datasets import to_float
 from lib.scoring.functions import (
     BANK_SIZE,
     FEATURE_MSE,
@@ -24,6 +23,7 @@ from lib.scoring.functions import (
     fit,
     needs,
 )
+from lib.scoring.metrics import METRICS, ON_REQUEST, all_metrics, best_f1, normal_quantile_threshold, roc_auc
 
 # Fraction of normal images the stored threshold may flag (predict.py's default).
 THRESHOLD_FPR = 0.05

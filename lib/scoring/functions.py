@@ -14,9 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from lib import metrics
+from lib.scoring import (
+    metrics,  # Measurement names: what a model reports per image (lib/scoring/measures.py computes them; the
+)
 
-# Measurement names: what a model reports per image (lib/scoring/measures.py computes them; the
 # embeddings are vectors, the rest numbers).
 IMAGE_MSE, IMAGE_L1, LOCAL_ERROR, SSIM_ERROR = "image_mse", "image_l1", "local_error_max", "ssim_error"
 FEATURE_MSE, ADVERSARY = "feature_mse", "adversary"
@@ -73,7 +74,7 @@ def _original(m, stats):
 def choose_score_weight(labels, image_mse, feature_mse, metric: str = "auroc",
                         default: float = DEFAULT_WEIGHT, steps: int = 21) -> float:
     """--score_weight val: the weight in {0, 1/(steps-1), ..., 1} whose `weighted` score has the best
-    `metric` (a name in lib.metrics).
+    `metric` (a name in lib.scoring.metrics).
 
     Meant for validation images only. The two parts live on different scales and one can
     even rank backwards (a WGAN critic's features are largest on real-looking normal

@@ -1,6 +1,6 @@
 """How a run scores: one value, decided once from its options and its model's declarations.
 
-The training loop owns it (lib/trainer.py): which score it fits, or chooses on the validation
+The training loop owns it (lib/training/trainer.py): which score it fits, or chooses on the validation
 split, before every evaluation; the original score's weight, fixed or chosen; and whether images
 are measured with training-mode BatchNorm as the original did. A model only declares what it can
 measure (`measurements`) and its own score (`default_score`); nothing here is model state, and

@@ -27,7 +27,7 @@ from PIL import Image
 
 from lib.files import atomic_write, write_text
 from lib.images import tile
-from lib.outputs import RunOutputs
+from lib.training.outputs import RunOutputs
 
 # What the original's models call themselves in its console lines (their `name` property).
 MODEL_NAMES = {"skipganomaly": "skip-ganomaly", "w_skipganomaly": "w_skipganomaly"}
@@ -83,7 +83,7 @@ def save_original_image(images: torch.Tensor, path: Path) -> None:
 
 
 def _save(content, tmp) -> None:
-    with open(tmp, "wb") as f:  # a Python file: torch's own writer loses a full disk's errno (lib/checkpoint.py)
+    with open(tmp, "wb") as f:  # a Python file: torch's writer loses a full disk's errno (training/checkpoint.py)
         torch.save(content, f)
 
 
@@ -184,7 +184,7 @@ class OriginalOutputs(RunOutputs):
     def save_weights(self, model, epoch: int) -> None:
         """netD_<epoch>.pth and netG_<epoch>.pth, each {'epoch': epoch (from 0), 'state_dict'}, on the CPU.
 
-        The state_dicts are our networks' (lib/networks.py): their keys are not the original's module
+        The state_dicts are our networks' (lib/models/networks.py): their keys are not the original's module
         names, so they load into this framework's networks, not into the original's.
         """
         for name, network in model.networks.items():

@@ -4,8 +4,8 @@ The trial's own process is rank 0: it alone evaluates, writes the run folder and
 epoch to Tune, as rank 0 of `train.py --ngpu N` does. It starts ranks 1..N-1 here as processes
 of its own, on the same machine (Ray gives the trial N GPUs, or N CPUs, on one node), and they
 meet through torch.distributed's environment variables exactly as torchrun's processes do, so
-the training is lib/distributed.py's, unchanged. Each started rank receives the trial's options
-(pickled on its standard input) and builds the same trainer through `lib.tune.trial_trainer`.
+the training is lib/parallel/distributed.py's, unchanged. Each started rank receives the trial's options
+(pickled on its standard input) and builds the same trainer through `lib.tune.trials.trial_trainer`.
 
 Nothing outlives the trial: the ranks are stopped when it ends however it ends, and die with it
 if Ray kills its process (Linux's parent-death signal).
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 PARENT = "SKIP_WGANOMALY_TRIAL_PID"  # the trial's process: a started rank ends with it
 ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK", "LOCAL_RANK")
 STOP_WAIT_S = 30  # after the trial ends: time the ranks get to finish their last step on their own
@@ -46,7 +46,7 @@ def _die_with_parent() -> None:
 @contextlib.contextmanager
 def ranks(processes: int, payload: tuple):
     """With `processes` > 1: this process as rank 0 of `processes`, the others started (with
-    `payload`, the arguments of `lib.tune.trial_trainer`) and stopped at the end; else nothing."""
+    `payload`, the arguments of `lib.tune.trials.trial_trainer`) and stopped at the end; else nothing."""
     if processes <= 1:
         yield
         return
@@ -64,7 +64,7 @@ def ranks(processes: int, payload: tuple):
             env = {**os.environ, **shared, "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": str(threads),
                    PARENT: str(os.getpid()),
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-            proc = subprocess.Popen([sys.executable, "-m", "lib.trial_ranks"], stdin=subprocess.PIPE, env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "lib.tune.ranks"], stdin=subprocess.PIPE, env=env,
                                     cwd=os.getcwd())
             started.append(proc)
             proc.stdin.write(data)
@@ -95,9 +95,9 @@ def ranks(processes: int, payload: tuple):
 
 def main() -> int:
     """A started rank: the trial's trainer, trained to the end (rank 0 reports and writes)."""
-    from lib import distributed
-    from lib.stopping import Interrupted
-    from lib.tune import trial_trainer
+    from lib.parallel import distributed
+    from lib.training.stopping import Interrupted
+    from lib.tune.trials import trial_trainer
 
     opt, defaults, explicit, restored = pickle.load(sys.stdin.buffer)
     context = distributed.Context.from_env()

@@ -23,16 +23,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from lib import checkpoint
-from lib.adopted import speed_record
+from lib.data.folders import image_files, read_image
 from lib.errors import UserError
 from lib.files import WriteFailed, atomic_write, disk_error
-from lib.folders import image_files, read_image
 from lib.models import build_model
 from lib.resources import check_fits, network_bytes
-from lib.runfolder import FolderLock, enclosing_run, is_run_folder, runs_inside
-from lib.schedules import make_schedulers
+from lib.runs.adopted import speed_record
+from lib.runs.folder import FolderLock, enclosing_run, is_run_folder, runs_inside
 from lib.scoring.evaluate import evaluate
+from lib.training import checkpoint
+from lib.training.schedules import make_schedulers
 
 PREDICTIONS, MAPS = "predictions.csv", "maps"  # what predict.py writes into --out
 MAX_TILE = 128  # strips are enlarged (nearest neighbour) to tiles of at most this many pixels

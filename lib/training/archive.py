@@ -2,7 +2,7 @@
 
 A torch checkpoint is a zip archive whose index (data.pkl) is unpickled in Python. A small file can
 claim gigabytes of contents, inflate a thousandfold, or hold an index of millions of pickle
-operations: each is refused here, in one line, before torch reads a byte of it (lib/checkpoint.py).
+operations: each is refused here, in one line, before torch reads a byte of it (lib/training/checkpoint.py).
 """
 import os
 import pickletools

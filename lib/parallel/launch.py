@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lib.errors import UserError
 
-TRAIN_PY = Path(__file__).resolve().parent.parent / "train.py"
+TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
 # A process stopped because another one had stopped first: it says nothing, the launcher does.
 PEER_LOST = 3
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}
@@ -41,7 +41,7 @@ def check_processes(opt) -> None:
     if opt.ngpu > have:
         what = f"{have} GPU(s)" if gpu else f"{have} CPU core(s) and no GPU in use (one process per core at most)"
         raise UserError(f"--ngpu {opt.ngpu}: this machine has {what}; give --ngpu {have} or fewer")
-    from lib.distributed import check_batch_splits
+    from lib.parallel.distributed import check_batch_splits
     check_batch_splits(opt.batchsize, opt.ngpu)
 
 

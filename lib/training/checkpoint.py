@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from lib import archive
 from lib.errors import UserError
 from lib.files import atomic_write
 from lib.models import MODELS, build_model
 from lib.options import C_INT_MAX, option_actions, value_problem
 from lib.scoring.functions import stats_problem
+from lib.training import archive
 
 FORMAT = "skip-wganomaly/1"
 
@@ -34,7 +34,7 @@ def save(path, checkpoint: dict) -> None:
     atomic_write(path, write)
 
 
-# --- loading: nothing in the file is trusted (lib/archive.py measures the zip first) ---------
+# --- loading: nothing in the file is trusted (lib/training/archive.py measures the zip first) ---------
 # Options that describe one invocation, not the run: a stored copy is not checked against the others.
 INVOCATION_OPTIONS = ("overwrite", "phase", "load_weights", "tune", "verbose")
 
@@ -328,7 +328,7 @@ def check_networks(ckpt: dict, template, schedulers=None) -> None:
 def check_states(ckpt: dict, opt, make_schedulers=None) -> None:
     """UserError unless `ckpt`'s states fit the networks, optimisers and schedulers its options describe.
 
-    `opt` fills in options the checkpoint lacks; `make_schedulers(opt, optimizers)` (lib/schedules.py's)
+    `opt` fills in options the checkpoint lacks; `make_schedulers(opt, optimizers)` (lib/training/schedules.py's)
     builds the schedulers whose structure the stored ones must have.
     """
     stored = argparse.Namespace(**{**vars(opt), **ckpt["options"]})

@@ -1,7 +1,7 @@
 """Data for Skip-WGANomaly (Unsupervised Image Anomaly Detection Based in WGAN).
 
 Owns: reading CIFAR-10, MNIST, Fashion-MNIST, scikit-learn's digits and folder datasets
-(lib/folders.py decodes those) into memory as uint8 (N, C, H, W) tensors at `isize` x `isize` with `nc` channels; the
+(lib/data/folders.py decodes those) into memory as uint8 (N, C, H, W) tensors at `isize` x `isize` with `nc` channels; the
 leave-one-class-out and one-class protocols; the validation hold-out that keeps model
 selection off the test set; float conversion of a batch; batch index lists.
 """
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from lib.classes import DATASETS, builtin_dataset, class_names, resolve_class  # noqa: F401 (re-exported)
 from lib.errors import UserError
-from lib.folders import check_images_fit, read_folder_dataset
+from lib.data.folders import check_images_fit, read_folder_dataset
 
 _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

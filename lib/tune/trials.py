@@ -1,9 +1,9 @@
 """Ray Tune searches over train.py's options (Skip-GANomaly, Skip-WGANomaly or GANomaly).
 
-Owns: the trial that trains one configuration through lib.run's loop and reports every
+Owns: the trial that trains one configuration through lib.runs.setup's loop and reports every
 epoch, where a search folder may lie among run folders, the results table of a search and
 the train.py command that reproduces a trial.
-The search-space file is lib.tune_space's. Ray is imported only inside the trial.
+The search-space file is lib.tune.space's. Ray is imported only inside the trial.
 """
 import argparse
 import contextlib
@@ -16,7 +16,7 @@ from pathlib import Path
 from lib import options
 from lib.errors import UserError
 from lib.files import WriteFailed, rows_csv
-from lib.runfolder import enclosing_run, runs_inside
+from lib.runs.folder import enclosing_run, runs_inside
 
 # Left out of a reproducing command line: train.py derives or ignores them.
 NOT_IN_COMMAND = {"name", "tune", "resume", "overwrite"}
@@ -46,7 +46,7 @@ def trial_options(base: dict, config: dict) -> argparse.Namespace:
     return opt
 
 
-# Here, not in lib.tune_space: a search's saved state names it lib.tune.Follow, and --restore loads it.
+# Here, not in lib.tune.space: a search's saved state names it lib.tune.trials.Follow, and --restore loads it.
 class Follow:
     """A tied option's value in Ray: the option it follows, read from the trial's config once Ray has
     expanded the grid and drawn the samples (Ray calls it with the trial's spec, config inside)."""
@@ -80,12 +80,12 @@ def check_search_place(folder: Path, replace: bool) -> None:
 
 def run_trial(config: dict, base: dict, defaults: dict, explicit: set, search: str) -> None:
     """Train one configuration; report metrics and a checkpoint after every epoch. With --ngpu N
-    the trial is rank 0 of N processes on its machine (lib/trial_ranks.py)."""
+    the trial is rank 0 of N processes on its machine (lib/tune/ranks.py)."""
     import ray
     from ray import tune
 
-    from lib import distributed, trial_ranks
-
+    from lib.parallel import distributed
+    from lib.tune import ranks as trial_ranks
     opt = trial_options(base, config)
     opt.name = f"tune/{search}/runs/{tune.get_context().get_trial_id()}"
     if ray.get_gpu_ids():  # Ray shows each trial only its own GPU(s), numbered from 0
@@ -107,7 +107,7 @@ def run_trial(config: dict, base: dict, defaults: dict, explicit: set, search: s
 def trial_trainer(opt, defaults: dict, explicit: set, restored: str | None, on_epoch=None):
     """A trial's trainer: new (anything in its folder is an earlier, failed start of the trial) or,
     paused or failed before, continuing from the checkpoint Tune `restored` (its last epoch)."""
-    from lib.run import build_trainer, load_checkpoint
+    from lib.runs.setup import build_trainer, load_checkpoint
 
     if restored is None:
         return build_trainer(opt, defaults, load_checkpoint(opt, explicit), on_epoch=on_epoch, overwrite=True)

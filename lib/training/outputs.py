@@ -3,8 +3,8 @@
 histogram.csv (the test images' scores and labels), metrics.csv (one row per epoch),
 results.json (the last, best-on-validation and best-on-test epochs), loss_log.txt and the
 image grids in train/images/ and test/images/. The folder's lock, opt.txt and the
-checkpoints are written elsewhere (lib/runfolder.py, lib/run.py, lib/checkpoint.py).
-Without the 'outputs' fix (lib/original.py) the trainer is given lib/original_outputs.py's
+checkpoints are written elsewhere (lib/runs/folder.py, lib/runs/setup.py, lib/training/checkpoint.py).
+Without the 'outputs' fix (lib/original.py) the trainer is given lib/training/original_outputs.py's
 OriginalOutputs instead: the same methods, writing and printing what the original code did.
 """
 import itertools
@@ -18,7 +18,7 @@ import torch
 from lib.files import rows_csv, write_text, writing
 from lib.images import save_grid
 from lib.original import applies
-from lib.runfolder import append_line
+from lib.runs.folder import append_line
 
 
 def histogram_csv(scores, labels, min_max: bool = False) -> str:

@@ -1,6 +1,6 @@
 """Where training stands, and what a checkpoint holds to continue it exactly.
 
-Owns the contents of a checkpoint (lib/checkpoint.py writes, reads and checks the file):
+Owns the contents of a checkpoint (lib/training/checkpoint.py writes, reads and checks the file):
 the model's name, options and state, the epoch and batch reached, the data order's random
 state, torch's (and CUDA's) random state, the schedulers, the finished epochs' history and
 the stored threshold. Resuming from it, even mid-epoch after a signal, is bit-exact.
@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lib.data import batches
-from lib.schedules import load_schedulers
+from lib.data.datasets import batches
+from lib.training.schedules import load_schedulers
 
 
 def rng_state() -> dict:

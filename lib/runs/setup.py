@@ -9,18 +9,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib import checkpoint, distributed
-from lib.adopted import NETWORK_OPTIONS, adopt, check_same_precision, speed_record
-from lib.data import load_split
+from lib.data.datasets import load_split
+from lib.display.visualizer import NullVisualizer, make_visualizer
 from lib.errors import UserError
 from lib.files import write_text
 from lib.models import build_model, model_class
 from lib.original import applies, fixes
+from lib.parallel import distributed
 from lib.resources import check_fits, network_bytes
-from lib.runfolder import RunFolder, check_new_run_place
-from lib.schedules import make_schedulers
-from lib.trainer import Trainer
-from lib.visualizer import NullVisualizer, make_visualizer
+from lib.runs.adopted import NETWORK_OPTIONS, adopt, check_same_precision, speed_record
+from lib.runs.folder import RunFolder, check_new_run_place
+from lib.training import checkpoint
+from lib.training.schedules import make_schedulers
+from lib.training.trainer import Trainer
 
 
 def resolve_device(opt, log=print, context: distributed.Context = distributed.Context()) -> torch.device:
@@ -102,7 +103,7 @@ def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
 
 def options_text(opt, defaults: dict, runtime: dict | None = None) -> str:
     """Our opt.txt: every option, with the default beside changed values (as the CycleGAN code it
-    comes from wrote it; the original's train/opt.txt has no marks: lib/original_outputs.py), then
+    comes from wrote it; the original's train/opt.txt has no marks: lib/training/original_outputs.py), then
     what the run chose from the machine (`runtime`: processes, threads, bf16, kernels, and why)."""
     lines = ["------------ Options -------------"]
     for key, value in sorted(vars(opt).items()):

@@ -4,8 +4,8 @@ import math
 import sys
 
 from lib.files import write_text
-from lib.tune import command_line, results_csv, sort_rows, trial_options, trial_row
-from lib.tune_checks import reproduce_argv
+from lib.tune.checks import reproduce_argv
+from lib.tune.trials import command_line, results_csv, sort_rows, trial_options, trial_row
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's trial states that are final (ray.tune.experiment.Trial)
 

@@ -9,9 +9,9 @@ learning-rate scheduler).
 
 Model selection uses the validation split (held-out normal and abnormal
 images, disjoint from the test set); test metrics are recorded every epoch but
-never used to choose anything. The rest lives beside the loop: lib/schedules.py,
-lib/training_state.py (what a checkpoint holds), lib/scoring/ (scores and thresholds), and what the run writes
-and prints: lib/outputs.py, or lib/original_outputs.py for the original's files.
+never used to choose anything. The rest lives beside the loop: lib/training/schedules.py,
+lib/training/state.py (what a checkpoint holds), lib/scoring/ (scores and thresholds), and what the run writes
+and prints: lib/training/outputs.py, or lib/training/original_outputs.py for the original's files.
 """
 import math
 import time
@@ -20,19 +20,20 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lib import checkpoint, distributed, outputs
-from lib.data import to_float
+from lib.data.datasets import to_float
 from lib.errors import UserError
 from lib.files import WriteFailed, disk_error
-from lib.metrics import HEADLINE
 from lib.original import applies
-from lib.original_outputs import OriginalOutputs
-from lib.schedules import current_lr, make_schedulers, step_schedulers
+from lib.parallel import distributed
 from lib.scoring.evaluate import Scores, decision_threshold, evaluate, fit_scoring, measure, split_metrics
 from lib.scoring.functions import needs
+from lib.scoring.metrics import HEADLINE
 from lib.scoring.policy import score_policy
-from lib.stopping import Interrupted, StopFlag
-from lib.training_state import TrainingState
+from lib.training import checkpoint, outputs
+from lib.training.original_outputs import OriginalOutputs
+from lib.training.schedules import current_lr, make_schedulers, step_schedulers
+from lib.training.state import TrainingState
+from lib.training.stopping import Interrupted, StopFlag
 
 
 class Trainer:
@@ -42,7 +43,7 @@ class Trainer:
                  context: distributed.Context = distributed.Context()):
         """`on_epoch(trainer, row)` runs after each epoch's outputs and checkpoints are written.
 
-        In a data-parallel job (`context`, lib/distributed.py) every process trains on its share of
+        In a data-parallel job (`context`, lib/parallel/distributed.py) every process trains on its share of
         each batch; rank 0 alone evaluates, writes and reports, and the others wait for it."""
         self.opt, self.model, self.split, self.device = opt, model, split, device
         self.context, self.writes = context, context.writes

@@ -2,7 +2,7 @@
 
 Owns: reading the file (its form, each value in its option's type, the ties) and the space as
 Ray Tune search objects. Whether every run a space can draw is one train.py takes is
-lib/tune_checks.py's. Ray is imported only in ray_space, so reading a space needs no Ray.
+lib/tune/checks.py's. Ray is imported only in ray_space, so reading a space needs no Ray.
 
 A space file maps train.py options to values: {"grid": [...]} (every value, in every
 sample), {"choice": [...]}, {"uniform": [low, high]}, {"loguniform": [low, high]},
@@ -20,7 +20,7 @@ import sys
 
 from lib import options
 from lib.errors import UserError
-from lib.tune import PATH_OPTIONS, Follow
+from lib.tune.trials import PATH_OPTIONS, Follow
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "same")
 TIE = "same"  # the kind that gives an option another searched option's value
@@ -50,7 +50,7 @@ def read_space(path, actions: dict) -> dict[str, tuple]:
     or ("same", OTHER) for an option tied to OTHER (values_of gives its values).
 
     Checked here: the file's form, each value's type and each tie; whether every run the
-    space can draw is one train.py takes is lib.tune_checks'.
+    space can draw is one train.py takes is lib.tune.checks'.
     """
     where = f"space file '{path}'"
     raw = _parse_json(_read_text(path, where), where)

@@ -12,8 +12,8 @@ import requests
 import torch
 import visdom
 
-from lib.metrics import roc_auc, roc_curve
-from lib.visualizer import ServerUnavailable
+from lib.display.visualizer import ServerUnavailable
+from lib.scoring.metrics import roc_auc, roc_curve
 
 TIMEOUT_S = (3.0, 30.0)  # connect, read: a stalled server costs one wait, then the display is off
 IMAGES_SHOWN = 8  # per grid row; the image files on disk keep whole batches

@@ -1,0 +1,1 @@
+"""The Visdom dashboard, and the quiet display used without one."""

@@ -1,0 +1,1 @@
+"""Several processes: torch.distributed for one run, and the launcher that starts them."""

@@ -1,0 +1,1 @@
+"""Scoring new images with a trained run: images in, scores, decisions and maps out."""

@@ -1,0 +1,1 @@
+"""Run folders: setting a run up, its folder and lock, the checkpoint options it adopts, results tables."""
