@@ -27,8 +27,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not browser and not ray and not dataset" tests
 
+# ruff, and the layers of lib/ (import-linter's contracts in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # A Visdom server whose pages render offline (JS/CSS/fonts from the npm registry, once), on localhost;
 # SHARE=1 with VISDOM_USERNAME and VISDOM_PASSWORD: on every interface, behind a login.

@@ -7,13 +7,14 @@ import statistics
 from pathlib import Path
 
 from lib.files import rows_csv, write_text
+from lib.models import model_label
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "original_ablation.md"
 BEGIN, END = "<!-- ablation-results:begin -->", "<!-- ablation-results:end -->"
 README = ROOT / "README.md"
 EFFECTS_BEGIN, EFFECTS_END = "<!-- fix-effects:begin -->", "<!-- fix-effects:end -->"
-NAMES = {"skipganomaly": "Skip-GANomaly", "w_skipganomaly": "Skip-WGANomaly"}
+NAMES = {model: model_label(model) for model in ("skipganomaly", "w_skipganomaly")}  # the ablated models
 # Fixes the ablation does not turn, and why. The first two are on in every variant, so that
 # the variants see the same images in the same order and round alike: they differ only in what
 # they name (--original turns them off too).

@@ -25,6 +25,7 @@ from experiments.ablation_report import mean_sd, replace_between, selected
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.fast import hardware
 from lib.files import write_text
+from lib.models import model_label
 from lib.runs.collect import read_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,7 @@ BEGIN, END = "<!-- bf16-auroc:begin -->", "<!-- bf16-auroc:end -->"
 SEEDS = (0, 1, 2)  # trained here, in this order: every class of seed 0 first
 ALL_SEEDS = range(10)  # the fp32 twins the ablation has (0-4 for our default)
 FLAGS = ("--amp",)
-NAMES = {"skipganomaly": "Skip-GANomaly", "w_skipganomaly": "Skip-WGANomaly"}
+NAMES = {model: model_label(model) for model in ("skipganomaly", "w_skipganomaly")}
 
 
 def bf16_file(model: str, abnormal: str, seed: int) -> Path:

@@ -37,7 +37,6 @@ def score_run(run: Path) -> dict:
     """{score: {"val": AUROC, "test": AUROC}} of the run's best.pt, every score fitted on normal images."""
     import torch
 
-    from lib import options
     from lib.predict.score import load_model
     from lib.runs.setup import build_evaluation
     from lib.scoring.evaluate import Scores, fit_all, measure, scores_of
@@ -46,7 +45,7 @@ def score_run(run: Path) -> dict:
     from lib.scoring.policy import ScorePolicy, score_policy
 
     device = torch.device("cpu")
-    model, ckpt, opt = load_model(run, options.defaults(), device, options.validate)
+    model, ckpt, opt = load_model(run, device)
     _, split, _ = build_evaluation(opt, ckpt, log=lambda *_: None)
     names = ScorePolicy("val").candidates(model.measurements)
     wanted = needs(names)

@@ -1,13 +1,31 @@
-"""Image grids as PNG files, from float tensors in [-1, 1].
+"""Images between uint8 and the floats the networks see, and image grids as PNG files.
 
-A few lines of NumPy and PIL instead of torchvision.utils, whose import pulls in
-all of torchvision and adds seconds to every command's start-up.
+The pixel normalisation lives here, below both the data and the models: a model knows how its
+inputs were made (lib/models/base.py) without importing the data. The grids take a few lines of
+NumPy and PIL instead of torchvision.utils, whose import pulls in all of torchvision and adds
+seconds to every command's start-up.
 """
 import math
 
 import numpy as np
 import torch
 from PIL import Image
+
+MNIST_MEAN_STD = (0.1307, 0.3081)  # the original's MNIST normalisation (lib/original.py, mnist_range)
+
+
+def normalisation(dataset: str, mnist_range: bool = True) -> tuple[float, float]:
+    """(mean, std) of the pixel normalisation: (0.5, 0.5), which maps images to [-1, 1], the
+    generator's tanh range; without the mnist_range fix, MNIST gets the original's statistics."""
+    return MNIST_MEAN_STD if dataset == "mnist" and not mnist_range else (0.5, 0.5)
+
+
+def to_float(batch_uint8: torch.Tensor, device, mean_std: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor:
+    """Move a uint8 batch to `device` as float32 normalised by `mean_std` (by default to [-1, 1])."""
+    # Converting after the move sends a quarter of the bytes to the accelerator. The operations
+    # are torchvision's ToTensor and Normalize, so the floats are the original's to the last bit.
+    mean, std = mean_std
+    return batch_uint8.to(device, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

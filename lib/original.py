@@ -8,7 +8,8 @@ which reproduces the original step for step, defects included, to check its numb
 Because each fix is a switch, a study can turn them one at a time (experiments/ablation.py).
 
 `numbers` says whether a fix can change a trained model or its metrics (the ablation turns
-those); the others change only what the run writes or prints.
+those); the others change only what the run writes or prints, or (fastest_kernels) its numbers
+in the last float digits.
 """
 from dataclasses import dataclass
 
@@ -80,6 +81,13 @@ FIXES = {
                        "MNIST is normalised with mean 0.1307 and std 0.3081"),
     "lr_schedule": Fix(True, "the learning-rate schedulers step once per epoch",
                        "they are built but never stepped (--lr_policy and --niter_decay do nothing)"),
+    # Kernels (CUDA): the same numbers to float rounding
+    "fastest_kernels": Fix(False, "cuDNN times its kernels per shape and keeps the fastest (cudnn.benchmark), and "
+                                  "torch may use kernels that add in any order: two CUDA runs of one seed can differ "
+                                  "in float rounding",
+                           "cudnn.deterministic: the same kernels, which add in one order, on every run (here also "
+                           "torch.use_deterministic_algorithms, warning where a kernel has no deterministic form)",
+                           training=False),
     # What a run writes
     "outputs": Fix(False, "this framework's run folder (metrics.csv, results.json, checkpoints, PNG images) and lines",
                    "the original's: train/opt.txt, loss_log.txt with an AUC line per epoch, netG_<epoch>.pth and "

@@ -16,7 +16,7 @@ import torch
 
 from lib import options
 from lib.errors import UserError
-from lib.training import checkpoint
+from lib.training import checkpoint, checkpoint_fit
 from lib.training.schedules import make_schedulers
 from tests.helpers import ROOT, RUN, TINY, one_line_error, process
 
@@ -282,6 +282,5 @@ def test_a_real_checkpoint_recompressed_without_inflation_still_loads(trained_ru
 
 def test_the_checks_accept_every_checkpoint_a_run_writes(trained_run):
     for name in ("best.pt", "last.pt"):
-        ckpt = checkpoint.load(trained_run / "train/weights" / name, defaults=options.defaults(),
-                               validate=options.validate)
-        checkpoint.check_states(ckpt, options.parse(["--dataset", "digits"]), make_schedulers)
+        ckpt = checkpoint.load(trained_run / "train/weights" / name)
+        checkpoint_fit.check_states(ckpt, options.parse(["--dataset", "digits"]), make_schedulers)

@@ -14,7 +14,7 @@ from lib.errors import UserError
 from lib.models import MODELS, build_model, register
 from lib.models.base import AnomalyModel
 from lib.runs.setup import make_schedulers
-from lib.training import checkpoint
+from lib.training import checkpoint, checkpoint_fit
 from tests.helpers import ROOT, TINY, make_opt, run_main, train_cli
 
 GENERIC = sorted(MODELS)  # the toy model included
@@ -85,7 +85,7 @@ def test_a_checkpoint_restores_networks_optimisers_and_step(tmp_path, name):
     checkpoint.save(tmp_path / "last.pt", {"state": a.state_dict()})
     state = torch.load(tmp_path / "last.pt", weights_only=True)["state"]
     # The checks a file must pass before anything is built from it know this model's names.
-    checkpoint.check_networks({"path": "last.pt", "state": state}, checkpoint.networks_template(opt))
+    checkpoint_fit.check_networks({"path": "last.pt", "state": state}, checkpoint_fit.networks_template(opt))
     b = build_model(opt, torch.device("cpu"))
     b.load_state_dict(state)
     assert b.step == a.step == 1

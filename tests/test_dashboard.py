@@ -13,14 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from visdom import Visdom
 
-from dashboard.screenshot import open_dashboard
-from lib.display.visdom_visualizer import VisdomVisualizer
-from lib.display.visualizer import NullVisualizer, env_name, make_visualizer
-from lib.scoring.metrics import roc_auc
-from tests.conftest import make_folder_dataset
-from tests.helpers import ROOT, TINY
+# visdom is the dashboard extra: without it (pip install without [dashboard]) these tests skip, the rest run.
+Visdom = pytest.importorskip("visdom", reason="the dashboard's tests need visdom (the dashboard extra)").Visdom
+
+from dashboard.screenshot import open_dashboard  # noqa: E402
+from lib.display.visdom_visualizer import VisdomVisualizer  # noqa: E402
+from lib.display.visualizer import NullVisualizer, env_name, make_visualizer  # noqa: E402
+from lib.scoring.metrics import roc_auc  # noqa: E402
+from tests.conftest import make_folder_dataset  # noqa: E402
+from tests.helpers import ROOT, TINY  # noqa: E402
 
 RUN = "w_skipganomaly/cifar10/airplane"
 # visdom 0.2.4 calls the deprecated Logger.warn when a client skips the incoming socket.

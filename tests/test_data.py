@@ -4,8 +4,10 @@ import shutil
 import pytest
 import torch
 
-from lib.data.datasets import batches, class_names, datasets as data, load_split, resolve_class, to_float
+from lib.data import datasets as data
+from lib.data.datasets import batches, class_names, load_split, resolve_class
 from lib.errors import UserError
+from lib.images import to_float
 from tests.conftest import ABNORMAL_LEVEL, NORMAL_LEVEL, make_cifar, make_folder_dataset, make_idx
 
 
@@ -274,7 +276,7 @@ def test_to_float_maps_uint8_to_minus_one_to_one():
 
 
 def test_mnist_gets_the_originals_normalisation_only_without_the_mnist_range_fix():
-    from lib.data.datasets import MNIST_MEAN_STD, normalisation
+    from lib.images import MNIST_MEAN_STD, normalisation
     from lib.models import build_model
     from tests.helpers import make_opt
     assert normalisation("mnist") == normalisation("cifar10", False) == (0.5, 0.5)

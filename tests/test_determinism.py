@@ -58,18 +58,24 @@ def test_the_same_command_gives_the_same_numbers_also_on_a_busy_machine(tmp_path
         (tmp_path / "busy" / run / "opt.txt").read_text()
 
 
-def test_original_asks_torch_for_deterministic_algorithms_and_the_next_run_does_not_inherit_it():
+@pytest.mark.parametrize("flags", [{"original": True}, {"fixes": "default,-fastest_kernels"}],
+                         ids=["--original", "without fastest_kernels"])
+def test_without_fastest_kernels_torch_is_asked_for_deterministic_algorithms_and_the_next_run_does_not_inherit_it(
+        flags):
     import torch
 
+    from lib import fast
     from lib.runs.setup import seed_everything
     from tests.helpers import make_opt
     before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic
     try:
-        seed_everything(make_opt(original=True, manualseed=0))
+        seed_everything(make_opt(manualseed=0, **flags))
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         assert not torch.backends.cudnn.benchmark
+        assert not fast.settings(make_opt(**flags), torch.device("cuda")).autotune
         seed_everything(make_opt(manualseed=0))
         assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+        assert fast.settings(make_opt(), torch.device("cuda")).autotune
     finally:
         torch.use_deterministic_algorithms(before[0])
         torch.backends.cudnn.deterministic = before[1]

@@ -49,7 +49,7 @@ def loaded(command: list[str], given: list[str]):
     argv = [*command, *given]
     try:
         opt = options.parse(argv)
-        load_checkpoint(opt, options.explicit_options(argv), options.validate, options.defaults())
+        load_checkpoint(opt, options.explicit_options(argv))
     except UserError as refusal:
         return None, str(refusal)
     return opt, None

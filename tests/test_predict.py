@@ -11,7 +11,8 @@ from PIL import Image
 
 import predict
 from lib.errors import UserError, run_cli
-from lib.predict.score import choose_threshold, map_name, strip
+from lib.predict.maps import map_name, strip
+from lib.predict.score import choose_threshold
 from tests.conftest import make_folder_dataset
 from tests.helpers import process, read_csv, train_cli
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from lib.commands import predict
 from lib.errors import UserError
-from lib.predict.score import OutFolder
+from lib.predict.out import OutFolder
 from lib.runs.folder import enclosing_run, is_run_folder, runs_inside
 from lib.tune.trials import check_search_place
 from tests.helpers import ONE_EPOCH, ROOT, RUN, one_line_error, process, read_csv, run_main, train_cli

@@ -195,7 +195,7 @@ def test_a_score_that_needs_no_adversary_runs_no_adversary_pass(name):
 
 @pytest.mark.parametrize("name", ["skipganomaly", "w_skipganomaly", "ganomaly"])
 def test_every_score_a_model_can_measure_scores_from_statistics_fitted_on_normal_images(name):
-    from lib.data.datasets import to_float
+    from lib.images import to_float
     from lib.scoring.evaluate import evaluate
     from lib.scoring.policy import ScorePolicy
 

@@ -11,6 +11,7 @@ from lib.models.base import AnomalyModel
 from lib.models.networks import init_weights
 from lib.scoring import measures
 
+LABEL = "Toy"
 OPTIONS = [{"flag": "--toy_width", "type": "int", "default": 4, "min": 1, "help": "channels of the toy's code"}]
 
 

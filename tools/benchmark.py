@@ -35,9 +35,10 @@ from pathlib import Path
 import torch
 
 from lib import fast as speed_layer, options
-from lib.data.datasets import batches, to_float
+from lib.data.datasets import batches
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.fast import hardware
+from lib.images import to_float
 from lib.models import MODELS
 from lib.resources import check_fits
 from tools.counters import flops, peak_memory, steps_per_cycle, sync, timed

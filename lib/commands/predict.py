@@ -8,19 +8,8 @@ import torch
 
 from lib import options
 from lib.errors import OneLineParser, UserError
-from lib.predict.score import (
-    MAPS,
-    PREDICTIONS,
-    check_batch_memory,
-    check_out,
-    choose_threshold,
-    close_out,
-    find_images,
-    load_model,
-    open_out,
-    predict,
-    publish,
-)
+from lib.predict.out import MAPS, PREDICTIONS, check_out, close_out, open_out, publish
+from lib.predict.score import check_batch_memory, choose_threshold, find_images, load_model, predict
 from lib.runs.folder import run_folder_of
 from lib.scoring.policy import describe
 from lib.training import checkpoint
@@ -77,7 +66,7 @@ def main(argv):
     out = Path(args.out) if args.out else run / "predict"
     check_out(out, path, args.overwrite, run)
     device = resolve_device(args.device)
-    model, ckpt, opt = load_model(args.weights, options.defaults(), device, options.validate)
+    model, ckpt, opt = load_model(args.weights, device)
     files, skipped = find_images(path, exclude=out)
     batchsize = min(args.batchsize, len(files))
     check_batch_memory(opt, batchsize, device)

@@ -57,7 +57,7 @@ def main(argv):
         from lib.training.stopping import Interrupted
 
     explicit = options.explicit_options(argv)
-    ckpt = load_checkpoint(opt, explicit, options.validate, options.defaults())
+    ckpt = load_checkpoint(opt, explicit)
     if opt.phase == "test":  # one process evaluates (under torchrun: rank 0; the others have nothing to do)
         from lib.parallel.distributed import Context
         return evaluate_weights(opt, ckpt) if Context.from_env().writes else 0

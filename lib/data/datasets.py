@@ -3,7 +3,7 @@
 Owns: reading CIFAR-10, MNIST, Fashion-MNIST, scikit-learn's digits and folder datasets
 (lib/data/folders.py decodes those) into memory as uint8 (N, C, H, W) tensors at `isize` x `isize` with `nc` channels; the
 leave-one-class-out and one-class protocols; the validation hold-out that keeps model
-selection off the test set; float conversion of a batch; batch index lists.
+selection off the test set; batch index lists. (A batch becomes floats in lib/images.py.)
 """
 import gzip
 import pickle
@@ -82,23 +82,6 @@ def load_split(dataset, dataroot="./data", isize=32, nc=3, abnormal_class=None, 
                   *_labelled(test_normal, test_abnormal), class_names(dataset))
     log(f"{builtin or dataset} from {source}: {split.counts()}")
     return split
-
-
-MNIST_MEAN_STD = (0.1307, 0.3081)  # the original's MNIST normalisation (lib/original.py, mnist_range)
-
-
-def normalisation(dataset: str, mnist_range: bool = True) -> tuple[float, float]:
-    """(mean, std) of the pixel normalisation: (0.5, 0.5), which maps images to [-1, 1], the
-    generator's tanh range; without the mnist_range fix, MNIST gets the original's statistics."""
-    return MNIST_MEAN_STD if dataset == "mnist" and not mnist_range else (0.5, 0.5)
-
-
-def to_float(batch_uint8: torch.Tensor, device, mean_std: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor:
-    """Move a uint8 batch to `device` as float32 normalised by `mean_std` (by default to [-1, 1])."""
-    # Converting after the move sends a quarter of the bytes to the accelerator. The operations
-    # are torchvision's ToTensor and Normalize, so the floats are the original's to the last bit.
-    mean, std = mean_std
-    return batch_uint8.to(device, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
 
 
 def batches(n: int, batchsize: int, shuffle: bool, drop_last: bool,

@@ -12,7 +12,6 @@ import requests
 import torch
 import visdom
 
-from lib.display.visualizer import ServerUnavailable
 from lib.scoring.metrics import roc_auc, roc_curve
 
 TIMEOUT_S = (3.0, 30.0)  # connect, read: a stalled server costs one wait, then the display is off
@@ -23,6 +22,10 @@ HISTOGRAM_BINS = 30
 FIXED_WINDOWS = {"losses": 0, "metrics": 1, "histogram": 2, "roc": 3}
 
 
+
+
+class ServerUnavailable(Exception):
+    """No Visdom server answers at the given address."""
 
 class _Client(visdom.Visdom):
     """visdom.Visdom whose requests time out, and that raises instead of printing on errors."""

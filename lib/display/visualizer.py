@@ -14,7 +14,8 @@ def make_visualizer(opt, run_name: str, log=print):
     """A VisdomVisualizer when --display is on and the server answers, else a NullVisualizer."""
     if not opt.display:
         return NullVisualizer()
-    from lib.display.visdom_visualizer import VisdomVisualizer  # visdom and requests load only for a display
+    # visdom and requests load only for a display
+    from lib.display.visdom_visualizer import ServerUnavailable, VisdomVisualizer
 
     try:
         return VisdomVisualizer(opt.display_server, opt.display_port, env_name(run_name),
@@ -46,7 +47,3 @@ class NullVisualizer:
 
     def close(self) -> None:
         pass
-
-
-class ServerUnavailable(Exception):
-    """No Visdom server answers at the given address."""

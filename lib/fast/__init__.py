@@ -13,7 +13,7 @@ few-position convolutions run as matrix products (`matmul`); on CUDA, cuDNN
 autotunes a kernel per shape. `amp` adds bf16 autocast (losses stay fp32, see
 lib/models/losses.py): by default on CUDA and on a CPU with native bf16 (`hardware`).
 `compile` runs torch.compile on the networks that allow it. Under --original,
-the numerics are the original's: fp32 and no autotuning.
+the numerics are the original's: fp32; without the fastest_kernels fix, no autotuning.
 
 None of this draws a random number, and each choice is a rule of the machine and
 the options: a seed fixes a run. A checkpoint records the choices (`Speed.record`)
@@ -29,7 +29,7 @@ from lib.errors import UserError
 from lib.fast import hardware
 from lib.fast.adam import ChannelsLastAdam
 from lib.fast.matmul import use_matmul_convolutions
-from lib.original import fixes
+from lib.original import applies, fixes
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Speed:
     compiled: bool = False
     device_type: str = "cpu"
     matmul: bool = False  # CPU: the few-position convolutions as matrix products
-    autotune: bool = False  # CUDA: cuDNN times its kernels per shape (never under --original)
+    autotune: bool = False  # CUDA: cuDNN times its kernels per shape (not without the fastest_kernels fix)
     why: tuple[str, ...] = ()  # how amp and matmul were chosen (opt.txt's runtime block)
     notice: str = ""  # where a checkpoint's recorded choices could not be reused as they were
 
@@ -121,7 +121,8 @@ def settings(opt, device: torch.device, fast=None, amp=None, compile=None, bf16_
     elif recorded and fast and "emulated" in amp_choice.why:
         notice = f"this run was trained in bf16 on a CPU with native bf16; {amp_choice.why.split('; ', 1)[1]}"
     return Speed(fast=fast, amp=amp_choice.on, compiled=bool(pick("compile", compile)), device_type=device.type,
-                 matmul=matmul.on, autotune=fast and not original, why=(amp_choice.why, matmul.why), notice=notice)
+                 matmul=matmul.on, autotune=fast and applies(opt, "fastest_kernels"), why=(amp_choice.why, matmul.why),
+                 notice=notice)
 
 
 def recorded_choices(ckpt: dict, file) -> dict | None:

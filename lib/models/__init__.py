@@ -17,6 +17,11 @@ def model_class(name: str):
     return registry.model_class(name, MODELS)
 
 
+def model_label(name: str) -> str:
+    """How tables and figures name `--model name` ("w_skipganomaly" -> "Skip-WGANomaly"); an unknown name as it is."""
+    return MODELS.label(name) if name in MODELS else name
+
+
 def build_model(opt, device, **speed):
     """The model named by `opt.model`, on `device` (`speed`: fast, amp, compile, recorded; see lib.fast)."""
     return model_class(opt.model)(opt, device, **speed)

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from lib import fast as speed_layer
-from lib.data.datasets import normalisation
+from lib.images import normalisation
+from lib.models.networks import init_weights
 from lib.original import applies
 from lib.scoring.functions import DEFAULT_WEIGHT, Scoring, fit
 
@@ -60,7 +61,7 @@ class AnomalyModel(abc.ABC):
         # The score made from `outputs`' measurements, with its statistics: the model's own until the loop
         # fits the run's (lib/scoring/policy.py), which checkpoints then keep.
         self.scoring = Scoring(self.default_score, fit(self.default_score, {}, {}, weight=DEFAULT_WEIGHT))
-        # How uint8 images become the float inputs this model was trained on (lib.data.datasets.to_float).
+        # How uint8 images become the float inputs this model was trained on (lib.images.to_float).
         self.pixel_mean_std = normalisation(opt.dataset, applies(opt, "mnist_range"))
 
     # --- what a model writes ------------------------------------------------------
@@ -171,7 +172,10 @@ class AnomalyModel(abc.ABC):
 
 class GeneratorAndAdversary:
     """For a model of two networks, "generator" and "adversary", each with its own Adam ("g", "d"),
-    as the paper models have: their accessors and optimisers (put before AnomalyModel in the bases)."""
+    as the paper models have: their accessors, optimisers and the adversary's restart (put before
+    AnomalyModel in the bases)."""
+
+    restarts = 0  # the adversary's re-initialisations in this process (the ablation reports them)
 
     @property
     def generator(self) -> nn.Module:
@@ -185,6 +189,15 @@ class GeneratorAndAdversary:
         betas = (opt.beta1, 0.999)
         return {"g": torch.optim.Adam(self.generator.parameters(), lr=opt.lr, betas=betas),
                 "d": torch.optim.Adam(self.adversary.parameters(), lr=opt.lr, betas=betas)}
+
+    def after_update(self, losses: dict[str, float]) -> None:
+        # As the authors: a discriminator that wins outright gives G no gradient, so start it afresh.
+        if losses["d"] < 1e-5:
+            self.restart_adversary()
+
+    def restart_adversary(self) -> None:
+        init_weights(self.adversary)
+        self.restarts += 1
 
 
 def floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:

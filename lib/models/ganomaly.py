@@ -18,6 +18,7 @@ from lib.scoring import measures
 from lib.scoring.measures import ENCODER_EMBEDDING, LATENT_MSE
 
 # This model's own flags, as data the command line reads without importing this file (lib/models/registry.py).
+LABEL = "GANomaly"
 OPTIONS = [
     {"flag": "--w_enc", "type": "float", "default": 1.0, "min": 0,
      "help": "weight of the encoder loss (L2 between the codes of x and of G(x))"},
@@ -33,7 +34,6 @@ class GANomaly(GeneratorAndAdversary, AnomalyModel):
 
     def __init__(self, opt, device, **speed):
         self.w_adv, self.w_con, self.w_enc = opt.w_adv, opt.w_con, opt.w_enc
-        self.restarts = 0  # discriminator re-initialisations in this process
         super().__init__(opt, device, **speed)
 
     def build_networks(self, opt) -> dict[str, nn.Module]:
@@ -68,12 +68,6 @@ class GANomaly(GeneratorAndAdversary, AnomalyModel):
         self.optimizers["d"].step()
         return {"g_adv": g_adv, "g_con": g_con, "g_enc": g_enc, "g": loss_g, "d_real": d_real, "d_fake": d_fake,
                 "d": loss_d}
-
-    def after_update(self, losses: dict[str, float]) -> None:
-        # As the authors: a discriminator that wins outright gives G no gradient, so start it afresh.
-        if losses["d"] < 1e-5:
-            init_weights(self.adversary)
-            self.restarts += 1
 
     def outputs(self, images: torch.Tensor, needs) -> dict[str, torch.Tensor]:
         """G(x), the distance of the codes, and what the scoring module measures of G(x) and x."""

@@ -3,8 +3,9 @@
 A model is a module (lib/models/<name>.py) holding one class registered with
 `@register`, whose `name` is the module's last part; `MODELS` lists the modules.
 
-A model declares the flags only it reads as plain data, a literal `OPTIONS`
-list at the top of its file. The registry reads that list from the file's text
+A model declares, as plain data at the top of its file, its name in tables (a
+literal `LABEL`, e.g. "Skip-GANomaly") and the flags only it reads (a literal
+`OPTIONS` list). The registry reads them from the file's text
 (`ast.literal_eval`: nothing is executed), so the command line is parsed and
 checked without importing the model, and torch with it: 3-4 s on our CPUs, for
 every refused command line and every `--help`. The model's class is imported
@@ -68,6 +69,10 @@ class Registry(Mapping):
     def __len__(self) -> int:
         return len(self.modules)
 
+    def label(self, name: str) -> str:
+        """The model's name in tables and figures: its file's literal `LABEL` (e.g. "Skip-WGANomaly"), else `name`."""
+        return _literal(self.modules[name], "LABEL") or name
+
     def options(self, name: str) -> tuple[dict, ...]:
         """The model's `OPTIONS`, read from its file without importing it; an `extends` entry's model's first."""
         found = []
@@ -77,14 +82,19 @@ class Registry(Mapping):
 
 
 @cache
-def _declared_options(module: str) -> tuple[dict, ...]:
+def _literal(module: str, variable: str):
+    """The literal value of the module's top-level `variable`, read from its text (nothing executed), or None."""
     spec = importlib.util.find_spec(module)
     with open(spec.origin, encoding="utf-8") as f:
         tree = ast.parse(f.read(), spec.origin)
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "OPTIONS" for t in node.targets):
-            return tuple(_typed(module, entry) for entry in ast.literal_eval(node.value))
-    return ()
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == variable for t in node.targets):
+            return ast.literal_eval(node.value)
+    return None
+
+
+def _declared_options(module: str) -> tuple[dict, ...]:
+    return tuple(_typed(module, entry) for entry in _literal(module, "OPTIONS") or ())
 
 
 def _typed(module: str, entry: dict) -> dict:

@@ -14,13 +14,14 @@ from torch import nn
 from lib.models import original_init
 from lib.models.base import AnomalyModel, GeneratorAndAdversary
 from lib.models.losses import bce_logits, contextual_loss, latent_loss
-from lib.models.networks import Discriminator, UNet, init_weights
+from lib.models.networks import Discriminator, UNet
 from lib.models.registry import register
 from lib.original import applies
 from lib.scoring import measures
 from lib.scoring.functions import DEFAULT_WEIGHT
 from lib.scoring.measures import ENCODER_EMBEDDING
 
+LABEL = "Skip-GANomaly"
 OPTIONS = [
     {"flag": "--no_skip", "type": "bool", "run_name": {True: "-no_skip"},
      "help": "UNet without skip connections (the original README's ablation)"},
@@ -41,7 +42,6 @@ class SkipGANomaly(GeneratorAndAdversary, AnomalyModel):
         # lib/original.py: without this fix the reported loss and the reset threshold include the latent loss.
         self.d_loss_bce_only = applies(opt, "d_loss_bce_only")
         self.bce = bce_logits if applies(opt, "bce_with_logits") else _bce_of_probability
-        self.restarts = 0  # discriminator re-initialisations in this process
         super().__init__(opt, device, **speed)
 
     @property
@@ -104,16 +104,6 @@ class SkipGANomaly(GeneratorAndAdversary, AnomalyModel):
         self.optimizers["d"].step()
         return {"g_adv": g_adv, "g_con": g_con, "g_lat": g_lat, "g": loss_g,
                 "d_real": d_real, "d_fake": d_fake, "d": loss_d}
-
-    def after_update(self, losses: dict[str, float]) -> None:
-        # As in the original: a discriminator that wins outright gives G no gradient, so start it afresh.
-        if losses["d"] < 1e-5:
-            self.restart_adversary()
-
-    def restart_adversary(self) -> None:
-        """Re-initialise the discriminator/critic, counting how often (the ablation reports it)."""
-        init_weights(self.adversary)
-        self.restarts += 1
 
     def outputs(self, images: torch.Tensor, needs) -> dict[str, torch.Tensor]:
         """G(x), the measurements of G(x) against x, and those of the adversary's view of both."""

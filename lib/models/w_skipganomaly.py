@@ -16,6 +16,7 @@ from lib.models.skipganomaly import SkipGANomaly
 from lib.original import applies
 
 # This model's own flags, as data the command line reads without importing this file (lib/models/registry.py).
+LABEL = "Skip-WGANomaly"
 OPTIONS = [
     {"extends": "skipganomaly"},  # the same generator, losses and flags
     {"flag": "--wgan", "default": "gp", "choices": ["gp", "clip"], "run_name": {"clip": "-clip"},

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from lib.classes import class_names
 from lib.errors import UserError
+from lib.models import model_label
 
-MODEL_LABELS = {"skipganomaly": "Skip-GANomaly", "w_skipganomaly": "Skip-WGANomaly"}
 SELECTIONS = {"best": "epoch chosen on validation", "last": "last epoch",
               "optimistic": "epoch chosen on test, optimistic"}
 SELECTION_KEYS = {"best": "best", "last": "last", "optimistic": "best_on_test_optimistic"}
@@ -124,7 +124,7 @@ def setting_label(model: str, changed: dict[str, str]) -> str:
     """'Skip-WGANomaly (no skip connections, w_con 25.0)': the model and what differs from defaults."""
     parts = [VARIANT_LABELS.get((key, value), f"{key} {value}")
              for key, value in sorted(changed.items()) if key not in NOT_A_SETTING]
-    name = MODEL_LABELS.get(model, model)
+    name = model_label(model)
     return f"{name} ({', '.join(parts)})" if parts else name
 
 

@@ -221,19 +221,6 @@ def probe_writable(folder: Path) -> None:
     os.close(fd)
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one line to a log file, never through a symbolic link planted at `path`."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise UserError(f"'{path}' has become a symbolic link; a run never writes through links: "
-                            "remove it and continue with --resume") from None
-        raise
-    with os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace") as f:
-        f.write(line + "\n")
-
-
 def run_folder_of(checkpoint_path) -> Path:
     """The run folder of `<run>/train/weights/<name>.pt`; the file's own folder otherwise."""
     path = Path(checkpoint_path)

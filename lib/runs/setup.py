@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib import options
 from lib.data.datasets import load_split
 from lib.display.visualizer import NullVisualizer, make_visualizer
 from lib.errors import UserError
 from lib.files import write_text
 from lib.models import build_model, model_class
-from lib.original import applies, fixes
+from lib.original import applies
 from lib.parallel import distributed
 from lib.resources import check_fits, network_bytes
 from lib.runs.adopted import NETWORK_OPTIONS, adopt, check_same_precision, speed_record
 from lib.runs.folder import RunFolder, check_new_run_place
-from lib.training import checkpoint
+from lib.training import checkpoint, checkpoint_fit
 from lib.training.schedules import make_schedulers
 from lib.training.trainer import Trainer
 
@@ -43,20 +44,20 @@ def resolve_device(opt, log=print, context: distributed.Context = distributed.Co
 
 def seed_everything(opt) -> int:
     """Seed torch, numpy and Python's random as the original did; -1 picks a seed and records it
-    in opt so opt.txt can reproduce the run. --original also asks torch for deterministic
-    algorithms (cuDNN's included, no autotuning), as the original asked cuDNN; our default keeps
-    cuDNN's autotuning. Both are process-wide, so each run sets them either way."""
+    in opt so opt.txt can reproduce the run. Without the fastest_kernels fix (--original) torch is
+    also asked for deterministic algorithms (cuDNN's included, no autotuning), as the original asked
+    cuDNN. Both are process-wide, so each run sets them either way."""
     if opt.manualseed < 0:
         opt.manualseed = random.SystemRandom().randrange(2**31)
     random.seed(opt.manualseed)
     np.random.seed(opt.manualseed % 2**32)  # numpy takes 32-bit seeds
     torch.manual_seed(opt.manualseed)
-    original = not fixes(opt)
-    if original:  # cuBLAS is deterministic only with this workspace, set before its first use
+    deterministic = not applies(opt, "fastest_kernels")
+    if deterministic:  # cuBLAS is deterministic only with this workspace, set before its first use
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(original, warn_only=True)
-    torch.backends.cudnn.deterministic = original
-    if original:
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
         torch.backends.cudnn.benchmark = False
     return opt.manualseed
 
@@ -132,7 +133,7 @@ def write_options(folder: Path, opt, defaults: dict, runtime: dict | None = None
 
 def check_memory(opt, device, training: bool) -> None:
     """Refuse networks and batches that cannot fit, before any of them is allocated."""
-    model = checkpoint.networks_template(opt)
+    model = checkpoint_fit.networks_template(opt)
     needed = network_bytes(list(model.networks.values()), (opt.batchsize, opt.nc, opt.isize, opt.isize),
                            training)
     check_fits(needed, f"--model {opt.model} at --isize {opt.isize}, --batchsize {opt.batchsize}, "
@@ -163,32 +164,29 @@ def adopt_network_options(opt, saved: dict, explicit: set[str], source: str) -> 
         setattr(opt, key, saved[key])
 
 
-def load_checkpoint(opt, explicit: set[str], validate=None, defaults: dict | None = None):
+def load_checkpoint(opt, explicit: set[str]):
     """The checkpoint named by --resume or --load_weights (or None), with its options adopted.
 
-    Nothing is built from it before all of it is checked: with `validate` (options.validate)
-    and `defaults` (options.defaults()), its stored options as the command line's are; its
-    states must fit the networks (on --resume also the optimisers and schedulers) they describe.
+    Nothing is built from it before all of it is checked: its stored options as the command line's
+    are; its states must fit the networks (on --resume also the optimisers and schedulers) they describe.
     """
     if opt.resume:
-        ckpt = checkpoint.load(opt.resume, "last", defaults=defaults, validate=validate)
+        ckpt = checkpoint.load(opt.resume, "last")
         adopt(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
-        if validate is not None:  # the run's options with the flags given now
-            validate(opt)
-        checkpoint.check_states(ckpt, opt, make_schedulers)
+        options.validate(opt)  # the run's options with the flags given now
+        checkpoint_fit.check_states(ckpt, opt, make_schedulers)
         check_same_precision(opt, explicit, ckpt)
         return ckpt
     if opt.load_weights is not None:
         source = run_dir(opt) if opt.load_weights == "run" else opt.load_weights
-        ckpt = checkpoint.load(source, "best", defaults=defaults, validate=validate)
+        ckpt = checkpoint.load(source, "best")
         if opt.phase == "test":
             adopt(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
-            if validate is not None:
-                validate(opt)
+            options.validate(opt)
         else:
             adopt_network_options(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
-        checkpoint.check_states(ckpt, opt, make_schedulers)
-        checkpoint.check_same_networks(ckpt, opt)
+        checkpoint_fit.check_states(ckpt, opt, make_schedulers)
+        checkpoint_fit.check_same_networks(ckpt, opt)
         return ckpt
     if opt.phase == "test":
         raise UserError("--phase test evaluates trained weights: add --load_weights [RUN_OR_FILE]")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lib.data.datasets import to_float
+from lib.images import to_float
 from lib.scoring.functions import (
     BANK_SIZE,
     FEATURE_MSE,
@@ -136,3 +136,20 @@ def decision_threshold(normal_scores, source: str, test: Scores, epoch: int) -> 
     return {"value": normal_quantile_threshold(normal_scores, THRESHOLD_FPR), "fpr": THRESHOLD_FPR,
             "method": f"{100 * (1 - THRESHOLD_FPR):g}th percentile of scores of {source}",
             "f1_optimal_test": f1_threshold, "epoch": epoch}
+
+
+def stored_threshold(model, val: Scores, test: Scores, split, batchsize: int, device, train_mode: bool,
+                     epoch: int) -> dict:
+    """The thresholds a run stores for predict.py, from the scores of normal images only.
+
+    predict.py scores in eval mode: a run that scores in training mode (as the original) is scored
+    again in eval mode here, which also leaves BatchNorm's statistics as they were.
+    """
+    normal = val.parts["score"][val.labels == 0]
+    source = "validation normal images"
+    images = split.val_images[torch.from_numpy(val.labels == 0)]
+    if len(normal) == 0:  # --val_ratio 0: training images are all we have without labels
+        images, source = split.train, "training images (no validation split; biased low)"
+    if len(normal) == 0 or train_mode:  # (in eval mode, as predict.py scores)
+        normal = evaluate(model, images, batchsize, device)["score"]
+    return {**decision_threshold(normal, source, test, epoch), "score": model.scoring.name}

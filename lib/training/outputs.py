@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.files import rows_csv, write_text, writing
+from lib.files import append_line, rows_csv, write_text, writing
 from lib.images import save_grid
 from lib.original import applies
-from lib.runs.folder import append_line
 
 
 def histogram_csv(scores, labels, min_max: bool = False) -> str:

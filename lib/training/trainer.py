@@ -1,17 +1,13 @@
 """The one training loop for every model: epochs, evaluation, checkpoints, logs.
 
-Read it top to bottom in `fit`. A model is an `AnomalyModel` (lib/models/base.py); the loop
-uses its `train_step` (losses as floats), `score_parts` (the reconstruction "fake" and the
-per-image measurements its score needs, each of which gets its own AUROC in metrics.csv),
-`scoring` (the score, fitted or chosen before every evaluation by lib/scoring/evaluate.py:
---score, --score_weight), `state_dict`/`load_state_dict` and `optimizers` (by name; each gets a
-learning-rate scheduler).
+Read it top to bottom in `fit`. A model is an `AnomalyModel` (lib/models/base.py); the loop uses
+its `train_step` (losses as floats), `score_parts` (the reconstruction and the measurements its
+score needs, each with its AUROC in metrics.csv), `scoring` (fitted or chosen before every
+evaluation, lib/scoring/), `state_dict`/`load_state_dict` and `optimizers` (each gets a schedule).
 
-Model selection uses the validation split (held-out normal and abnormal
-images, disjoint from the test set); test metrics are recorded every epoch but
-never used to choose anything. The rest lives beside the loop: lib/training/schedules.py,
-lib/training/state.py (what a checkpoint holds), lib/scoring/ (scores and thresholds), and what the run writes
-and prints: lib/training/outputs.py, or lib/training/original_outputs.py for the original's files.
+Model selection uses the validation split (held-out normal and abnormal images, disjoint from the
+test set); test metrics are recorded every epoch but never choose anything. A checkpoint's content
+is lib/training/state.py's; what the run writes, lib/training/outputs.py's (original_outputs.py's).
 """
 import math
 import time
@@ -20,12 +16,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lib.data.datasets import to_float
 from lib.errors import UserError
 from lib.files import WriteFailed, disk_error
+from lib.images import to_float
 from lib.original import applies
 from lib.parallel import distributed
-from lib.scoring.evaluate import Scores, decision_threshold, evaluate, fit_scoring, measure, split_metrics
+from lib.scoring.evaluate import Scores, evaluate, fit_scoring, measure, split_metrics, stored_threshold
 from lib.scoring.functions import needs
 from lib.scoring.metrics import HEADLINE
 from lib.scoring.policy import score_policy
@@ -226,7 +222,8 @@ class Trainer:
             step_schedulers(self.schedulers, self._selection_value(row))
         is_best = self.best_epoch() == row["epoch"]
         if is_best:
-            state.threshold = self._threshold(val, test)
+            state.threshold = stored_threshold(self.model, val, test, self.split, self.opt.batchsize, self.device,
+                                               self.policy.train_mode, state.epoch)
         self.out.epoch_results(state.history, self.results(), test.parts["score"], test.labels)
         self._report(row, is_best, test)
         # last.pt is written last: a run whose last.pt holds an epoch has every file of that epoch.
@@ -270,21 +267,6 @@ class Trainer:
 
     def best_epoch(self) -> int:
         return max(self.state.history, key=self._selection_value)["epoch"]
-
-    def _threshold(self, val: Scores, test: Scores) -> dict:
-        """Thresholds stored for predict.py, from the scores of normal images only.
-
-        predict.py scores in eval mode: a run that scores in training mode (as the original) is
-        scored again in eval mode here, which also leaves BatchNorm's statistics as they were.
-        """
-        normal = val.parts["score"][val.labels == 0]
-        source = "validation normal images"
-        images = self.split.val_images[torch.from_numpy(val.labels == 0)]
-        if len(normal) == 0:  # --val_ratio 0: training images are all we have without labels
-            images, source = self.split.train, "training images (no validation split; biased low)"
-        if len(normal) == 0 or self.policy.train_mode:  # (in eval mode, as predict.py scores)
-            normal = evaluate(self.model, images, self.opt.batchsize, self.device)["score"]
-        return {**decision_threshold(normal, source, test, self.state.epoch), "score": self.model.scoring.name}
 
     def results(self) -> dict:
         """results.json's contents ({} before the first epoch has finished)."""

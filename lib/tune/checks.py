@@ -2,7 +2,7 @@
 
 Owns: the values a searched option can draw (a range: its ends and points between), the
 combinations the space can draw (every grid and choice value with every other, ranges at their
-ends), what train.py would refuse in each (lib/options.py's checks, a flag of another model, a
+ends), what train.py would refuse in each (lib/options/checks.py, a flag of another model, a
 batch that --ngpu cannot split, a generator that --n_critic would never update), and the train.py
 command that reproduces a trial, parsed back by train.py's own `options.parse`: it must give the
 trial's options. Torch is imported only for a check that needs the data (the number of steps).

@@ -5,7 +5,7 @@ epoch to Tune, as rank 0 of `train.py --ngpu N` does. It starts ranks 1..N-1 her
 of its own, on the same machine (Ray gives the trial N GPUs, or N CPUs, on one node), and they
 meet through torch.distributed's environment variables exactly as torchrun's processes do, so
 the training is lib/parallel/distributed.py's, unchanged. Each started rank receives the trial's options
-(pickled on its standard input) and builds the same trainer through `lib.tune.trials.trial_trainer`.
+(pickled on its standard input) and builds the same trainer through `trial_trainer`.
 
 Nothing outlives the trial: the ranks are stopped when it ends however it ends, and die with it
 if Ray kills its process (Linux's parent-death signal).
@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,7 +47,7 @@ def _die_with_parent() -> None:
 @contextlib.contextmanager
 def ranks(processes: int, payload: tuple):
     """With `processes` > 1: this process as rank 0 of `processes`, the others started (with
-    `payload`, the arguments of `lib.tune.trials.trial_trainer`) and stopped at the end; else nothing."""
+    `payload`, the arguments of `trial_trainer`) and stopped at the end; else nothing."""
     if processes <= 1:
         yield
         return
@@ -93,11 +94,25 @@ def ranks(processes: int, payload: tuple):
                 proc.wait()
 
 
+def trial_trainer(opt, defaults: dict, explicit: set, restored: str | None, on_epoch=None):
+    """A trial's trainer: new (anything in its folder is an earlier, failed start of the trial) or,
+    paused or failed before, continuing from the checkpoint Tune `restored` (its last epoch)."""
+    from lib.runs.setup import build_trainer, load_checkpoint
+
+    if restored is None:
+        return build_trainer(opt, defaults, load_checkpoint(opt, explicit), on_epoch=on_epoch, overwrite=True)
+    opt.resume = restored
+    trainer = build_trainer(opt, defaults, load_checkpoint(opt, explicit), on_epoch=on_epoch)
+    best = Path(restored) / "best.pt"
+    if trainer.context.writes and best.is_file() and not (trainer.weights / "best.pt").is_file():
+        shutil.copy(best, trainer.weights / "best.pt")
+    return trainer
+
+
 def main() -> int:
     """A started rank: the trial's trainer, trained to the end (rank 0 reports and writes)."""
     from lib.parallel import distributed
     from lib.training.stopping import Interrupted
-    from lib.tune.trials import trial_trainer
 
     opt, defaults, explicit, restored = pickle.load(sys.stdin.buffer)
     context = distributed.Context.from_env()

@@ -10,7 +10,6 @@ import contextlib
 import math
 import os
 import shlex
-import shutil
 from pathlib import Path
 
 from lib import options
@@ -86,6 +85,7 @@ def run_trial(config: dict, base: dict, defaults: dict, explicit: set, search: s
 
     from lib.parallel import distributed
     from lib.tune import ranks as trial_ranks
+
     opt = trial_options(base, config)
     opt.name = f"tune/{search}/runs/{tune.get_context().get_trial_id()}"
     if ray.get_gpu_ids():  # Ray shows each trial only its own GPU(s), numbered from 0
@@ -94,7 +94,7 @@ def run_trial(config: dict, base: dict, defaults: dict, explicit: set, search: s
     restored = tune.get_checkpoint()
     with restored.as_directory() if restored is not None else contextlib.nullcontext() as folder:
         with trial_ranks.ranks(opt.ngpu, (opt, defaults, explicit, folder)):
-            trainer = trial_trainer(opt, defaults, explicit, folder, on_epoch=_report)
+            trainer = trial_ranks.trial_trainer(opt, defaults, explicit, folder, on_epoch=_report)
             try:
                 trainer.fit()
             except WriteFailed as err:  # a trial goes on with its search, never with --resume of its run alone
@@ -102,21 +102,6 @@ def run_trial(config: dict, base: dict, defaults: dict, explicit: set, search: s
             finally:
                 trainer.close()
                 distributed.finish(trainer.context)
-
-
-def trial_trainer(opt, defaults: dict, explicit: set, restored: str | None, on_epoch=None):
-    """A trial's trainer: new (anything in its folder is an earlier, failed start of the trial) or,
-    paused or failed before, continuing from the checkpoint Tune `restored` (its last epoch)."""
-    from lib.runs.setup import build_trainer, load_checkpoint
-
-    if restored is None:
-        return build_trainer(opt, defaults, load_checkpoint(opt, explicit), on_epoch=on_epoch, overwrite=True)
-    opt.resume = restored
-    trainer = build_trainer(opt, defaults, load_checkpoint(opt, explicit), on_epoch=on_epoch)
-    best = Path(restored) / "best.pt"
-    if trainer.context.writes and best.is_file() and not (trainer.weights / "best.pt").is_file():
-        shutil.copy(best, trainer.weights / "best.pt")
-    return trainer
 
 
 def _report(trainer, row: dict) -> None:
