@@ -38,7 +38,7 @@ CPU = ["--device", "cpu", "--gpu_ids", "-1", "--outf", "output"]
 def load_original():
     """The original's Options, load_data, Data and load_model, imported behind the stand-ins."""
     standins.install()
-    from lib.data.datasets.dataloader import Data, load_data
+    from lib.data.dataloader import Data, load_data
 
     from lib.models import load_model
     from options import Options

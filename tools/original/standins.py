@@ -64,7 +64,8 @@ def _from_dict_of_tensors(data: dict) -> pandas.DataFrame:
 
 def patch_original() -> None:
     """Make the imported original run without a display and under pandas 3 (see PATCHES)."""
-    from lib.display.visualizer import Visualizer
+    from lib.visualizer import Visualizer
+
     from lib.models import skipganomaly, w_skipganomaly  # the original's package named lib
 
     for name in VISDOM_METHODS:
