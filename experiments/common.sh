@@ -8,7 +8,8 @@
 #   CLASSES  space-separated classes to run instead of the script's list, e.g. CLASSES="bird cat"
 #            (a name with a space may use _ instead: "Ankle_boot")
 #   SEEDS    space-separated seeds, e.g. SEEDS="0 1 2": one run per seed and class, each in
-#            its own run folder (<model>/<dataset>/<class>/seed<N>)
+#            its own run folder (<model>/<dataset>/<class>/seed<N>; <model>-control/... with --niter 0,
+#            the untrained controls, which tools.collect_results puts beside the trained runs)
 # Every class is attempted; the exit status is 1 when any run failed (the last line names them),
 # 130 on Ctrl-C. Bad input stops the sweep with exit status 2 and one line: flags the sweep sets
 # for each run itself (--abnormal_class, --normal_class, --name; --manualseed with SEEDS), a seed
@@ -27,6 +28,8 @@ run_classes() {
     check_sweep "${extra[@]}" || exit 2
     model=$(flag_value --model skipganomaly "${flags[@]}" "${extra[@]}")
     dataset=$(flag_value --dataset cifar10 "${flags[@]}" "${extra[@]}")
+    # --niter 0 makes untrained controls: their folders beside the trained runs', as train.py names them.
+    [[ $(flag_value --niter 15 "${flags[@]}" "${extra[@]}") == 0 ]] && model="$model-control"
     local train total=$(( ${#ALL_CLASSES[@]} * (${#seeds[@]} > 0 ? ${#seeds[@]} : 1) ))
     train="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/train.py"
 

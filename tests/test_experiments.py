@@ -82,6 +82,11 @@ def test_classes_and_seeds_come_from_the_environment_and_seeds_get_their_own_run
                      "w_skipganomaly/mnist/7/seed0", "w_skipganomaly/mnist/7/seed1"]
     assert [argv[argv.index("--manualseed") + 1] for argv in runs] == ["0", "1", "0", "1"]
 
+    # Untrained controls (--niter 0) land beside the trained runs, not over them.
+    done, runs = run_script("run_mnist.sh", ["--niter", "0"], {"CLASSES": "3", "SEEDS": "0"}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [argv[argv.index("--name") + 1] for argv in runs] == ["w_skipganomaly-control/mnist/3/seed0"]
+
 
 @pytest.mark.slow
 def test_a_real_tiny_sweep_through_a_script_lands_in_the_collected_table(tmp_path):

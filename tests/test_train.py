@@ -155,7 +155,7 @@ def test_help_lists_the_original_and_the_new_flags():
     (["--w_adv", "-1"], "--w_adv must not be negative"),
     (["--lr", "0"], "--lr must be positive"),
     (["--lr", "fast"], "invalid float value: 'fast'"),
-    (["--niter", "0"], "--niter must be positive"),
+    (["--niter", "-1"], "--niter must not be negative (got -1); 0 builds the untrained control"),
     (["--phase", "test"], "--load_weights"),
     (["--abnormal_class", "1", "--normal_class", "2", "--dataset", "digits"], "not both"),
     (["--dataset", "digits", "--abnormal_class", "1", "--resume", "nowhere"], "no checkpoint at 'nowhere'"),

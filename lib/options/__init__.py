@@ -49,7 +49,7 @@ def parse(argv=None, prog: str = "train.py"):
 def default_name(opt) -> str:
     """<model>[-no_skip][-clip]/<dataset>/<class>: the runs of a sweep or an ablation never collide."""
     variant = opt.model + registry.run_name_suffix(opt, MODELS)
-    variant += fixes_suffix(fixes(opt))
+    variant += fixes_suffix(fixes(opt)) + ("-control" if opt.niter == 0 else "")
     parts = [variant, opt.dataset]
     if opt.normal_class is not None:
         parts.append(f"normal_{opt.normal_class}")

@@ -129,6 +129,15 @@ def check_choices(opt, prog: str = "train.py") -> None:
             raise UserError(f"--{action.dest} {value!r} is not one of: {', '.join(map(str, action.choices))}")
 
 
+def check_control(opt) -> None:
+    """--niter 0, the untrained control (lib/training/control.py): a new run of its own, in one process."""
+    for given, what in ((opt.resume, f"--resume {opt.resume}"), (opt.load_weights, "--load_weights"),
+                        (opt.iter, f"--iter {opt.iter}"), (opt.ngpu > 1, f"--ngpu {opt.ngpu}")):
+        if given:
+            raise UserError(f"--niter 0 builds the untrained control, a new run in one process: drop {what}, "
+                            "or give --niter the epochs to train")
+
+
 def validate(opt) -> None:
     """Raise UserError for values the networks, data or loop cannot take."""
     check_choices(opt)
@@ -139,7 +148,7 @@ def validate(opt) -> None:
     for name in ("w_adv", "w_con", "extralayers", "iter", "workers"):
         if getattr(opt, name) < 0:
             raise UserError(f"--{name} must not be negative (got {getattr(opt, name)})")
-    for name in ("lr", "batchsize", "niter", "nz", "ngf", "ndf", "print_freq",
+    for name in ("lr", "batchsize", "nz", "ngf", "ndf", "print_freq",
                  "save_image_freq", "ngpu", "lr_decay_iters", "niter_decay"):
         if getattr(opt, name) <= 0:
             raise UserError(f"--{name} must be positive (got {getattr(opt, name)})")
@@ -174,7 +183,11 @@ def validate(opt) -> None:
                         "or a fixed --score_weight")
     if not 0 < opt.beta1 < 1:
         raise UserError(f"--beta1 must be in (0, 1) (got {opt.beta1})")
-    if opt.iter >= opt.niter and opt.phase == "train" and not opt.resume:
+    if opt.niter < 0:
+        raise UserError(f"--niter must not be negative (got {opt.niter}); 0 builds the untrained control")
+    if opt.niter == 0 and opt.phase == "train":
+        check_control(opt)
+    elif opt.iter >= opt.niter and opt.phase == "train" and not opt.resume:
         raise UserError(f"--iter {opt.iter} must be below --niter {opt.niter}")
     if opt.w_adv == 0 and opt.w_con == 0 and opt.w_lat == 0:
         raise UserError("--w_adv, --w_con and --w_lat are all 0: the generator would never learn; give one a weight")

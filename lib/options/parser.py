@@ -114,7 +114,9 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--display_id", type=int, default=0, help="first Visdom window id")
     # Optimisation
     a("--iter", type=int, default=0, help="first epoch (for the learning-rate schedule)")
-    a("--niter", type=int, default=15, help="number of epochs")
+    a("--niter", type=int, default=15,
+      help="number of epochs; 0: the untrained control, the same networks and scoring without training (BatchNorm's "
+           "statistics alone follow the training images; run name suffix -control)")
     a("--niter_decay", type=int, default=100, help="lambda policy: epochs of linear decay after --niter")
     a("--lr_policy", default="lambda", choices=LR_POLICIES, help="learning-rate schedule")
     a("--lr_decay_iters", type=int, default=50, help="step policy: epochs between x0.1 decays")

@@ -6,6 +6,10 @@ defaults, e.g. "no skip connections"), and the table: one row per setting, one
 column per class, the mean over classes, and "± std" where seeds repeat. A run whose
 files cannot be read (torn, not UTF-8/16/32 text, a key missing or of the wrong type)
 is skipped with a one-line warning; a sweep is collected from the runs that remain.
+
+Untrained controls (train.py --niter 0) among the runs get rows of their own, and each trained
+setting with a control of the same settings gets a "− untrained control" row: the difference,
+seed by seed where both have the seed (the same initial weights), else of the means.
 """
 import codecs
 import csv
@@ -21,6 +25,7 @@ from pathlib import Path
 from lib.classes import class_names
 from lib.errors import UserError
 from lib.models import model_label
+from lib.runs.folder import is_run_folder
 
 SELECTIONS = {"best": "epoch chosen on validation", "last": "last epoch",
               "optimistic": "epoch chosen on test, optimistic"}
@@ -46,6 +51,8 @@ class Run:
     setting: str   # row label
     seed: object
     value: float
+    base: str = ""  # the label without --niter: a trained setting and its control share it
+    control: bool = False  # an untrained control (--niter 0)
 
 
 @dataclass
@@ -121,11 +128,13 @@ def changed_options(opt_txt: Path) -> dict[str, str]:
 
 
 def setting_label(model: str, changed: dict[str, str]) -> str:
-    """'Skip-WGANomaly (no skip connections, w_con 25.0)': the model and what differs from defaults."""
-    parts = [VARIANT_LABELS.get((key, value), f"{key} {value}")
-             for key, value in sorted(changed.items()) if key not in NOT_A_SETTING]
+    """'Skip-WGANomaly (no skip connections, w_con 25.0)': the model and what differs from defaults;
+    an untrained control's ends 'untrained control' instead of naming --niter 0."""
+    control = changed.get("niter") == "0"
+    parts = [VARIANT_LABELS.get((key, value), f"{key} {value}") for key, value in sorted(changed.items())
+             if key not in NOT_A_SETTING and not (control and key == "niter")]
     name = model_label(model)
-    return f"{name} ({', '.join(parts)})" if parts else name
+    return (f"{name} ({', '.join(parts)})" if parts else name) + (", untrained control" if control else "")
 
 
 def read_run(path: Path, metric: str, select: str) -> Run:
@@ -146,8 +155,10 @@ def read_run(path: Path, metric: str, select: str) -> Run:
         changed = changed_options(path.parent / "opt.txt")
     except (OSError, ValueError) as err:
         raise ValueError(f"its opt.txt: {unreadable(err)}") from err
+    base = setting_label(results["model"], {k: v for k, v in changed.items() if k != "niter"})
     return Run(path.parent, results["dataset"], "normal" if one_class else "abnormal", str(target),
-               setting_label(results["model"], changed), results.get("seed"), float(value))
+               setting_label(results["model"], changed), results.get("seed"), float(value), base,
+               changed.get("niter") == "0")
 
 
 def find_runs(root, metric: str = "auroc", select: str = "best", warn=print) -> list[Run]:
@@ -157,6 +168,8 @@ def find_runs(root, metric: str = "auroc", select: str = "best", warn=print) -> 
         raise UserError(f"no folder '{shown(root)}': give the --outf of the runs to collect")
     runs = []
     for path in sorted(root.rglob("results.json")):
+        if path.parent.name == "test" and is_run_folder(path.parent.parent):  # a run's --phase test
+            continue
         try:
             runs.append(read_run(path, metric, select))
         except UNREADABLE as err:
@@ -173,11 +186,30 @@ def build_tables(runs: list[Run]) -> list[Table]:
     for run in runs:
         table = tables.setdefault((run.dataset, run.protocol), Table(run.dataset, run.protocol, []))
         table.rows.setdefault(run.setting, {}).setdefault(run.target, []).append((run.seed, run.value))
+    add_control_differences(tables, runs)
     for table in tables.values():
         present = {c for row in table.rows.values() for c in row}
         order = [c for c in class_names(table.dataset) if c in present]
         table.classes = order + sorted(present - set(order))
     return [tables[k] for k in sorted(tables)]
+
+
+def add_control_differences(tables: dict[tuple, Table], runs: list[Run]) -> None:
+    """A "− untrained control" row for each trained setting whose control was collected too."""
+    controls = {(r.dataset, r.protocol, r.base): r.setting for r in runs if r.control}
+    for (dataset, protocol), table in tables.items():
+        for setting in [s for s in table.rows if not s.endswith("untrained control")]:
+            base = next(r.base for r in runs if r.setting == setting)
+            control = table.rows.get(controls.get((dataset, protocol, base)))
+            if control is None:
+                continue
+            trained, diff = table.rows[setting], {}
+            for target in trained.keys() & control.keys():
+                by_seed = dict(control[target])
+                paired = [(seed, value - by_seed[seed]) for seed, value in trained[target] if seed in by_seed]
+                diff[target] = paired or [(None, statistics.fmean(v for _, v in trained[target])
+                                           - statistics.fmean(v for _, v in control[target]))]
+            table.rows[f"{setting} − untrained control"] = diff
 
 
 def _sorted_values(samples: list[tuple]) -> list[float]:

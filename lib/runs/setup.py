@@ -146,7 +146,7 @@ def check_generator_updates(opt, n_train: int) -> None:
     n_critic = model_class(opt.model).generator_every(opt)
     per_epoch = n_train // opt.batchsize if opt.droplast else -(-n_train // opt.batchsize)
     steps = per_epoch * (opt.niter - opt.iter)
-    if opt.phase == "train" and not opt.resume and steps < n_critic:
+    if opt.phase == "train" and not opt.resume and opt.niter > 0 and steps < n_critic:  # (0: the control)
         raise UserError(f"--n_critic {n_critic} but the run takes only {steps} training steps "
                         f"({opt.niter - opt.iter} epoch(s) of {per_epoch} batches): the generator would never "
                         "be updated; lower --n_critic or train longer")
@@ -172,6 +172,9 @@ def load_checkpoint(opt, explicit: set[str]):
     """
     if opt.resume:
         ckpt = checkpoint.load(opt.resume, "last")
+        if ckpt["options"].get("niter") == 0:
+            raise UserError(f"'{ckpt['path']}' is an untrained control (--niter 0): there is no training to "
+                            "continue; train a run with the same flags and --niter N")
         adopt(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
         options.validate(opt)  # the run's options with the flags given now
         checkpoint_fit.check_states(ckpt, opt, make_schedulers)

@@ -51,6 +51,7 @@ def results(opt, history: list[dict], best_epoch: int, headline: str, threshold:
         "run": opt.name, "model": opt.model, "dataset": opt.dataset,
         "abnormal_class": opt.abnormal_class, "normal_class": opt.normal_class,
         "metric": headline, "seed": opt.manualseed, "epochs": last["epoch"],
+        "untrained_control": opt.niter == 0,  # --niter 0 (lib/training/control.py)
         "last": {"epoch": last["epoch"], "test": pick(last, "test_"), "val": pick(last, "val_")},
         "best": {"epoch": best["epoch"], "selected_by": f"{'val' if applies(opt, 'validation_selection') else 'test'}"
                                                         f"_{headline}",

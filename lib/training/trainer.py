@@ -25,7 +25,7 @@ from lib.scoring.evaluate import Scores, evaluate, fit_scoring, measure, split_m
 from lib.scoring.functions import needs
 from lib.scoring.metrics import HEADLINE
 from lib.scoring.policy import score_policy
-from lib.training import checkpoint, outputs
+from lib.training import checkpoint, control, outputs
 from lib.training.original_outputs import OriginalOutputs
 from lib.training.schedules import current_lr, make_schedulers, step_schedulers
 from lib.training.state import TrainingState
@@ -42,13 +42,10 @@ class Trainer:
         In a data-parallel job (`context`, lib/parallel/distributed.py) every process trains on its share of
         each batch; rank 0 alone evaluates, writes and reports, and the others wait for it."""
         self.opt, self.model, self.split, self.device = opt, model, split, device
-        self.context, self.writes = context, context.writes
-        self.on_epoch = on_epoch
-        if torch.device(device).type == "cuda" and split.train.numel() < torch.cuda.mem_get_info(device)[0] // 4:
-            # uint8 images (CIFAR-10: 138 MB) indexed on the GPU: no host copy per batch.
-            self.train_images = split.train.to(device)
-        else:
-            self.train_images = split.train
+        self.context, self.writes, self.on_epoch = context, context.writes, on_epoch
+        # uint8 images (CIFAR-10: 138 MB) indexed on the GPU: no host copy per batch.
+        on_gpu = torch.device(device).type == "cuda" and split.train.numel() < torch.cuda.mem_get_info(device)[0] // 4
+        self.train_images = split.train.to(device) if on_gpu else split.train
         self.dir, self.vis, self.log = Path(run_dir), visualizer, log
         self.out = self._outputs()
         self.weights = self.dir / "train" / "weights"
@@ -57,13 +54,14 @@ class Trainer:
         # The original picks the best epoch on the test set and never steps its schedulers (lib/original.py).
         self.selection_split = "val" if applies(opt, "validation_selection") else "test"
         self.steps_schedulers = applies(opt, "lr_schedule")
-        # Without own_data_order, the data order and the test pass draw from torch's global
-        # generator as the original's DataLoaders did.
+        # Without own_data_order, the data order and the test pass draw from torch's global generator (DataLoaders).
         self.global_data_order = not applies(opt, "own_data_order")
         self.schedulers = make_schedulers(opt, model.optimizers)
         self.state = TrainingState.start(opt.iter, opt.manualseed)
-        self.train_seconds, self.images_trained = 0.0, 0
-        self.fixed = self._fixed_test_images()
+        self.train_seconds, self.images_trained, self.sums, self.counts = 0.0, 0, {}, {}
+        labels = split.test_labels  # a fixed handful of normal and abnormal test images, shown every epoch
+        self.fixed = {name: split.test_images[(labels == value).nonzero().flatten()[:8]]
+                      for name, value in (("normal", 0), ("abnormal", 1))}
         self.claim = None  # the run folder's lock, set by whoever claims the folder
         self.saved_niter = None  # --niter as last.pt on disk holds it (a resume that lengthens the run differs)
 
@@ -95,6 +93,10 @@ class Trainer:
             if self.writes:
                 self.out.begin(self.model)
             with StopFlag() as stop:
+                if self.opt.niter == 0 and not self.state.history:  # the untrained control: no epoch
+                    self.images_trained, self.train_seconds = control.calibrate(
+                        self.model, self.train_images, self.opt.batchsize, self.device)
+                    self.end_epoch(trained=False)
                 while self.state.epoch < self.opt.niter:
                     start = time.perf_counter()
                     self.train_epoch(stop)
@@ -196,14 +198,15 @@ class Trainer:
         if self.steps_schedulers:
             step_schedulers(self.schedulers, value)
 
-    def end_epoch(self) -> None:
+    def end_epoch(self, trained: bool = True) -> None:
+        """Evaluate, record and save the epoch just trained (`trained` False: the untrained control, epoch 0)."""
         state = self.state
         losses = self.epoch_losses()
         start = time.perf_counter()
         val, test = self.evaluate_splits()
         eval_seconds = time.perf_counter() - start
         evaluated = len(val.labels) + len(test.labels)
-        row = {"epoch": state.epoch + 1, **losses,
+        row = {"epoch": state.epoch + trained, **losses,
                **{f"val_{k}": v for k, v in val.metrics.items()},
                **{f"test_{k}": v for k, v in test.metrics.items()},
                "lr": current_lr(self.model.optimizers),
@@ -216,7 +219,7 @@ class Trainer:
                "bf16": int(self.model.speed.amp), "threads": torch.get_num_threads(),
                "processes": self.context.world}
         state.history.append(row)
-        state.epoch, state.batch = state.epoch + 1, 0
+        state.epoch, state.batch = state.epoch + trained, 0
         distributed.from_rank_zero(self._selection_value(row), self.context)  # the other processes go on
         if self.steps_schedulers:
             step_schedulers(self.schedulers, self._selection_value(row))
@@ -273,12 +276,6 @@ class Trainer:
         if not self.state.history:
             return {}
         return outputs.results(self.opt, self.state.history, self.best_epoch(), self.headline, self.state.threshold)
-
-    def _fixed_test_images(self) -> dict:
-        """A fixed handful of normal and abnormal test images to watch every epoch."""
-        labels = self.split.test_labels
-        return {name: self.split.test_images[(labels == value).nonzero().flatten()[:8]]
-                for name, value in (("normal", 0), ("abnormal", 1))}
 
     def _report(self, row: dict, is_best: bool, test: Scores) -> None:
         h = self.headline
