@@ -15,6 +15,10 @@ from pathlib import Path
 
 from lib.errors import UserError
 
+# The longest file name (in bytes) Linux file systems take; a longer one fails with ENAMETOOLONG.
+NAME_MAX = 255
+# mkstemp's random part (8 characters) and ".tmp": what a temporary file's name adds to its prefix.
+TMP_TAIL = 8 + len(".tmp")
 # A disk that cannot take the data, and what frees it.
 DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space or raise your disk quota",
                errno.EFBIG: "raise the file-size limit (ulimit -f)", errno.EIO: "check the disk"}
@@ -101,7 +105,9 @@ def atomic_write(path, write) -> None:
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # The prefix is shortened so that any name the target may have gives a temporary name that fits.
+        prefix = f".{fit_name(path.name, NAME_MAX - TMP_TAIL - 2)}."
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
         os.close(fd)
         try:
             write(tmp)
@@ -119,6 +125,14 @@ def atomic_write(path, write) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def fit_name(name: str, limit: int) -> str:
+    """`name` cut, whole characters at a time, to at most `limit` bytes in the file system's encoding."""
+    name = name[:limit]  # every character takes a byte at least
+    while len(os.fsencode(name)) > limit:
+        name = name[:-1]
+    return name
 
 
 def write_text(path, text: str) -> None:

@@ -11,6 +11,7 @@ from PIL import Image
 
 import predict
 from lib.errors import UserError, run_cli
+from lib.files import NAME_MAX
 from lib.predict.maps import map_name, strip
 from lib.predict.score import choose_threshold
 from tests.conftest import make_folder_dataset
@@ -166,6 +167,15 @@ def test_map_names_keep_subfolders_and_extensions_apart():
     assert map_name(Path("/data/one.png"), Path("/data/one.png")) == Path("one.png.png")
 
 
+def test_map_names_of_the_longest_image_names_fit_and_stay_apart():
+    root = Path("/data")
+    # Two 255-byte names that differ only in their last characters, and one of 2-byte characters.
+    images = ["x" * 250 + "1.png", "x" * 250 + "2.png", "é" * 125 + ".png", "x" * 251 + ".png"]
+    names = [map_name(root / "a" / name, root) for name in images]
+    assert len(set(names)) == len(images)
+    assert all(len(os.fsencode(n.name)) <= NAME_MAX and n.parent == Path("a") and n.suffix == ".png" for n in names)
+
+
 def test_a_checkpoint_without_a_threshold_asks_for_one():
     with pytest.raises(UserError, match="pass --threshold"):
         choose_threshold({}, None)
@@ -243,6 +253,51 @@ def test_a_folder_of_only_unreadable_images_is_an_error_that_writes_nothing(run,
                           "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "broken.png" in err and err.strip().splitlines()[-1].startswith("error: none of")
     assert not (tmp_path / "out").exists()
+
+
+# Names up to NAME_MAX bytes: '.png' and a temporary file's prefix and tail would take them past it.
+LONG_NAMES = ["x" * 236 + ".png", "y" * 240 + ".png", "z" * 251 + ".png", "é" * 125 + ".png",
+              "x" * 250 + "1.png", "x" * 250 + "2.png"]
+
+
+def test_images_of_the_longest_names_the_file_system_takes_get_their_strips_and_rows(run, capsys, tmp_path):
+    _, dataset, folder = run
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    for name in [*LONG_NAMES, "plain.png"]:
+        shutil.copy(dataset / "test/0.normal/img_1.png", images / "sub" / name)
+    code, _, err = score(["--path", str(images), "--weights", str(folder), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    table = read_csv(tmp_path / "o" / "predictions.csv")
+    assert sorted(Path(r["path"]).name for r in table) == sorted([*LONG_NAMES, "plain.png"])
+    maps = {r["map"] for r in table}
+    assert len(maps) == len(table) and all(Path(m).is_file() for m in maps)  # each strip where its row says
+    assert sorted(map(str, (tmp_path / "o" / "maps").rglob("*.png"))) == sorted(maps)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_an_image_name_holding_a_carriage_return_reads_back_whole_from_predictions_csv(run, capsys, tmp_path):
+    _, dataset, folder = run
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a\rb.png", "plain.png"):
+        shutil.copy(dataset / "test/0.normal/img_1.png", images / name)
+    code, _, err = score(["--path", str(images), "--weights", str(folder), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    table = read_csv(tmp_path / "o" / "predictions.csv")
+    assert [r["path"] for r in table] == [str(images / "a\rb.png"), str(images / "plain.png")]
+    assert Path(table[0]["map"]) == tmp_path / "o" / "maps" / "a\rb.png.png" and Path(table[0]["map"]).is_file()
+    assert all(float(r["score"]) >= 0 for r in table)
+
+
+def test_a_failed_run_into_a_new_nested_out_leaves_none_of_the_folders_it_made(run, capsys, tmp_path):
+    _, _, folder = run
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    code, _, err = score(["--path", str(tmp_path / "bad"), "--weights", str(folder),
+                          "--out", str(tmp_path / "a" / "b" / "c")], capsys)
+    assert code == 2 and "none of the 1 image file(s)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
 
 
 # --- bad input of predict.py's own, and earlier outputs it must never lose --------------------------

@@ -6,6 +6,7 @@ partial results met by the collectors, undecodable names, and flags passed throu
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,7 @@ def test_the_collector_reads_and_writes_under_names_that_are_not_utf8(tmp_path):
 
 @pytest.mark.parametrize("args,fragment", [
     (["{root}", "--out", "{root}/w"], "--out {root}/w.md is a folder"),
+    (["{root}", "--out", "{root}/c"], "--out {root}/c.csv is a folder"),  # refused before c.md is written
     (["{root}", "--out", "{root}/w/bird/results.json/t"], "(not a folder): choose another --out"),
     (["{root}", "--metric", "accuracy"], "argument --metric: invalid choice: 'accuracy'"),
     (["{root}/missing"], "no folder '{root}/missing'"),
@@ -169,10 +171,35 @@ def test_the_collector_refuses_bad_arguments_in_one_line_and_writes_nothing(args
     root = tmp_path / "output"
     fake_run(root, "w/bird", "w_skipganomaly", "bird", 0, 0.8)
     (root / "w.md").mkdir()
+    (root / "c.csv").mkdir()
     before = files(tmp_path)
     proc = tool("tools.collect_results", [a.format(root=root) for a in args], tmp_path)
     refused(proc, fragment.format(root=root))
     assert files(tmp_path) == before
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files(folder)}
+
+
+@pytest.mark.parametrize("out", ["metrics", "histogram", "test/results", None])
+def test_the_collector_refuses_to_write_its_tables_inside_a_run_folder(out, tmp_path, trained_run_copy):
+    run = trained_run_copy
+    before = snapshot(tmp_path)
+    args = [tmp_path / "out", "--out", run / out] if out else [run]  # None: the default, RUN/results
+    proc = tool("tools.collect_results", args, tmp_path)
+    refused(proc, f"would be inside the run folder '{run.relative_to(tmp_path)}'")
+    assert snapshot(tmp_path) == before  # the run's metrics.csv and histogram.csv kept, nothing written
+
+
+def test_the_collector_refuses_to_write_over_a_searchs_own_results_table(tmp_path, trained_run):
+    search = tmp_path / "out" / "tune" / "s"
+    shutil.copytree(trained_run, search / "runs" / "t1")
+    (search / "results.csv").write_text("trial,status\nt1,done\n")
+    (search / "tuner.pkl").write_bytes(b"state")
+    before = snapshot(tmp_path)
+    refused(tool("tools.collect_results", [search], tmp_path), "would be inside the search folder")
+    assert snapshot(tmp_path) == before
 
 
 # ------------------------------------------------------------------ the Fashion-MNIST study's report

@@ -175,6 +175,19 @@ def test_a_write_the_disk_refuses_keeps_the_old_file_and_leaves_no_temporary_fil
     assert path.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["metrics.csv"]
 
 
+@pytest.mark.parametrize("name", ["x" * 255, "y" * 241, "é" * 127])  # 255, 241 and 254 bytes
+def test_a_file_of_the_longest_name_the_file_system_takes_is_written_whole_with_no_temporary_left(tmp_path, name):
+    seen = []
+
+    def write(tmp):
+        seen.append(os.path.basename(tmp))
+        with open(tmp, "w") as f:
+            f.write("new\n")
+    atomic_write(tmp_path / name, write)
+    assert os.listdir(tmp_path) == [name] and (tmp_path / name).read_text() == "new\n"
+    assert seen[0].startswith(".") and seen[0].endswith(".tmp") and len(os.fsencode(seen[0])) <= 255
+
+
 def test_a_disk_error_that_torch_wraps_in_a_runtime_error_is_still_named(tmp_path, monkeypatch):
     def save(obj, f):
         try:

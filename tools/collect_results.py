@@ -10,6 +10,23 @@ from pathlib import Path
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
 from lib.runs.collect import METRICS, SELECTIONS, check_writable, collect, shown
+from lib.runs.folder import enclosing_run
+from lib.tune.folder import is_search_folder
+
+
+def check_out(prefix: str) -> None:
+    """Both tables can be written, and neither goes into a run folder (PREFIX metrics would replace the
+    run's metrics.csv) or a search folder (the default OUTF/results, its results.csv): checked before
+    either is written."""
+    for path in (f"{prefix}.md", f"{prefix}.csv"):
+        run = enclosing_run(path)
+        if run is not None:
+            raise UserError(f"--out {shown(path)} would be inside the run folder '{shown(run)}', whose files it "
+                            "could replace: choose an --out outside every run folder")
+        if is_search_folder(Path(path).parent):  # its results.csv is the search's own table
+            raise UserError(f"--out {shown(path)} would be inside the search folder '{shown(Path(path).parent)}', "
+                            "whose results.csv it could replace: choose an --out outside it")
+        check_writable(path, "--out")
 
 
 def main(argv):
@@ -26,7 +43,7 @@ def main(argv):
         raise UserError("--out is empty: give a path prefix for the tables, or leave --out out (OUTF/results)")
     prefix = args.out or str(Path(args.outf) / "results")
     if args.out or Path(args.outf).is_dir():
-        check_writable(f"{prefix}.md", "--out")
+        check_out(prefix)
     table_md, table_csv = collect(args.outf, args.metric, args.select)
     print(table_md)  # first, so the table is seen even if it cannot be written
     for path, text in ((f"{prefix}.md", table_md), (f"{prefix}.csv", table_csv)):

@@ -1,11 +1,13 @@
 """Anomaly maps: one strip per image, input | reconstruction | error heatmap over the input."""
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from lib.files import atomic_write
+from lib.files import NAME_MAX, atomic_write, fit_name
 
 MAX_TILE = 128  # strips are enlarged (nearest neighbour) to tiles of at most this many pixels
 SATURATION = 0.5  # the heatmap is fully hot at an error of half the intensity range
@@ -19,9 +21,19 @@ def map_name(path: Path, root: Path) -> Path:
     """The strip's path below maps/: the image's path below `root` with '.png' appended.
 
     Keeping subfolders and the original extension keeps names unique (a/x.png, b/x.png, b/x.jpg).
+    A name that '.png' would take past NAME_MAX is shortened instead (`short_name`).
     """
     relative = path.relative_to(root) if path != root else Path(path.name)
-    return relative.with_name(relative.name + ".png")
+    name = relative.name + ".png"
+    return relative.with_name(name if len(os.fsencode(name)) <= NAME_MAX else short_name(relative.name))
+
+
+def short_name(name: str) -> str:
+    """'<start of name>~<hash of the whole name>.png', NAME_MAX bytes at most: unique in its folder,
+    and never another image's strip name, which ends '.<image type>.png', never '~<hex>.png'."""
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    tail = f"~{digest}.png"
+    return fit_name(name, NAME_MAX - len(tail)) + tail
 
 
 def heatmap(error: torch.Tensor) -> torch.Tensor:

@@ -71,20 +71,19 @@ class OutFolder(FolderLock):
     KEEPS_LOCK_FILE = False
 
 
-def open_out(out: Path, overwrite: bool, strips: bool) -> tuple[bool, Path | None, OutFolder]:
-    """Create `out` if needed and lock it; (whether it was created, a hidden folder in it for the
-    strips, the held lock: `close_out` gives it back).
+def open_out(out: Path, overwrite: bool, strips: bool) -> tuple[list[Path], Path | None, OutFolder]:
+    """Create `out` if needed and lock it; (the folders this created, deepest first, a hidden folder
+    in `out` for the strips, the held lock: `close_out` gives it back).
 
     Under the lock, earlier predictions are looked for again: another predict.py may have written
     them since `check_out`. Creating the hidden folder (or a probe file) proves `out` writable
     before any scoring.
     """
-    created = not out.exists()
+    created = missing_folders(out)
     try:
         claim = OutFolder(out).acquire("predict.py")
     except UserError:
-        if created:
-            remove_if_empty(out)
+        remove_if_empty(created)
         raise
     try:
         if not overwrite:
@@ -103,19 +102,29 @@ def open_out(out: Path, overwrite: bool, strips: bool) -> tuple[bool, Path | Non
         raise
 
 
-def close_out(out: Path, created: bool, claim: OutFolder) -> None:
-    """Give back `out`'s lock; an `out` this run created and left empty goes too."""
+def missing_folders(out: Path) -> list[Path]:
+    """`out` and those of its parents that do not exist, deepest first: what locking `out` creates."""
+    missing = []
+    for folder in (out, *out.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing
+
+
+def close_out(out: Path, created: list[Path], claim: OutFolder) -> None:
+    """Give back `out`'s lock; the folders this run created (`out` and its parents) go too if left empty."""
     claim.release()
-    if created:
-        remove_if_empty(out)
+    remove_if_empty(created)
 
 
-def remove_if_empty(folder: Path) -> None:
-    """Leave no trace of an output folder that received nothing."""
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
+def remove_if_empty(folders: list[Path]) -> None:
+    """Leave no trace of output folders that received nothing: each goes if empty, deepest first."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # holds the outputs, or something another process put there
+            pass
 
 
 def publish(out: Path, staging: Path | None, rows: list[dict]) -> None:
@@ -152,8 +161,12 @@ def predictions_csv(rows: list[dict]) -> str:
     """predictions.csv, columns in the rows' order: scores written with every digit, so they compare exactly."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    # With "\n" line ends, csv quotes no field for a "\r" in it (a name may hold one), and readers would
+    # split its row there: such a row is written with every field quoted.
+    quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     columns = list(rows[0]) if rows else ["path", "score", "decision", "map"]
     writer.writerow(columns)
     for r in rows:
-        writer.writerow([repr(r[c]) if isinstance(r[c], float) else r[c] for c in columns])
+        values = [repr(r[c]) if isinstance(r[c], float) else r[c] for c in columns]
+        (quoted if any("\r" in str(v) for v in values) else writer).writerow(values)
     return out.getvalue()
