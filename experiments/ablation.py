@@ -20,6 +20,7 @@ an interrupted study continues where it stopped. Runs that differ only in the fi
 the same seed, see the same images and are scored on the same test set.
 """
 import copy
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
 from lib.original import DEFAULT, FIXES
 from lib.runs.collect import read_json
+from lib.training.stopping import Interrupted
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "ablation"
@@ -209,6 +211,19 @@ def _json(value) -> str:
     return json.dumps(value, indent=1) + "\n"
 
 
+def parse_seeds(text: str) -> list[int]:
+    """--seeds: at least one whole number, none negative (a negative seed means a random one, and a
+    study's runs must be repeatable)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: give whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds or min(seeds) < 0:
+        raise UserError(f"--seeds {text!r}: give whole numbers from 0 up, separated by commas, e.g. 0,1,2 "
+                        "(a study's seeds are fixed: a negative one would pick a random seed)")
+    return seeds
+
+
 def main(argv) -> int:
     p = OneLineParser(prog="python -m experiments.ablation", description=__doc__.split("\n\n")[0])
     p.add_argument("--step", choices=tuple(STEPS), action="append",
@@ -219,10 +234,7 @@ def main(argv) -> int:
                    help='only these variants, separated by commas, e.g. "all fixes - gp_of_mean"')
     p.add_argument("--report", action="store_true", help="only rebuild the report from the finished runs")
     args = p.parse_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
+    seeds = parse_seeds(args.seeds)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
@@ -233,11 +245,16 @@ def main(argv) -> int:
         raise UserError(f"--variants: unknown {', '.join(sorted(set(only) - known))}; "
                         f"choose from {', '.join(sorted(known))}")
     if not args.report:
-        for step in args.step or list(STEPS):
-            run_step(step, seeds, models, only)
+        try:
+            for step in args.step or list(STEPS):
+                run_step(step, seeds, models, only)
+        except Interrupted as stop:  # as train.py: one line and 128 + the signal, no traceback
+            print(f"interrupted: stopped by signal {stop.signal}; the finished runs are kept in {RESULTS / 'runs'}; "
+                  "rerun the same command to continue (the interrupted run starts again)", file=sys.stderr)
+            return 128 + stop.signal
     print(f"report: {write_report(finished_runs(), PAGE, RESULTS / 'runs.csv', README)}")
     return 0
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    sys.exit(run_cli(main))

@@ -8,16 +8,18 @@
 #   CLASSES  space-separated classes to run instead of the script's list, e.g. CLASSES="bird cat"
 #            (a name with a space may use _ instead: "Ankle_boot")
 #   SEEDS    space-separated seeds, e.g. SEEDS="0 1 2": one run per seed and class, each in
-#            its own run folder (<model>/<dataset>/<class>/seed<N>; <model>-control/... with --niter 0,
-#            the untrained controls, which tools.collect_results puts beside the trained runs)
+#            its own run folder, <train.py's own run name>/seed<N> (e.g. w_skipganomaly/mnist/3/seed0,
+#            w_skipganomaly-no_skip/... with --no_skip, <model>-control/... with --niter 0), so a
+#            variant's sweep never lands in another's folders
 # Every class is attempted; the exit status is 1 when any run failed (the last line names them),
 # 130 on Ctrl-C. Bad input stops the sweep with exit status 2 and one line: flags the sweep sets
 # for each run itself (--abnormal_class, --normal_class, --name; --manualseed with SEEDS), a seed
-# that is not a whole number or a PYTHON that cannot run, before anything runs; and arguments
-# train.py refuses (its exit status 2) at the first run, since every other run would get them too.
+# that is not a whole number, a PYTHON that cannot run and (with SEEDS) arguments train.py refuses,
+# before anything runs; without SEEDS, arguments train.py refuses (its exit status 2) at the first
+# run, since every other run would get them too.
 
 run_classes() {
-    local flags=() extra=() python device=() seeds failed=() class seed status name model dataset runs=0
+    local flags=() extra=() python device=() seeds failed=() class seed status runs=0 names=() i model dataset
     while [[ $# -gt 0 && $1 != "--" ]]; do flags+=("$1"); shift; done
     [[ $# -gt 0 ]] && shift
     extra=("$@")
@@ -28,18 +30,19 @@ run_classes() {
     check_sweep "${extra[@]}" || exit 2
     model=$(flag_value --model skipganomaly "${flags[@]}" "${extra[@]}")
     dataset=$(flag_value --dataset cifar10 "${flags[@]}" "${extra[@]}")
-    # --niter 0 makes untrained controls: their folders beside the trained runs', as train.py names them.
-    [[ $(flag_value --niter 15 "${flags[@]}" "${extra[@]}") == 0 ]] && model="$model-control"
-    local train total=$(( ${#ALL_CLASSES[@]} * (${#seeds[@]} > 0 ? ${#seeds[@]} : 1) ))
-    train="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/train.py"
+    local root total=$(( ${#ALL_CLASSES[@]} * (${#seeds[@]} > 0 ? ${#seeds[@]} : 1) ))
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    # With SEEDS the sweep names the runs, and must name them as train.py would (its suffixes keep
+    # each variant's runs apart): asked before anything runs, so refused flags stop it first.
+    if [[ ${#seeds[@]} -gt 0 ]]; then
+        run_names "$root" "${seeds[0]}" || exit $?
+    fi
 
-    for class in "${ALL_CLASSES[@]}"; do
+    for i in "${!ALL_CLASSES[@]}"; do
+        class=${ALL_CLASSES[$i]}
         for seed in "${seeds[@]:-}"; do
-            local run=("${python[@]}" "$train" "${flags[@]}" --abnormal_class "$class" "${device[@]}")
-            if [[ -n $seed ]]; then
-                name="$model/$dataset/${class//[\/ ]/_}/seed$seed"
-                run+=(--manualseed "$seed" --name "$name")
-            fi
+            local run=("${python[@]}" "$root/train.py" "${flags[@]}" --abnormal_class "$class" "${device[@]}")
+            [[ -n $seed ]] && run+=(--manualseed "$seed" --name "${names[$i]}/seed$seed")
             echo "Running $dataset, $model. Anomaly class: $class${seed:+, seed $seed}"
             status=0
             "${run[@]}" "${extra[@]}" || status=$?
@@ -63,6 +66,42 @@ run_classes() {
              "(python -m tools.collect_results) stay empty (–) until they are rerun" >&2
         exit 1
     fi
+}
+
+# train.py's own run name for the run of each class in argv (classes, then the flags before
+# --abnormal_class, then those after it), one a line: lib.options.parse, as train.py calls it.
+RUN_NAMES='import sys
+sys.path.insert(0, sys.argv[1])
+from lib import options
+from lib.errors import run_cli
+n, k = int(sys.argv[2]), int(sys.argv[3])
+classes, before, after = sys.argv[4:4 + n], sys.argv[4 + n:4 + n + k], sys.argv[4 + n + k:]
+names = lambda _: print("\n".join(options.parse([*before, "--abnormal_class", c, *after]).name for c in classes))
+sys.exit(run_cli(names, []))'
+
+# run_names ROOT SEED: fill run_classes's `names` (one per class, in ALL_CLASSES's order); one line
+# on stderr and status 2 when train.py refuses the flags or two classes get one name (1: PYTHON failed).
+run_names() {
+    local errors listing status=0
+    errors=$(mktemp) || return 1
+    listing=$("${python[@]}" -c "$RUN_NAMES" "$1" "${#ALL_CLASSES[@]}" "${#flags[@]}" "${ALL_CLASSES[@]}" \
+              "${flags[@]}" "${device[@]}" --manualseed "$2" "${extra[@]}" 2> "$errors") || status=$?
+    local why
+    why=$(tail -n 1 "$errors")
+    rm -f "$errors"
+    if [[ $status -ne 0 ]]; then
+        echo "error: train.py refuses the sweep's runs (${why#error: }): nothing ran; fix that and rerun" >&2
+        return $(( status == 2 ? 2 : 1 ))
+    fi
+    mapfile -t names <<< "$listing"
+    local seen=" " name
+    for name in "${names[@]}"; do
+        if [[ $seen == *" $name "* ]]; then
+            echo "error: CLASSES=\"${CLASSES:-}\" gives two classes the run name '$name': name each class once" >&2
+            return 2
+        fi
+        seen+="$name "
+    done
 }
 
 # check_sweep EXTRA...: one line on stderr and status 1 for what would break every run of the

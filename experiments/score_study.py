@@ -10,6 +10,10 @@ into that study's run folders (a run it already has is reused). Each run's selec
 (lib/scoring), each fitted on normal images only: the validation and test AUROC of each, kept in
 the run's scores.json. The headline is, per run, the score with the best validation AUROC:
 the test set chooses nothing. The baselines are the study's, on the same splits.
+
+The committed results/fmnist/scores_cpu.csv and docs/score_study.md are rebuilt only from the
+default --out (another folder's report needs --results and --page elsewhere), keeping the rows of
+the runs that folder lacks; with no scored run there the report is refused and nothing is written.
 """
 import csv
 import io
@@ -23,7 +27,7 @@ from experiments.fmnist_study import RESULTS, train
 from lib.classes import class_names, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import rows_csv, write_text
-from lib.runs.collect import UNREADABLE, read_json, read_text, shown
+from lib.runs.collect import UNREADABLE, check_writable, read_json, read_text, shown, unreadable
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "score_study.md"
@@ -71,6 +75,18 @@ def scored(run: Path) -> dict | None:
     return result["scores"]
 
 
+def read_scored(run: Path) -> dict | None:
+    """The run's scores.json as it is (--report scores nothing); None, with a warning, when unreadable."""
+    path = run / "scores.json"
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)["scores"]
+    except UNREADABLE as err:
+        print(f"warning: skipping {shown(path)}: {unreadable(err)}", file=sys.stderr)
+        return None
+
+
 def rows(out: Path, score_missing: bool) -> list[dict]:
     """One row per (model, protocol, class, score) of every scored run."""
     found = []
@@ -78,8 +94,7 @@ def rows(out: Path, score_missing: bool) -> list[dict]:
         for protocol in PROTOCOLS:
             for cls in class_names("fashion-mnist"):
                 run = out / slug(model) / protocol / slug(cls) / "seed0"
-                scores = scored(run) if score_missing else (read_json(run / "scores.json")["scores"]
-                                                            if (run / "scores.json").is_file() else None)
+                scores = scored(run) if score_missing else read_scored(run)
                 if not scores:
                     continue
                 chosen = max(scores, key=lambda name: scores[name]["val"])  # ties: the first, the original's
@@ -141,30 +156,96 @@ def read_baselines(results: Path) -> dict:
     return found
 
 
+def run_key(row: dict) -> tuple:
+    """A row's run, in the order the report lists runs."""
+    return (MODELS.index(row["model"]), PROTOCOLS.index(row["protocol"]),
+            class_names("fashion-mnist").index(row["class"]))
+
+
+def merged(fresh: list[dict], path: Path) -> list[dict]:
+    """`fresh` rows plus the rows of `path` (the last report's CSV) of the runs `fresh` lacks, so that a
+    folder holding fewer scored runs (a checkout that scored one class) never shrinks the tables."""
+    if not path.is_file():
+        return fresh
+    try:
+        old = [{**r, "val_auroc": float(r["val_auroc"]), "test_auroc": float(r["test_auroc"]),
+                "chosen_on_validation": {"True": True, "False": False}[r["chosen_on_validation"]]}
+               for r in csv.DictReader(io.StringIO(read_text(path), newline=""))]
+        done = {run_key(r) for r in fresh}
+        kept = [r for r in old if run_key(r) not in done]
+    except UNREADABLE as err:
+        raise UserError(f"--results: {shown(path)} is unreadable ({unreadable(err)}) and would be replaced by a "
+                        "report that lacks its runs: restore it from git, or move it away to start anew") from err
+    return sorted(kept + fresh, key=run_key)  # stable: a run's scores keep their order (ties: the first)
+
+
+def page_text(page: Path) -> str:
+    """The page whose tables are rebuilt (a new one when there is none), refused unless it has the
+    markers the tables go between: without them the report cannot tell the tables from the prose."""
+    if not page.exists():
+        return f"# Which score finds the anomalies\n\n{BEGIN}\n{END}\n"
+    try:
+        text = read_text(page)
+    except UNREADABLE as err:
+        raise UserError(f"--page {shown(page)}: {unreadable(err)}: give the Markdown page of the tables") from err
+    if END not in text.partition(BEGIN)[2]:
+        raise UserError(f"--page {shown(page)} lacks the lines {BEGIN} and then {END}, between which the report "
+                        "writes its tables: add them where the tables go, or give another --page")
+    return text
+
+
+def default_out() -> Path:
+    return ROOT / "output" / f"fmnist_study_{BUDGET}"
+
+
+def check_places(out: Path, results: Path, page: Path) -> None:
+    """Refuse, before anything is trained or written, the places the report cannot use. The committed
+    results/ and docs/ files are rebuilt only from the study's own folder, as experiments.fmnist_study
+    does: another folder (a scratch one, an empty one) must not rewrite them."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {shown(out)} is a file: give the folder of the study's runs")
+    committed = [f"{flag} {shown(path)}" for flag, path, default in (("--results", results, RESULTS),
+                                                                   ("--page", page, PAGE))
+                 if path.resolve() == default.resolve()]
+    if committed and out.resolve() != default_out().resolve():
+        raise UserError(f"--out {shown(out)} is not the study's folder ({shown(default_out())}), and the committed "
+                        f"{' and '.join(committed)} are rebuilt only from that one: give "
+                        f"{' and '.join(c.split()[0] for c in committed)} elsewhere for this folder's report")
+    check_writable(results / f"scores_{BUDGET}.csv", "--results")
+    check_writable(page, "--page")
+    page_text(page)
+
+
 def report(out: Path, results: Path, page: Path, score_missing: bool) -> None:
-    found = rows(out, score_missing)
-    write_text(results / f"scores_{BUDGET}.csv", rows_csv(found))
+    """Rebuild the CSV and the page's tables; refused, with both left as they are, without a scored run."""
+    fresh = rows(out, score_missing)
+    if not fresh:
+        raise UserError(f"--out {shown(out)} holds no scored runs: nothing to report (the tables are left as they "
+                        "are); run python -m experiments.score_study without --report to train and score them, "
+                        "or give --out the folder of the study's runs")
+    found = merged(fresh, results / f"scores_{BUDGET}.csv")
     runs = len({(r["model"], r["protocol"], r["class"]) for r in found})
     body = (f"_Generated by `python -m experiments.score_study` from {runs} scored runs. "
             f"Budget: `{' '.join(BUDGETS[BUDGET])}`, seed 0._\n\n" + tables(found, read_baselines(results)))
-    text = page.read_text() if page.is_file() else f"# Which score finds the anomalies\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
+    head, _, rest = page_text(page).partition(BEGIN)
+    write_text(results / f"scores_{BUDGET}.csv", rows_csv(found))
     write_text(page, head + BEGIN + "\n" + body + "\n" + END + rest.split(END, 1)[1])
     print(f"report: {shown(results / f'scores_{BUDGET}.csv')}, {shown(page)} ({len(found)} rows)")
 
 
 def main(argv) -> None:
     p = OneLineParser(prog="python -m experiments.score_study", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(ROOT / "output" / f"fmnist_study_{BUDGET}"), help="the study's run folders")
-    p.add_argument("--results", default=str(RESULTS), help="where scores_cpu.csv goes")
-    p.add_argument("--page", default=str(PAGE), help="the page whose tables are rebuilt")
+    p.add_argument("--out", default=str(default_out()), help="the study's run folders")
+    p.add_argument("--results", default=str(RESULTS), help="where scores_cpu.csv goes (the committed one is "
+                   "rebuilt only from the default --out, so another folder cannot empty it)")
+    p.add_argument("--page", default=str(PAGE), help="the page whose tables are rebuilt (as --results)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated, among " + ", ".join(MODELS))
     p.add_argument("--classes", default=None, help="comma-separated class names (default: all ten)")
     p.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated, among " + ", ".join(PROTOCOLS))
     p.add_argument("--report", action="store_true", help="only rebuild the tables from scored runs")
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args = p.parse_args(argv)
-    out, results = Path(args.out), Path(args.results)
+    out, results, page = Path(args.out), Path(args.results), Path(args.page)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models or set(models) - set(MODELS):
         raise UserError(f"--models {args.models!r}: give some of {', '.join(MODELS)}, separated by commas")
@@ -173,13 +254,14 @@ def main(argv) -> None:
         raise UserError(f"--protocols {args.protocols!r}: give some of {', '.join(PROTOCOLS)}, separated by commas")
     names = class_names("fashion-mnist")
     classes = [names[resolve_class("fashion-mnist", c)] for c in args.classes.split(",")] if args.classes else names
+    check_places(out, results, page)
     if not args.report:
         for protocol in protocols:
             for model in models:
                 for cls in classes:
                     train(out, BUDGET, model, protocol, cls, 0)
                     scored(out / slug(model) / protocol / slug(cls) / "seed0")
-    report(out, results, Path(args.page), score_missing=not args.report)
+    report(out, results, page, score_missing=not args.report)
 
 
 if __name__ == "__main__":

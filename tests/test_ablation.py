@@ -4,7 +4,7 @@ import json
 import pytest
 
 from experiments import ablation, ablation_report
-from tests.helpers import tiny
+from tests.helpers import one_line_error, process, run_main, tiny
 
 BUDGET = [*tiny(abnormal_class=None, manualseed=None, print_freq=None, save_image_freq=None), "--niter", "2",
           "--val_ratio", "0.2"]
@@ -100,6 +100,54 @@ def test_bad_arguments_get_one_line(capsys):
         with pytest.raises(UserError):
             ablation.main(argv)
     json.dumps({})
+
+
+@pytest.mark.parametrize("seeds", ["-1", "0,-2", " , ", "", "a"])
+def test_seeds_must_be_fixed_whole_numbers_and_some_given(study, monkeypatch, seeds):
+    monkeypatch.setattr(ablation, "train_one", lambda *a, **k: pytest.fail("trained"))
+    page = (study / "page.md").read_text()
+    done = run_main(ablation.main, ["--seeds", seeds, "--step", "fixes", "--models", "skipganomaly",
+                                    "--variants", "all fixes"], study)
+    one_line_error(done, f"--seeds {seeds!r}: give whole numbers")
+    assert not (study / "results").exists() and (study / "page.md").read_text() == page
+
+
+# The ablation with the study fixture's paths and budget, and a real Ctrl-C (SIGINT to itself) as the
+# first epoch starts: the moment is fixed, the signal and its handling are not stand-ins.
+CTRL_C = """import json, os, signal, sys
+from pathlib import Path
+from experiments import ablation
+from lib.errors import run_cli
+from lib.training.trainer import Trainer
+tmp = Path(sys.argv[1])
+ablation.BUDGET = json.loads(sys.argv[2])
+ablation.RESULTS, ablation.SCRATCH, ablation.PAGE = tmp / "results", tmp / "runs", tmp / "page.md"
+ablation.README = tmp / "README.md"
+ablation.STEPS = {"fixes": (("3",), True)}
+train_epoch = Trainer.train_epoch
+def ctrl_c_then_train(self, stop):
+    os.kill(os.getpid(), signal.SIGINT)
+    return train_epoch(self, stop)
+Trainer.train_epoch = ctrl_c_then_train
+sys.exit(run_cli(ablation.main, sys.argv[3:]))
+"""
+
+
+def test_ctrl_c_during_a_run_stops_the_ablation_in_one_line_and_keeps_the_finished_runs(study):
+    script = study / "ctrl_c.py"
+    script.write_text(CTRL_C)
+    finished = ablation.run_file("skipganomaly", "original", "3", 0)
+    finished.parent.mkdir(parents=True)
+    finished.write_text("{}")
+    page = (study / "page.md").read_text()
+    done = process(script, [study, json.dumps(BUDGET), "--seeds", "0", "--step", "fixes", "--models", "skipganomaly",
+                            "--variants", "original,all fixes"], study)
+    assert done.returncode == 130, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("interrupted: stopped by signal 2; the finished runs are kept") and "rerun" in lines[0]
+    assert finished.read_text() == "{}" and len(list((study / "results").rglob("seed*.json"))) == 1
+    assert (study / "page.md").read_text() == page  # no report from an interrupted study
 
 
 def test_variants_limits_the_runs_to_the_named_ones(study, monkeypatch):

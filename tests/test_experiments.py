@@ -9,7 +9,7 @@ import pytest
 from lib.errors import run_cli
 from lib.training import checkpoint
 from tests.conftest import make_cifar, make_idx
-from tests.helpers import ROOT, read_csv
+from tests.helpers import ROOT, one_line_error, read_csv
 from tools import collect_results
 
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -27,7 +27,10 @@ SCRIPTS = {
                       FASHION),
 }
 # Stands in for python: records the arguments of each train.py run; fails for the class in STUB_FAIL.
+# `python -c CODE` (how a sweep with SEEDS asks train.py's code for its run names) is real Python.
 STUB = """import json, os, sys
+if sys.argv[1:2] == ["-c"]:
+    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
 with open(os.environ["STUB_LOG"], "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
 sys.exit(1 if os.environ.get("STUB_FAIL") in sys.argv else 0)
@@ -82,10 +85,28 @@ def test_classes_and_seeds_come_from_the_environment_and_seeds_get_their_own_run
                      "w_skipganomaly/mnist/7/seed0", "w_skipganomaly/mnist/7/seed1"]
     assert [argv[argv.index("--manualseed") + 1] for argv in runs] == ["0", "1", "0", "1"]
 
-    # Untrained controls (--niter 0) land beside the trained runs, not over them.
-    done, runs = run_script("run_mnist.sh", ["--niter", "0"], {"CLASSES": "3", "SEEDS": "0"}, tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert [argv[argv.index("--name") + 1] for argv in runs] == ["w_skipganomaly-control/mnist/3/seed0"]
+    # Each variant lands in train.py's own folder for it, never over the main sweep's runs; untrained
+    # controls (--niter 0) beside the trained runs.
+    for flags, name in [(["--no_skip"], "w_skipganomaly-no_skip"), (["--wgan", "clip"], "w_skipganomaly-clip"),
+                        (["--original"], "w_skipganomaly-original"), (["--niter", "0"], "w_skipganomaly-control"),
+                        (["--no_skip", "--niter", "0"], "w_skipganomaly-no_skip-control")]:
+        done, runs = run_script("run_mnist.sh", flags, {"CLASSES": "3", "SEEDS": "0"}, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert [argv[argv.index("--name") + 1] for argv in runs] == [f"{name}/mnist/3/seed0"]
+    # A class name as train.py writes it in its run names.
+    done, runs = run_script("run_fmnist.sh", [], {"CLASSES": "T-shirt/top Ankle_boot", "SEEDS": "2"}, tmp_path)
+    assert [argv[argv.index("--name") + 1] for argv in runs] == ["w_skipganomaly/fashion-mnist/T-shirt-top/seed2",
+                                                                 "w_skipganomaly/fashion-mnist/Ankle_boot/seed2"]
+
+
+@pytest.mark.parametrize("args,env,named", [
+    (["--no_such_flag"], {"CLASSES": "3 7"}, "unrecognized arguments: --no_such_flag"),
+    ([], {"CLASSES": "3 11"}, "unknown class '11'"),
+    ([], {"CLASSES": "3 03"}, "two classes the run name 'w_skipganomaly/mnist/3'")])
+def test_a_sweep_with_seeds_refuses_what_train_py_refuses_before_any_run(args, env, named, tmp_path):
+    done, runs = run_script("run_mnist.sh", args, {**env, "SEEDS": "0 1"}, tmp_path)
+    assert runs == [] and done.stdout == ""
+    one_line_error(done, named)
 
 
 @pytest.mark.slow
