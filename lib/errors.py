@@ -60,12 +60,20 @@ def run_cli(main, argv=None):
     except UserError as err:
         if verbose:
             traceback.print_exc()
-        if os.environ.get("RANK", "0") == "0":  # in a job of several processes (torchrun), rank 0 says it
+        if not _another_rank():  # in a job of several processes (torchrun), rank 0 says it
             print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError:
+        if working_directory_exists():
+            raise
+        if verbose:
+            traceback.print_exc()
+        print("error: the working directory was removed while the command ran: cd to an existing folder and run it "
+              "again (a run it had begun can be continued with --resume)", file=sys.stderr)
+        sys.exit(1)
     except ImportError as err:  # the environment, not the input: say which module and where to look
         if verbose:
             traceback.print_exc()
@@ -74,6 +82,20 @@ def run_cli(main, argv=None):
               "(make demo creates .venv; then .venv/bin/python), and check that a memory limit (ulimit -v) "
               "leaves room for torch", file=sys.stderr)
         sys.exit(1)
+
+
+def _another_rank() -> bool:
+    """Whether this process is one of torchrun's others (rank 1 and up, of a job of several)."""
+    env = os.environ
+    return env.get("RANK", "0") != "0" and env.get("WORLD_SIZE", "1") not in ("", "1") and bool(env.get("MASTER_ADDR"))
+
+
+def working_directory_exists() -> bool:
+    try:
+        os.getcwd()
+        return True
+    except FileNotFoundError:
+        return False
 
 
 class OneLineParser(argparse.ArgumentParser):

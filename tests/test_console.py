@@ -1,6 +1,7 @@
 """What a probe of careless use found (issue 30): a reader that goes away, a closed stderr, Ctrl-C
 while torch loads, names too long for the filesystem and empty values never cost a run or a traceback."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,3 +90,31 @@ def test_a_torch_that_cannot_load_is_one_line_naming_the_environment(tmp_path):
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("error: cannot load torch (libtorch_cpu.so: failed to map segment")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("env", [{"RANK": "1"}, {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, {"WORLD_SIZE": "abc"},
+                                 {"RANK": "0", "WORLD_SIZE": "2"}],
+                         ids=["a leftover RANK", "no RANK", "not a number", "no MASTER_ADDR"])
+def test_torchrun_variables_that_make_no_job_are_refused_in_one_line(tmp_path, env):
+    # A leftover RANK=1 trained in silence as a rank that writes nothing; a partial set failed in torch.
+    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, "--niter", "1", "--outf", "out"],
+                          cwd=tmp_path, env={**clean, **env, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=600)
+    one_line_error(proc, "which is no process of a torchrun job", "unset them")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_working_directory_removed_while_train_py_runs_is_one_line(tmp_path):
+    # (Removed while torch itself loads, oneMKL's loader stops the process with a line of its own.)
+    cwd = tmp_path / "gone"
+    cwd.mkdir()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--niter", "30"], cwd=cwd,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()  # the data's line: torch has loaded, the run is starting
+    shutil.rmtree(cwd)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode in (1, 2) and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(("error: the working directory was removed", "error: the run folder")), err

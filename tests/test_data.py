@@ -286,3 +286,19 @@ def test_mnist_gets_the_originals_normalisation_only_without_the_mnist_range_fix
     # The model carries its run's normalisation, so training, evaluation and predict.py agree.
     assert build_model(make_opt(dataset="mnist", nc=1, original=True), "cpu").pixel_mean_std == MNIST_MEAN_STD
     assert build_model(make_opt(dataset="mnist", nc=1), "cpu").pixel_mean_std == (0.5, 0.5)
+
+
+def test_a_folder_beside_the_layout_is_refused_in_one_line_naming_it(tmp_path):
+    # test/2.abnormal's images were silently left out of the data.
+    dataset = make_folder_dataset(tmp_path, n_train=4, n_test_normal=2, n_test_abnormal=2)
+    (dataset / "test" / "2.abnormal").mkdir()
+    with pytest.raises(UserError, match=r"holds '2.abnormal', which a folder dataset does not read.*test/1\.abnormal"):
+        load_split("custom", str(tmp_path), isize=8, nc=1)
+
+
+def test_an_unreadable_image_whose_name_holds_a_newline_is_named_on_one_line(tmp_path):
+    dataset = make_folder_dataset(tmp_path, n_train=4, n_test_normal=2, n_test_abnormal=2)
+    (dataset / "train" / "0.normal" / "bro\nken.png").write_bytes(b"not a png")
+    with pytest.raises(UserError) as refused:
+        load_split("custom", str(tmp_path), isize=8, nc=1)
+    assert "\n" not in str(refused.value) and "bro\\nken.png" in str(refused.value)

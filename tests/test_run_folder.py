@@ -256,3 +256,26 @@ def test_class_flags_a_folder_dataset_ignores_are_refused(tmp_path):
                                 "--outf", "out"], tmp_path)
     one_line_error(proc, "does not apply to 'custom'", "split comes from its folders")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["deleted", "moved"])
+def test_a_run_folder_deleted_or_moved_while_it_trains_is_one_line(tmp_path, how):
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--model", "skipganomaly", "--niter",
+                             "30", "--outf", "out"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "out" / RUN
+    deadline = time.monotonic() + 300
+    while not (run / "train" / "weights" / "last.pt").exists():  # epoch 1 is written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    if how == "deleted":
+        shutil.rmtree(run)
+    else:
+        run.rename(tmp_path / "moved")
+    _, err = proc.communicate(timeout=600)
+    one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", err),
+                   f"the run folder '{Path('out') / RUN}' is gone (deleted or moved while the run trained)")
+    if how == "moved":  # what it says works: the run goes on at its new place
+        resumed = process("train.py", ["--resume", tmp_path / "moved", "--niter", "2", "--device", "cpu"], tmp_path)
+        assert resumed.returncode == 0, resumed.stderr

@@ -217,3 +217,38 @@ def test_opt_txt_and_metrics_csv_record_what_the_run_chose_from_the_machine(trai
     last = read_csv(trained_run / "metrics.csv")[-1]
     assert (last["bf16"], last["threads"], last["processes"]) == (str(int(chosen.amp)),
                                                                    fields["threads"], "1")
+
+
+def test_resume_with_fewer_epochs_than_the_run_has_trained_is_refused_in_one_line(tmp_path, trained_run_copy):
+    # It trained nothing, yet wrote the shorter --niter into opt.txt and a new header into loss_log.txt.
+    train(["--resume", trained_run_copy, "--niter", "2", "--device", "cpu"], tmp_path)
+    before = {p.name: p.read_bytes() for p in trained_run_copy.iterdir() if p.is_file()}
+    proc = process("train.py", ["--resume", trained_run_copy, "--niter", "1", "--device", "cpu"], tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--niter 1 is below the 2 epochs" in proc.stderr and "give --niter 2 or more" in proc.stderr
+    assert {p.name: p.read_bytes() for p in trained_run_copy.iterdir() if p.is_file()} == before
+
+
+def test_phase_test_of_a_loose_checkpoint_scores_path_with_that_checkpoint(tmp_path, trained_run):
+    from PIL import Image
+    loose = tmp_path / "ck"
+    loose.mkdir()
+    (loose / "model.pt").write_bytes((trained_run / "train" / "weights" / "last.pt").read_bytes())
+    (tmp_path / "imgs").mkdir()
+    Image.new("L", (8, 8), color=90).save(tmp_path / "imgs" / "a.png")
+    result = train(["--phase", "test", "--load_weights", loose / "model.pt", "--device", "cpu",
+                    "--path", tmp_path / "imgs"], tmp_path)
+    assert (loose / "test" / "results.json").is_file()
+    rows = read_csv(loose / "predict" / "predictions.csv")
+    assert [r["path"] for r in rows] == [str(tmp_path / "imgs" / "a.png")], result.stdout
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(), "no images found in"),
+    (lambda p: p.write_text("not an image"), "is not an image of a type PIL reads"),
+], ids=["an empty folder", "a text file"])
+def test_a_path_with_no_image_is_refused_before_training(tmp_path, make, message):
+    make(tmp_path / "given")
+    proc = process("train.py", [*TINY, "--niter", "1", "--outf", "out", "--path", tmp_path / "given"], tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

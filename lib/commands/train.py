@@ -55,6 +55,8 @@ def main(argv):
         from lib.original import applies
         from lib.runs.setup import build_trainer, load_checkpoint, run_dir
         from lib.training.stopping import Interrupted
+    if opt.path:  # images predict.py can read, known before the training that comes first
+        check_images(Path(opt.path))
 
     explicit = options.explicit_options(argv)
     ckpt = load_checkpoint(opt, explicit)
@@ -103,6 +105,17 @@ def main(argv):
               f"{results['best']['test'][h]:.4f} (epoch {results['best']['epoch']}, best on {on})")
     print(f"outputs: {folder}")
     return score_path(opt, folder)
+
+
+def check_images(path: Path) -> None:
+    """UserError unless --path is an image file, or a folder holding some, of a type PIL reads."""
+    from PIL import Image
+
+    from lib.predict.score import find_images
+    if path.is_file() and path.suffix.lower() not in Image.registered_extensions():
+        raise UserError(f"--path {str(path)!r} is not an image of a type PIL reads ({path.suffix or 'no extension'}):"
+                        " give an image file (.png, .jpg, ...) or a folder of them")
+    find_images(path)
 
 
 def resume_folder(opt, ckpt, explicit) -> Path:
@@ -158,16 +171,17 @@ def evaluate_weights(opt, ckpt) -> int:
     HistogramCopy(out / "histogram.csv").write(hist)
     print("test: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     print(f"outputs: {out}")
-    return score_path(opt, run_folder_of(ckpt["path"]))
+    return score_path(opt, ckpt["path"])
 
 
-def score_path(opt, folder) -> int:
-    """--path: score those images with the run's best weights, as predict.py does."""
+def score_path(opt, weights) -> int:
+    """--path: score those images with `weights` (a run folder: its best.pt; or the checkpoint that
+    --phase test evaluated), as predict.py does."""
     if not opt.path:
         return 0
     from lib.commands import predict  # only when asked: it is the scoring command
     # The run's own predict/ folder: predictions of its earlier weights are stale, so replace them.
-    args = ["--path", opt.path, "--weights", str(folder), "--batchsize", str(opt.batchsize),
+    args = ["--path", opt.path, "--weights", str(weights), "--batchsize", str(opt.batchsize),
             "--device", "cpu" if str(opt.gpu_ids).strip() == "-1" else opt.device, "--overwrite"]
     return predict.main(args)
 

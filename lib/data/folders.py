@@ -42,6 +42,7 @@ def read_folder_dataset(dataset, dataroot, nc, isize, workers, log):
         if not files:
             raise UserError(f"{folder} holds no readable images; add some (png, jpg, ...)")
         file_lists.append(files)
+    check_no_other_folders(root)
     paths = [p for files in file_lists for p in files]
     check_images_fit(len(paths), nc, isize)
     decode = partial(read_image, nc=nc, isize=isize)
@@ -58,6 +59,18 @@ def read_folder_dataset(dataset, dataroot, nc, isize, workers, log):
     images = torch.from_numpy(np.ascontiguousarray(images))
     train, test_normal, test_abnormal = images.split([len(f) for f in file_lists])
     return train, test_normal, test_abnormal, root
+
+
+def check_no_other_folders(root) -> None:
+    """Refuse folders beside the layout's (e.g. test/2.abnormal): read silently as nothing, their images
+    would be left out of the data the user meant to give."""
+    for split, read in (("train", {"0.normal"}), ("test", {"0.normal", "1.abnormal"})):
+        other = sorted(p.name for p in (root / split).iterdir()
+                       if p.is_dir() and p.name not in read and not p.name.startswith("."))
+        if other:
+            raise UserError(f"{root / split} holds {', '.join(map(repr, other))}, which a folder dataset does not "
+                            f"read: it reads {LAYOUT} (every kind of anomaly goes into test/1.abnormal); move "
+                            f"{'it' if len(other) == 1 else 'them'} out")
 
 
 def image_files(folder):
@@ -106,4 +119,5 @@ def read_image(path, nc, isize):
                 img = img.resize((isize, isize), Image.Resampling.BILINEAR, box=box)
             return np.asarray(img), native
     except Exception as err:  # PIL plugins raise many error types for damaged files
-        raise UserError(f"cannot read image {path} ({err}); fix or remove it") from err
+        reason = " ".join(str(err).split())  # one line, whatever the file's name or the decoder says
+        raise UserError(f"cannot read image {str(path)!r} ({reason}); fix or remove it") from err

@@ -156,7 +156,8 @@ def validate(opt) -> None:
     if not all(i.lstrip("-").isdigit() and -1 <= int(i) <= C_INT_MAX for i in ids):
         raise UserError(f"--gpu_ids {opt.gpu_ids!r}: give GPU numbers separated by commas (e.g. 0 or 0,1), or -1 "
                         "for the CPU")
-    world = int(os.environ.get("WORLD_SIZE", 1))  # torchrun's: the processes of this run (lib/parallel/distributed.py)
+    world = os.environ.get("WORLD_SIZE", "1")  # torchrun's: the processes of this run (lib/parallel/distributed.py
+    world = int(world) if world.strip().isdigit() else 1  # checks the whole set, and refuses one like this)
     if world > 1 and opt.ngpu not in (1, world):
         raise UserError(f"--ngpu {opt.ngpu} under torchrun with {world} processes: give --ngpu {world}, or drop it "
                         "(torchrun's --nproc-per-node decides)")

@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+JOB_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # what torchrun sets for each process
+
 
 @dataclass(frozen=True)
 class Context:
@@ -44,9 +46,24 @@ class Context:
 
     @classmethod
     def from_env(cls) -> "Context":
-        """torchrun's RANK, WORLD_SIZE and LOCAL_RANK (absent: one process)."""
-        env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+        """torchrun's RANK, WORLD_SIZE and LOCAL_RANK (none, or a job of one: one process). A set that is
+        no process of a job (a variable left over from another one) is refused: it would train in
+        silence as a rank that writes nothing, or fail inside torch.distributed."""
+        from lib.errors import UserError
+        given = {name: os.environ[name] for name in JOB_VARIABLES if os.environ.get(name, "") != ""}
+        try:
+            rank, world, local = (int(given.get(name, default)) for name, default in zip(JOB_VARIABLES, (0, 1, 0)))
+        except ValueError:
+            rank = world = local = -1
+        if world == 1 and rank == local == 0:
+            return cls()
+        if not ({"RANK", "WORLD_SIZE"} <= given.keys() and 0 <= rank < world and local >= 0
+                and all(os.environ.get(name) for name in ("MASTER_ADDR", "MASTER_PORT"))):
+            settings = " ".join(f"{name}={value}" for name, value in given.items())
+            raise UserError(f"the environment sets {settings}, which is no process of a torchrun job (RANK, "
+                            "WORLD_SIZE, MASTER_ADDR and MASTER_PORT together): unset them, or start several "
+                            "processes with --ngpu N or torchrun")
+        return cls(rank, world, local)
 
 
 def start(context: Context, device: torch.device) -> None:

@@ -12,7 +12,7 @@ import torch
 from lib import options
 from lib.data.datasets import load_split
 from lib.display.visualizer import NullVisualizer, make_visualizer
-from lib.errors import UserError
+from lib.errors import UserError, working_directory_exists
 from lib.files import write_text
 from lib.models import build_model, model_class
 from lib.original import applies
@@ -82,6 +82,8 @@ def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
         try:
             check_new_run_place(folder, overwrite)
         except OSError as err:  # e.g. a name too long for the filesystem (ENAMETOOLONG)
+            if not working_directory_exists():  # run_cli says so
+                raise
             raise UserError(f"cannot use the output folder '{_short(folder)}' ({err.strerror}): choose a shorter "
                             "or writable --outf/--name") from None
     claim = RunFolder(folder).acquire("training" + (" (resumed)" if resume else ""))
@@ -94,6 +96,8 @@ def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
             (folder / "train" / sub).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         claim.release()
+        if not working_directory_exists():  # run_cli says so
+            raise
         raise UserError(f"cannot write the output folder '{_short(folder)}' ({err.strerror}): "
                         "choose a writable --outf") from None
     except BaseException:
@@ -177,6 +181,9 @@ def load_checkpoint(opt, explicit: set[str]):
                             "continue; train a run with the same flags and --niter N")
         adopt(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
         options.validate(opt)  # the run's options with the flags given now
+        if opt.niter < ckpt["epoch"]:  # it would train nothing, yet record the shorter run
+            raise UserError(f"--niter {opt.niter} is below the {ckpt['epoch']} epochs '{ckpt['path']}' has trained: "
+                            f"give --niter {ckpt['epoch']} or more (or score it as it is with predict.py)")
         checkpoint_fit.check_states(ckpt, opt, make_schedulers)
         check_same_precision(opt, explicit, ckpt)
         return ckpt

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.files import append_line, rows_csv, write_text, writing
+from lib.errors import UserError
+from lib.files import WriteFailed, append_line, disk_error, rows_csv, write_text, writing
 from lib.images import save_grid
 from lib.original import applies
 
@@ -59,6 +60,20 @@ def results(opt, history: list[dict], best_epoch: int, headline: str, threshold:
         "best_on_test_optimistic": {"epoch": on_test["epoch"], "test": pick(on_test, "test_")},
         "threshold": threshold,
     }
+
+
+def failed_write(err: Exception, run: Path, then: str) -> Exception:
+    """What to raise for `err`, raised while the run wrote its files: a disk that refused a write (full,
+    over a limit, failing) is WriteFailed naming the file and the space left, and `then`; a run folder
+    that is gone (deleted or moved while the run trained) says so; anything else is `err` itself."""
+    error = disk_error(err)
+    if error is not None:
+        return WriteFailed(err.path if isinstance(err, WriteFailed) else error.filename or run, error, then)
+    if isinstance(err, FileNotFoundError) and not run.is_dir():
+        return UserError(f"the run folder '{run}' is gone (deleted or moved while the run trained), so nothing more "
+                         "can be written there: if it was moved, continue with --resume at its new place; else train "
+                         "it again")
+    return err
 
 
 class RunOutputs:

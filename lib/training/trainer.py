@@ -17,7 +17,6 @@ import torch
 from tqdm import tqdm
 
 from lib.errors import UserError
-from lib.files import WriteFailed, disk_error
 from lib.images import to_float
 from lib.original import applies
 from lib.parallel import distributed
@@ -105,12 +104,11 @@ class Trainer:
             if self.writes:
                 self._check_best_weights()
                 self.out.end()
-        except Exception as err:
-            error = disk_error(err)  # a full disk: one line, and the command that continues the run
-            if error is None:
+        except Exception as err:  # a full disk, a run folder deleted meanwhile: one line, and what to do
+            failure = outputs.failed_write(err, self.dir, self._continuation())
+            if failure is err:
                 raise
-            path = err.path if isinstance(err, WriteFailed) else error.filename or self.dir
-            raise WriteFailed(path, error, self._continuation()) from err
+            raise failure from err
         return self.results()
 
     def _continuation(self) -> str:
