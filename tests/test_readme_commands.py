@@ -321,7 +321,9 @@ def tiny_train(args: list[str], leave_out=()) -> list[str]:
     """A command's train.py arguments with TINY's after them (but those in `leave_out`)."""
     tiny = [*TINY, *(["--batchsize", ONE_CLASS_BATCH] if "--normal_class" in args else []),
             *(NO_DASHBOARD if "--display" in args else [])]
-    pairs = [pair for pair in zip(tiny[::2], tiny[1::2]) if pair[0] not in leave_out]
+    control = any(a == "--niter" and b == "0" for a, b in zip(args, args[1:]))  # the untrained control stays one
+    pairs = [pair for pair in zip(tiny[::2], tiny[1::2]) if pair[0] not in leave_out
+             and not (control and pair[0] == "--niter")]
     return [*args, *(word for pair in pairs for word in pair)]
 
 
@@ -398,10 +400,14 @@ def use_run(run: Path, cwd: Path) -> None:
     check(run_main(predict.main, ["--weights", run, "--path", images, "--device", "cpu", "--out", out], cwd),
           f"predict.py --weights {run}")
     assert len(read_csv(out / "predictions.csv")) == 3
-    epochs = json.loads((run / "results.json").read_text())["epochs"]
-    check(run_main(train.main, ["--resume", run, "--niter", epochs + 1, "--device", "cpu"], cwd),
-          f"train.py --resume {run}")
-    assert json.loads((run / "results.json").read_text())["epochs"] == epochs + 1
+    results = json.loads((run / "results.json").read_text())
+    epochs = results["epochs"]
+    resumed = run_main(train.main, ["--resume", run, "--niter", epochs + 1, "--device", "cpu"], cwd)
+    if results.get("untrained_control"):  # nothing to continue: refused in one line
+        assert resumed.returncode == 2 and "is an untrained control" in resumed.stderr, resumed.stderr
+    else:
+        check(resumed, f"train.py --resume {run}")
+        assert json.loads((run / "results.json").read_text())["epochs"] == epochs + 1
     check(run_main(train.main, ["--phase", "test", "--load_weights", run, "--device", "cpu"], cwd),
           f"train.py --phase test --load_weights {run}")
     assert "auroc" in json.loads((run / "test" / "results.json").read_text())["test"]
