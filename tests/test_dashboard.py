@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 import urllib.request
@@ -22,7 +23,7 @@ from lib.display.visdom_visualizer import VisdomVisualizer  # noqa: E402
 from lib.display.visualizer import NullVisualizer, env_name, make_visualizer  # noqa: E402
 from lib.scoring.metrics import roc_auc  # noqa: E402
 from tests.conftest import make_folder_dataset  # noqa: E402
-from tests.helpers import ROOT, TINY  # noqa: E402
+from tests.helpers import ROOT, TINY, tiny  # noqa: E402
 
 RUN = "w_skipganomaly/cifar10/airplane"
 # visdom 0.2.4 calls the deprecated Logger.warn when a client skips the incoming socket.
@@ -210,6 +211,79 @@ def test_no_server_means_one_warning_and_training_goes_on():
     vis.close()
     assert len(lines) == 1 and lines[0].startswith("warning: no Visdom server answers at")
     assert time.monotonic() - started < 10
+
+
+@pytest.fixture
+def silent_server():
+    """The port of a server that accepts every connection and never replies (a hung or wedged server)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    held, done = [], threading.Event()
+
+    def accept_and_sleep():
+        while not done.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+    thread = threading.Thread(target=accept_and_sleep, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    done.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    listener.close()
+
+
+def without_login(monkeypatch, **login):
+    """The environment with exactly the Visdom login given (none by default)."""
+    for name in ("VISDOM_USERNAME", "VISDOM_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in login.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("login", [{}, {"VISDOM_USERNAME": "u", "VISDOM_PASSWORD": "p"}], ids=["no login", "login"])
+def test_a_server_that_never_replies_costs_one_timeout_even_for_the_login(silent_server, monkeypatch, login):
+    """visdom's own login request has no timeout: with a login, a silent server held the run forever."""
+    monkeypatch.setattr("lib.display.visdom_visualizer.TIMEOUT_S", (1.0, 2.0))  # the 30 s read timeout, shorter
+    without_login(monkeypatch, **login)
+    lines, made = [], []
+    started = time.monotonic()
+    thread = threading.Thread(target=lambda: made.append(make_visualizer(options(silent_server), RUN,
+                                                                         log=lines.append)), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the dashboard waited for a reply that never came"
+    assert isinstance(made[0], NullVisualizer) and time.monotonic() - started < 10
+    assert len(lines) == 1 and lines[0].startswith(f"warning: no Visdom server answers at http://127.0.0.1:"
+                                                   f"{silent_server}; training goes on without the dashboard")
+
+
+@pytest.mark.slow
+def test_a_training_run_with_a_login_and_a_server_that_never_replies_warns_once_and_trains(silent_server, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VISDOM_USERNAME": "u", "VISDOM_PASSWORD": "p"}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *tiny(niter=1), "--outf", "out", "--display",
+                           "--display_server", "http://127.0.0.1", "--display_port", str(silent_server)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "no Visdom server answers" in warnings[0], warnings
+    assert time.monotonic() - started < 120  # one read timeout (30 s), then training as usual
+    assert list((tmp_path / "out").rglob("results.json"))  # the run wrote its results
+
+
+@pytest.mark.parametrize("password", [None, ""], ids=["unset", "empty"])
+def test_a_user_name_without_a_password_is_one_warning_naming_it_and_contacts_no_server(monkeypatch, password):
+    without_login(monkeypatch, VISDOM_USERNAME="u", **({} if password is None else {"VISDOM_PASSWORD": password}))
+    lines = []
+    vis = make_visualizer(options(free_port()), RUN, log=lines.append)
+    assert isinstance(vis, NullVisualizer)
+    assert lines == ["warning: VISDOM_USERNAME is set but VISDOM_PASSWORD is not; training goes on without the "
+                     "dashboard (export both, the login the dashboard was started with, or unset VISDOM_USERNAME "
+                     "and VISDOM_PASSWORD)"]
 
 
 def test_display_off_draws_nothing_and_contacts_no_server():

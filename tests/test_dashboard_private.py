@@ -154,3 +154,49 @@ def test_a_training_run_given_the_login_draws_into_a_shared_dashboard(dashboard,
     viewer = visdom.Visdom(server="http://127.0.0.1", port=server.port, username=USER, password=PASSWORD,
                            use_incoming_socket=False, raise_exceptions=True)
     assert set(viewer.get_env_list()) - {"main"}  # the run's windows are there
+
+
+WRONG_LOGINS = {"a wrong password": {"VISDOM_USERNAME": USER, "VISDOM_PASSWORD": "not it"},
+                "an unknown user": {"VISDOM_USERNAME": "someone", "VISDOM_PASSWORD": PASSWORD}}
+
+
+@pytest.mark.parametrize("login", WRONG_LOGINS.values(), ids=WRONG_LOGINS.keys())
+def test_a_login_the_shared_dashboard_refuses_is_one_warning_naming_it(dashboard, monkeypatch, login):
+    """visdom's client raised RuntimeError('Authentication failed') out of train.py."""
+    import types
+
+    from lib.display.visdom_visualizer import VisdomVisualizer
+    from lib.display.visualizer import NullVisualizer, make_visualizer
+    server = dashboard(SHARE="1", VISDOM_USERNAME=USER, VISDOM_PASSWORD=PASSWORD)
+    opt = types.SimpleNamespace(display=True, display_server="http://127.0.0.1", display_port=server.port,
+                                display_id=1)
+    for name, value in login.items():
+        monkeypatch.setenv(name, value)
+    lines = []
+    assert isinstance(make_visualizer(opt, "run", log=lines.append), NullVisualizer)
+    assert lines == [f"warning: the Visdom server at http://127.0.0.1:{server.port} refused the login in "
+                     "VISDOM_USERNAME and VISDOM_PASSWORD (HTTP 400); training goes on without the dashboard "
+                     "(export the user name and password the dashboard was started with, or unset both for a "
+                     "dashboard without a login)"]
+    monkeypatch.setenv("VISDOM_USERNAME", USER)  # the right login draws, as before
+    monkeypatch.setenv("VISDOM_PASSWORD", PASSWORD)
+    vis = make_visualizer(opt, "run", log=lines.append)
+    assert isinstance(vis, VisdomVisualizer) and len(lines) == 1
+    vis.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("login, named", [({"VISDOM_USERNAME": USER, "VISDOM_PASSWORD": "not it"}, "refused the login"),
+                                          ({"VISDOM_USERNAME": USER}, "VISDOM_PASSWORD is not")],
+                         ids=["a wrong password", "no password"])
+def test_a_training_run_with_a_wrong_or_half_login_warns_once_and_trains(dashboard, tmp_path, login, named):
+    from tests.helpers import tiny
+    server = dashboard(SHARE="1", VISDOM_USERNAME=USER, VISDOM_PASSWORD=PASSWORD)
+    env = {**environment(tmp_path, server.port), **login, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *tiny(niter=1), "--outf", "out", "--display",
+                           "--display_server", "http://127.0.0.1", "--display_port", str(server.port)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and named in warnings[0] and "goes on without the dashboard" in warnings[0], warnings
+    assert list((tmp_path / "out").rglob("results.json"))  # the run wrote its results

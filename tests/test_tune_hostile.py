@@ -196,13 +196,27 @@ COMBINATIONS = {
     "more combinations than are checked": (
         json.dumps({name: {"grid": [1, 2, 3, 4, 5, 6]} for name in ("w_con", "w_adv", "w_lat", "lr")}), [],
         "can draw 1296 combinations of values"),
+    "a dataset neither built in nor in --dataroot": (
+        '{"dataset": {"grid": ["digits", "nonexistent_ds"]}}', ["--dataroot", "data"],
+        "dataset = 'nonexistent_ds' is rejected: dataset 'nonexistent_ds' is not built in"),
+    "a --dataroot without the folder dataset": (
+        '{"dataroot": {"grid": ["data", "elsewhere"]}}', ["--dataset", "mine"],
+        "is rejected: dataset 'mine' is not built in (cifar10, mnist, fashion-mnist, digits) and "
+        "'{tmp}/elsewhere/mine' does not exist"),
+    "a folder dataset missing from one --dataroot": (
+        '{"dataset": {"grid": ["mine"]}, "dataroot": {"grid": ["data", "elsewhere"]}}', [],
+        "together are rejected: dataset 'mine' is not built in (cifar10, mnist, fashion-mnist, digits) and "
+        "'{tmp}/elsewhere/mine' does not exist"),
 }
 
 
 @pytest.mark.parametrize("text, args, fragment", COMBINATIONS.values(), ids=COMBINATIONS.keys())
 def test_a_space_that_could_draw_a_combination_train_py_refuses_is_refused_before_ray_starts(
         tmp_path, text, args, fragment):
-    refused(tmp_path, space(tmp_path, text) + args, fragment)
+    (tmp_path / "data" / "mine" / "train").mkdir(parents=True)  # a folder dataset in data/, none in elsewhere/
+    folders = "dataset" in text + str(args) or "dataroot" in text  # a folder dataset has no --abnormal_class
+    search = [a for a in SEARCH if a not in ("--abnormal_class", "0")] if folders else SEARCH
+    refused(tmp_path, space(tmp_path, text) + args, fragment.replace("{tmp}", str(tmp_path)), search=search)
 
 
 def test_a_refused_combination_never_imports_ray(tmp_path):
@@ -259,10 +273,23 @@ def test_a_space_file_with_a_utf8_byte_order_mark_is_read(tmp_path):
 def test_a_space_path_that_is_not_a_readable_utf8_file_is_refused(tmp_path, where):
     path, fragment = {"latin-1 bytes": (space(tmp_path, '{"abnormal_class": {"grid": ["café"]}}'.encode("latin-1"))[1],
                                         "is not UTF-8 text (byte 0xe9"),
-                      "a folder": (tmp_path, "Is a directory"),
+                      "a folder": (tmp_path, "is a folder, not a regular file"),
                       "missing": (tmp_path / "none.json", "No such file"),
-                      "endless": ("/dev/zero", "a search space is a small JSON file")}[where]
+                      "endless": ("/dev/zero", "is a character device, not a regular file: a search space is a "
+                                               "small JSON file")}[where]
     refused(tmp_path, ["--space", path], fragment)
+
+
+def test_a_space_path_that_is_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
+    os.mkfifo(tmp_path / "space.json")  # opened for reading, it would wait for a writer forever
+    before = snapshot(tmp_path)
+    done = subprocess.run([sys.executable, str(ROOT / "train_tune.py"), *SEARCH, "--outf", tmp_path / "out",
+                           "--space", "space.json"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and not done.stdout and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr == ("error: space file 'space.json' is a named pipe, not a regular file: a search space is "
+                           "a small JSON file like experiments/tune_space.json\n")
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")

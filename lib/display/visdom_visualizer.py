@@ -14,21 +14,47 @@ import visdom
 
 from lib.scoring.metrics import roc_auc, roc_curve
 
-TIMEOUT_S = (3.0, 30.0)  # connect, read: a stalled server costs one wait, then the display is off
+TIMEOUT_S = (3.0, 30.0)  # connect, read, of every request (the login too): a stalled server costs one wait
 IMAGES_SHOWN = 8  # per grid row; the image files on disk keep whole batches
 GRID_WIDTH = 480  # pixels an image window aims for
 HISTOGRAM_BINS = 30
 # Window ids are display_id + these offsets; image windows follow, one per title in call order.
 FIXED_WINDOWS = {"losses": 0, "metrics": 1, "histogram": 2, "roc": 3}
 
-
+LOGIN = "VISDOM_USERNAME and VISDOM_PASSWORD"
+NO_SERVER_FIX = "start one with `make dashboard`"
 
 
 class ServerUnavailable(Exception):
-    """No Visdom server answers at the given address."""
+    """The dashboard cannot be used (no Visdom server answers, or its login failed): what, and the fix."""
+
+    def __init__(self, problem: str, fix: str = NO_SERVER_FIX):
+        super().__init__(problem)
+        self.fix = fix
+
+
+class LoginRefused(Exception):
+    """The server answered the login with an error status."""
+
 
 class _Client(visdom.Visdom):
     """visdom.Visdom whose requests time out, and that raises instead of printing on errors."""
+
+    @property
+    def session(self):
+        """visdom's session, with a login that times out as every other request (visdom's waits forever)."""
+        if self._session is None:
+            session = requests.Session()
+            if self.proxies:
+                session.proxies.update(self.proxies)
+            if self.username:
+                reply = session.post(f"{self.server}:{self.port}{self.base_url}", timeout=TIMEOUT_S,
+                                     json={"username": self.username, "password": self.password})
+                if reply.status_code != requests.codes.ok:
+                    session.close()
+                    raise LoginRefused(f"HTTP {reply.status_code}")
+            self._session = session
+        return self._session
 
     def _handle_post(self, url, data=None):
         response = self.session.post(url, data=data or {}, timeout=TIMEOUT_S)
@@ -77,12 +103,19 @@ class VisdomVisualizer:
         self.traces = {}  # window id -> names of its line traces, in plotting order
         # visdom logs a warning for the socket we do not open and for every new HTTP session.
         logging.getLogger("visdom").setLevel(logging.ERROR)
+        # A shared dashboard (SHARE=1 make dashboard) asks for the login it was started with.
+        username, password = os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD")
+        if username and not password:
+            raise ServerUnavailable("VISDOM_USERNAME is set but VISDOM_PASSWORD is not",
+                                    f"export both, the login the dashboard was started with, or unset {LOGIN}")
         try:
-            # A shared dashboard (SHARE=1 make dashboard) asks for the login it was started with.
             self.client = _Client(server=server, port=port, env=env, raise_exceptions=True,
-                                  use_incoming_socket=False, username=os.environ.get("VISDOM_USERNAME"),
-                                  password=os.environ.get("VISDOM_PASSWORD"))
+                                  use_incoming_socket=False, username=username, password=password)
             self.client.get_env_list()  # a reply that is not Visdom's JSON fails here
+        except LoginRefused as err:
+            raise ServerUnavailable(f"the Visdom server at {self.address} refused the login in {LOGIN} ({err})",
+                                    "export the user name and password the dashboard was started with, or unset "
+                                    "both for a dashboard without a login") from None
         except (ConnectionError, requests.RequestException, ValueError) as err:
             raise ServerUnavailable(f"no Visdom server answers at {self.address}") from err
 

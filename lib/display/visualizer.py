@@ -1,9 +1,10 @@
 """The Visdom dashboard of a training run (--display): losses, metrics, images, scores, ROC.
 
 The training loop calls the same five methods whether or not a display is on. make_visualizer
-returns a NullVisualizer when --display is off or no server answers, and a VisdomVisualizer
-switches itself off, with one warning, when its server goes away: a dashboard never stops or
-slows down training. Each run draws into its own Visdom environment, named after the run.
+returns a NullVisualizer when --display is off and, with one warning, when no server answers (every
+request times out) or its login (VISDOM_USERNAME, VISDOM_PASSWORD) is missing or refused; a
+VisdomVisualizer switches itself off, with one warning, when its server goes away: a dashboard
+never stops or slows down training. Each run draws into its own Visdom environment, named after the run.
 """
 import re
 
@@ -11,7 +12,7 @@ import torch
 
 
 def make_visualizer(opt, run_name: str, log=print):
-    """A VisdomVisualizer when --display is on and the server answers, else a NullVisualizer."""
+    """A VisdomVisualizer when --display is on and the server answers (and takes the login), else a NullVisualizer."""
     if not opt.display:
         return NullVisualizer()
     # visdom and requests load only for a display
@@ -21,7 +22,7 @@ def make_visualizer(opt, run_name: str, log=print):
         return VisdomVisualizer(opt.display_server, opt.display_port, env_name(run_name),
                                 first_id=opt.display_id, log=log)
     except ServerUnavailable as err:
-        log(f"warning: {err}; training goes on without the dashboard (start one with `make dashboard`)")
+        log(f"warning: {err}; training goes on without the dashboard ({err.fix})")
         return NullVisualizer()
 
 

@@ -2,17 +2,20 @@
 
 Owns: the values a searched option can draw (a range: its ends and points between), the
 combinations the space can draw (every grid and choice value with every other, ranges at their
-ends), what train.py would refuse in each (lib/options/checks.py, a flag of another model, a
-batch that --ngpu cannot split, a generator that --n_critic would never update), and the train.py
-command that reproduces a trial, parsed back by train.py's own `options.parse`: it must give the
-trial's options. Torch is imported only for a check that needs the data (the number of steps).
+ends), what train.py would refuse in each (lib/options/checks.py, a flag of another model, a dataset
+neither built in nor in --dataroot, a batch that --ngpu cannot split, a generator that --n_critic
+would never update), and the train.py command that reproduces a trial, parsed back by train.py's
+own `options.parse`: it must give the trial's options. Torch is imported only for a check that
+needs the data (the number of steps).
 """
 import functools
 import itertools
 import json
 import math
+from pathlib import Path
 
 from lib import options
+from lib.classes import DATASETS, class_names
 from lib.errors import UserError
 from lib.original import applies
 from lib.tune.space import TIE, followers, free, values_of
@@ -53,12 +56,22 @@ def refusal(base: dict, config: dict, explicit: set, actions: dict | None = None
         if opt.ngpu > 1:
             from lib.parallel.distributed import check_batch_splits
             check_batch_splits(opt.batchsize, opt.ngpu)
+        if {"dataset", "dataroot"} & set(config):  # else the command line's, checked by check_search
+            check_data(opt)
         check_generator_steps(opt)
         if actions is not None:
             reproduce_argv(opt, actions)
     except UserError as err:
         return err
     return None
+
+
+def check_data(opt) -> None:
+    """As train.py: a dataset that is not built in must be a folder in --dataroot (or --dataroot itself)."""
+    root = Path(opt.dataroot)
+    if not class_names(opt.dataset) and not ((root / opt.dataset).is_dir() or (root / "train").is_dir()):
+        raise UserError(f"dataset '{opt.dataset}' is not built in ({', '.join(DATASETS)}) and "
+                        f"'{root / opt.dataset}' does not exist: give --dataroot the folder that holds it")
 
 
 def check_generator_steps(opt) -> None:

@@ -16,6 +16,7 @@ import codecs
 import json
 import math
 import os
+import stat
 import sys
 
 from lib import options
@@ -145,7 +146,13 @@ def free(space: dict) -> dict:
 def _read_text(path, where) -> str:
     """The file's text: UTF-8 (a byte-order mark, UTF-8 or UTF-16 as Windows editors write, is honoured)."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a named pipe would wait for a writer
+        kind = _not_regular(os.fstat(fd).st_mode)
+        if kind:
+            os.close(fd)
+            raise UserError(f"{where} is {kind}, not a regular file: a search space is a small JSON file like "
+                            "experiments/tune_space.json")
+        with open(fd, "rb") as f:
             data = f.read(MAX_SPACE_BYTES + 1)
     except OSError as err:
         raise UserError(f"cannot read {where}: {err.strerror or err}") from None
@@ -158,6 +165,13 @@ def _read_text(path, where) -> str:
     except UnicodeDecodeError as err:
         raise UserError(f"{where} is not {encoding.upper().removesuffix('-SIG')} text (byte 0x{data[err.start]:02x} "
                         f"at offset {err.start}): save it as UTF-8") from None
+
+
+def _not_regular(mode: int) -> str:
+    """What a path that is not a regular file is, in words; "" for a regular file."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return "" if stat.S_ISREG(mode) else next((name for test, name in kinds if test(mode)), "a special file")
 
 
 class _NotAValue(ValueError):
@@ -264,7 +278,6 @@ def _number(kind, value):
         raise ValueError(f"expected {EXPECTED[kind]}") from None
     except OverflowError:
         raise ValueError("too large for a number") from None
-
 
 
 def ray_space(space: dict):
