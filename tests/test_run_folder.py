@@ -266,7 +266,9 @@ def test_a_run_folder_deleted_or_moved_while_it_trains_is_one_line(tmp_path, how
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "out" / RUN
     deadline = time.monotonic() + 300
-    while not (run / "train" / "weights" / "last.pt").exists():  # epoch 1 is written
+    # Deleted as epoch 1's files are being written (the first of them is there); moved between epochs.
+    first = run / ("metrics.csv" if how == "deleted" else "train/weights/last.pt")
+    while not first.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
     if how == "deleted":

@@ -150,9 +150,14 @@ class FolderLock:
             raise UserError(f"cannot write the output folder '{self.path}' ({err.strerror}): "
                             f"{self.UNWRITABLE_FIX}") from None
 
+    def held(self) -> bool:
+        """Whether the lock file in the folder is still the one this claim holds: not so once the folder
+        was deleted or moved (and perhaps made again by someone else) since it was claimed."""
+        return self._fd is not None and _is_file_at(self._fd, self.path / LOCK)
+
     def release(self) -> None:
         if self._fd is not None:
-            if not self.KEEPS_LOCK_FILE:  # removed while still locked: nobody else holds this file
+            if not self.KEEPS_LOCK_FILE and self.held():  # removed while still locked: nobody else holds it
                 (self.path / LOCK).unlink(missing_ok=True)
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None

@@ -70,10 +70,13 @@ def failed_write(err: Exception, run: Path, then: str) -> Exception:
     if error is not None:
         return WriteFailed(err.path if isinstance(err, WriteFailed) else error.filename or run, error, then)
     if isinstance(err, FileNotFoundError) and not run.is_dir():
-        return UserError(f"the run folder '{run}' is gone (deleted or moved while the run trained), so nothing more "
-                         "can be written there: if it was moved, continue with --resume at its new place; else train "
-                         "it again")
+        return folder_gone(run)
     return err
+
+
+def folder_gone(run: Path) -> UserError:
+    return UserError(f"the run folder '{run}' is gone (deleted or moved while the run trained), so nothing more can "
+                     "be written there: if it was moved, continue with --resume at its new place; else train it again")
 
 
 class RunOutputs:
