@@ -290,7 +290,10 @@ def test_a_failed_run_stops_the_fmnist_study_in_one_line_and_keeps_its_output(tm
 # ------------------------------------------------------------------ experiments/run_*.sh
 
 # Stands in for python: records each train.py run; exits STUB_CODE for runs of class STUB_FAIL ("*": all).
-STUB = """import json, os, sys
+# `python -c` (the sweep asking lib.options for each seed's run names) is passed to the real Python.
+STUB = """import json, os, subprocess, sys
+if sys.argv[1] == "-c":
+    sys.exit(subprocess.run([sys.executable, *sys.argv[1:]]).returncode)
 with open(os.environ["STUB_LOG"], "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
 fail = os.environ.get("STUB_FAIL")
