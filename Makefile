@@ -17,6 +17,9 @@ $(STAMP): requirements.txt
 demo: $(STAMP)
 	$(PY) train.py --dataset digits --abnormal_class 0 --model w_skipganomaly --device cpu \
 		--nc 1 --isize 16 --ngf 32 --ndf 32 --nz 64 --batchsize 32 --niter 10 --n_critic 2 --manualseed 0 --outf ./output --overwrite
+	@echo "next, in this shell: . .venv/bin/activate"
+	@echo "  python predict.py --path <images> --weights output/w_skipganomaly/digits/0   # score images with the run"
+	@echo "  make dashboard   # then add --display to a train.py command to watch it train"
 
 # Every test (what CI runs).
 test: $(STAMP)

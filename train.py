@@ -4,8 +4,14 @@
 """
 import sys
 
-from lib.commands.train import main
 from lib.errors import run_cli
+
+
+def main(argv):
+    # Imported inside run_cli, so a Python without the requirements gets one line saying how to enter them.
+    from lib.commands.train import main as command
+    return command(argv)
+
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -15,8 +15,14 @@ finished; the same command with --name NAME --restore continues it.
 """
 import sys
 
-from lib.commands.train_tune import main
 from lib.errors import run_cli
+
+
+def main(argv):
+    # Imported inside run_cli, so a Python without the requirements gets one line saying how to enter them.
+    from lib.commands.train_tune import main as command
+    return command(argv)
+
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.ablation_report import NOT_ABLATED, PAGE, README, write_report
+from experiments.ablation_report import DIFFERENCES, NOT_ABLATED, PAGE, write_report
 from lib import options
 from lib.classes import class_names
 from lib.errors import OneLineParser, UserError, run_cli
@@ -252,7 +252,7 @@ def main(argv) -> int:
             print(f"interrupted: stopped by signal {stop.signal}; the finished runs are kept in {RESULTS / 'runs'}; "
                   "rerun the same command to continue (the interrupted run starts again)", file=sys.stderr)
             return 128 + stop.signal
-    print(f"report: {write_report(finished_runs(), PAGE, RESULTS / 'runs.csv', README)}")
+    print(f"report: {write_report(finished_runs(), PAGE, RESULTS / 'runs.csv', DIFFERENCES)}")
     return 0
 
 

@@ -5,7 +5,7 @@
         --out results/anomalib_crosscheck/
 
 anomalib is never a dependency of this project: its Ganomaly runs in an environment of its own,
-whose Python --anomalib-python names (tools/anomalib_runner.py; README "GANomaly" says how to make
+whose Python --anomalib-python names (tools/anomalib_runner.py; docs/ganomaly.md says how to make
 one). Both read the same PNG folder dataset (experiments.compare_original's: a seeded sample of
 --train_images normal training images, every test image of the nine normal classes, then every
 image of the abnormal class), train --niter epochs at the same batch size, image size and widths
@@ -170,7 +170,7 @@ def main(argv) -> None:
     python = Path(args.anomalib_python)
     if not os.access(python, os.X_OK):
         raise UserError(f"--anomalib-python {shown(python)} is not an executable Python; make the environment "
-                        "first (README: GANomaly)")
+                        "first (docs/ganomaly.md)")
     names = class_names("fashion-mnist")
     classes = [names[resolve_class("fashion-mnist", c)] for c in args.classes.split(",") if c.strip()]
     for name in ("train_images", "niter", "batchsize", "isize"):

@@ -14,9 +14,9 @@
 # Every class is attempted; the exit status is 1 when any run failed (the last line names them),
 # 130 on Ctrl-C. Bad input stops the sweep with exit status 2 and one line: flags the sweep sets
 # for each run itself (--abnormal_class, --normal_class, --name; --manualseed with SEEDS), a seed
-# that is not a whole number, a PYTHON that cannot run and (with SEEDS) arguments train.py refuses,
-# before anything runs; without SEEDS, arguments train.py refuses (its exit status 2) at the first
-# run, since every other run would get them too.
+# that is not a whole number, a PYTHON that cannot run or lacks the requirements and (with SEEDS)
+# arguments train.py refuses, before anything runs; without SEEDS, arguments train.py refuses (its
+# exit status 2) at the first run, since every other run would get them too.
 
 run_classes() {
     local flags=() extra=() python device=() seeds failed=() class seed status runs=0 names=() i model dataset
@@ -111,6 +111,15 @@ check_sweep() {
     if ! command -v "${python[0]:-}" > /dev/null; then
         echo "error: PYTHON=\"${PYTHON:-python}\" cannot be run: set PYTHON to the Python that has the" \
              "requirements, e.g. PYTHON=.venv/bin/python" >&2
+        return 1
+    fi
+    # A Python without the requirements would fail every run with a traceback: say so once instead.
+    local missing
+    if ! missing=$("${python[@]}" -c 'import importlib.util as u
+print(" ".join(m for m in ("torch", "torchvision", "numpy", "sklearn", "PIL") if u.find_spec(m) is None))') \
+            || [[ -n $missing ]]; then
+        echo "error: PYTHON=\"${PYTHON:-python}\" lacks the project's requirements (${missing:-it cannot run}):" \
+             "enter the project's environment (after make demo: . .venv/bin/activate) or set PYTHON=.venv/bin/python" >&2
         return 1
     fi
     local seen=" " class

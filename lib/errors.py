@@ -78,9 +78,10 @@ def run_cli(main, argv=None):
         if verbose:
             traceback.print_exc()
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"error: cannot load {err.name or 'a module'} ({first}): run with the project's environment "
-              "(make demo creates .venv; then .venv/bin/python), and check that a memory limit (ulimit -v) "
-              "leaves room for torch", file=sys.stderr)
+        missing = isinstance(err, ModuleNotFoundError)  # not installed here; else it failed to load
+        fix = ("run with the project's environment (make demo creates .venv; then . .venv/bin/activate)" if missing
+               else "check that a memory limit (ulimit -v) leaves room for it, or reinstall the environment")
+        print(f"error: cannot load {err.name or 'a module'} ({first}): {fix}", file=sys.stderr)
         sys.exit(1)
 
 

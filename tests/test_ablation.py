@@ -16,7 +16,7 @@ def study(tmp_path, monkeypatch):
     monkeypatch.setattr(ablation, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(ablation, "SCRATCH", tmp_path / "runs")
     monkeypatch.setattr(ablation, "PAGE", tmp_path / "page.md")
-    monkeypatch.setattr(ablation, "README", tmp_path / "README.md")
+    monkeypatch.setattr(ablation, "DIFFERENCES", tmp_path / "README.md")
     (tmp_path / "README.md").write_text(f"a\n{ablation_report.EFFECTS_BEGIN}\n{ablation_report.EFFECTS_END}\nb\n")
     monkeypatch.setattr(ablation, "STEPS", {"scoring": (("3", "5"), False), "fixes": (("3",), True)})
     markers = f"{ablation_report.BEGIN}\nstale-table\n{ablation_report.END}"
@@ -122,7 +122,7 @@ from lib.training.trainer import Trainer
 tmp = Path(sys.argv[1])
 ablation.BUDGET = json.loads(sys.argv[2])
 ablation.RESULTS, ablation.SCRATCH, ablation.PAGE = tmp / "results", tmp / "runs", tmp / "page.md"
-ablation.README = tmp / "README.md"
+ablation.DIFFERENCES = tmp / "README.md"
 ablation.STEPS = {"fixes": (("3",), True)}
 train_epoch = Trainer.train_epoch
 def ctrl_c_then_train(self, stop):

@@ -13,7 +13,7 @@ from experiments import anomalib_crosscheck
 from lib.errors import run_cli
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-# A Python with anomalib 2.x (README: GANomaly); the real run is skipped where there is none.
+# A Python with anomalib 2.x (docs/ganomaly.md); the real run is skipped where there is none.
 ANOMALIB_PYTHON = Path(os.environ.get("ANOMALIB_PYTHON", "/work/anomalib-venv/bin/python"))
 
 

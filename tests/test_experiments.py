@@ -172,13 +172,14 @@ def test_the_collector_builds_the_readme_table_with_means_and_seed_spread(tmp_pa
         fake_run(root, f"w/bird/seed{seed}", "w_skipganomaly", "bird", seed, bird)
         fake_run(root, f"w/cat/seed{seed}", "w_skipganomaly", "cat", seed, cat)
     fake_run(root, "noskip/bird", "w_skipganomaly", "bird", 3, 0.466, [("no_skip", "True")])
-    fake_run(root, "skip/cat", "skipganomaly", "cat", 4, 0.5, [("device", "cpu"), ("w_con", "25.0")])
+    fake_run(root, "skip/cat", "skipganomaly", "cat", 4, 0.5,
+             [("device", "cpu"), ("overwrite", "True"), ("w_con", "25.0")])
 
     table, rows = collect(root)
     assert "| Model | bird | cat | mean |" in table
     assert "| **Skip-WGANomaly** | 0.750 ± 0.071 | 0.620 ± 0.028 | 0.685 ± 0.049 |" in table
     assert "| **Skip-WGANomaly (no skip connections)** | 0.466 | – | 0.466 |" in table
-    assert "| **Skip-GANomaly (w_con 25.0)** | – | 0.500 | 0.500 |" in table  # --device is no setting
+    assert "| **Skip-GANomaly (w_con 25.0)** | – | 0.500 | 0.500 |" in table  # --device, --overwrite: no setting
     row = next(r for r in rows if r["model"] == "Skip-WGANomaly")
     assert (float(row["bird"]), float(row["cat"]), float(row["mean"])) == pytest.approx((0.75, 0.62, 0.685))
     assert row["bird runs"] == "2" and float(row["mean std"]) == pytest.approx(0.04949, abs=1e-4)

@@ -1,6 +1,7 @@
-"""README.md's commands, run as written: each `python ...`, `torchrun ... train.py` and `bash experiments/...`
-line of its shell blocks is one test case named by the command, so a command added to the README later is
-tested without editing this file, and every run the commands make is then used as a user would use it.
+"""README.md's and docs/*.md's commands, run as written: each `python ...`, `torchrun ... train.py` and
+`bash experiments/...` line of their shell blocks is one test case named by the command, so a command added to
+them later is tested without editing this file, and every run the commands make is then used as a user would
+use it. `make demo` stands for the Makefile's demo recipe, the run the README's next commands use.
 
 Run end to end, at tiny sizes (the slow cases):
 - `train.py`, `torchrun ... train.py` and `train_tune.py --tune False`: the README's flags, then TINY's (8x8
@@ -61,6 +62,7 @@ from tests.conftest import make_cifar, make_folder_dataset, make_idx
 from tests.helpers import ROOT, read_csv, run_main
 
 README = ROOT / "README.md"
+PAGES = (README, *sorted((ROOT / "docs").glob("*.md")))  # where the user reads commands, README first
 # Appended to every README command that trains a new run: train.py takes the last value of a flag.
 TINY = ["--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "64", "--niter", "1",
         "--device", "cpu", "--manualseed", "1", "--print_freq", "5", "--save_image_freq", "10"]
@@ -80,7 +82,7 @@ SETUP_MODULES = {"venv": "it makes a Python environment (setup, not a command of
 
 SCRIPTS = {"train.py": train.main, "train_tune.py": train_tune.main}  # the scripts of commands that train
 
-COMMAND_START = re.compile(r"""(^|&&|;|\|)\s*(\w+=("[^"]*"|'[^']*'|\S*)\s+)*(python[\d.]*|torchrun|bash|echo)\s""")
+COMMAND_START = re.compile(r"""(^|&&|;|\|)\s*(\w+=("[^"]*"|'[^']*'|\S*)\s+)*(python[\d.]*|torchrun|bash|echo|make)\s""")
 SEPARATORS = {"&&", "||", ";", "|"}
 
 
@@ -92,6 +94,7 @@ class Command:
     env: tuple[tuple[str, str], ...]
     line: int  # where the README writes it
     files: tuple[tuple[str, str], ...] = ()  # what earlier `echo TEXT > FILE` lines of its block write
+    page: str = "README.md"
 
     @property
     def text(self) -> str:
@@ -152,11 +155,27 @@ def _closed(text: str) -> bool:
 
 @functools.cache
 def readme_commands() -> tuple[Command, ...]:
-    return commands_in(README.read_text())
+    commands, seen = [], set()
+    for page in PAGES:
+        for command in commands_in(page.read_text(), page.relative_to(ROOT).as_posix()):
+            if command.text not in seen:
+                seen.add(command.text)
+                commands.append(command)
+    return tuple(commands)
 
 
-def commands_in(text: str) -> tuple[Command, ...]:
-    """Every python/torchrun/bash experiments/ command of a markdown text's shell blocks, once each, in order."""
+def demo_recipe() -> list[str]:
+    """The Makefile's `make demo` training command, as a user types it in the environment it made: without
+    its --overwrite (there to let `make demo` run again), which would make it read a run rather than make one."""
+    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    recipe = recipe.replace("\\\n", " ").replace("$(PY)", "python")
+    line = next(line for line in recipe.splitlines() if "train.py" in line)
+    return [word for word in shlex.split(line) if word != "--overwrite"]
+
+
+def commands_in(text: str, page: str = "README.md") -> tuple[Command, ...]:
+    """Every python/torchrun/bash experiments/ command (and `make demo`) of a markdown text's shell blocks,
+    once each, in order."""
     commands, seen = [], set()
     for block in re.finditer(r"^```([^\n]*)\n(.*?)^```", text, re.S | re.M):
         if block.group(1).strip() not in ("", "shell", "bash", "sh", "console"):
@@ -171,6 +190,8 @@ def commands_in(text: str) -> tuple[Command, ...]:
                 env = []
                 while segment and re.fullmatch(r"\w+=.*", segment[0], re.S):
                     env.append(tuple(segment.pop(0).split("=", 1)))
+                if segment[:2] == ["make", "demo"]:
+                    segment = demo_recipe()
                 if not segment:
                     continue
                 if segment[0] == "echo" and ">" in segment:  # a file the block's next commands may read
@@ -180,7 +201,7 @@ def commands_in(text: str) -> tuple[Command, ...]:
                     continue
                 wanted = (re.fullmatch(r"python[\d.]*", segment[0]) or segment[0] == "torchrun"
                           or (segment[0] == "bash" and len(segment) > 1 and segment[1].startswith("experiments/")))
-                command = Command(tuple(segment), tuple(env), number, tuple(files))
+                command = Command(tuple(segment), tuple(env), number, tuple(files), page)
                 if wanted and len(segment) > 1 and command.text not in seen:
                     seen.add(command.text)
                     commands.append(command)
@@ -201,7 +222,7 @@ def cases() -> list:
     for command in readme_commands():
         name = short(command.text)
         if name in ids:
-            name = f"{name} (line {command.line})"
+            name = f"{name} ({command.page} line {command.line})"
         ids.add(name)
         slow = command.kind not in ("setup", "search", "module") or command.argv[2] in TOOLS_READING_RUNS
         params.append(pytest.param(command, id=name, marks=pytest.mark.slow if slow else ()))

@@ -95,7 +95,7 @@ def wait_for_nodes(address: str, env: dict, count: int, nodes, logs, timeout: fl
 @pytest.mark.slow
 def test_a_search_runs_its_trials_on_both_nodes_of_a_cluster_it_joins(cluster, tmp_path):
     address, env = cluster
-    out = tmp_path / "out"  # on a real cluster: a folder every node mounts at this path (README: On a cluster)
+    out = tmp_path / "out"  # on a real cluster: a folder every node mounts at this path (docs/tuning.md: On a cluster)
     env = {**env, "PYTHONPATH": str(ROOT)}
     space = tmp_path / "space.json"
     space.write_text('{"w_con": {"grid": [1, 50]}}')

@@ -103,8 +103,19 @@ def main(argv):
         on = "validation" if results["best"]["selected_by"].startswith("val_") else "the test set (as the original)"
         print(f"test {h}: {results['last']['test'][h]:.4f} (last epoch {results['last']['epoch']}), "
               f"{results['best']['test'][h]:.4f} (epoch {results['best']['epoch']}, best on {on})")
+        print(score_line(results, opt.score not in (None, "val")))
     print(f"outputs: {folder}")
     return score_path(opt, folder)
+
+
+def score_line(results: dict, named: bool) -> str:
+    """Which score the run's numbers are of, and why that one (`named`: --score named it): a score chosen
+    on validation has every candidate's validation AUROC beside it in results.json."""
+    score = results.get("threshold", {}).get("score", "?")
+    candidates = [key for key in results["best"]["val"] if key.startswith("auroc_score_")]
+    why = (f"the best of {len(candidates)} scores on the validation split" if len(candidates) > 1
+           else "--score" if named else "the model's own score")
+    return f"score: {score} ({why})"
 
 
 def check_images(path: Path) -> None:

@@ -4,7 +4,7 @@ An encoder-decoder-encoder generator reconstructs the image and encodes the reco
 again; a DCGAN discriminator judges the reconstruction, and the generator matches its
 features. The anomaly score is the distance between the two codes: a normal image's
 reconstruction encodes like the image itself. Defaults follow the paper and its authors' code
-(w_adv 1, w_con 50, w_enc 1); README "GANomaly" lists where this differs from that code.
+(w_adv 1, w_con 50, w_enc 1); docs/ganomaly.md lists where this differs from that code.
 """
 import torch
 import torch.nn.functional as F

@@ -2,7 +2,7 @@
 
 Every flag of the original Skip-WGANomaly `options.py` keeps its name; flags the original parsed
 but never used now take effect, and the few whose meaning or default differ are listed in
-README.md ("Training"). Each model adds its own flags (lib/models/registry.py).
+docs/training.md. Each model adds its own flags (lib/models/registry.py).
 """
 import argparse
 
@@ -72,7 +72,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a("--gpu_ids", default="0", help="gpu ids, e.g. 0 or 0,1 (several: one training process on each, as --ngpu); "
       "-1 for CPU")
     a("--ngpu", type=int, default=1, help="number of GPUs per run (more than 1: one process each, started by "
-      "torchrun; README: Several GPUs)")
+      "torchrun; docs/distributed.md)")
     a("--fast", action=argparse.BooleanOptionalAction, default=True,
       help="fast training/evaluation path (the same results as --no-fast, the plain reference path, to float "
            "rounding)")
@@ -135,7 +135,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     # Reproducing the original code (lib/original.py)
     a("--original", action="store_true",
       help="reproduce the original code step for step, its defects included, to check its numbers "
-           "(the same as --fixes none; README: Reproducing the original)")
+           "(the same as --fixes none; docs/original.md)")
     a("--fixes", default="default",
       help=f"this framework's fixes to apply: default (all but {', '.join(sorted(set(FIXES) - DEFAULT)) or 'none'}, "
            f"which the ablation found no better than the original's way), all, none, or names separated by "

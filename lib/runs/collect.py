@@ -35,7 +35,7 @@ METRICS = ("auroc", "auprc", "f1", "eer")
 NOT_A_SETTING = {"abnormal_class", "normal_class", "name", "outf", "dataroot", "manualseed", "device",
                  "gpu_ids", "ngpu", "workers", "display", "display_server", "display_port", "display_id",
                  "verbose", "print_freq", "save_image_freq", "save_test_images", "tune", "phase",
-                 "load_weights", "resume", "iter", "path", "model", "dataset", "nc"}
+                 "load_weights", "resume", "iter", "path", "model", "dataset", "nc", "overwrite"}
 VARIANT_LABELS = {("no_skip", "True"): "no skip connections", ("wgan", "clip"): "weight clipping"}
 # What reading a damaged result file raises (UnicodeDecodeError is a ValueError; RecursionError
 # comes from JSON nested too deep).

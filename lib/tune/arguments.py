@@ -29,7 +29,7 @@ def add_tune_arguments(parser) -> None:
     group = parser.add_argument_group("Ray Tune search (train_tune.py only; --overwrite deletes the search folder)")
     a = group.add_argument
     a("--space", default=None, help="JSON search space: option -> {grid|choice|uniform|loguniform|randint: [...]}, "
-      'or {"same": "OTHER"} to give it the value OTHER takes in each trial (README: Hyperparameter search); '
+      'or {"same": "OTHER"} to give it the value OTHER takes in each trial (docs/tuning.md); '
       f"unset: experiments/{DEFAULT_SPACE.name}, with --original experiments/{ORIGINAL_SPACE.name}")
     a("--num_samples", type=int, default=None, help="samples of the space (each grid point this many times); "
       f"unset: 1, with --original {ORIGINAL_SAMPLES} as the original")
