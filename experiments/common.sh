@@ -107,7 +107,7 @@ run_names() {
 # check_sweep EXTRA...: one line on stderr and status 1 for what would break every run of the
 # sweep (see the header); status 0 otherwise. Reads run_classes's `python` and `seeds`.
 check_sweep() {
-    local arg name seed
+    local arg name typed seed
     if ! command -v "${python[0]:-}" > /dev/null; then
         echo "error: PYTHON=\"${PYTHON:-python}\" cannot be run: set PYTHON to the Python that has the" \
              "requirements, e.g. PYTHON=.venv/bin/python" >&2
@@ -144,16 +144,18 @@ print(" ".join(m for m in ("torch", "torchvision", "numpy", "sklearn", "PIL") if
     for arg in "$@"; do
         name=${arg%%=*}
         [[ $name == --* && ${#name} -ge 4 ]] || continue  # argparse also takes unambiguous abbreviations
+        typed=$name
+        name="--$(tr - _ <<< "${name#--}")"  # and dashes for underscores (--abnormal-class)
         if [[ --abnormal_class == "$name"* || --normal_class == "$name"* ]]; then
-            echo "error: $name: the sweep sets --abnormal_class for each class itself (leave-one-class-out):" \
+            echo "error: $typed: the sweep sets --abnormal_class for each class itself (leave-one-class-out):" \
                  "choose the classes with CLASSES=\"...\" instead" >&2
             return 1
         elif [[ --name == "$name"* ]]; then
-            echo "error: $name would put every run of the sweep in one run folder: the sweep names its runs" \
+            echo "error: $typed would put every run of the sweep in one run folder: the sweep names its runs" \
                  "itself; choose where they go with --outf" >&2
             return 1
         elif [[ --manualseed == "$name"* && ${#seeds[@]} -gt 0 ]]; then
-            echo "error: $name and SEEDS both set the seed of every run: give the seeds in SEEDS only" >&2
+            echo "error: $typed and SEEDS both set the seed of every run: give the seeds in SEEDS only" >&2
             return 1
         fi
     done

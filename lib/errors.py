@@ -1,6 +1,7 @@
 """User-facing errors: one clear line, a non-zero exit, no traceback unless --verbose."""
 import argparse
 import contextlib
+import difflib
 import io
 import os
 import signal
@@ -100,12 +101,41 @@ def working_directory_exists() -> bool:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line naming the problem and where to look, exit code 2."""
+    """argparse whose errors are one line naming the problem and where to look, exit code 2.
+
+    Flags also take dashes for underscores (`--abnormal-class`, as Lightning and anomalib spell them),
+    and a flag it does not know gets the nearest ones it does ("did you mean").
+    """
 
     def error(self, message):
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown != message:
+            message += self._suggestions(unknown.split())
         self.exit(2, f"error: {message} (see: {self.prog} -h)\n")
 
+    def _suggestions(self, words) -> str:
+        known = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        hints = []
+        for word in (w.partition("=")[0] for w in words if w.startswith("-")):
+            close = difflib.get_close_matches(word.replace("-", "_").replace("__", "--", 1),
+                                              [k.replace("-", "_").replace("__", "--", 1) for k in known], 3, 0.6)
+            matches = [next(k for k in known if k.replace("-", "_").replace("__", "--", 1) == c) for c in close]
+            if matches:
+                hints.append(f"{word}: did you mean {' or '.join(matches)}?")
+        return f" ({'; '.join(hints)})" if hints else ""
+
+    def _undashed(self, arg: str) -> str:
+        """`--abnormal-class[=V]` as `--abnormal_class[=V]` where only the underscore spelling is a flag."""
+        if not isinstance(arg, str) or not arg.startswith("--") or "-" not in arg[2:].partition("=")[0]:
+            return arg
+        flag, equals, value = arg.partition("=")
+        underscored = "--" + flag[2:].replace("-", "_")
+        if flag in self._option_string_actions or underscored not in self._option_string_actions:
+            return arg
+        return underscored + equals + value
+
     def parse_known_args(self, args=None, namespace=None):
+        args = [self._undashed(arg) for arg in (sys.argv[1:] if args is None else args)]
         parsed, rest = super().parse_known_args(args, namespace)
         # An empty output place ("--out ''", an unset variable in a script) must not fall back silently.
         for name in ("out", "outf"):

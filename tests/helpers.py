@@ -22,6 +22,12 @@ TINY = ["--dataset", "digits", "--abnormal_class", "3", "--isize", "8", "--ngf",
 # The run most tests read: one epoch of Skip-GANomaly (tests/conftest.py trains it once, `trained_run`).
 ONE_EPOCH = [*TINY, "--model", "skipganomaly", "--niter", "1"]
 RUN = "skipganomaly/digits/3"  # where a TINY Skip-GANomaly run lands below --outf
+# The start of a script that stands in for PYTHON in a sweep (experiments/run_*.sh) and records its train.py
+# runs: the sweep's own `python -c CODE` checks (its requirements, with SEEDS its run names) get real Python.
+STUB_START = """import json, os, sys
+if sys.argv[1:2] == ["-c"]:
+    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
 
 
 def tiny(**flags) -> list[str]:

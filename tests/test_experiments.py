@@ -9,7 +9,7 @@ import pytest
 from lib.errors import run_cli
 from lib.training import checkpoint
 from tests.conftest import make_cifar, make_idx
-from tests.helpers import ROOT, one_line_error, read_csv
+from tests.helpers import ROOT, STUB_START, one_line_error, read_csv
 from tools import collect_results
 
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -27,11 +27,7 @@ SCRIPTS = {
                       FASHION),
 }
 # Stands in for python: records the arguments of each train.py run; fails for the class in STUB_FAIL.
-# `python -c CODE` (how a sweep with SEEDS asks train.py's code for its run names) is real Python.
-STUB = """import json, os, sys
-if sys.argv[1:2] == ["-c"]:
-    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
-with open(os.environ["STUB_LOG"], "a") as f:
+STUB = STUB_START + """with open(os.environ["STUB_LOG"], "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
 sys.exit(1 if os.environ.get("STUB_FAIL") in sys.argv else 0)
 """

@@ -16,7 +16,7 @@ from lib import options
 from lib.errors import UserError
 from lib.models import MODELS, registry
 from lib.training import checkpoint
-from tests.helpers import ROOT, TINY, one_line_error, process, tiny
+from tests.helpers import ROOT, STUB_START, TINY, one_line_error, process, tiny
 
 ACTIONS = options.option_actions()  # every model's options, the tests' toy model's included (conftest.py)
 FLOATS = [name for name, action in ACTIONS.items() if action.type is float]
@@ -158,8 +158,7 @@ def test_no_fixes_refuses_extralayers_as_original_does_and_both_take_none():
     options.parse([*TINY, "--extralayers", "1"])  # with the fixes, the layers are built
 
 
-RECORDER = """import json, os, sys
-with open(os.environ["RECORD"], "a") as f:
+RECORDER = STUB_START + """with open(os.environ["RECORD"], "a") as f:
     f.write(json.dumps(sys.argv[2:]) + "\\n")
 """
 

@@ -355,9 +355,11 @@ def run_folder(args: list[str]) -> str:
 
 
 def reads(args: list[str]) -> tuple[str | None, bool]:
-    """(the run folder a train.py command reads, whether it must exist): --resume DIR, --load_weights [DIR],
-    or for --overwrite the folder it would start over in."""
+    """(the run folder a train.py command reads, whether it must exist): --config DIR, --resume DIR,
+    --load_weights [DIR], or for --overwrite the folder it would start over in."""
     opt, _ = options.build_parser().parse_known_args(args)
+    if getattr(opt, "config", None):  # no attribute unless given (it is no option of a run)
+        return opt.config, True
     if opt.resume:
         return opt.resume, True
     if opt.load_weights is not None:
@@ -452,7 +454,9 @@ def train_command(command, runs, cwd, monkeypatch):
     else:
         args = tiny_train(args)
     result = check(run_train(command, args, cwd), command.text)
-    if opt.phase == "test":
+    if getattr(opt, "print_config", False):  # it shows the options the run would have, and runs nothing
+        assert result.stdout.startswith("------------ Options -------------\n") and not outputs(result.stdout)
+    elif opt.phase == "test":
         assert (cwd / folder / "test" / "results.json").exists()
     else:
         use_run(cwd / outputs(result.stdout)[-1], cwd)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from experiments import fmnist_report, fmnist_study
-from tests.helpers import ROOT, tool
+from tests.helpers import ROOT, STUB_START, tool
 from tests.test_experiments import fake_run
 
 BIG = "99999999999999999999"  # beyond int64
@@ -290,11 +290,7 @@ def test_a_failed_run_stops_the_fmnist_study_in_one_line_and_keeps_its_output(tm
 # ------------------------------------------------------------------ experiments/run_*.sh
 
 # Stands in for python: records each train.py run; exits STUB_CODE for runs of class STUB_FAIL ("*": all).
-# `python -c` (the sweep asking lib.options for each seed's run names) is passed to the real Python.
-STUB = """import json, os, subprocess, sys
-if sys.argv[1] == "-c":
-    sys.exit(subprocess.run([sys.executable, *sys.argv[1:]]).returncode)
-with open(os.environ["STUB_LOG"], "a") as f:
+STUB = STUB_START + """with open(os.environ["STUB_LOG"], "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
 fail = os.environ.get("STUB_FAIL")
 sys.exit(int(os.environ.get("STUB_CODE", "1")) if fail == "*" or fail in sys.argv else 0)

@@ -44,7 +44,11 @@ class HistogramCopy:
 
 
 def main(argv):
+    argv, show = options.with_config(argv)
     opt = options.parse(argv)
+    if show:
+        print(options.options_text(opt, options.defaults()), end="")
+        return 0
     if opt.tune:
         raise UserError("--tune runs a Ray Tune search: use `python train_tune.py ... --tune True`")
     if opt.path and not Path(opt.path).exists():  # found out now, not after the training it follows
@@ -150,9 +154,10 @@ def resume_folder(opt, ckpt, explicit) -> Path:
 
 def evaluate_weights(opt, ckpt) -> int:
     """--phase test: score the test split with the loaded weights; results go to <run>/test/."""
+    from lib.options.record import options_text
     from lib.original import applies
     from lib.parallel.distributed import Context
-    from lib.runs.setup import build_evaluation, options_text, runtime_of
+    from lib.runs.setup import build_evaluation, runtime_of
     from lib.scoring.evaluate import evaluate
     from lib.scoring.metrics import HEADLINE, all_metrics
     from lib.scoring.policy import score_policy

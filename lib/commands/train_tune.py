@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository
 # ASHA keeps the best 1/REDUCTION of trials at each rung: halving suits searches of tens of trials.
 REDUCTION = 2
 def main(argv):
+    argv, show = options.with_config(argv, PROG)
     parser = options.build_parser(PROG)
     add_tune_arguments(parser)
     parser.parse_args(argv)  # -h, and one-line errors for any flag
@@ -44,6 +45,9 @@ def main(argv):
     given = given_tune_options(argv)
     explicit = options.explicit_options(train_argv, PROG)
     raw = options.build_parser(PROG).parse_args(train_argv)
+    if show:  # every trial's options before the space's values replace some of them
+        print(options.options_text(raw, options.defaults(PROG)), end="")
+        return 0
     if "tune" in explicit and not raw.tune:
         if given:
             raise UserError(f"--{sorted(given)[0]} is for a search, and --tune False runs one plain training: "

@@ -3,8 +3,10 @@
 `parse` parses (lib/options/parser.py) and validates (lib/options/checks.py); it sets no seed,
 device or other global state. The run's folder name follows from the options (`default_name`).
 """
+import argparse
 import sys
 
+from lib.errors import UserError
 from lib.models import MODELS, registry
 from lib.options.checks import (  # noqa: F401 (what callers use as options.<name>)
     C_INT_MAX,
@@ -24,12 +26,16 @@ from lib.options.parser import (  # noqa: F401
     score_weight,
     str2bool,
 )
+from lib.options.record import changed_options, options_text  # noqa: F401
 from lib.original import DEFAULT, FIXES, applies, fixes
+
+# A recorded run's --resume and --overwrite say how it was started, not what it is: --config leaves them out.
+NOT_REPLAYED = {"resume", "overwrite"}
 
 
 def parse(argv=None, prog: str = "train.py"):
     """Parse and validate; fills in the derived run name."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv, _ = with_config(sys.argv[1:] if argv is None else argv, prog)
     opt = build_parser(prog).parse_args(argv)
     explicit = explicit_options(argv, prog)
     if "val_ratio" not in explicit and not applies(opt, "validation_selection"):
@@ -70,3 +76,52 @@ def fixes_suffix(applied: frozenset[str]) -> str:
     if len(added) + len(dropped) <= len(applied):
         return ("-with_" + "+".join(added) if added else "") + ("-without_" + "+".join(dropped) if dropped else "")
     return "-original_with_" + "+".join(name for name in FIXES if name in applied)
+
+
+def with_config(argv, prog: str = "train.py") -> tuple[list[str], bool]:
+    """(argv with each `--config RUN` replaced by the options that run's opt.txt marks as changed, put
+    first so that the command line's own flags override them: argparse keeps a flag's last value;
+    whether --print_config was given)."""
+    argv, replayed, rest, show = list(argv), [], [], False
+    while argv:
+        arg = argv.pop(0)
+        if arg == "--print_config":
+            show = True
+        elif arg == "--config" or arg.startswith("--config="):
+            if "=" not in arg and not argv:
+                raise UserError("--config needs a run's opt.txt or run folder, e.g. --config output/<run>/opt.txt")
+            replayed += config_args(arg.partition("=")[2] if "=" in arg else argv.pop(0), prog)
+        else:
+            rest.append(arg)
+    return replayed + rest, show
+
+
+def config_args(path: str, prog: str = "train.py") -> list[str]:
+    """The command-line flags that set what the run recorded in `path` changed from the defaults."""
+    changed = changed_options(path)
+    actions = option_actions(prog)
+    unknown = sorted(set(changed) - set(actions))
+    if unknown:
+        raise UserError(f"--config '{path}' sets {', '.join(unknown)}, which {prog} does not have (a run of another "
+                        "version?): edit those lines out of a copy of it, or give the flags yourself")
+    args = []
+    for key, value in changed.items():
+        action = actions[key]
+        if key in NOT_REPLAYED:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            args.append(flag if value == "True" else f"--no-{flag[2:]}")
+        elif action.nargs == 0:  # store_true: recorded as changed, so given
+            args.append(flag)
+        else:
+            args.append(f"{flag}={value}")
+    if "name" in changed:  # a derived name is left to derive again, so overriding a class renames the run
+        unnamed = [a for a in args if not a.startswith("--name=")]
+        try:
+            derived = parse(unnamed, prog).name
+        except (UserError, SystemExit):
+            derived = None
+        if derived == changed["name"]:
+            args = unnamed
+    return args

@@ -140,13 +140,21 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
       help=f"this framework's fixes to apply: default (all but {', '.join(sorted(set(FIXES) - DEFAULT)) or 'none'}, "
            f"which the ablation found no better than the original's way), all, none, or names separated by "
            f"commas ('-name' drops one): {', '.join(FIXES)}")
+    # Read by options.with_config before parsing, so never stored in a run's options.
+    a("--config", default=argparse.SUPPRESS, metavar="RUN_OR_OPT_TXT",
+      help="replay the options a recorded run changed (its opt.txt, or its run folder); flags given on the command "
+           "line override them")
+    a("--print_config", action="store_true", default=argparse.SUPPRESS,
+      help="print the effective options (opt.txt's format) and exit, creating nothing")
     registry.add_model_options(p, MODELS)  # each model's own flags, in a section of --help per model
     return p
 
 
 def option_actions(prog: str = "train.py") -> dict[str, argparse.Action]:
-    """{option name: its argparse action}, every model's own options included."""
-    return {a.dest: a for a in build_parser(prog)._actions if a.option_strings and a.dest != "help"}
+    """{option name: its argparse action}, every model's own options included; not -h, --config and
+    --print_config, which direct the command and are no option of a run."""
+    return {a.dest: a for a in build_parser(prog)._actions
+            if a.option_strings and a.dest != "help" and a.default is not argparse.SUPPRESS}
 
 
 def defaults(prog: str = "train.py") -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 from lib.classes import class_names
 from lib.errors import UserError
 from lib.models import model_label
+from lib.options.record import marked
 from lib.runs.folder import is_run_folder
 
 SELECTIONS = {"best": "epoch chosen on validation", "last": "last epoch",
@@ -117,14 +118,7 @@ def unreadable(err: Exception) -> str:
 
 def changed_options(opt_txt: Path) -> dict[str, str]:
     """Options that opt.txt marks as differing from their default, as text."""
-    changed = {}
-    if not opt_txt.is_file():
-        return changed
-    for line in read_text(opt_txt).splitlines():
-        if "\t[default: " in line and ": " in line:
-            key, rest = line.split(": ", 1)
-            changed[key.strip()] = rest.split("\t[default: ")[0]
-    return changed
+    return marked(read_text(opt_txt).splitlines()) if opt_txt.is_file() else {}
 
 
 def setting_label(model: str, changed: dict[str, str]) -> str:

@@ -15,6 +15,7 @@ from lib.display.visualizer import NullVisualizer, make_visualizer
 from lib.errors import UserError, working_directory_exists
 from lib.files import write_text
 from lib.models import build_model, model_class
+from lib.options.record import options_text
 from lib.original import applies
 from lib.parallel import distributed
 from lib.resources import check_fits, network_bytes
@@ -104,22 +105,6 @@ def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
         claim.release()
         raise
     return claim
-
-
-def options_text(opt, defaults: dict, runtime: dict | None = None) -> str:
-    """Our opt.txt: every option, with the default beside changed values (as the CycleGAN code it
-    comes from wrote it; the original's train/opt.txt has no marks: lib/training/original_outputs.py), then
-    what the run chose from the machine (`runtime`: processes, threads, bf16, kernels, and why)."""
-    lines = ["------------ Options -------------"]
-    for key, value in sorted(vars(opt).items()):
-        default = defaults.get(key, value)
-        mark = f"\t[default: {default}]" if value != default else ""
-        lines.append(f"{key}: {value}{mark}")
-    lines.append("-------------- End ----------------")
-    if runtime:
-        lines += ["------------ Runtime -------------", *(f"{k}: {v}" for k, v in runtime.items()),
-                  "-------------- End ----------------"]
-    return "\n".join(lines) + "\n"
 
 
 def runtime_of(model, device: torch.device, context: distributed.Context) -> dict:

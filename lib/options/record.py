@@ -1,0 +1,62 @@
+"""opt.txt, the record of a run's options, written and read back.
+
+`options_text` writes it (every option, the default beside each changed value, as the CycleGAN code
+it comes from did); `changed_options` reads back what a run changed, which is what `--config` replays
+(lib/options/__init__.py). No torch: a refused --config is refused at once.
+"""
+from pathlib import Path
+
+from lib.errors import UserError
+
+BEGIN, END = "------------ Options -------------", "-------------- End ----------------"
+MARK = "\t[default: "
+
+
+def options_text(opt, defaults: dict, runtime: dict | None = None) -> str:
+    """Our opt.txt: every option, with the default beside changed values (the original's train/opt.txt has no
+    marks: lib/training/original_outputs.py), then what the run chose from the machine (`runtime`: processes,
+    threads, bf16, kernels, and why)."""
+    lines = [BEGIN]
+    for key, value in sorted(vars(opt).items()):
+        default = defaults.get(key, value)
+        mark = f"{MARK}{default}]" if value != default else ""
+        lines.append(f"{key}: {value}{mark}")
+    lines.append(END)
+    if runtime:
+        lines += ["------------ Runtime -------------", *(f"{k}: {v}" for k, v in runtime.items()), END]
+    return "\n".join(lines) + "\n"
+
+
+def changed_options(path: Path) -> dict[str, str]:
+    """{option: value as written} of the options an opt.txt marks as changed from their defaults.
+
+    `path` is an opt.txt or a run folder holding one; a UserError names what is wrong with it.
+    """
+    path = Path(path)
+    file = path / "opt.txt" if path.is_dir() else path
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
+        raise UserError(f"--config '{path}': cannot read it ({reason}): give a run's opt.txt or its run folder")
+    lines = text.splitlines()
+    if BEGIN not in lines or END not in lines[lines.index(BEGIN):]:
+        raise UserError(f"--config '{file}' is not an opt.txt written by train.py (no '{BEGIN.strip('- ')}' block): "
+                        "give a run's opt.txt (the original's train/opt.txt records no defaults to tell changes by)")
+    block = lines[lines.index(BEGIN) + 1:lines.index(END, lines.index(BEGIN))]
+    for number, line in enumerate(block, lines.index(BEGIN) + 2):
+        key, colon, _ = line.partition(": ")
+        if not colon or not key.isidentifier():
+            raise UserError(f"--config '{file}' line {number} is not 'option: value': give an opt.txt as "
+                            "train.py wrote it")
+    return marked(block)
+
+
+def marked(lines) -> dict[str, str]:
+    """{option: value as written} of the lines of an opt.txt that carry a '[default: ...]' mark."""
+    changed = {}
+    for line in lines:
+        key, colon, rest = line.partition(": ")
+        if colon and MARK in rest:
+            changed[key.strip()] = rest[:rest.rindex(MARK)]
+    return changed
