@@ -3,7 +3,8 @@
     python predict.py --path IMAGE_OR_FOLDER --weights RUN_DIR_OR_CHECKPOINT
 
 Writes predictions.csv (path, score, its reconstruction and feature parts, normal/abnormal)
-and one strip per image (input | reconstruction | error heatmap) into --out. The model,
+and one captioned strip per image (input | reconstruction | the score's map: where in the image
+the score comes from; the caption gives the score, threshold and decision) into --out. The model,
 image size and channels come from the checkpoint. An --out holding earlier predictions is
 refused unless --overwrite is given; a run that fails leaves --out as it was.
 """

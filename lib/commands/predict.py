@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="gpu", choices=("gpu", "cpu"),
       help="gpu (default) falls back to cpu without CUDA")
     a("--maps", default="strip", choices=("strip", "none"),
-      help="strip (default): save input | reconstruction | error heatmap per image; none: scores only")
+      help="strip (default): save input | reconstruction | the score's map per image, captioned with the "
+           "score, threshold and decision; none: scores only")
     a("--verbose", action="store_true", help="print tracebacks")
     return p
 

@@ -15,8 +15,9 @@ four methods, all checked when it registers (a half-written model cannot be buil
   model's: a model declares `measurements` and its `default_score`.
 
 and may declare flags only it reads (a literal `OPTIONS` list at the top of its
-file, see registry.py), say how often its generator learns (`generator_every`)
-and keep more in checkpoints (`extra_state`).
+file, see registry.py), say how often its generator learns (`generator_every`),
+keep more in checkpoints (`extra_state`) and split an embedding over the locations
+of the feature map it sums (`embedding_by_location`: predict.py's maps of a distance).
 
 Everything else loops over the named collections: train/eval modes, devices,
 checkpoints (network `name` → state key `name`, optimiser `name` → `optimizer_name`),
@@ -94,6 +95,12 @@ class AnomalyModel(abc.ABC):
 
     def after_update(self, losses: dict[str, float]) -> None:
         """Act on a step's losses once they are floats (`update` itself never waits for the device)."""
+
+    def embedding_by_location(self, images: torch.Tensor, measurement: str) -> torch.Tensor | None:
+        """The embedding `measurement` of each image (in eval mode, in fp32) split over the locations of the
+        feature map it is made from: (N, D, h, w) summing over (h, w) to the embedding. None: the model has
+        no such split (predict.py's map then says the score has no per-location form)."""
+        return None
 
     def extra_state(self) -> dict:
         """Whatever else the model must keep in a checkpoint (plain values)."""

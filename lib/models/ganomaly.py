@@ -15,7 +15,7 @@ from lib.models.losses import bce_logits, contextual_loss
 from lib.models.networks import EncoderDecoderEncoder, FeatureDiscriminator, init_weights
 from lib.models.registry import register
 from lib.scoring import measures
-from lib.scoring.measures import ENCODER_EMBEDDING, LATENT_MSE
+from lib.scoring.measures import ADVERSARY_EMBEDDING, ENCODER_EMBEDDING, LATENT_MSE
 
 # This model's own flags, as data the command line reads without importing this file (lib/models/registry.py).
 LABEL = "GANomaly"
@@ -86,3 +86,15 @@ class GANomaly(GeneratorAndAdversary, AnomalyModel):
         """(how fake the discriminator finds each image: its negated logit, its feature maps)."""
         logit, features = self.adversary.logits(images)
         return -logit, features
+
+    @torch.no_grad()
+    def embedding_by_location(self, images: torch.Tensor, measurement: str) -> torch.Tensor | None:
+        """The code over the encoder's last 4×4 map; the discriminator's embedding, the mean of its 4×4
+        feature maps, as each position's feature vector over the number of positions."""
+        self.eval()
+        if measurement == ENCODER_EMBEDDING:
+            return self.generator.encoder.by_location(images.float())
+        if measurement == ADVERSARY_EMBEDDING:
+            features = self.adversary.features(images.float()).float()
+            return features / (features.shape[2] * features.shape[3])
+        return None

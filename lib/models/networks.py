@@ -80,6 +80,18 @@ class UNet(nn.Module):
             x = self.up[i](x)
         return x, features[-1]
 
+    def code_by_location(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, code channels, 2, 2): the code split over the innermost level's 2×2 input; the parts sum to
+        `encode_and_decode`'s code, since its last convolution has no bias and nothing after it."""
+        for down in self.down[:-1]:
+            x = down(x)
+        *before, last = self.down[-1]
+        for layer in before:
+            x = layer(x)
+        # Stride 2 and padding 1 from 2×2 to 1×1: input position (i, j) meets the kernel's tap (1 + i, 1 + j).
+        taps = last.weight[:, :, 1:1 + x.shape[2], 1:1 + x.shape[3]]
+        return torch.einsum("nchw,zchw->nzhw", x.float(), taps.float())
+
 
 class Encoder(nn.Module):
     """DCGAN encoder: isize → 4×4 by stride-2 convolutions, then a 4×4 convolution to `nz` × 1 × 1.
@@ -110,6 +122,14 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x)
+
+    def by_location(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, nz, s, s): the output split over the last convolution's s×s input, whose kernel is as large;
+        the parts sum to `forward`'s output, since that convolution has no bias."""
+        *body, last = self.main
+        for layer in body:
+            x = layer(x)
+        return torch.einsum("nchw,zchw->nzhw", x.float(), last.weight.float())
 
 
 class Discriminator(nn.Module):

@@ -19,7 +19,7 @@ from lib.models.registry import register
 from lib.original import applies
 from lib.scoring import measures
 from lib.scoring.functions import DEFAULT_WEIGHT
-from lib.scoring.measures import ENCODER_EMBEDDING
+from lib.scoring.measures import ADVERSARY_EMBEDDING, ENCODER_EMBEDDING
 
 LABEL = "Skip-GANomaly"
 OPTIONS = [
@@ -122,6 +122,17 @@ class SkipGANomaly(GeneratorAndAdversary, AnomalyModel):
         """(how fake the adversary finds each image: its negated logit, its features of the image)."""
         logit, features = self.adversary.logits(images)
         return -logit, features
+
+    @torch.no_grad()
+    def embedding_by_location(self, images: torch.Tensor, measurement: str) -> torch.Tensor | None:
+        """The generator's code over the UNet's innermost 2×2 input; the adversary's features (its
+        discriminator's or critic's encoder output) over its last 4×4 map."""
+        self.eval()
+        if measurement == ENCODER_EMBEDDING:
+            return self.generator.code_by_location(images.float())
+        if measurement == ADVERSARY_EMBEDDING:
+            return self.adversary.features.by_location(images.float())
+        return None
 
 
 

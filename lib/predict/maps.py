@@ -1,4 +1,9 @@
-"""Anomaly maps: one strip per image, input | reconstruction | error heatmap over the input."""
+"""Anomaly maps: one strip per image, input | reconstruction | the score's map over the input, captioned.
+
+The caption says which image, its score against the threshold, the decision, and what the map
+shows: the score's own per-location form where it has one (lib/scoring/located.py), else the
+pixel error, saying that the score has none.
+"""
 import hashlib
 import os
 from pathlib import Path
@@ -8,13 +13,11 @@ import torch
 from PIL import Image
 
 from lib.files import NAME_MAX, atomic_write, fit_name
+from lib.images import heat_overlay, labelled_columns, pixels, shown, with_caption
+from lib.scoring.located import PIXEL_FULL
 
 MAX_TILE = 128  # strips are enlarged (nearest neighbour) to tiles of at most this many pixels
-SATURATION = 0.5  # the heatmap is fully hot at an error of half the intensity range
-# Anchors of matplotlib's "inferno" colour map: dark for small errors, bright yellow for large.
-_INFERNO = torch.tensor([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
-                         [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=torch.float32) / 255
-
+PANELS = ["input x", "reconstruction G(x)"]  # and the map's own label
 
 
 def map_name(path: Path, root: Path) -> Path:
@@ -36,33 +39,38 @@ def short_name(name: str) -> str:
     return fit_name(name, NAME_MAX - len(tail)) + tail
 
 
-def heatmap(error: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) colours in [0, 1] of an (H, W) error in [0, 1] through the inferno colour map."""
-    position = (error / SATURATION).clamp(0, 1) * (len(_INFERNO) - 1)
-    low = position.floor().long().clamp(max=len(_INFERNO) - 2)
-    frac = (position - low).unsqueeze(-1)
-    colours = _INFERNO[low] * (1 - frac) + _INFERNO[low + 1] * frac
-    return colours.permute(2, 0, 1)
+def strip(real: torch.Tensor, fake: torch.Tensor, heat: torch.Tensor | None = None) -> np.ndarray:
+    """HxWx3 uint8 strip: input | reconstruction | `heat` (H, W, in [0, 1]) over the input.
 
-
-def strip(real: torch.Tensor, fake: torch.Tensor) -> np.ndarray:
-    """HxWx3 uint8 strip: input | reconstruction | |x − G(x)| heatmap over the input.
-
-    `real` and `fake` are one (C, H, W) CPU image in [-1, 1]. The heatmap uses a fixed scale
-    (SATURATION), so strips of different images are comparable.
+    `real` and `fake` are one (C, H, W) CPU image in [-1, 1]. Without `heat`, the pixel error
+    |x − G(x)| on a fixed scale (PIXEL_FULL), so strips of different images are comparable.
     """
     real, fake = real.float(), fake.float()
-    error = (real - fake).abs().mean(0) / 2  # per pixel, as a fraction of the intensity range
-    shown_real, shown_fake = (((x + 1) / 2).clamp(0, 1).expand(3, -1, -1) for x in (real, fake))
-    # Small errors let the input show through; large errors cover it with the heat colour.
-    alpha = (error / SATURATION).clamp(0, 1)
-    overlay = shown_real * (1 - alpha) + heatmap(error) * alpha
+    if heat is None:
+        heat = (real - fake).abs().mean(0) / 2 / PIXEL_FULL  # per pixel, as a fraction of the intensity range
+    shown_real, shown_fake = shown(real[None])[0], shown(fake[None])[0]
+    overlay = heat_overlay(shown_real, heat)
     gap = torch.ones(3, real.shape[1], max(1, real.shape[2] // 16))
     picture = torch.cat([shown_real, gap, shown_fake, gap, overlay], dim=2)
     scale = max(1, MAX_TILE // real.shape[1])
-    picture = picture.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-    return (picture * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return pixels(picture.repeat_interleave(scale, 1).repeat_interleave(scale, 2))
 
 
-def save_png(path: Path, pixels: np.ndarray) -> None:
-    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+def caption(name: str, score: float, threshold: float, decision: str, score_name: str, map_label: str) -> list[str]:
+    """The lines above a strip: the image, its score against the threshold and the decision, the map."""
+    side = ">=" if decision == "abnormal" else "<"
+    return [f"image: {name}",
+            f"{decision.upper()}: score {score:.6g} {side} threshold {threshold:.6g} (score: {score_name})",
+            f"map: {map_label}"]
+
+
+def captioned(picture: np.ndarray, lines: list[str], isize: int, map_panel: str) -> np.ndarray:
+    """`strip`'s picture with a label above each of its three panels (the map's: `map_panel`), `lines` above all."""
+    scale = max(1, MAX_TILE // isize)
+    tile, gap = isize * scale, max(1, isize // 16) * scale
+    panels = [picture[:, k * (tile + gap):k * (tile + gap) + tile] for k in range(3)]
+    return with_caption(labelled_columns(panels, [*PANELS, f"map: {map_panel}"], gap), lines)
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))

@@ -18,11 +18,12 @@ from lib import options
 from lib.data.folders import image_files, read_image
 from lib.errors import UserError
 from lib.models import build_model
-from lib.predict.maps import map_name, save_png, strip
+from lib.predict.maps import caption, captioned, map_name, save_png, strip
 from lib.predict.out import MAPS, PREDICTIONS
 from lib.resources import check_fits, network_bytes
 from lib.runs.adopted import speed_record
 from lib.scoring.evaluate import evaluate
+from lib.scoring.located import score_map
 from lib.training import checkpoint, checkpoint_fit
 from lib.training.schedules import make_schedulers
 
@@ -156,10 +157,11 @@ def predict(model, opt, files, root: Path, threshold: float, batchsize: int, dev
     it will be found.
     """
     result = Prediction()
-    drawn = {}  # the batch's inputs and reconstructions, from the pass that scores it
+    drawn = {}  # the batch's inputs, reconstructions and score maps, from the pass that scores it
 
     def keep(real, parts):
-        drawn.update(real=real.cpu(), fake=parts["fake"].float().cpu())
+        drawn.update(real=real.cpu(), fake=parts["fake"].float().cpu(),
+                     map=score_map(model, real, parts["fake"], threshold))
     bar = tqdm(total=len(files), desc="scoring", unit="img", dynamic_ncols=True, disable=None)
     for start in range(0, len(files), batchsize):
         images, kept = _read_batch(files[start:start + batchsize], opt.nc, opt.isize, result.unreadable)
@@ -169,11 +171,15 @@ def predict(model, opt, files, root: Path, threshold: float, batchsize: int, dev
         parts = evaluate(model, images, len(images), device, on_batch=keep if maps_dir is not None else None)
         for i, path in enumerate(kept):
             score = float(parts["score"][i])
+            decision = "abnormal" if score >= threshold else "normal"
             row = {"path": str(path), **{name: float(values[i]) for name, values in parts.items() if values.ndim == 1},
-                   "decision": "abnormal" if score >= threshold else "normal", "map": ""}
+                   "decision": decision, "map": ""}
             if maps_dir is not None:
-                name = map_name(path, root)
-                save_png(maps_dir / name, strip(drawn["real"][i], drawn["fake"][i]))
+                name, shown = map_name(path, root), drawn["map"]
+                picture = strip(drawn["real"][i], drawn["fake"][i], shown.values[i] / shown.full)
+                lines = caption(str(path.relative_to(root)) if path != root else path.name, score, threshold,
+                                decision, model.scoring.name, shown.label)
+                save_png(maps_dir / name, captioned(picture, lines, opt.isize, shown.short))
                 row["map"] = str((listed_as or maps_dir) / name)
             result.rows.append(row)
     bar.close()

@@ -64,6 +64,11 @@ def ssim(real: torch.Tensor, fake: torch.Tensor, data_range: float = 2.0) -> tor
     """Mean structural similarity per image (Wang et al., 2004): Gaussian window 11, σ 1.5,
     over the positions where the window fits (as pytorch-msssim; smaller images use a window
     as large as they are), averaged over channels. `data_range`: 2 for images in [−1, 1]."""
+    return ssim_map(real, fake, data_range).flatten(1).mean(dim=1)
+
+
+def ssim_map(real: torch.Tensor, fake: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """(N, C, H', W'): the structural similarity at each position where the window fits (`ssim` is its mean)."""
     channels, size = real.shape[1], min(SSIM_WINDOW, real.shape[-2], real.shape[-1])
     window = _gaussian_window(size, SSIM_SIGMA, channels, real)
 
@@ -77,7 +82,7 @@ def ssim(real: torch.Tensor, fake: torch.Tensor, data_range: float = 2.0) -> tor
     cov = blur(real * fake) - mu_x * mu_y
     luminance = (2 * mu_x * mu_y + c1) / (mu_x.pow(2) + mu_y.pow(2) + c1)
     structure = (2 * cov + c2) / (var_x + var_y + c2)
-    return (luminance * structure).flatten(1).mean(dim=1)
+    return luminance * structure
 
 
 def ssim_error(real: torch.Tensor, fake: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
