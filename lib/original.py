@@ -89,10 +89,12 @@ FIXES = {
                            "torch.use_deterministic_algorithms, warning where a kernel has no deterministic form)",
                            training=False),
     # What a run writes
-    "outputs": Fix(False, "this framework's run folder (metrics.csv, results.json, checkpoints, PNG images) and lines",
+    "outputs": Fix(False, "this framework's run folder (metrics.csv, results.json, checkpoints, captioned PNG "
+                          "images, plots/ of the score's curves and histograms and of the learning curves) and lines",
                    "the original's: train/opt.txt, loss_log.txt with an AUC line per epoch, netG_<epoch>.pth and "
                    "netD_<epoch>.pth when the AUC improves, reals/fakes/fixed_fakes images, .eps test images, "
-                   "min-max scaled histogram.csv, its console lines; --print_freq and --save_image_freq count "
+                   "min-max scaled histogram.csv, its console lines, no saved figure (it drew a score histogram "
+                   "each test pass and never saved it); --print_freq and --save_image_freq count "
                    "images (lib/training/original_outputs.py)",
                    training=False),
 }

@@ -142,6 +142,13 @@ def test_original_saves_its_image_files_in_its_names_and_formats(original_run):
 
 
 @pytest.mark.slow
+def test_original_draws_no_plots_and_ours_does(original_run, our_run):
+    assert not (original_run[0] / "plots").exists()  # the original drew a histogram each epoch and saved none
+    assert {p.name for p in (our_run[0] / "plots").iterdir()} == {
+        "roc.png", "precision_recall.png", "score_histogram.png", "learning_curves.png"}
+
+
+@pytest.mark.slow
 def test_original_frequencies_count_training_images_restarted_by_each_test_pass(original_run):
     _, _, points = original_run
     assert points == [pytest.approx(13 / 16), pytest.approx(1 + 1 / 16), pytest.approx(1 + 14 / 16)]

@@ -72,6 +72,17 @@ def test_a_first_checkpoint_the_disk_refuses_says_to_run_the_command_again_with_
     assert checkpoints(run) == {} and (run / "results.json").is_file()  # a run, but no checkpoint to resume
 
 
+@pytest.mark.slow
+def test_a_plot_the_disk_refuses_is_the_same_one_line_as_any_write(tmp_path):
+    # The training grids (under 20 kB) and histogram.csv (19 kB) fit; the learning curves (about 50 kB) do not.
+    proc = with_file_size_limit("train.py", [*ONE_EPOCH, "--outf", "out"], tmp_path, limit=30_000)
+    run = tmp_path / "out" / RUN
+    plot = run.relative_to(tmp_path) / "plots" / "learning_curves.png"
+    one_line_error(proc, f"cannot write '{plot}' (File too large; ",
+                   " free there): raise the file-size limit (ulimit -f), then run the same command with --overwrite")
+    assert not list(run.rglob("*.tmp")) and not (run / "plots" / "learning_curves.png").exists()
+
+
 @pytest.fixture
 def small_disk(tmp_path, request):
     """A file system of its own, 4 MiB unless the test's `disk_size` mark says otherwise (a tmpfs: mounting

@@ -48,6 +48,13 @@ def _precision_recall(labels, scores):
     return tps / (tps + fps), tps / tps[-1], thresholds
 
 
+def precision_recall_curve(labels, scores):
+    """Precisions, recalls and thresholds as scikit-learn's precision_recall_curve gives them:
+    thresholds ascending, and a last point (precision 1, recall 0) with no threshold."""
+    precision, recall, thresholds = _precision_recall(labels, scores)
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
+
+
 def average_precision(labels, scores) -> float:
     """Area under the precision-recall curve (average precision), abnormal = positive."""
     if not _both_classes(labels):

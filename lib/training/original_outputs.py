@@ -144,6 +144,9 @@ class OriginalOutputs(RunOutputs):
     def fixed_images(self, name: str, real, fake, epoch: int) -> None:
         """Nothing: the watched test images are this framework's."""
 
+    def plot(self, history: list[dict], results: dict, val, test) -> None:
+        """Nothing: the original saved no figure (it opened a score histogram each test pass, never saved)."""
+
     def testing(self, epoch: int):
         """Its console lines, and a callback timing each test batch, keeping the first as the fixed
         input and, with --save_test_images, saving each batch and its reconstruction as EPS files

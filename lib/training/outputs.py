@@ -1,9 +1,10 @@
 """The run folder's files and the run's console lines, named and laid out as this framework writes them.
 
 histogram.csv (the test images' scores and labels), metrics.csv (one row per epoch),
-results.json (the last, best-on-validation and best-on-test epochs), loss_log.txt and the
-image grids in train/images/ and test/images/. The folder's lock, opt.txt and the
-checkpoints are written elsewhere (lib/runs/folder.py, lib/runs/setup.py, lib/training/checkpoint.py).
+results.json (the last, best-on-validation and best-on-test epochs), loss_log.txt, the
+captioned image grids in train/images/ and test/images/ and the figures in plots/
+(lib/training/plots.py draws them). The folder's lock, opt.txt and the checkpoints are
+written elsewhere (lib/runs/folder.py, lib/runs/setup.py, lib/training/checkpoint.py).
 Without the 'outputs' fix (lib/original.py) the trainer is given lib/training/original_outputs.py's
 OriginalOutputs instead: the same methods, writing and printing what the original code did.
 """
@@ -14,11 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from lib.errors import UserError
-from lib.files import WriteFailed, append_line, disk_error, rows_csv, write_text, writing
-from lib.images import save_grid
+from lib.files import WriteFailed, append_line, atomic_write, disk_error, rows_csv, write_text, writing
+from lib.images import enlarge, grid, heat_overlay, labelled_rows, pixels, shown, tile, with_caption
+from lib.models import model_label
 from lib.original import applies
+from lib.scoring.located import PIXEL_FULL, pixel_error
+
+SHOWN_TILE = 64  # grid tiles are enlarged (nearest neighbour) to about this many pixels, for their labels
 
 
 def histogram_csv(scores, labels, min_max: bool = False) -> str:
@@ -36,10 +42,27 @@ def histogram_csv(scores, labels, min_max: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save_grid(images, path: Path, nrow: int = 8) -> None:
-    """An image grid; a disk that refuses it raises WriteFailed naming the file (lib/files.py)."""
-    with writing(path):
-        save_grid(images, path, nrow)
+def save_picture(array: np.ndarray, path: Path) -> None:
+    """(H, W, 3) uint8 pixels as a PNG, atomically; a disk that refuses it raises WriteFailed (lib/files.py)."""
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def captioned_grid(images, caption: list[str], nrow: int = 8) -> np.ndarray:
+    """(H, W, 3): the images (N, C, H, W in [-1, 1]) tiled `nrow` to a row, enlarged, `caption` above."""
+    factor = max(1, SHOWN_TILE // images.shape[-1])
+    return with_caption(enlarge(grid(images, nrow), factor), caption)
+
+
+def labelled_comparison(real, fake, caption: list[str]) -> np.ndarray:
+    """(H, W, 3): rows input / reconstruction / pixel error drawn over the input, labelled, `caption` above."""
+    inputs, outputs = shown(real), shown(fake)
+    error = pixel_error(real.cpu(), fake.cpu()) / PIXEL_FULL
+    overlays = torch.stack([heat_overlay(x, e) for x, e in zip(inputs, error)])
+    factor = max(1, SHOWN_TILE // real.shape[-1])
+    rows = [(label, enlarge(tile(np.stack([pixels(x) for x in row]), nrow=len(row)), factor))
+            for label, row in (("input x", inputs), ("reconstruction G(x)", outputs),
+                               ("error |x - G(x)| over x", overlays))]
+    return with_caption(labelled_rows(rows), caption)
 
 
 def results(opt, history: list[dict], best_epoch: int, headline: str, threshold: dict) -> dict:
@@ -60,6 +83,19 @@ def results(opt, history: list[dict], best_epoch: int, headline: str, threshold:
         "best_on_test_optimistic": {"epoch": on_test["epoch"], "test": pick(on_test, "test_")},
         "threshold": threshold,
     }
+
+
+def evaluation_plots(folder: Path, opt, labels, scores, score: str, threshold: dict | None, epoch) -> None:
+    """--phase test's plots/ in `folder`: the test split's curves and score histogram of the weights of
+    `epoch`, with their stored threshold if it was chosen for them (none without the 'outputs' fix)."""
+    if not applies(opt, "outputs"):
+        return
+    from lib.training import plots  # matplotlib loads only when a run draws
+
+    if (threshold or {}).get("epoch") != epoch:  # a threshold of other weights (of last.pt's best epoch)
+        threshold = None
+    plots.write_score_plots(folder / plots.PLOTS, {"test": (labels, scores)}, threshold, lambda what: plots.heading(
+        what, model_label(opt.model), score, opt.name, f"--phase test of the weights of epoch {epoch}"))
 
 
 def failed_write(err: Exception, run: Path, then: str) -> Exception:
@@ -116,12 +152,17 @@ class RunOutputs:
     def train_samples(self, real, fake, epoch: int, reconstruct) -> None:
         """A training batch and its reconstruction during `epoch` (counted from 1); `reconstruct(images)`
         gives the reconstruction of other images."""
-        _save_grid(real, self.images / "real_samples.png")
-        _save_grid(fake, self.images / f"fake_samples_epoch_{epoch:03d}.png")
+        fakes = f"fake_samples_epoch_{epoch:03d}.png"
+        save_picture(captioned_grid(real, [f"input x: a training batch of epoch {epoch} (reconstructed in {fakes})"]),
+                     self.images / "real_samples.png")
+        save_picture(captioned_grid(fake, [f"reconstruction G(x) of the training batch in real_samples.png, epoch "
+                                           f"{epoch}, image for image"]), self.images / fakes)
 
     def fixed_images(self, name: str, real, fake, epoch: int) -> None:
-        """The watched test images (one row) above their reconstructions, after `epoch`."""
-        _save_grid(torch.cat([real, fake]), self.images / f"fixed_{name}_epoch_{epoch:03d}.png", nrow=len(real))
+        """The watched test images, their reconstructions and the error, in labelled rows, after `epoch`."""
+        caption = [f"{len(real)} {name} test images (the same every epoch) after epoch {epoch}; "
+                   f"{model_label(self.opt.model)}, run {self.opt.name}"]
+        save_picture(labelled_comparison(real, fake, caption), self.images / f"fixed_{name}_epoch_{epoch:03d}.png")
 
     def testing(self, epoch: int):
         """The test split is scored after `epoch` (from 1): a `(real, parts)` callback for each batch, or None."""
@@ -129,11 +170,34 @@ class RunOutputs:
             return self.test_image_writer()
         return None
 
-    def epoch_results(self, history: list[dict], results: dict, test_scores, test_labels) -> None:
-        """histogram.csv, metrics.csv and results.json as of the epoch just finished."""
-        write_text(self.dir / "histogram.csv", histogram_csv(test_scores, test_labels, self.min_max_histogram))
+    def epoch_results(self, history: list[dict], results: dict, val, test) -> None:
+        """histogram.csv, metrics.csv, results.json and the plots as of the epoch just finished (`val`,
+        `test`: the splits' labels and scores, lib.scoring.evaluate.Scores)."""
+        write_text(self.dir / "histogram.csv", histogram_csv(test.parts["score"], test.labels, self.min_max_histogram))
         write_text(self.dir / "metrics.csv", rows_csv(history))
         write_text(self.dir / "results.json", json.dumps(results, indent=2) + "\n")
+        self.plot(history, results, val, test)
+
+    def plot(self, history: list[dict], results: dict, val, test) -> None:
+        """plots/: the learning curves every epoch; the score's curves and histograms at the best epoch,
+        whose weights (best.pt) and threshold predict.py uses."""
+        from lib.training import plots  # matplotlib loads when a run first draws, not when train.py starts
+
+        best = results["best"]
+        score = results.get("threshold", {}).get("score", "?")
+        control = " (untrained control)" if results.get("untrained_control") else ""
+
+        def title(what: str, epoch: str = f"epoch {best['epoch']}{control}, best by {best['selected_by']}") -> str:
+            return plots.heading(what, model_label(self.opt.model), score, self.opt.name, epoch)
+        folder = self.dir / plots.PLOTS
+        first, last = history[0]["epoch"], history[-1]["epoch"]
+        span = f"epoch {first}" if first == last else f"epochs {first} to {last}"
+        plots.write_learning_curves(folder, history, best["epoch"], best["selected_by"],
+                                    title("learning curves", span + control))
+        if best["epoch"] == history[-1]["epoch"]:
+            splits = {name: (s.labels, s.parts["score"]) for name, s in (("validation", val), ("test", test))
+                      if len(s.labels)}
+            plots.write_score_plots(folder, splits, results.get("threshold"), title)
 
     def epoch_report(self, line: str, history: list[dict], model) -> None:
         """The epoch's summary `line`, on the console and in loss_log.txt (history[-1] is the epoch's row)."""
@@ -151,6 +215,8 @@ class RunOutputs:
 
         def save(real, parts) -> None:
             n = next(numbers)
-            _save_grid(real, folder / f"real_{n:04d}.png")
-            _save_grid(parts["fake"], folder / f"fake_{n:04d}.png")
+            save_picture(captioned_grid(real, [f"input x: test batch {n} (reconstructed in fake_{n:04d}.png)"]),
+                         folder / f"real_{n:04d}.png")
+            save_picture(captioned_grid(parts["fake"], [f"reconstruction G(x) of test batch {n} (real_{n:04d}.png), "
+                                                        "image for image"]), folder / f"fake_{n:04d}.png")
         return save

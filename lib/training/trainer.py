@@ -227,7 +227,7 @@ class Trainer:
                                                self.policy.train_mode, state.epoch)
         if self.claim is not None and not self.claim.held():  # the folder deleted or moved: write nothing there
             raise outputs.folder_gone(self.dir)
-        self.out.epoch_results(state.history, self.results(), test.parts["score"], test.labels)
+        self.out.epoch_results(state.history, self.results(), val, test)
         self._report(row, is_best, test)
         # last.pt is written last: a run whose last.pt holds an epoch has every file of that epoch.
         if is_best:
