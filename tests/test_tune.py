@@ -52,6 +52,13 @@ def test_a_search_ranks_trials_on_validation_and_prints_a_command_that_reproduce
         assert row["status"] == "done" and row["epochs"] == "2" and float(row["time_s"]) > 0
         assert 0 <= float(row["val_auroc"]) <= 1 and 0 <= float(row["test_auroc"]) <= 1
     assert float(rows[0]["val_auroc"]) >= float(rows[1]["val_auroc"])  # best first
+    # Quiet by default: a line per trial as it ends, then the summary; none of Ray's or Tune's console.
+    lines = stdout.splitlines()
+    assert sum(line.startswith("trial ") and " done: val_auroc " in line for line in lines) == 2, stdout
+    summary = lines.index("2 trials: " + str(out / "tune" / "wcon" / "results.csv"))
+    assert lines[summary + 1].split() == ["trial", "w_con", "val_auroc", "(epoch)", "test_auroc", "status"]
+    assert [line.split()[-1] for line in lines[summary + 2:summary + 4]] == ["done", "done"]
+    assert len(lines) <= 12 and "Trial status" not in stdout and "(run_trial pid=" not in stdout, stdout
 
     # Each trial trained in its own run folder, through train.py's loop, with its own w_con.
     losses = {}
@@ -92,9 +99,10 @@ def test_a_class_sweep_is_one_command_with_one_row_per_class(tmp_path, capsys):
                            "--model", "w_skipganomaly",
                            "--dataroot", str(tmp_path / "data"), "--outf", str(tmp_path / "out"),
                            "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "16",
-                           "--niter", "1", "--n_critic", "2", "--device", "cpu", "--num_cpus", CPUS, "--space", space],
-                          capsys)
+                           "--niter", "1", "--n_critic", "2", "--device", "cpu", "--num_cpus", CPUS, "--space", space,
+                           "--verbose"], capsys)
     assert code == 0
+    assert "Trial status" in stdout  # --verbose: Tune's own tables too
     [folder] = (tmp_path / "out" / "tune").iterdir()
     assert folder.name.startswith("w_skipganomaly_cifar10_classes_")
     rows = read_csv(folder / "results.csv")

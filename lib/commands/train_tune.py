@@ -132,6 +132,7 @@ def search(s: Search, stop) -> int:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from lib.tune.interrupts import Forward, forward_in
+    from lib.tune.progress import Progress, quiet_restored, quiet_run_config, ray_init_quiet, tune_console
 
     args, opt, name, folder, address = s.args, s.opt, s.name, s.folder, s.address
     storage = str(Path(s.base["outf"]) / "tune")
@@ -142,7 +143,7 @@ def search(s: Search, stop) -> int:
         with held_stderr(address is not None and not opt.verbose):
             if started_here and not stop.signal:
                 with stop.through_ray_init():
-                    join_or_start(ray, address, args.num_cpus, ROOT)
+                    join_or_start(ray, address, args.num_cpus, ROOT, ray_init_quiet(opt.verbose))
             gpus = args.gpus_per_trial
             if gpus is None and not stop.signal:  # one GPU per process when the cluster has GPUs
                 gpus = opt.ngpu if opt.device == "gpu" and ray.cluster_resources().get("GPU", 0) > 0 else 0
@@ -168,7 +169,8 @@ def search(s: Search, stop) -> int:
             print(ranked_on_test(s.objective))
         if args.restore:
             tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=True)
-            forward_in(tuner)
+            forward_in(tuner, Progress(s.objective, s.space))
+            quiet_restored(tuner, opt.verbose)
         else:
             niter = largest(s.space, "niter", opt.niter)
             scheduler = (ASHAScheduler(time_attr="epoch", max_t=niter, grace_period=args.grace_period,
@@ -179,9 +181,12 @@ def search(s: Search, stop) -> int:
                 tune_config=tune.TuneConfig(metric=s.objective, mode="max", num_samples=args.num_samples,
                                             scheduler=scheduler,
                                             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
-                run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[Forward()],
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-        results = tuner.fit()
+                run_config=tune.RunConfig(name=name, storage_path=storage,
+                                          callbacks=[Forward(), Progress(s.objective, s.space)],
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                          **quiet_run_config(opt.verbose)))
+        with tune_console(opt.verbose):
+            results = tuner.fit()
     finally:
         if started_here:
             ray.shutdown()

@@ -23,6 +23,7 @@ from lib.options.parser import (  # noqa: F401
     defaults,
     explicit_options,
     option_actions,
+    run_options,
     score_weight,
     str2bool,
 )

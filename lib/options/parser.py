@@ -151,9 +151,14 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
 
 
 def option_actions(prog: str = "train.py") -> dict[str, argparse.Action]:
-    """{option name: its argparse action}, every model's own options included; not -h, --config and
-    --print_config, which direct the command and are no option of a run."""
-    return {a.dest: a for a in build_parser(prog)._actions
+    """{option name: its argparse action}, every model's own options included."""
+    return run_options(build_parser(prog))
+
+
+def run_options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """{option name: its action} of `parser`'s options of a run: not -h, --config and --print_config, which
+    direct the command (their default is SUPPRESS: never stored)."""
+    return {a.dest: a for a in parser._actions
             if a.option_strings and a.dest != "help" and a.default is not argparse.SUPPRESS}
 
 

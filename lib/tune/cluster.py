@@ -96,15 +96,16 @@ def check_reachable(address: str, source: str) -> None:
                         "`ray start --head` printed (port 6379 by default; the dashboard's 8265 is not it)")
 
 
-def join_or_start(ray, address, num_cpus, root: Path) -> None:
-    """ray.init: join the cluster at `address`, or start Ray here (address None); trials import from `root`."""
+def join_or_start(ray, address, num_cpus, root: Path, console: dict | None = None) -> None:
+    """ray.init: join the cluster at `address`, or start Ray here (address None); trials import from `root`;
+    `console`: ray.init's arguments for what reaches the terminal (lib/tune/progress.py)."""
     if address is not None:  # a head that answers but refuses us (e.g. no token) fails in seconds, not minutes
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(CONNECT_TIMEOUT_S))
     # Trials run in other processes: they import this project from the same path.
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     try:
         ray.init(address=address or "local", num_cpus=num_cpus, include_dashboard=False,
-                 runtime_env={"env_vars": env})
+                 runtime_env={"env_vars": env}, **(console or {}))
     except (ConnectionError, RuntimeError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         if address is None:

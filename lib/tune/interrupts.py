@@ -111,11 +111,13 @@ class Forward(tune.Callback):
             handler(signal.SIGUSR1, None)
 
 
-def forward_in(tuner) -> None:
-    """Give a restored search Forward if it was saved without it (Tuner.restore takes no callbacks)."""
+def forward_in(tuner, *others) -> None:
+    """Give a restored search a fresh Forward and `others` (Tuner.restore takes no callbacks; the ones the
+    search was saved with carry the state of the run that saved them)."""
     local = getattr(tuner, "_local_tuner", None)  # None with Ray Client: Tune's own handling then
     if local is None:
         return
     config = local.get_run_config()
-    if not any(isinstance(callback, Forward) for callback in config.callbacks or ()):
-        config.callbacks = [*(config.callbacks or ()), Forward()]
+    fresh = [Forward(), *others]
+    kinds = tuple(type(callback) for callback in fresh)
+    config.callbacks = [c for c in config.callbacks or () if not isinstance(c, kinds)] + fresh

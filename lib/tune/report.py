@@ -52,6 +52,7 @@ def report(results, objective, space, raw, actions, name, folder, stop) -> int:
               f"continue it with --name {name} --restore", file=sys.stderr)
         return stop.exit_code if stop.signal else 1
     print(f"{len(rows)} trials: {folder / 'results.csv'}")
+    print(summary_table(rows, objective, space))
     failed = [r for r in rows if r["status"] == "error"]
     if failed:  # the first one's cause here: a full disk says how to go on (--restore) without opening a file
         print(f"warning: {len(failed)} trial(s) failed, each with its cause in the error column of results.csv; "
@@ -61,6 +62,23 @@ def report(results, objective, space, raw, actions, name, folder, stop) -> int:
         print(f"interrupted ({stop.name}) after every trial had finished: the search is complete", file=sys.stderr)
         return stop.exit_code
     return code
+
+
+def summary_table(rows, objective, space, most: int = 20) -> str:
+    """The trials, best first, as aligned text: searched values, the objective at the epoch it selects,
+    test AUROC there, status; past `most` rows, a line says how many more results.csv holds."""
+    def shown(value, digits=True):
+        return "–" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}" if digits and isinstance(
+            value, float) else str(value)
+    header = ["trial", *space, f"{objective} (epoch)", "test_auroc", "status"]
+    table = [header] + [[r["trial"], *(shown(r[k], False) for k in space),
+                         f"{shown(r[objective])} ({r['best_epoch'] if r['best_epoch'] is not None else '–'})",
+                         shown(r["test_auroc"]), r["status"]] for r in rows[:most]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
+    if len(rows) > most:
+        lines.append(f"... and {len(rows) - most} more in results.csv")
+    return "\n".join(lines)
 
 
 def best_trial(rows, objective, space, raw, actions, folder) -> int:

@@ -25,7 +25,7 @@ PATH_OPTIONS = ("dataroot", "outf", "path", "load_weights")
 
 def train_actions(parser) -> dict:
     """train.py's options by name (dest), as `parser` defines them."""
-    return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    return options.run_options(parser)
 
 
 def trial_base(opt: dict) -> dict:
