@@ -162,3 +162,12 @@ def test_an_untrained_control_writes_its_plots_too(tmp_path):
     folder = tmp_path / "out" / "skipganomaly-control" / "digits" / "0"
     for name in FILES:
         assert_png(folder / "plots" / name)
+
+
+@pytest.mark.slow
+def test_phase_test_draws_the_score_plots_of_the_weights_it_evaluates(run):
+    proc = process("train.py", ["--dataset", "digits", "--device", "cpu", "--outf", "TMP", "--nc", "1", "--model",
+                                "skipganomaly", "--phase", "test", "--load_weights"], run.parents[3])
+    assert proc.returncode == 0, proc.stderr
+    for name in (plots.ROC, plots.PRECISION_RECALL, plots.HISTOGRAM):
+        assert_png(run / "test" / "plots" / name)

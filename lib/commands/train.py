@@ -161,7 +161,7 @@ def evaluate_weights(opt, ckpt) -> int:
     from lib.scoring.evaluate import evaluate
     from lib.scoring.metrics import HEADLINE, all_metrics
     from lib.scoring.policy import score_policy
-    from lib.training.outputs import histogram_csv
+    from lib.training.outputs import evaluation_plots, histogram_csv
 
     if opt.overwrite:
         raise UserError("--overwrite applies to training; --phase test writes only below <run>/test/")
@@ -179,6 +179,7 @@ def evaluate_weights(opt, ckpt) -> int:
         write_text(out / "results.json", json.dumps(
             {"weights": ckpt["path"], "epoch": ckpt.get("epoch"), "seed": opt.manualseed, "test": metrics},
             indent=2) + "\n")
+        evaluation_plots(out, opt, labels, parts["score"], model.scoring.name, ckpt.get("threshold"), ckpt.get("epoch"))
     except OSError as err:
         error = disk_error(err)
         if error is not None:  # a full disk: name the file and the space left, as every write does
