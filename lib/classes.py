@@ -4,7 +4,7 @@ Kept apart from `lib.data.datasets` so that checking a command line takes a frac
 """
 import operator
 
-from lib.errors import UserError
+from .errors import UserError
 
 DATASETS = ("cifar10", "mnist", "fashion-mnist", "digits")  # any other name = folder dataset
 

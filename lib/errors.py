@@ -46,9 +46,45 @@ def _console(stream):
     return stream if isinstance(stream, _Console) else _Console(stream)
 
 
+def _fill_standard_descriptors() -> None:
+    """A null device on each of descriptors 0-2 that the command was started without (`train.py 1>&-`):
+    else the first file the run opens gets descriptor 1, and its console lines land in that file."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a closed terminal), raised where the command is, as Ctrl-C raises KeyboardInterrupt:
+    the same clean-up runs (a half-written --out is removed, a lock released). Training stops between steps
+    instead (lib/training/stopping.py)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
+STOPPING = (signal.SIGTERM, signal.SIGHUP)
+
+
 def run_cli(main, argv=None):
-    """Run `main(argv)`: a UserError becomes one line and exit code 2, Ctrl-C exit code 130."""
+    """Run `main(argv)`: a UserError becomes one line and exit code 2, Ctrl-C exit code 130 (SIGTERM 143,
+    SIGHUP 129)."""
     top_level = argv is None  # a script's own run_cli(main), not a call from Python (tests, tools)
+    if top_level:
+        _fill_standard_descriptors()
+        for sig in STOPPING:  # one ignored on purpose (nohup) stays ignored
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _stop)
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
     if not isinstance(sys.stdout, io.StringIO):  # (tests capture output in a StringIO: left as it is)
@@ -64,9 +100,11 @@ def run_cli(main, argv=None):
         if not _another_rank():  # in a job of several processes (torchrun), rank 0 says it
             print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print("interrupted" + (f" ({signal.Signals(signum).name})" if signum != signal.SIGINT else ""),
+              file=sys.stderr)
+        sys.exit(128 + signum)
     except OSError:
         if working_directory_exists():
             raise
@@ -149,7 +187,7 @@ class OneLineParser(argparse.ArgumentParser):
 def deferred_interrupts():
     """Ctrl-C and SIGTERM held back while torch loads (seconds): its C++ start-up turns an interrupt
     into an abort or swallows it. A signal that came in meanwhile is delivered as the block ends."""
-    held = {signal.SIGINT, signal.SIGTERM}
+    held = {signal.SIGINT, *STOPPING}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lib.errors import UserError
+from .errors import UserError
 
 # The longest file name (in bytes) Linux file systems take; a longer one fails with ENAMETOOLONG.
 NAME_MAX = 255
@@ -103,6 +103,9 @@ def atomic_write(path, write) -> None:
     the temporary file is removed, `path` is left as it was, and WriteFailed says so.
     """
     path = Path(path)
+    if path.is_dir() and not path.is_symlink():  # os.replace would fail with a traceback's error
+        raise UserError(f"'{path}' is a folder where a file of that name is written: move or rename the folder, "
+                        "then run the command again")
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         # The prefix is shortened so that any name the target may have gives a temporary name that fits.

@@ -13,7 +13,7 @@ in the last float digits.
 """
 from dataclasses import dataclass
 
-from lib.errors import UserError
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,10 @@ def parse_fixes(text: str) -> frozenset[str]:
         else:
             raise UserError(f"--fixes: unknown fix '{name}'; choose from default, all, none, {', '.join(FIXES)}")
         chosen = chosen - group if item.startswith("-") else chosen | group
+    named = [item.strip() for item in text.split(",") if item.strip().lstrip("-") in FIXES]
+    both = sorted({n for n in named if n.startswith("-") and n[1:] in named})
+    if both:  # "a,-a": which one was meant?
+        raise UserError(f"--fixes names {both[0][1:]} both on and off ({both[0][1:]} and {both[0]}): keep one")
     return frozenset(chosen)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from lib.errors import UserError
+from .errors import UserError
 
 
 def _read_int(path: str) -> int | None:

@@ -46,6 +46,7 @@ def main(out: str, model_name: str, *overrides: str) -> None:
         torch.save({"losses": losses, "state": model.state_dict(), "world": context.world}, out)
     if context.active:
         dist.destroy_process_group()
+        distributed.leave(0)  # as train.py's processes end: the interpreter's teardown can abort (SIGABRT)
 
 
 if __name__ == "__main__":

@@ -144,8 +144,9 @@ def test_every_model_refuses_every_flag_it_does_not_read_in_one_line(model, entr
     """Generated from the registry: a flag only other models read is refused, never accepted and ignored."""
     reads = entry["flag"].lstrip("-") in options.model_option_names()[model]
     given = [entry["flag"]] if entry.get("type") == "bool" else [entry["flag"], str(entry["default"])]
-    if reads:
-        options.parse(["--model", model, *given])
+    if reads:  # under the setting it is read with (--clip_value with --wgan clip)
+        setting = [item for other, values in entry.get("only_with", {}).items() for item in (f"--{other}", values[0])]
+        options.parse(["--model", model, *given, *setting])
         return
     with pytest.raises(UserError, match=f"^{entry['flag']} only applies to --model .*not --model {model}: drop it"):
         options.parse(["--model", model, *given])

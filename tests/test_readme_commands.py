@@ -513,6 +513,10 @@ def module_command(command, runs, cwd, monkeypatch):
     cheap = next((flags for (tool, flag), flags in CHEAP_TOOLS.items() if name == tool and flag in args), None)
     if name in TOOLS_READING_RUNS:
         runs.copy(next(filter(makes_a_run, readme_commands())), cwd)
+    if {"-h", "--help"} & set(args):  # a page shows the module's help: it prints its usage and exits 0
+        shown = check(run_main(module.main, args, cwd), command.text)
+        assert "usage:" in shown.stdout
+        return
     for variant in synopsis_variants(args):
         if name in TOOLS_READING_RUNS:
             result = check(run_main(module.main, variant, cwd), shlex.join(["python", "-m", name, *variant]))

@@ -42,6 +42,8 @@ def main(argv):
     if args.out is not None and not args.out.strip():
         raise UserError("--out is empty: give a path prefix for the tables, or leave --out out (OUTF/results)")
     prefix = args.out or str(Path(args.outf) / "results")
+    for suffix in (".md", ".csv"):  # --out table.md names the table, not a prefix to add .md to
+        prefix = prefix.removesuffix(suffix) if prefix.endswith(suffix) and len(prefix) > len(suffix) else prefix
     if args.out or Path(args.outf).is_dir():
         check_out(prefix)
     table_md, table_csv = collect(args.outf, args.metric, args.select)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from lib import options
-from lib.errors import OneLineParser, UserError
-from lib.predict.out import MAPS, PREDICTIONS, check_out, close_out, open_out, publish
-from lib.predict.score import check_batch_memory, choose_threshold, find_images, load_model, predict
-from lib.runs.folder import run_folder_of
-from lib.scoring.policy import describe
-from lib.training import checkpoint
+from .. import options
+from ..errors import OneLineParser, UserError
+from ..predict.out import MAPS, PREDICTIONS, check_out, close_out, open_out, publish
+from ..predict.score import check_batch_memory, choose_threshold, find_images, load_model, predict
+from ..runs.folder import run_folder_of
+from ..scoring.policy import describe
+from ..training import checkpoint
 
 SHOW_UNREADABLE = 20  # the summary names this many unreadable files, then counts the rest
 
@@ -110,3 +110,12 @@ def main(argv):
     print(f"outputs: {out / PREDICTIONS}" + (f", strips in {out / MAPS}" if staging else ""))
     return 0
 
+
+def cli() -> None:
+    """The installed console command (pyproject.toml's [project.scripts]); `python -m` runs it too."""
+    from ..errors import run_cli
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -3,10 +3,10 @@ import json
 import sys
 from pathlib import Path
 
-from lib import options
-from lib.errors import UserError
-from lib.files import WriteFailed, disk_error, write_text
-from lib.runs.folder import evaluation_dir, probe_writable, run_folder_of
+from .. import options
+from ..errors import UserError
+from ..files import WriteFailed, disk_error, write_text
+from ..runs.folder import evaluation_dir, probe_writable, run_folder_of
 
 
 class HistogramCopy:
@@ -54,27 +54,27 @@ def main(argv):
     if opt.path and not Path(opt.path).exists():  # found out now, not after the training it follows
         raise UserError(f"--path '{opt.path}' does not exist; give an image file or a folder of images to score")
     # torch and the rest load only now: a command line that is refused is refused at once.
-    from lib.errors import deferred_interrupts
+    from ..errors import deferred_interrupts
     with deferred_interrupts():  # Ctrl-C while torch loads: delivered once it has, as one line
-        from lib.original import applies
-        from lib.runs.setup import build_trainer, load_checkpoint, run_dir
-        from lib.training.stopping import Interrupted
+        from ..original import applies
+        from ..runs.setup import build_trainer, load_checkpoint, run_dir
+        from ..training.stopping import Interrupted
     if opt.path:  # images predict.py can read, known before the training that comes first
         check_images(Path(opt.path))
 
     explicit = options.explicit_options(argv)
     ckpt = load_checkpoint(opt, explicit)
     if opt.phase == "test":  # one process evaluates (under torchrun: rank 0; the others have nothing to do)
-        from lib.parallel.distributed import Context
+        from ..parallel.distributed import Context
         return evaluate_weights(opt, ckpt) if Context.from_env().writes else 0
 
     folder = resume_folder(opt, ckpt, explicit) if opt.resume else run_dir(opt)
-    from lib.parallel import distributed
+    from ..parallel import distributed
     context = distributed.Context.from_env()  # under torchrun: rank 0 alone writes and prints
     if not context.active:
         import torch
 
-        from lib.parallel.launch import check_processes, launch, processes_for
+        from ..parallel.launch import check_processes, launch, processes_for
         processes = processes_for(opt, "ngpu" in explicit, torch.cuda.is_available())
         if processes > 1:
             opt.ngpu = processes
@@ -92,7 +92,7 @@ def main(argv):
         stopped = 128 + stop.signal
     except Exception as err:
         if context.active and distributed.lost_peer(err):  # another process is gone: the launcher says so
-            from lib.parallel.launch import PEER_LOST
+            from ..parallel.launch import PEER_LOST
             return PEER_LOST
         raise
     finally:
@@ -100,8 +100,8 @@ def main(argv):
         distributed.finish(context)
     if stopped is not None:
         return distributed.leave(stopped) if context.active else stopped
-    if not context.writes:
-        return 0
+    if not context.writes:  # (distributed.leave: a job's process ends without the teardown that can abort)
+        return distributed.leave(0) if context.active else 0
     if applies(opt, "outputs"):  # the original's last line, its [Done], has been printed instead
         h = results["metric"]
         on = "validation" if results["best"]["selected_by"].startswith("val_") else "the test set (as the original)"
@@ -109,7 +109,8 @@ def main(argv):
               f"{results['best']['test'][h]:.4f} (epoch {results['best']['epoch']}, best on {on})")
         print(score_line(results, opt.score not in (None, "val")))
     print(f"outputs: {folder}")
-    return score_path(opt, folder)
+    code = score_path(opt, folder)
+    return distributed.leave(code) if context.active else code
 
 
 def score_line(results: dict, named: bool) -> str:
@@ -126,7 +127,7 @@ def check_images(path: Path) -> None:
     """UserError unless --path is an image file, or a folder holding some, of a type PIL reads."""
     from PIL import Image
 
-    from lib.predict.score import find_images
+    from ..predict.score import find_images
     if path.is_file() and path.suffix.lower() not in Image.registered_extensions():
         raise UserError(f"--path {str(path)!r} is not an image of a type PIL reads ({path.suffix or 'no extension'}):"
                         " give an image file (.png, .jpg, ...) or a folder of them")
@@ -154,14 +155,14 @@ def resume_folder(opt, ckpt, explicit) -> Path:
 
 def evaluate_weights(opt, ckpt) -> int:
     """--phase test: score the test split with the loaded weights; results go to <run>/test/."""
-    from lib.options.record import options_text
-    from lib.original import applies
-    from lib.parallel.distributed import Context
-    from lib.runs.setup import build_evaluation, runtime_of
-    from lib.scoring.evaluate import evaluate
-    from lib.scoring.metrics import HEADLINE, all_metrics
-    from lib.scoring.policy import score_policy
-    from lib.training.outputs import evaluation_plots, histogram_csv
+    from ..options.record import options_text
+    from ..original import applies
+    from ..parallel.distributed import Context
+    from ..runs.setup import build_evaluation, runtime_of
+    from ..scoring.evaluate import evaluate
+    from ..scoring.metrics import HEADLINE, all_metrics
+    from ..scoring.policy import score_policy
+    from ..training.outputs import evaluation_plots, histogram_csv
 
     if opt.overwrite:
         raise UserError("--overwrite applies to training; --phase test writes only below <run>/test/")
@@ -196,9 +197,18 @@ def score_path(opt, weights) -> int:
     --phase test evaluated), as predict.py does."""
     if not opt.path:
         return 0
-    from lib.commands import predict  # only when asked: it is the scoring command
+    from . import predict  # only when asked: it is the scoring command
     # The run's own predict/ folder: predictions of its earlier weights are stale, so replace them.
     args = ["--path", opt.path, "--weights", str(weights), "--batchsize", str(opt.batchsize),
             "--device", "cpu" if str(opt.gpu_ids).strip() == "-1" else opt.device, "--overwrite"]
     return predict.main(args)
 
+
+def cli() -> None:
+    """The installed console command (pyproject.toml's [project.scripts]); `python -m` runs it too."""
+    from ..errors import run_cli
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

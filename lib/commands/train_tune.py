@@ -5,11 +5,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib import options
-from lib.errors import UserError
-from lib.files import WriteFailed
-from lib.scoring.metrics import HEADLINE
-from lib.tune.arguments import (
+from .. import options
+from ..errors import UserError
+from ..files import WriteFailed
+from ..scoring.metrics import HEADLINE
+from ..tune.arguments import (
     add_tune_arguments,
     check_processes_per_trial,
     check_resources,
@@ -18,8 +18,8 @@ from lib.tune.arguments import (
     original_search,
     tune_only_parser,
 )
-from lib.tune.checks import check_space
-from lib.tune.cluster import (
+from ..tune.checks import check_space
+from ..tune.cluster import (
     check_cluster_fits,
     check_local_resources,
     check_reachable,
@@ -27,10 +27,10 @@ from lib.tune.cluster import (
     held_stderr,
     join_or_start,
 )
-from lib.tune.folder import check_name, check_search_folder, check_writable, search_name
-from lib.tune.report import not_started, ranked_on_test, report, stopped_at_once
-from lib.tune.space import largest, ray_space, read_space
-from lib.tune.trials import check_search_place, run_trial, train_actions, trial_base, trial_options
+from ..tune.folder import check_name, check_search_folder, check_writable, search_name
+from ..tune.report import not_started, ranked_on_test, report, stopped_at_once
+from ..tune.space import largest, ray_space, read_space
+from ..tune.trials import check_search_place, run_trial, train_actions, trial_base, trial_options
 
 PROG = "train_tune.py"
 ROOT = Path(__file__).resolve().parents[2]  # the repository
@@ -52,7 +52,7 @@ def main(argv):
         if given:
             raise UserError(f"--{sorted(given)[0]} is for a search, and --tune False runs one plain training: "
                             "drop one of them")
-        from lib.commands import train  # one plain training, through the same loop, no Ray
+        from . import train  # one plain training, through the same loop, no Ray
         return train.main(train_argv)
 
     # Everything the user can get wrong is checked here, before Ray starts.
@@ -91,7 +91,7 @@ def main(argv):
     else:
         check_reachable(address, source)
 
-    from lib.tune.interrupts import SearchStop, StopNow
+    from ..tune.interrupts import SearchStop, StopNow
     with SearchStop() as stop:  # Ctrl-C or SIGTERM, in any phase from here: lib/tune/interrupts.py
         try:
             return search(Search(args, opt, raw, explicit, base, actions, space, name, folder, objective, on_test,
@@ -131,8 +131,8 @@ def search(s: Search, stop) -> int:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from lib.tune.interrupts import Forward, forward_in
-    from lib.tune.progress import Progress, quiet_restored, quiet_run_config, ray_init_quiet, tune_console
+    from ..tune.interrupts import Forward, forward_in
+    from ..tune.progress import Progress, quiet_restored, quiet_run_config, ray_init_quiet, tune_console
 
     args, opt, name, folder, address = s.args, s.opt, s.name, s.folder, s.address
     storage = str(Path(s.base["outf"]) / "tune")
@@ -191,3 +191,13 @@ def search(s: Search, stop) -> int:
         if started_here:
             ray.shutdown()
     return report(results, s.objective, s.space, s.raw, s.actions, name, folder, stop)
+
+
+def cli() -> None:
+    """The installed console command (pyproject.toml's [project.scripts]); `python -m` runs it too."""
+    from ..errors import run_cli
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.classes import DATASETS, builtin_dataset, class_names, resolve_class  # noqa: F401 (re-exported)
-from lib.errors import UserError
-from lib.data.folders import check_images_fit, read_folder_dataset
+from ..classes import DATASETS, builtin_dataset, class_names, resolve_class  # noqa: F401 (re-exported)
+from ..errors import UserError
+from .folders import check_images_fit, read_folder_dataset
 
 _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lib.classes import DATASETS
-from lib.errors import UserError
-from lib.resources import check_fits
+from ..classes import DATASETS
+from ..errors import UserError
+from ..resources import check_fits
 
 FOLDERS = ("train/0.normal", "test/0.normal", "test/1.abnormal")
 LAYOUT = "<name>/train/0.normal/*, <name>/test/0.normal/*, <name>/test/1.abnormal/*"

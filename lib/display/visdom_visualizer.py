@@ -12,7 +12,7 @@ import requests
 import torch
 import visdom
 
-from lib.scoring.metrics import roc_auc, roc_curve
+from ..scoring.metrics import roc_auc, roc_curve
 
 TIMEOUT_S = (3.0, 30.0)  # connect, read, of every request (the login too): a stalled server costs one wait
 IMAGES_SHOWN = 8  # per grid row; the image files on disk keep whole batches

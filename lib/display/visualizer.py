@@ -16,7 +16,7 @@ def make_visualizer(opt, run_name: str, log=print):
     if not opt.display:
         return NullVisualizer()
     # visdom and requests load only for a display
-    from lib.display.visdom_visualizer import ServerUnavailable, VisdomVisualizer
+    from .visdom_visualizer import ServerUnavailable, VisdomVisualizer
 
     try:
         return VisdomVisualizer(opt.display_server, opt.display_port, env_name(run_name),

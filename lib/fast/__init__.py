@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lib.errors import UserError
-from lib.fast import hardware
-from lib.fast.adam import ChannelsLastAdam
-from lib.fast.matmul import use_matmul_convolutions
-from lib.original import applies, fixes
+from ..errors import UserError
+from ..original import applies, fixes
+from . import hardware
+from .adam import ChannelsLastAdam
+from .matmul import use_matmul_convolutions
 
 
 @dataclass(frozen=True)

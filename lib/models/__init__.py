@@ -2,13 +2,13 @@
 
 Importing this package loads no model and no torch: see registry.py.
 """
-from lib.models import registry
-from lib.models.registry import register  # noqa: F401  (what a model file uses)
+from . import registry
+from .registry import register  # noqa: F401  (what a model file uses)
 
 MODELS = registry.Registry(
-    "lib.models.skipganomaly",
-    "lib.models.w_skipganomaly",
-    "lib.models.ganomaly",
+    f"{__name__}.skipganomaly",
+    f"{__name__}.w_skipganomaly",
+    f"{__name__}.ganomaly",
 )
 
 

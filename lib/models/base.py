@@ -30,11 +30,11 @@ import abc
 import torch
 from torch import nn
 
-from lib import fast as speed_layer
-from lib.images import normalisation
-from lib.models.networks import init_weights
-from lib.original import applies
-from lib.scoring.functions import DEFAULT_WEIGHT, Scoring, fit
+from .. import fast as speed_layer
+from ..images import normalisation
+from ..original import applies
+from ..scoring.functions import DEFAULT_WEIGHT, Scoring, fit
+from .networks import init_weights
 
 
 class AnomalyModel(abc.ABC):

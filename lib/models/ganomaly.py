@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.models.base import AnomalyModel, GeneratorAndAdversary
-from lib.models.losses import bce_logits, contextual_loss
-from lib.models.networks import EncoderDecoderEncoder, FeatureDiscriminator, init_weights
-from lib.models.registry import register
-from lib.scoring import measures
-from lib.scoring.measures import ADVERSARY_EMBEDDING, ENCODER_EMBEDDING, LATENT_MSE
+from ..scoring import measures
+from ..scoring.measures import ADVERSARY_EMBEDDING, ENCODER_EMBEDDING, LATENT_MSE
+from .base import AnomalyModel, GeneratorAndAdversary
+from .losses import bce_logits, contextual_loss
+from .networks import EncoderDecoderEncoder, FeatureDiscriminator, init_weights
+from .registry import register
 
 # This model's own flags, as data the command line reads without importing this file (lib/models/registry.py).
 LABEL = "GANomaly"

@@ -10,7 +10,7 @@ seed, the generator and the discriminator start from the original's very weights
 import torch
 from torch import nn
 
-from lib.models.networks import UNet, init_weights
+from .networks import UNet, init_weights
 
 CONVOLUTIONS = (nn.Conv2d, nn.ConvTranspose2d)
 

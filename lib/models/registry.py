@@ -15,9 +15,11 @@ An `OPTIONS` entry: {"flag": "--n_critic", "type": "int" | "float" | "str" |
 "bool" (a switch, off by default), "default": 5, "help": "...", optional
 "choices": [...], "min": N (refused below; 0: "must not be negative", 1: "must
 be positive"), "run_name": {value: suffix} (added to the default run name when
-the flag has that value)}. The default has the declared type (a float's is 10.0,
-not 10), as the value of the flag given on the command line has: a run's options
-keep one type whether given or not. An entry {"extends": "<model>"} takes that
+the flag has that value), "only_with": {other flag: [values]} (read only when the
+other flag has one of them, e.g. --lambda_gp with --wgan gp: refused otherwise)}.
+The default has the declared type (a float's is 10.0, not 10), as the value of
+the flag given on the command line has: a run's options keep one type whether
+given or not. An entry {"extends": "<model>"} takes that
 model's flags too (Skip-WGANomaly reads all of Skip-GANomaly's).
 """
 import argparse
@@ -28,7 +30,7 @@ import inspect
 from collections.abc import Mapping
 from functools import cache
 
-from lib.errors import UserError
+from ..errors import UserError
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 _CLASSES: dict = {}  # name -> class, filled by @register as model modules are imported
@@ -147,6 +149,12 @@ def check_model_options(opt, explicit: set[str], models: Registry) -> None:
         one = len(foreign) == 1
         raise UserError(f"{given} only appl{'ies' if one else 'y'} to --model {' or '.join(models_named)}, "
                         f"not --model {opt.model}: drop {'it' if one else 'them'} or change --model")
+
+
+def only_with(model: str, models: Registry) -> dict[str, tuple[str, tuple]]:
+    """{flag: (other flag, the values under which it is read)} of the model's `only_with` entries."""
+    return {_dest(e): (other, tuple(values)) for e in models.options(model) for other, values in
+            e.get("only_with", {}).items()}
 
 
 def check_values(opt, models: Registry) -> None:

@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.models import original_init
-from lib.models.base import AnomalyModel, GeneratorAndAdversary
-from lib.models.losses import bce_logits, contextual_loss, latent_loss
-from lib.models.networks import Discriminator, UNet
-from lib.models.registry import register
-from lib.original import applies
-from lib.scoring import measures
-from lib.scoring.functions import DEFAULT_WEIGHT
-from lib.scoring.measures import ADVERSARY_EMBEDDING, ENCODER_EMBEDDING
+from ..original import applies
+from ..scoring import measures
+from ..scoring.functions import DEFAULT_WEIGHT
+from ..scoring.measures import ADVERSARY_EMBEDDING, ENCODER_EMBEDDING
+from . import original_init
+from .base import AnomalyModel, GeneratorAndAdversary
+from .losses import bce_logits, contextual_loss, latent_loss
+from .networks import Discriminator, UNet
+from .registry import register
 
 LABEL = "Skip-GANomaly"
 OPTIONS = [

@@ -9,11 +9,11 @@ the step is the original's, defects included.
 """
 import torch
 
-from lib.models.losses import contextual_loss, gradient_penalty, latent_loss
-from lib.models.networks import Critic
-from lib.models.registry import register
-from lib.models.skipganomaly import SkipGANomaly
-from lib.original import applies
+from ..original import applies
+from .losses import contextual_loss, gradient_penalty, latent_loss
+from .networks import Critic
+from .registry import register
+from .skipganomaly import SkipGANomaly
 
 # This model's own flags, as data the command line reads without importing this file (lib/models/registry.py).
 LABEL = "Skip-WGANomaly"
@@ -21,8 +21,10 @@ OPTIONS = [
     {"extends": "skipganomaly"},  # the same generator, losses and flags
     {"flag": "--wgan", "default": "gp", "choices": ["gp", "clip"], "run_name": {"clip": "-clip"},
      "help": "critic constraint: gradient penalty or weight clipping"},
-    {"flag": "--lambda_gp", "type": "float", "default": 10.0, "min": 0, "help": "gradient penalty weight"},
-    {"flag": "--clip_value", "type": "float", "default": 0.01, "min": 0, "help": "weight clipping bound"},
+    {"flag": "--lambda_gp", "type": "float", "default": 10.0, "min": 0, "help": "gradient penalty weight",
+     "only_with": {"wgan": ["gp"]}},
+    {"flag": "--clip_value", "type": "float", "default": 0.01, "min": 0, "help": "weight clipping bound",
+     "only_with": {"wgan": ["clip"]}},
     {"flag": "--n_critic", "type": "int", "default": 5, "min": 1, "help": "critic updates per generator update"},
 ]
 

@@ -6,9 +6,10 @@ device or other global state. The run's folder name follows from the options (`d
 import argparse
 import sys
 
-from lib.errors import UserError
-from lib.models import MODELS, registry
-from lib.options.checks import (  # noqa: F401 (what callers use as options.<name>)
+from ..errors import UserError
+from ..models import MODELS, registry
+from ..original import DEFAULT, FIXES, applies, fixes
+from .checks import (  # noqa: F401 (what callers use as options.<name>)
     C_INT_MAX,
     check_image_shape,
     check_model_options,
@@ -16,7 +17,7 @@ from lib.options.checks import (  # noqa: F401 (what callers use as options.<nam
     validate,
     value_problem,
 )
-from lib.options.parser import (  # noqa: F401
+from .parser import (  # noqa: F401
     LR_POLICIES,
     METRICS,
     build_parser,
@@ -27,8 +28,7 @@ from lib.options.parser import (  # noqa: F401
     score_weight,
     str2bool,
 )
-from lib.options.record import changed_options, options_text  # noqa: F401
-from lib.original import DEFAULT, FIXES, applies, fixes
+from .record import changed_options, options_text  # noqa: F401
 
 # A recorded run's --resume and --overwrite say how it was started, not what it is: --config leaves them out.
 NOT_REPLAYED = {"resume", "overwrite"}

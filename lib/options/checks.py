@@ -9,12 +9,12 @@ import math
 import os
 from pathlib import Path
 
-from lib.classes import DATASETS, builtin_dataset, class_names, resolve_class
-from lib.errors import UserError
-from lib.models import MODELS, registry
-from lib.options.parser import build_parser, score_weight, str2bool
-from lib.original import applies, fixes
-from lib.scoring.functions import SCORES
+from ..classes import DATASETS, builtin_dataset, class_names, resolve_class
+from ..errors import UserError
+from ..models import MODELS, registry
+from ..original import applies, fixes
+from ..scoring.functions import SCORES
+from .parser import build_parser, score_weight, str2bool
 
 
 def _finite_number(value) -> bool:
@@ -71,9 +71,19 @@ def model_option_names() -> dict[str, tuple[str, ...]]:
     return registry.model_options(MODELS)
 
 
+# A flag read only under one value of another: given explicitly under another, it would be ignored.
+# Each model's own such flags are declared in its OPTIONS ("only_with").
+ONLY_WITH = {"niter_decay": ("lr_policy", ("lambda",)), "lr_decay_iters": ("lr_policy", ("step",))}
+
+
 def check_model_options(opt, explicit: set[str]) -> None:
-    """Refuse a flag given explicitly that only another model reads."""
+    """Refuse a flag given explicitly that only another model reads, or that the run's other flags leave unread."""
     registry.check_model_options(opt, explicit, MODELS)
+    only = {**ONLY_WITH, **registry.only_with(opt.model, MODELS)}
+    for flag, (other, values) in only.items():
+        if flag in explicit and getattr(opt, other) not in values:
+            raise UserError(f"--{flag} is read only with --{other} {' or '.join(values)}, and this run has --{other} "
+                            f"{getattr(opt, other)}: drop --{flag}, or change --{other}")
 
 
 def check_numbers(opt) -> None:
@@ -190,8 +200,11 @@ def validate(opt) -> None:
         check_control(opt)
     elif opt.iter >= opt.niter and opt.phase == "train" and not opt.resume:
         raise UserError(f"--iter {opt.iter} must be below --niter {opt.niter}")
-    if opt.w_adv == 0 and opt.w_con == 0 and opt.w_lat == 0:
-        raise UserError("--w_adv, --w_con and --w_lat are all 0: the generator would never learn; give one a weight")
+    # The generator's loss weights: the shared two and the model's own (its w_* flags: w_lat, w_enc).
+    weights = ["w_adv", "w_con", *(d for d in model_option_names().get(opt.model, ()) if d.startswith("w_"))]
+    if all(getattr(opt, w) == 0 for w in weights):
+        raise UserError(f"{', '.join('--' + w for w in weights)} are all 0: the generator would never learn; "
+                        "give one a weight")
     if opt.overwrite and opt.resume:
         raise UserError("--overwrite starts the run over and --resume continues it: give one of them")
     if opt.abnormal_class is not None and opt.normal_class is not None:

@@ -6,11 +6,11 @@ docs/training.md. Each model adds its own flags (lib/models/registry.py).
 """
 import argparse
 
-from lib.classes import DATASETS
-from lib.errors import OneLineParser
-from lib.models import MODELS, registry
-from lib.original import DEFAULT, FIXES
-from lib.scoring.functions import SCORES
+from ..classes import DATASETS
+from ..errors import OneLineParser
+from ..models import MODELS, registry
+from ..original import DEFAULT, FIXES
+from ..scoring.functions import SCORES
 
 METRICS = ("roc", "auprc", "f1", "f1_score")
 LR_POLICIES = ("lambda", "step", "plateau")

@@ -6,7 +6,7 @@ it comes from did); `changed_options` reads back what a run changed, which is wh
 """
 from pathlib import Path
 
-from lib.errors import UserError
+from ..errors import UserError
 
 BEGIN, END = "------------ Options -------------", "-------------- End ----------------"
 MARK = "\t[default: "

@@ -12,9 +12,12 @@ import sys
 import uuid
 from pathlib import Path
 
-from lib.errors import UserError
+from ..errors import UserError
 
-TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
+# Each process runs train.py's command as a module of this package, found where this package lies: a
+# checkout (lib) or an installation (skip_wganomaly), whatever the working directory.
+PACKAGE = __package__.split(".")[0]
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 # A process stopped because another one had stopped first: it says nothing, the launcher does.
 PEER_LOST = 3
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}
@@ -41,12 +44,12 @@ def check_processes(opt) -> None:
     if opt.ngpu > have:
         what = f"{have} GPU(s)" if gpu else f"{have} CPU core(s) and no GPU in use (one process per core at most)"
         raise UserError(f"--ngpu {opt.ngpu}: this machine has {what}; give --ngpu {have} or fewer")
-    from lib.parallel.distributed import check_batch_splits
+    from .distributed import check_batch_splits
     check_batch_splits(opt.batchsize, opt.ngpu)
 
 
 def launch(argv: list[str], processes: int, folder: Path) -> int:
-    """Run `train.py ARGV` in `processes` processes on this machine; their exit code, or one line."""
+    """Run train.py's command with ARGV in `processes` processes on this machine; their exit code, or one line."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -62,8 +65,9 @@ def launch(argv: list[str], processes: int, folder: Path) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2,
                           shutdown_timeout=shutdown)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))
     try:
-        elastic_launch(config, sys.executable)(str(TRAIN_PY), *argv)
+        elastic_launch(config, sys.executable)("-m", f"{PACKAGE}.commands.train", *argv)
     except SignalException as err:  # Ctrl-C or SIGTERM here: the processes got it too, rank 0 said so
         return 128 + int(err.sigval)
     except ChildFailedError as err:

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lib.files import NAME_MAX, atomic_write, fit_name
-from lib.images import heat_overlay, labelled_columns, pixels, shown, with_caption
-from lib.scoring.located import PIXEL_FULL
+from ..files import NAME_MAX, atomic_write, fit_name
+from ..images import heat_overlay, labelled_columns, pixels, shown, with_caption
+from ..scoring.located import PIXEL_FULL
 
 MAX_TILE = 128  # strips are enlarged (nearest neighbour) to tiles of at most this many pixels
 PANELS = ["input x", "reconstruction G(x)"]  # and the map's own label

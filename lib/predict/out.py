@@ -11,9 +11,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lib.errors import UserError
-from lib.files import WriteFailed, atomic_write, disk_error
-from lib.runs.folder import FolderLock, enclosing_run, is_run_folder, runs_inside
+from ..errors import UserError
+from ..files import WriteFailed, atomic_write, disk_error
+from ..runs.folder import FolderLock, enclosing_run, is_run_folder, runs_inside
 
 PREDICTIONS, MAPS = "predictions.csv", "maps"  # what predict.py writes into --out
 

@@ -14,18 +14,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lib import options
-from lib.data.folders import image_files, read_image
-from lib.errors import UserError
-from lib.models import build_model
-from lib.predict.maps import caption, captioned, map_name, save_png, strip
-from lib.predict.out import MAPS, PREDICTIONS
-from lib.resources import check_fits, network_bytes
-from lib.runs.adopted import speed_record
-from lib.scoring.evaluate import evaluate
-from lib.scoring.located import score_map
-from lib.training import checkpoint, checkpoint_fit
-from lib.training.schedules import make_schedulers
+from .. import options
+from ..data.folders import image_files, read_image
+from ..errors import UserError
+from ..models import build_model
+from ..resources import check_fits, network_bytes
+from ..runs.adopted import speed_record
+from ..scoring.evaluate import evaluate
+from ..scoring.located import score_map
+from ..training import checkpoint, checkpoint_fit
+from ..training.schedules import make_schedulers
+from .maps import caption, captioned, map_name, save_png, strip
+from .out import MAPS, PREDICTIONS
 
 
 @dataclass

@@ -8,9 +8,9 @@ line: nothing is recorded in opt.txt that was not applied.
 """
 import argparse
 
-from lib import fast
-from lib.errors import UserError
-from lib.original import fixes
+from .. import fast
+from ..errors import UserError
+from ..original import fixes
 
 # Options that define the networks: a checkpoint fixes them.
 NETWORK_OPTIONS = ("model", "isize", "nc", "nz", "ngf", "ndf", "extralayers", "no_skip")

@@ -22,11 +22,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lib.classes import class_names
-from lib.errors import UserError
-from lib.models import model_label
-from lib.options.record import marked
-from lib.runs.folder import is_run_folder
+from ..classes import class_names
+from ..errors import UserError
+from ..models import model_label
+from ..options.record import marked
+from .folder import is_run_folder
 
 SELECTIONS = {"best": "epoch chosen on validation", "last": "last epoch",
               "optimistic": "epoch chosen on test, optimistic"}
@@ -37,6 +37,7 @@ NOT_A_SETTING = {"abnormal_class", "normal_class", "name", "outf", "dataroot", "
                  "gpu_ids", "ngpu", "workers", "display", "display_server", "display_port", "display_id",
                  "verbose", "print_freq", "save_image_freq", "save_test_images", "tune", "phase",
                  "load_weights", "resume", "iter", "path", "model", "dataset", "nc", "overwrite"}
+FOLDER_CLASS = "abnormal"  # the column of a folder dataset (0.normal / 1.abnormal) in the tables
 VARIANT_LABELS = {("no_skip", "True"): "no skip connections", ("wgan", "clip"): "weight clipping"}
 # What reading a damaged result file raises (UnicodeDecodeError is a ValueError; RecursionError
 # comes from JSON nested too deep).
@@ -139,8 +140,12 @@ def read_run(path: Path, metric: str, select: str) -> Run:
     value = results[SELECTION_KEYS[select]]["test"][metric]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"its {select} test {metric} is {shown(json.dumps(value))}, not a number")
+    if not 0 <= value <= 1:  # every metric here is a rate or an area in [0, 1]: an edited or foreign file
+        raise ValueError(f"its {select} test {metric} is {value!r}, outside [0, 1]")
     one_class = results.get("normal_class") is not None
     target = results["normal_class" if one_class else "abnormal_class"]
+    if target is None and isinstance(results.get("dataset"), str) and not class_names(results["dataset"]):
+        target = FOLDER_CLASS  # a folder dataset's run: its one abnormal class is its test/1.abnormal
     for key, wanted, got in (("dataset", str, results["dataset"]), ("model", str, results["model"]),
                              ("class", (str, int), target)):
         if isinstance(got, bool) or not isinstance(got, wanted):
@@ -171,7 +176,21 @@ def find_runs(root, metric: str = "auroc", select: str = "best", warn=print) -> 
     if not runs:
         raise UserError(f"no readable results.json with a test {metric} under '{shown(root)}': run train.py "
                         "or experiments/*.sh there first")
-    return runs
+    return unique(runs, warn)
+
+
+def unique(runs: list[Run], warn=print) -> list[Run]:
+    """The runs but a second one of a setting, class and seed (a copied run folder: no second seed)."""
+    first, kept = {}, []
+    for run in runs:
+        key = (run.dataset, run.protocol, run.setting, run.target, json.dumps(run.seed))
+        if key in first:
+            warn(f"warning: skipping {shown(run.folder)}: the same setting, class and seed as {shown(first[key])} "
+                 "(a copy?); give each seed one run folder")
+            continue
+        first[key] = run.folder
+        kept.append(run)
+    return kept
 
 
 def build_tables(runs: list[Run]) -> list[Table]:
@@ -212,9 +231,9 @@ def _sorted_values(samples: list[tuple]) -> list[float]:
 
 def cell(samples: list[tuple] | None) -> tuple[float, float | None, int]:
     """(mean, std or None, count) of one class's runs."""
-    if not samples:
+    values = [v for _, v in samples or ()]
+    if not values:
         return math.nan, None, 0
-    values = [v for _, v in samples]
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values)
 
 
@@ -233,9 +252,7 @@ def row_mean(row: dict[str, list[tuple]], classes: list[str]) -> tuple[float, fl
 
 
 def _fmt(mean: float, std: float | None) -> str:
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
+    return "–" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
 
 
 def markdown(tables: list[Table], metric: str, select: str) -> str:

@@ -9,6 +9,7 @@ evaluation, prediction or search folder is made inside another run's folder or a
 """
 import errno
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -16,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from lib.errors import UserError
+from ..errors import UserError
 
 # What a training run writes at the top of its folder; any of these means "a run is here".
 RUN_FILES = ("opt.txt", "loss_log.txt", "metrics.csv", "results.json", "histogram.csv")
@@ -179,6 +180,14 @@ def _is_file_at(fd: int, path: Path) -> bool:
     return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
+def is_control(folder: Path) -> bool:
+    """The folder holds an untrained control (--niter 0), which --resume refuses: nothing to continue."""
+    try:
+        return json.loads((folder / "results.json").read_text()).get("untrained_control") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class RunFolder(FolderLock):
     """An exclusive claim on a run folder for the life of one run, and what a run may find there."""
     BUSY_FIX = "wait for that run to end, or choose another --name/--outf"
@@ -192,7 +201,7 @@ class RunFolder(FolderLock):
             return
         if not overwrite:
             last = self.path / "train" / "weights" / "last.pt"
-            resume = f"--resume {self.path} to continue it, " if last.is_file() else ""
+            resume = f"--resume {self.path} to continue it, " if last.is_file() and not is_control(self.path) else ""
             raise UserError(f"'{self.path}' already holds a run: pass {resume}--overwrite to delete it and start "
                             "over, or choose another --name/--outf")
         self.remove_run()

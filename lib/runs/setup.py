@@ -9,21 +9,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib import options
-from lib.data.datasets import load_split
-from lib.display.visualizer import NullVisualizer, make_visualizer
-from lib.errors import UserError, working_directory_exists
-from lib.files import write_text
-from lib.models import build_model, model_class
-from lib.options.record import options_text
-from lib.original import applies
-from lib.parallel import distributed
-from lib.resources import check_fits, network_bytes
-from lib.runs.adopted import NETWORK_OPTIONS, adopt, check_same_precision, speed_record
-from lib.runs.folder import RunFolder, check_new_run_place
-from lib.training import checkpoint, checkpoint_fit
-from lib.training.schedules import make_schedulers
-from lib.training.trainer import Trainer
+from .. import options
+from ..data.datasets import load_split
+from ..display.visualizer import NullVisualizer, make_visualizer
+from ..errors import UserError, working_directory_exists
+from ..files import write_text
+from ..models import build_model, model_class
+from ..options.record import options_text
+from ..original import applies
+from ..parallel import distributed
+from ..resources import check_fits, network_bytes
+from ..training import checkpoint, checkpoint_fit
+from ..training.schedules import make_schedulers
+from ..training.trainer import Trainer
+from .adopted import NETWORK_OPTIONS, adopt, check_same_precision, speed_record
+from .folder import RunFolder, check_new_run_place
 
 
 def resolve_device(opt, log=print, context: distributed.Context = distributed.Context()) -> torch.device:
@@ -109,7 +109,7 @@ def claim_run_dir(folder: Path, resume: bool, overwrite: bool) -> RunFolder:
 
 def runtime_of(model, device: torch.device, context: distributed.Context) -> dict:
     """What a training run chose from the machine it runs on, for opt.txt."""
-    from lib.fast import hardware
+    from ..fast import hardware
     precision, convolutions = model.speed.why or ("", "")
     return {"device": str(device), "processes": context.world, "threads": torch.get_num_threads(),
             "cpu": f"{hardware.cpu_name()} ({hardware.capability()})", "torch": torch.__version__,

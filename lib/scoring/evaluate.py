@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lib.images import to_float
-from lib.scoring.functions import (
+from ..images import to_float
+from .functions import (
     BANK_SIZE,
     FEATURE_MSE,
     IMAGE_MSE,
@@ -23,7 +23,7 @@ from lib.scoring.functions import (
     fit,
     needs,
 )
-from lib.scoring.metrics import METRICS, ON_REQUEST, all_metrics, best_f1, normal_quantile_threshold, roc_auc
+from .metrics import METRICS, ON_REQUEST, all_metrics, best_f1, normal_quantile_threshold, roc_auc
 
 # Fraction of normal images the stored threshold may flag (predict.py's default).
 THRESHOLD_FPR = 0.05

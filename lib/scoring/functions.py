@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from lib.scoring import (
+from . import (
     metrics,  # Measurement names: what a model reports per image (lib/scoring/measures.py computes them; the
 )
 

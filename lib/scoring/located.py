@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.scoring import measures
-from lib.scoring.functions import ADVERSARY_EMBEDDING, ENCODER_EMBEDDING, SCORES
+from . import measures
+from .functions import ADVERSARY_EMBEDDING, ENCODER_EMBEDDING, SCORES
 
 # The value each kind of map is drawn in full colour at (a fixed scale: strips compare).
 PIXEL_FULL = 0.5  # a pixel error of half the intensity range

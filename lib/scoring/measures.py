@@ -7,7 +7,7 @@ chosen score needs.
 import torch
 import torch.nn.functional as F
 
-from lib.scoring.functions import (  # noqa: F401  (the names models use, with the functions)
+from .functions import (  # noqa: F401  (the names models use, with the functions)
     ADVERSARY,
     ADVERSARY_EMBEDDING,
     ENCODER_EMBEDDING,

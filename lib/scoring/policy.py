@@ -9,9 +9,9 @@ run's stored options.
 """
 from dataclasses import dataclass
 
-from lib.errors import UserError
-from lib.original import applies
-from lib.scoring.functions import DEFAULT_WEIGHT, SCORES
+from ..errors import UserError
+from ..original import applies
+from .functions import DEFAULT_WEIGHT, SCORES
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import struct
 import zipfile
 import zlib
 
-from lib.errors import UserError
-from lib.resources import available_bytes, gib
+from ..errors import UserError
+from ..resources import available_bytes, gib
 
 # Bounds on what a checkpoint's zip archive may declare, checked before anything is inflated.
 # The default networks at --isize 128 with Adam's two moments take 0.66 GB (at --isize 512: 3 GB).

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from lib import options as flags
-from lib.errors import UserError
-from lib.files import atomic_write
-from lib.models import MODELS
-from lib.options import C_INT_MAX
-from lib.scoring.functions import stats_problem
-from lib.training import archive
+from .. import options as flags
+from ..errors import UserError
+from ..files import atomic_write
+from ..models import MODELS
+from ..options import C_INT_MAX
+from ..scoring.functions import stats_problem
+from . import archive
 
 FORMAT = "skip-wganomaly/1"
 

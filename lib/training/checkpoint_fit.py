@@ -9,9 +9,9 @@ import math
 
 import torch
 
-from lib.errors import UserError
-from lib.models import build_model
-from lib.training.checkpoint import damaged, is_number, shown
+from ..errors import UserError
+from ..models import build_model
+from .checkpoint import damaged, is_number, shown
 
 
 def networks_template(opt):

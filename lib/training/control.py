@@ -13,7 +13,7 @@ import time
 import torch
 from torch import nn
 
-from lib.images import to_float
+from ..images import to_float
 
 
 def calibrate(model, images: torch.Tensor, batchsize: int, device) -> tuple[int, float]:

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lib.files import atomic_write, write_text
-from lib.images import tile
-from lib.training.outputs import RunOutputs
+from ..files import atomic_write, write_text
+from ..images import tile
+from .outputs import RunOutputs
 
 # What the original's models call themselves in its console lines (their `name` property).
 MODEL_NAMES = {"skipganomaly": "skip-ganomaly", "w_skipganomaly": "w_skipganomaly"}

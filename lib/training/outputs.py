@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lib.errors import UserError
-from lib.files import WriteFailed, append_line, atomic_write, disk_error, rows_csv, write_text, writing
-from lib.images import enlarge, grid, heat_overlay, labelled_rows, pixels, shown, tile, with_caption
-from lib.models import model_label
-from lib.original import applies
-from lib.scoring.located import PIXEL_FULL, pixel_error
+from ..errors import UserError
+from ..files import WriteFailed, append_line, atomic_write, disk_error, rows_csv, write_text, writing
+from ..images import enlarge, grid, heat_overlay, labelled_rows, pixels, shown, tile, with_caption
+from ..models import model_label
+from ..original import applies
+from ..scoring.located import PIXEL_FULL, pixel_error
 
 SHOWN_TILE = 64  # grid tiles are enlarged (nearest neighbour) to about this many pixels, for their labels
 
@@ -90,7 +90,7 @@ def evaluation_plots(folder: Path, opt, labels, scores, score: str, threshold: d
     `epoch`, with their stored threshold if it was chosen for them (none without the 'outputs' fix)."""
     if not applies(opt, "outputs"):
         return
-    from lib.training import plots  # matplotlib loads only when a run draws
+    from . import plots  # matplotlib loads only when a run draws
 
     if (threshold or {}).get("epoch") != epoch:  # a threshold of other weights (of last.pt's best epoch)
         threshold = None
@@ -181,7 +181,7 @@ class RunOutputs:
     def plot(self, history: list[dict], results: dict, val, test) -> None:
         """plots/: the learning curves every epoch; the score's curves and histograms at the best epoch,
         whose weights (best.pt) and threshold predict.py uses."""
-        from lib.training import plots  # matplotlib loads when a run first draws, not when train.py starts
+        from . import plots  # matplotlib loads when a run first draws, not when train.py starts
 
         best = results["best"]
         score = results.get("threshold", {}).get("score", "?")

@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from lib.files import atomic_write
-from lib.scoring import metrics
+from ..files import atomic_write
+from ..scoring import metrics
 
 PLOTS = "plots"  # the folder in a run folder (and in its test/ folder, for --phase test)
 ROC, PRECISION_RECALL, HISTOGRAM, LEARNING = "roc.png", "precision_recall.png", "score_histogram.png", \

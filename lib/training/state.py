@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lib.data.datasets import batches
-from lib.training.schedules import load_schedulers
+from ..data.datasets import batches
+from .schedules import load_schedulers
 
 
 def rng_state() -> dict:

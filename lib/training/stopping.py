@@ -1,4 +1,4 @@
-"""Stopping a training run cleanly: SIGINT and SIGTERM become a flag the loop checks between steps."""
+"""Stopping a training run cleanly: SIGINT, SIGTERM and SIGHUP become a flag the loop checks between steps."""
 import signal
 
 
@@ -18,7 +18,9 @@ class StopFlag:
         self._previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue  # started under nohup: a closed terminal must not stop the run
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (e.g. inside a Ray worker thread)

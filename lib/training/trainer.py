@@ -16,19 +16,19 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lib.errors import UserError
-from lib.images import to_float
-from lib.original import applies
-from lib.parallel import distributed
-from lib.scoring.evaluate import Scores, evaluate, fit_scoring, measure, split_metrics, stored_threshold
-from lib.scoring.functions import needs
-from lib.scoring.metrics import HEADLINE
-from lib.scoring.policy import score_policy
-from lib.training import checkpoint, control, outputs
-from lib.training.original_outputs import OriginalOutputs
-from lib.training.schedules import current_lr, make_schedulers, step_schedulers
-from lib.training.state import TrainingState
-from lib.training.stopping import Interrupted, StopFlag
+from ..errors import UserError
+from ..images import to_float
+from ..original import applies
+from ..parallel import distributed
+from ..scoring.evaluate import Scores, evaluate, fit_scoring, measure, split_metrics, stored_threshold
+from ..scoring.functions import needs
+from ..scoring.metrics import HEADLINE
+from ..scoring.policy import score_policy
+from . import checkpoint, control, outputs
+from .original_outputs import OriginalOutputs
+from .schedules import current_lr, make_schedulers, step_schedulers
+from .state import TrainingState
+from .stopping import Interrupted, StopFlag
 
 
 class Trainer:
@@ -104,6 +104,9 @@ class Trainer:
             if self.writes:
                 self._check_best_weights()
                 self.out.end()
+            if stop.signal is not None:  # it came during the last evaluation (or a control's): a sweep must stop
+                raise Interrupted(f"stopped by signal {stop.signal} during the last evaluation, after which the run "
+                                  f"is complete in {self.dir}", stop.signal)
         except Exception as err:  # a full disk, a run folder deleted meanwhile: one line, and what to do
             failure = outputs.failed_write(err, self.dir, self._continuation())
             if failure is err:

@@ -7,17 +7,18 @@ import argparse
 import math
 from pathlib import Path
 
-from lib import options
-from lib.classes import DATASETS, class_names
-from lib.errors import UserError
-from lib.original import applies
-from lib.tune.space import largest, values_of
+from .. import options
+from ..classes import DATASETS, class_names
+from ..errors import UserError
+from ..original import applies
+from .space import largest, values_of
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository
-DEFAULT_SPACE = ROOT / "experiments" / "tune_space.json"
+# The default spaces are package data (an installed train_tune finds them); experiments/ links to them.
+SPACES = Path(__file__).resolve().parent
+DEFAULT_SPACE = SPACES / "tune_space.json"
 # Without the validation_selection fix (--original), the original's search: w_con x one weight for
 # w_adv and w_lat, each grid point twice, trials ranked on the test set.
-ORIGINAL_SPACE = ROOT / "experiments" / "tune_space_original.json"
+ORIGINAL_SPACE = SPACES / "tune_space_original.json"
 ORIGINAL_SAMPLES = 2
 RESOURCE_STEP = 1e-4  # Ray counts CPUs and GPUs in steps of 0.0001
 # A search over these compares different problems: ASHA would stop the hard ones, not the poor trials.
@@ -112,6 +113,9 @@ def check_search(args, given: set, opt, space: dict) -> None:
                         "or run folder")
     if opt.load_weights is not None and not Path(opt.load_weights).exists():
         raise UserError(f"--load_weights '{opt.load_weights}' does not exist: give a checkpoint or run folder")
+    if opt.load_weights is not None:  # a damaged or crafted checkpoint: refused here, not by every trial
+        from ..training import checkpoint
+        checkpoint.load(opt.load_weights, "best")
     if not class_names(opt.dataset) and not {"dataset", "dataroot"} & set(space):
         root = Path(opt.dataroot)
         if not ((root / opt.dataset).is_dir() or (root / "train").is_dir()):

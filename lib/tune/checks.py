@@ -14,12 +14,12 @@ import json
 import math
 from pathlib import Path
 
-from lib import options
-from lib.classes import DATASETS, class_names
-from lib.errors import UserError
-from lib.original import applies
-from lib.tune.space import TIE, followers, free, values_of
-from lib.tune.trials import NOT_IN_COMMAND, command_tokens, trial_options
+from .. import options
+from ..classes import DATASETS, class_names
+from ..errors import UserError
+from ..original import applies
+from .space import TIE, followers, free, values_of
+from .trials import NOT_IN_COMMAND, command_tokens, trial_options
 
 # Integer ranges of up to MAX_CHECKED values are checked value by value, wider ones at PROBES points.
 MAX_CHECKED = 4096
@@ -54,7 +54,7 @@ def refusal(base: dict, config: dict, explicit: set, actions: dict | None = None
         if opt.load_weights is None:  # as options.parse: loaded weights name the model
             options.check_model_options(opt, explicit | set(config))
         if opt.ngpu > 1:
-            from lib.parallel.distributed import check_batch_splits
+            from ..parallel.distributed import check_batch_splits
             check_batch_splits(opt.batchsize, opt.ngpu)
         if {"dataset", "dataroot"} & set(config):  # else the command line's, checked by check_search
             check_data(opt)
@@ -81,14 +81,14 @@ def check_generator_steps(opt) -> None:
     # above the epochs needs the number of batches, and so the data.
     if "n_critic" not in options.model_option_names().get(opt.model, ()) or opt.n_critic <= epochs:
         return
-    from lib.runs.setup import check_generator_updates
+    from ..runs.setup import check_generator_updates
     check_generator_updates(opt, _training_images(opt.dataset, opt.dataroot, opt.isize, opt.nc, opt.abnormal_class,
                                                   opt.normal_class, opt.val_ratio, opt.workers))
 
 
 @functools.cache
 def _training_images(dataset, dataroot, isize, nc, abnormal_class, normal_class, val_ratio, workers) -> int:
-    from lib.data.datasets import load_split
+    from ..data.datasets import load_split
     return len(load_split(dataset, dataroot, isize, nc, abnormal_class=abnormal_class, normal_class=normal_class,
                           val_ratio=val_ratio, workers=workers, log=lambda *_: None).train)
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lib.errors import UserError
+from ..errors import UserError
 
 # A head that is up answers a TCP connect at once.
 CONNECT_TIMEOUT_S = 5

@@ -4,8 +4,8 @@ import os
 import time
 from pathlib import Path
 
-from lib.errors import UserError
-from lib.runs.folder import probe_writable
+from ..errors import UserError
+from ..runs.folder import probe_writable
 
 # What Tune writes at the top of a search folder: only such a folder may be deleted by --overwrite.
 TUNE_FILES = ("tuner.pkl", "trainable.pkl", "experiment_state-*.json", "basic-variant-state-*.json")

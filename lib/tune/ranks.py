@@ -65,7 +65,7 @@ def ranks(processes: int, payload: tuple):
             env = {**os.environ, **shared, "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": str(threads),
                    PARENT: str(os.getpid()),
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-            proc = subprocess.Popen([sys.executable, "-m", "lib.tune.ranks"], stdin=subprocess.PIPE, env=env,
+            proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, env=env,
                                     cwd=os.getcwd())
             started.append(proc)
             proc.stdin.write(data)
@@ -97,7 +97,7 @@ def ranks(processes: int, payload: tuple):
 def trial_trainer(opt, defaults: dict, explicit: set, restored: str | None, on_epoch=None):
     """A trial's trainer: new (anything in its folder is an earlier, failed start of the trial) or,
     paused or failed before, continuing from the checkpoint Tune `restored` (its last epoch)."""
-    from lib.runs.setup import build_trainer, load_checkpoint
+    from ..runs.setup import build_trainer, load_checkpoint
 
     if restored is None:
         return build_trainer(opt, defaults, load_checkpoint(opt, explicit), on_epoch=on_epoch, overwrite=True)
@@ -111,8 +111,8 @@ def trial_trainer(opt, defaults: dict, explicit: set, restored: str | None, on_e
 
 def main() -> int:
     """A started rank: the trial's trainer, trained to the end (rank 0 reports and writes)."""
-    from lib.parallel import distributed
-    from lib.training.stopping import Interrupted
+    from ..parallel import distributed
+    from ..training.stopping import Interrupted
 
     opt, defaults, explicit, restored = pickle.load(sys.stdin.buffer)
     context = distributed.Context.from_env()
@@ -133,5 +133,5 @@ def main() -> int:
 
 if __name__ == "__main__":
     _die_with_parent()
-    from lib.errors import run_cli
+    from ..errors import run_cli
     sys.exit(run_cli(lambda argv: main(), sys.argv[1:]))

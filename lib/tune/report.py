@@ -3,9 +3,9 @@ train.py command that reproduces it, or, after an interruption, one line saying 
 import math
 import sys
 
-from lib.files import write_text
-from lib.tune.checks import reproduce_argv
-from lib.tune.trials import command_line, results_csv, sort_rows, trial_options, trial_row
+from ..files import write_text
+from .checks import reproduce_argv
+from .trials import command_line, results_csv, sort_rows, trial_options, trial_row
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's trial states that are final (ray.tune.experiment.Trial)
 

@@ -19,9 +19,9 @@ import os
 import stat
 import sys
 
-from lib import options
-from lib.errors import UserError
-from lib.tune.trials import PATH_OPTIONS, Follow
+from .. import options
+from ..errors import UserError
+from .trials import PATH_OPTIONS, Follow
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "same")
 TIE = "same"  # the kind that gives an option another searched option's value

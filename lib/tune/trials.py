@@ -12,10 +12,10 @@ import os
 import shlex
 from pathlib import Path
 
-from lib import options
-from lib.errors import UserError
-from lib.files import WriteFailed, rows_csv
-from lib.runs.folder import enclosing_run, runs_inside
+from .. import options
+from ..errors import UserError
+from ..files import WriteFailed, rows_csv
+from ..runs.folder import enclosing_run, runs_inside
 
 # Left out of a reproducing command line: train.py derives or ignores them.
 NOT_IN_COMMAND = {"name", "tune", "resume", "overwrite"}
@@ -83,8 +83,8 @@ def run_trial(config: dict, base: dict, defaults: dict, explicit: set, search: s
     import ray
     from ray import tune
 
-    from lib.parallel import distributed
-    from lib.tune import ranks as trial_ranks
+    from ..parallel import distributed
+    from . import ranks as trial_ranks
 
     opt = trial_options(base, config)
     opt.name = f"tune/{search}/runs/{tune.get_context().get_trial_id()}"

@@ -1,0 +1,154 @@
+"""What the fourth hostile probe found, each as the user met it: a command started with its console closed
+wrote its console into the run's log; a folder where opt.txt goes gave a traceback; SIGTERM and SIGHUP
+killed predict.py mid-write; a Ctrl-C during a control's (or the last) evaluation was lost, so a sweep went
+on; a search loaded a crafted checkpoint in every trial; the collector dropped folder-dataset runs and took
+impossible AUROCs and copied runs; flags the run's other flags leave unread were accepted."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lib import options
+from lib.errors import UserError
+from tests.conftest import make_folder_dataset
+from tests.helpers import ONE_EPOCH, ROOT, RUN, TINY, one_line_error, process, read_csv, tool
+
+PY = sys.executable
+
+
+def start(script, args, cwd, **kwargs):
+    return subprocess.Popen([PY, ROOT / script, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for(path, proc, seconds=300):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_run_started_with_its_console_closed_keeps_its_console_out_of_its_files(tmp_path):
+    done = subprocess.run(["bash", "-c", f"exec {PY} {ROOT / 'train.py'} {' '.join(ONE_EPOCH)} --outf out 1>&- 2>&-"],
+                          cwd=tmp_path, timeout=600)
+    assert done.returncode == 0
+    log = (tmp_path / "out" / RUN / "loss_log.txt").read_text()
+    assert "outputs:" not in log and "digits from" not in log and "score:" not in log
+
+
+def test_a_folder_where_opt_txt_goes_is_one_line_on_resume(trained_run_copy, tmp_path):
+    (trained_run_copy / "opt.txt").unlink()
+    (trained_run_copy / "opt.txt").mkdir()
+    one_line_error(process("train.py", ["--resume", trained_run_copy, "--niter", "2"], tmp_path),
+                   "opt.txt' is a folder where a file of that name is written: move or rename the folder")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_stop_predict_in_one_line_and_leave_no_out_behind(trained_run, tmp_path, sig, code):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(400):
+        shutil.copy(ROOT / "docs" / "predict_example.png", images / f"{i}.png")
+    proc = start("predict.py", ["--path", images, "--weights", trained_run, "--out", tmp_path / "p", "--device",
+                                "cpu", "--batchsize", "1"], tmp_path)
+    wait_for(tmp_path / "p" / ".lock", proc)  # scoring has begun: --out is created and locked
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and err.strip().splitlines()[-1] == f"interrupted ({sig.name})", err
+    assert not (tmp_path / "p").exists()  # it created --out: nothing of it stays
+
+
+def test_sighup_ignored_as_under_nohup_stays_ignored(trained_run, tmp_path):
+    (tmp_path / "images").mkdir()
+    shutil.copy(ROOT / "docs" / "predict_example.png", tmp_path / "images" / "x.png")
+    done = subprocess.run(["bash", "-c", f"trap '' HUP; exec {PY} {ROOT / 'predict.py'} --path images --weights "
+                           f"{trained_run} --out p --device cpu & sleep 3; kill -HUP $!; wait $!"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(read_csv(tmp_path / "p" / "predictions.csv")) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_controls_evaluation_completes_the_run_and_exits_130(tmp_path):
+    # A sweep stops at a run that exits 130; one that exits 0 after Ctrl-C made it go on to the next class.
+    proc = start("train.py", [*TINY, "--niter", "0", "--isize", "32", "--ngf", "32", "--ndf", "32", "--outf", "out"],
+                 tmp_path)
+    control = tmp_path / "out" / "skipganomaly-control" / "digits" / "3"
+    wait_for(control / "loss_log.txt", proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "during the last evaluation, after which the run is complete" in err
+    assert json.loads((control / "results.json").read_text())["untrained_control"] is True
+
+
+def test_a_search_refuses_a_crafted_checkpoint_before_ray_starts(tmp_path):
+    (tmp_path / "evil.pt").write_bytes(b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system"
+                                       b"\x94\x93\x94\x8c\x07touch x\x94\x85\x94R\x94.")
+    (tmp_path / "space.json").write_text('{"w_con": {"grid": [1, 2]}}')
+    proc = process("train_tune.py", [*TINY, "--niter", "1", "--space", "space.json", "--load_weights", "evil.pt",
+                                     "--outf", "out"], tmp_path)
+    one_line_error(proc, "refusing to load 'evil.pt'")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_collector_tables_folder_datasets_and_skips_impossible_values_and_copies(trained_run, tmp_path):
+    make_folder_dataset(tmp_path / "data")
+    done = process("train.py", ["--dataset", "custom", "--dataroot", "data", "--isize", "8", "--ngf", "8", "--ndf",
+                                "8", "--nz", "8", "--niter", "1", "--device", "cpu", "--manualseed", "0",
+                                "--batchsize", "2", "--outf", "o"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    shutil.copytree(trained_run, tmp_path / "o" / "digits_run")
+    shutil.copytree(trained_run, tmp_path / "o" / "digits_copy")  # the same seed again: no second sample
+    odd = tmp_path / "o" / "odd"
+    shutil.copytree(trained_run, odd)
+    results = json.loads((odd / "results.json").read_text())
+    results["best"]["test"]["auroc"], results["seed"] = 37.0, 99
+    (odd / "results.json").write_text(json.dumps(results))
+    proc = tool("tools.collect_results", ["o", "--out", "table.md"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warnings = proc.stderr.strip().splitlines()
+    assert len(warnings) == 2 and any("outside [0, 1]" in w for w in warnings), warnings
+    assert any("digits_copy" in w and "the same setting, class and seed" in w for w in warnings), warnings
+    assert sorted(p.name for p in tmp_path.glob("table*")) == ["table.csv", "table.md"]
+    rows = read_csv(tmp_path / "table.csv")
+    folder = next(r for r in rows if r["dataset"] == "custom")
+    assert folder["abnormal runs"] == "1" and 0 <= float(folder["abnormal"]) <= 1
+    assert next(r for r in rows if r["dataset"] == "digits")["3 runs"] == "1"
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--model", "w_skipganomaly", "--wgan", "clip", "--lambda_gp", "3"], "--lambda_gp is read only with --wgan gp"),
+    (["--model", "w_skipganomaly", "--clip_value", "0.5"], "--clip_value is read only with --wgan clip"),
+    (["--lr_policy", "step", "--niter_decay", "7"], "--niter_decay is read only with --lr_policy lambda"),
+    (["--lr_decay_iters", "7"], "--lr_decay_iters is read only with --lr_policy step"),
+    (["--fixes", "outputs,-outputs"], "--fixes names outputs both on and off"),
+    (["--model", "ganomaly", "--w_adv", "0", "--w_con", "0", "--w_enc", "0"], "--w_adv, --w_con, --w_enc are all 0"),
+])
+def test_a_flag_the_runs_other_flags_leave_unread_is_refused(flags, message):
+    with pytest.raises(UserError, match=message.replace("-", r"\-")):
+        options.parse([*TINY, *flags])
+
+
+def test_the_flags_read_under_their_own_setting_are_taken():
+    opt = options.parse([*TINY, "--model", "w_skipganomaly", "--wgan", "clip", "--clip_value", "0.1", "--lr_policy",
+                         "step", "--lr_decay_iters", "3", "--fixes", "all,-outputs"])
+    assert (opt.clip_value, opt.lr_decay_iters) == (0.1, 3)
+
+
+def test_a_run_into_a_controls_folder_is_not_offered_resume_which_a_control_refuses(tmp_path):
+    assert process("train.py", [*TINY, "--niter", "0", "--outf", "o"], tmp_path).returncode == 0
+    for niter in ("0", "1"):
+        again = process("train.py", [*TINY, "--niter", niter, "--outf", "o", "--name", "skipganomaly-control/digits/3"],
+                        tmp_path)
+        one_line_error(again, "already holds a run: pass --overwrite to delete it")
+        assert "--resume" not in again.stderr
