@@ -25,8 +25,11 @@ run_classes() {
     extra=("$@")
     read -r -a python <<< "${PYTHON:-python}"
     [[ -n ${DEVICE:-} ]] && device=(--device "$DEVICE")
-    read -r -a seeds <<< "${SEEDS:-}"
-    [[ -n ${CLASSES:-} ]] && read -r -a ALL_CLASSES <<< "$CLASSES"
+    # Every word of them, over several lines too (read stops at a newline without -d '').
+    read -r -d '' -a seeds <<< "${SEEDS:-}" || true
+    if [[ -n ${CLASSES:-} ]]; then
+        read -r -d '' -a ALL_CLASSES <<< "$CLASSES" || true
+    fi
     check_sweep "${extra[@]}" || exit 2
     model=$(flag_value --model skipganomaly "${flags[@]}" "${extra[@]}")
     dataset=$(flag_value --dataset cifar10 "${flags[@]}" "${extra[@]}")
@@ -122,7 +125,18 @@ print(" ".join(m for m in ("torch", "torchvision", "numpy", "sklearn", "PIL") if
              "enter the project's environment (after make demo: . .venv/bin/activate) or set PYTHON=.venv/bin/python" >&2
         return 1
     fi
-    local seen=" " class
+    if [[ ${#ALL_CLASSES[@]} -eq 0 ]]; then
+        echo "error: CLASSES=\"${CLASSES:-}\" names no class: name some, e.g. CLASSES=\"bird cat\", or unset it for all" >&2
+        return 1
+    fi
+    local seen=" " class i
+    for i in "${!seeds[@]}"; do  # whole numbers, as train.py reads them: 01 is seed 1
+        if ! [[ ${seeds[$i]} =~ ^[0-9]+$ ]]; then
+            echo "error: SEEDS=\"$SEEDS\": '${seeds[$i]}' is not a seed: give whole numbers, e.g. SEEDS=\"0 1 2\"" >&2
+            return 1
+        fi
+        seeds[$i]=$((10#${seeds[$i]}))
+    done
     for class in "${ALL_CLASSES[@]}"; do
         if [[ $seen == *" $class "* ]]; then
             echo "error: CLASSES=\"${CLASSES:-}\" names '$class' twice: its second run would find the first's" \
@@ -134,12 +148,6 @@ print(" ".join(m for m in ("torch", "torchvision", "numpy", "sklearn", "PIL") if
     for class in "${seeds[@]}"; do
         [[ $seen == *" seed$class "* ]] && { echo "error: SEEDS=\"$SEEDS\" names $class twice: name each seed once" >&2; return 1; }
         seen+="seed$class "
-    done
-    for seed in "${seeds[@]}"; do
-        if ! [[ $seed =~ ^[0-9]+$ ]]; then
-            echo "error: SEEDS=\"$SEEDS\": '$seed' is not a seed: give whole numbers, e.g. SEEDS=\"0 1 2\"" >&2
-            return 1
-        fi
     done
     for arg in "$@"; do
         name=${arg%%=*}

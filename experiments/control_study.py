@@ -14,8 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lib.classes import class_names
+from lib.classes import class_names, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
+from lib.models import MODELS
 from lib.runs.collect import collect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,20 +51,36 @@ def main(argv):
     args = parser.parse_args(argv)
     if any(seed < 0 for seed in args.seeds):
         raise UserError("--seeds must be 0 or more: a study's runs are repeatable")
-    classes = args.classes or list(class_names("fashion-mnist"))
+    names = class_names("fashion-mnist")
+    classes = [names[resolve_class("fashion-mnist", c)] for c in args.classes] if args.classes else list(names)
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        raise UserError(f"--models {unknown[0]} is not a model: choose from {', '.join(MODELS)}")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file: give a folder for the study's runs")
+    failed = []
     for name, flags in ([] if args.report else runs(args.protocols, args.models, args.seeds, classes)):
         if (out / name / "results.json").is_file():
             continue
         print(f"{name}", flush=True)
-        done = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, "--outf", str(out), "--name", name,
-                               "--overwrite"], cwd=ROOT, stdout=subprocess.DEVNULL)
+        # --outf absolute: train.py runs in the repository, and a relative --out names the caller's folder.
+        done = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, "--outf", str(out.resolve()),
+                               "--name", name, "--overwrite"], cwd=ROOT, stdout=subprocess.DEVNULL)
         if done.returncode in (130, 143):
             return done.returncode
-    for protocol in args.protocols:
-        if (out / protocol).is_dir():
-            table, _ = collect(out / protocol)
-            print(table)
+        if done.returncode != 0:  # its one line is above; the study goes on with the other runs
+            failed.append(name)
+    tabled = [p for p in args.protocols if (out / p).is_dir() and any((out / p).rglob("results.json"))]
+    for protocol in tabled:
+        table, _ = collect(out / protocol)
+        print(table)
+    if failed:
+        print(f"failed: {len(failed)} run(s), the first {failed[0]} (its error is above); run the same command "
+              "again to retry them", file=sys.stderr)
+        return 1
+    if not tabled:
+        raise UserError(f"no runs of {', '.join(args.protocols)} under '{out}': run the study without --report first")
     return 0
 
 

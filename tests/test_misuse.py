@@ -152,3 +152,85 @@ def test_a_run_into_a_controls_folder_is_not_offered_resume_which_a_control_refu
                         tmp_path)
         one_line_error(again, "already holds a run: pass --overwrite to delete it")
         assert "--resume" not in again.stderr
+
+
+def test_a_config_that_is_a_pipe_is_refused_and_an_editors_byte_order_mark_is_read(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "pipe")
+    one_line_error(process("train.py", ["--config", "pipe"], tmp_path), "'pipe' is not a regular file")
+    (tmp_path / "opt.txt").write_bytes("\ufeff------------ Options -------------\ndataset: digits\t[default: cifar10]\n"
+                                       "save_test_images: False\t[default: False]\n"
+                                       "-------------- End ----------------\n".encode())
+    shown = process("train.py", ["--config", "opt.txt", "--print_config"], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "dataset: digits\t" in shown.stdout and "save_test_images: False\n" in shown.stdout  # off, as recorded
+
+
+@pytest.mark.parametrize("env,fragment", [
+    ({"SEEDS": "1 01"}, 'SEEDS="1 01" names 1 twice'),
+    ({"CLASSES": " \t"}, "names no class"),
+])
+def test_a_sweep_reads_seeds_and_classes_as_train_py_would(tmp_path, env, fragment):
+    proc = subprocess.run(["bash", ROOT / "experiments" / "run_mnist.sh"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHON": PY, **env})
+    assert proc.returncode == 2 and fragment in proc.stderr and proc.stdout == "", proc.stderr
+
+
+def test_a_sweep_takes_seeds_over_several_lines(tmp_path):
+    stub = tmp_path / "stub.py"
+    stub.write_text("import os, sys\nif sys.argv[1:2] == ['-c']:\n    os.execv(sys.executable, [sys.executable, "
+                    "*sys.argv[1:]])\nprint('RUN', sys.argv[sys.argv.index('--manualseed') + 1])\n")
+    proc = subprocess.run(["bash", ROOT / "experiments" / "run_mnist.sh"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHON": f"{PY} {stub}",
+                                                       "SEEDS": "0\t1\n2", "CLASSES": "4"})
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("RUN")] == ["RUN 0", "RUN 1", "RUN 2"]
+
+
+@pytest.mark.parametrize("space,flags,fragment", [
+    ('{"overwrite": {"grid": [true]}}', [], "'overwrite' cannot be searched"),
+    ('{"w_con": {"grid": [1, 2]}}', ["--w_con", "7"], "--w_con is given on the command line and space file"),
+])
+def test_a_space_cannot_search_what_the_command_sets(tmp_path, space, flags, fragment):
+    (tmp_path / "space.json").write_text(space)
+    proc = process("train_tune.py", [*TINY, "--space", "space.json", *flags, "--outf", "out"], tmp_path)
+    one_line_error(proc, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--classes", "Bogus"], "unknown class 'Bogus' for fashion-mnist"),
+    (["--models", "bogus"], "--models bogus is not a model"),
+    (["--report", "--out", "empty"], "no runs of one-class under 'empty'"),
+])
+def test_the_control_study_refuses_what_would_run_nothing(tmp_path, args, fragment):
+    one_line_error(tool("experiments.control_study", args, tmp_path), fragment)
+
+
+@pytest.mark.slow
+def test_the_control_study_fails_when_its_runs_fail(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "one-class").write_text("a file where the study's runs go")
+    proc = tool("experiments.control_study", ["--classes", "Bag", "--seeds", "0", "--out", "out"], tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("failed: 2 run(s)"), proc.stderr
+
+
+def test_a_config_of_the_originals_train_opt_txt_is_refused_as_it_replays_nothing(tmp_path):
+    (tmp_path / "opt.txt").write_text("------------ Options -------------\ndataset: digits\nniter: 3\n"
+                                      "-------------- End ----------------\n")
+    one_line_error(process("train.py", ["--config", "opt.txt"], tmp_path), "marks no option as changed")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_restore_continues_the_search_as_it_was_started_or_refuses(tmp_path):
+    (tmp_path / "a.json").write_text('{"w_con": {"grid": [1, 2]}}')
+    (tmp_path / "b.json").write_text('{"w_adv": {"grid": [1, 2]}}')
+    search = [*TINY, "--niter", "1", "--num_cpus", "2", "--cpus_per_trial", "1", "--outf", "out", "--name", "s"]
+    assert process("train_tune.py", [*search, "--space", "a.json"], tmp_path).returncode == 0
+    one_line_error(process("train_tune.py", [*search, "--space", "b.json", "--restore"], tmp_path),
+                   "with the space it was started with")
+    one_line_error(process("train_tune.py", [*search, "--restore", "--model", "ganomaly"], tmp_path),
+                   "as it was started, with --model skipganomaly, and this command gives ganomaly")
+    again = process("train_tune.py", [*search, "--restore"], tmp_path)  # its own space, without --space
+    assert again.returncode == 0 and "best config: w_con=" in again.stdout, again.stderr

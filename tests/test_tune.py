@@ -92,10 +92,11 @@ def test_a_search_ranks_trials_on_validation_and_prints_a_command_that_reproduce
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_class_sweep_is_one_command_with_one_row_per_class(tmp_path, capsys):
-    # The original README's command, with a space that sweeps the anomaly class.
+    # The original README's command with a space that sweeps the anomaly class (so without its --abnormal_class:
+    # a flag the space also searches is refused, tests/test_misuse.py).
     make_cifar(tmp_path / "data", n_per_class_train=6, n_per_class_test=3)
     space = write_space(tmp_path, {"abnormal_class": {"grid": ["bird", "cat"]}})
-    code, stdout = search(["--dataset", "cifar10", "--abnormal_class", "bird", "--tune", "True", "--display",
+    code, stdout = search(["--dataset", "cifar10", "--tune", "True", "--display",
                            "--model", "w_skipganomaly",
                            "--dataroot", str(tmp_path / "data"), "--outf", str(tmp_path / "out"),
                            "--isize", "8", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "16",

@@ -27,7 +27,16 @@ from ..tune.cluster import (
     held_stderr,
     join_or_start,
 )
-from ..tune.folder import check_name, check_search_folder, check_writable, search_name
+from ..tune.folder import (
+    SPACE_COPY,
+    check_name,
+    check_restore,
+    check_search_folder,
+    check_writable,
+    record_search,
+    recorded_space,
+    search_name,
+)
 from ..tune.report import not_started, ranked_on_test, report, stopped_at_once
 from ..tune.space import largest, ray_space, read_space
 from ..tune.trials import check_search_place, run_trial, train_actions, trial_base, trial_options
@@ -70,7 +79,11 @@ def main(argv):
         raise UserError("--restore continues the search named by --name: give the name it printed")
     actions = train_actions(options.build_parser(PROG))
     base = trial_base(vars(raw))
-    space = read_space(args.space, actions)
+    restored = Path(base["outf"]) / "tune" / raw.name if args.restore and raw.name else None
+    saved = recorded_space(restored, given) if restored else None
+    space = read_space(saved or args.space, actions)
+    if saved:
+        args.space = saved
     check_space(args.space, space, base, explicit, actions)
     check_search(args, given, opt, space)
     check_processes_per_trial(args, given, opt)
@@ -78,6 +91,9 @@ def main(argv):
     check_name(name)
     folder = Path(base["outf"]) / "tune" / name
     replace = check_search_folder(folder, args.restore, raw.overwrite)
+    if args.restore:
+        copy = folder / SPACE_COPY
+        check_restore(folder, space, read_space(copy, actions) if copy.is_file() else None, base)
     if not args.restore:  # never inside a run, and --overwrite deletes no run but its own trials'
         check_search_place(folder, replace)
     check_writable(folder)
@@ -172,6 +188,7 @@ def search(s: Search, stop) -> int:
             forward_in(tuner, Progress(s.objective, s.space))
             quiet_restored(tuner, opt.verbose)
         else:
+            record_search(folder, args.space, s.base)
             niter = largest(s.space, "niter", opt.niter)
             scheduler = (ASHAScheduler(time_attr="epoch", max_t=niter, grace_period=args.grace_period,
                                        reduction_factor=REDUCTION)

@@ -113,8 +113,9 @@ def config_args(path: str, prog: str = "train.py") -> list[str]:
         flag = action.option_strings[0]
         if isinstance(action, argparse.BooleanOptionalAction):
             args.append(flag if value == "True" else f"--no-{flag[2:]}")
-        elif action.nargs == 0:  # store_true: recorded as changed, so given
-            args.append(flag)
+        elif action.nargs == 0:  # a switch: given when recorded on (an edited record may say otherwise)
+            if value == str(action.const):
+                args.append(flag)
         else:
             args.append(f"{flag}={value}")
     if "name" in changed:  # a derived name is left to derive again, so overriding a class renames the run

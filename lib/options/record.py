@@ -10,6 +10,7 @@ from ..errors import UserError
 
 BEGIN, END = "------------ Options -------------", "-------------- End ----------------"
 MARK = "\t[default: "
+MAX_BYTES = 1 << 20
 
 
 def options_text(opt, defaults: dict, runtime: dict | None = None) -> str:
@@ -34,8 +35,12 @@ def changed_options(path: Path) -> dict[str, str]:
     """
     path = Path(path)
     file = path / "opt.txt" if path.is_dir() else path
+    if file.exists() and not file.is_file():  # a named pipe would block the read forever
+        raise UserError(f"--config '{file}' is not a regular file: give a run's opt.txt or its run folder")
+    if file.is_file() and file.stat().st_size > MAX_BYTES:
+        raise UserError(f"--config '{file}' is over {MAX_BYTES >> 10} KiB, which no opt.txt is: give a run's opt.txt")
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is no change of meaning
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
         raise UserError(f"--config '{path}': cannot read it ({reason}): give a run's opt.txt or its run folder")
@@ -49,7 +54,11 @@ def changed_options(path: Path) -> dict[str, str]:
         if not colon or not key.isidentifier():
             raise UserError(f"--config '{file}' line {number} is not 'option: value': give an opt.txt as "
                             "train.py wrote it")
-    return marked(block)
+    changed = marked(block)
+    if not changed:  # ours always marks a few (the seed, the run's name): this is the original's train/opt.txt
+        raise UserError(f"--config '{file}' marks no option as changed from its default, as the original's "
+                        "train/opt.txt does not: give the run's own opt.txt, in its run folder")
+    return changed
 
 
 def marked(lines) -> dict[str, str]:

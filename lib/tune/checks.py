@@ -33,6 +33,9 @@ MAX_COMBINATIONS = 1024
 def check_space(path, space: dict, base: dict, explicit: set, actions: dict) -> None:
     """Refuse, in one line, a space that could draw a run train.py would refuse or train differently."""
     where = f"space file '{path}'"
+    both = [name for name in space if name in explicit]
+    if both:  # the trial's value would silently replace the flag's
+        raise UserError(f"--{both[0]} is given on the command line and {where} searches it: drop one of them")
     alone = refusal(base, {}, explicit, actions)  # the command line's own problem, said as train.py says it
     models = set(values_of(space, "model")) if "model" in space else {base["model"]}
     owners = options.model_option_names()

@@ -1,10 +1,12 @@
 """The folder of a train_tune.py search, <outf>/tune/<name>: its name, and what may be written or
 deleted there (checked before Ray starts)."""
+import json
 import os
 import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..files import atomic_write, write_text
 from ..runs.folder import probe_writable
 
 # What Tune writes at the top of a search folder: only such a folder may be deleted by --overwrite.
@@ -67,3 +69,39 @@ def search_name(opt, explicit: set, space: dict) -> str:
               else f"normal-{opt.normal_class}" if opt.normal_class is not None else opt.abnormal_class)
     parts = [opt.model, opt.dataset, str(target or "all"), time.strftime("%Y%m%d-%H%M%S")]
     return "_".join(p.replace("/", "-").replace(" ", "_") for p in parts)
+
+
+# What a search was started with, so that --restore continues that search and no other: a copy of its
+# space file, and the options every trial starts from (but those that change only what is shown).
+SPACE_COPY, OPTIONS_COPY = "space.json", "search_options.json"
+SHOWN_ONLY = {"verbose", "display", "display_server", "display_port", "display_id", "workers"}
+
+
+def record_search(folder: Path, space_file, base: dict) -> None:
+    data = Path(space_file).read_bytes()
+    atomic_write(folder / SPACE_COPY, lambda tmp: Path(tmp).write_bytes(data))
+    write_text(folder / OPTIONS_COPY, json.dumps(base, default=str, sort_keys=True, indent=1) + "\n")
+
+
+def recorded_space(folder: Path, given: set):
+    """The search's own space file for a --restore that names none (else None)."""
+    copy = folder / SPACE_COPY
+    return str(copy) if "space" not in given and copy.is_file() else None
+
+
+def check_restore(folder: Path, space: dict, saved_space: dict | None, base: dict) -> None:
+    """--restore with another space or other options would continue a search as another: refused.
+    (A search started before these records were kept is continued unchecked.)"""
+    if saved_space is not None and saved_space != space:
+        raise UserError(f"--restore continues the search in '{folder}' with the space it was started with "
+                        f"({folder / SPACE_COPY}), and --space gives another: drop --space, or start a new search "
+                        "with another --name")
+    options = folder / OPTIONS_COPY
+    if not options.is_file():
+        return
+    saved, now = json.loads(options.read_text()), json.loads(json.dumps(base, default=str))
+    for key in sorted((saved.keys() | now.keys()) - SHOWN_ONLY):
+        if saved.get(key) != now.get(key):
+            raise UserError(f"--restore continues the search in '{folder}' as it was started, with --{key} "
+                            f"{saved.get(key)}, and this command gives {now.get(key)}: drop --{key}, or start a new "
+                            "search with another --name")

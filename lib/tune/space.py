@@ -37,6 +37,8 @@ NOT_SEARCHABLE = {
     "metric": "the objective must be the same for every trial",
     "val_ratio": "trials are compared on one validation split",
     "ngpu": "a trial's processes are its resources, the same for every trial: give --ngpu on the command line",
+    "overwrite": "every trial's run folder is new; the search's own --overwrite is a flag of the command",
+    "verbose": "it changes what is printed, not the run: give it as a flag",
 }
 # A search space is a small hand-written file; anything larger was given by mistake.
 MAX_SPACE_BYTES = 1 << 20
