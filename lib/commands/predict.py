@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .. import options
-from ..errors import OneLineParser, UserError
+from ..errors import OneLineParser, UserError, deferred_interrupts
 from ..predict.out import MAPS, PREDICTIONS, check_out, close_out, open_out, publish
 from ..predict.score import check_batch_memory, choose_threshold, find_images, load_model, predict
 from ..runs.folder import run_folder_of
@@ -84,8 +84,17 @@ def main(argv):
               f"from epoch {epoch}; use best.pt or pass --threshold")
     print("\n".join(threshold_lines))
 
-    created, staging, claim = open_out(out, args.overwrite, strips=args.maps == "strip")
+    # A signal while --out is being claimed is held until the clean-up below is armed, so that it never
+    # leaves the lock or the staging folder behind (SIGTERM, SIGHUP and Ctrl-C raise where they land).
+    hold = deferred_interrupts()
+    hold.__enter__()
     try:
+        created, staging, claim = open_out(out, args.overwrite, strips=args.maps == "strip")
+    except BaseException:
+        hold.__exit__(None, None, None)
+        raise
+    try:
+        hold.__exit__(None, None, None)  # a signal held meanwhile is raised here, inside the try
         root = path if path.is_dir() else path.parent
         result = predict(model, opt, files, root, threshold, batchsize, device, staging, listed_as=out / MAPS)
         unreadable = skipped + result.unreadable
