@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,22 @@ def one_line_error(proc, *fragments) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
     for fragment in fragments:
         assert fragment in proc.stderr, proc.stderr
+
+
+def without_searched(search, args):
+    """`search` without the flags the space file in `args` searches (a flag and a search of it are refused)."""
+    try:
+        path = Path(args[args.index("--space") + 1])
+        if not path.is_file() or path.stat().st_size > 1 << 20:  # the tests' huge and special files stay unread
+            return search
+        names = {key.lstrip("-") for key in json.loads(path.read_bytes())}  # (it finds UTF-16 too)
+    except (ValueError, OSError, AttributeError, TypeError, RecursionError):
+        return search
+    kept, i = [], 0
+    while i < len(search):
+        if str(search[i]).startswith("--") and search[i][2:] in names:
+            i += 2
+            continue
+        kept.append(search[i])
+        i += 1
+    return kept

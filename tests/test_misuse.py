@@ -56,8 +56,10 @@ def test_sigterm_and_sighup_stop_predict_in_one_line_and_leave_no_out_behind(tra
     images.mkdir()
     for i in range(400):
         shutil.copy(ROOT / "docs" / "predict_example.png", images / f"{i}.png")
+    # As from a terminal: SIGHUP's default, whatever this test runs under (nohup ignores it, and it stays so).
     proc = start("predict.py", ["--path", images, "--weights", trained_run, "--out", tmp_path / "p", "--device",
-                                "cpu", "--batchsize", "1"], tmp_path)
+                                "cpu", "--batchsize", "1"], tmp_path,
+                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     wait_for(tmp_path / "p" / ".lock", proc)  # scoring has begun: --out is created and locked
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)

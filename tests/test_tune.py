@@ -17,7 +17,7 @@ from lib.errors import run_cli
 from lib.runs.collect import changed_options
 from lib.tune.space import ray_space
 from tests.conftest import make_cifar
-from tests.helpers import ROOT, read_csv, tiny
+from tests.helpers import ROOT, read_csv, tiny, without_searched
 
 CPUS = str(min(2, len(os.sched_getaffinity(0))))
 # TINY with anomaly class 0, logging at train.py's default intervals.
@@ -270,8 +270,9 @@ BAD_SPACES = {
 
 
 def test_bad_space_files_fail_before_ray_starts_with_one_line(tmp_path):
-    cases = {name: SEARCH + ["--outf", str(tmp_path / "out"), "--space", write_space(tmp_path, text, f"{i}.json")]
-             for i, (name, (text, _)) in enumerate(BAD_SPACES.items())}
+    cases = {name: without_searched(SEARCH, ["--space", space]) + ["--outf", str(tmp_path / "out"), "--space", space]
+             for i, (name, (text, _)) in enumerate(BAD_SPACES.items())
+             for space in [write_space(tmp_path, text, f"{i}.json")]}
     cases["missing file"] = SEARCH + ["--space", str(tmp_path / "none.json")]
     script = f"""
 import contextlib, io, json, sys

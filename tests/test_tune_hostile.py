@@ -11,14 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from lib import options
 from lib.tune.checks import reproduce_argv
 from lib.tune.trials import NOT_IN_COMMAND, train_actions, trial_base, trial_options
-from tests.helpers import ROOT, process, tiny
+from tests.helpers import ROOT, process, tiny, without_searched
 
 # TINY with anomaly class 0 for 2 epochs, and no seed (a fixed seed with --num_samples > 1 is refused on its own).
 SEARCH = tiny(abnormal_class=0, manualseed=None, print_freq=None, save_image_freq=None, niter=2)
@@ -44,25 +43,6 @@ def refused(tmp_path, args, fragment, search=SEARCH):
     assert fragment in lines[0], lines[0]
     assert snapshot(tmp_path) == before
     return lines[0]
-
-
-def without_searched(search, args):
-    """`search` without the flags the space file in `args` searches (a flag and a search of it are refused)."""
-    try:
-        path = Path(args[args.index("--space") + 1])
-        if not path.is_file() or path.stat().st_size > 1 << 20:  # the tests' huge and special files stay unread
-            return search
-        names = {key.lstrip("-") for key in json.loads(path.read_bytes())}  # (it finds UTF-16 too)
-    except (ValueError, OSError, AttributeError, TypeError, RecursionError):
-        return search
-    kept, i = [], 0
-    while i < len(search):
-        if str(search[i]).startswith("--") and search[i][2:] in names:
-            i += 2
-            continue
-        kept.append(search[i])
-        i += 1
-    return kept
 
 
 def space(tmp_path, content, name="space.json"):
