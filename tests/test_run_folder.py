@@ -258,6 +258,24 @@ def test_class_flags_a_folder_dataset_ignores_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_file_that_vanishes_while_the_folder_is_still_being_deleted_is_the_folder_gone(tmp_path):
+    """CI caught this race: the deletion had removed the file being written but not yet the folder."""
+    import threading
+
+    from lib.errors import UserError
+    from lib.training.outputs import failed_write
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    vanished = FileNotFoundError(2, "No such file or directory", str(run / ".results.json.x.tmp"))
+    deleter = threading.Timer(0.3, shutil.rmtree, [run])
+    deleter.start()
+    failure = failed_write(vanished, run, "then run the command again")
+    deleter.join()
+    assert isinstance(failure, UserError) and "is gone (deleted or moved" in str(failure)
+    run.mkdir()  # a folder that stays: the error is not hidden behind a wrong reason
+    assert failed_write(vanished, run, "then run the command again") is vanished
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["deleted", "moved"])
 def test_a_run_folder_deleted_or_moved_while_it_trains_is_one_line(tmp_path, how):

@@ -105,9 +105,20 @@ def failed_write(err: Exception, run: Path, then: str) -> Exception:
     error = disk_error(err)
     if error is not None:
         return WriteFailed(err.path if isinstance(err, WriteFailed) else error.filename or run, error, then)
-    if isinstance(err, FileNotFoundError) and not run.is_dir():
+    if isinstance(err, FileNotFoundError) and _vanishes(run):
         return folder_gone(run)
     return err
+
+
+def _vanishes(run: Path, wait: float = 5.0) -> bool:
+    """Whether the run folder is gone, or goes within `wait` seconds: a file of ours that vanished while
+    it was written means the folder is being deleted, and a deletion under way may still hold it."""
+    deadline = time.monotonic() + wait
+    while run.is_dir():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def folder_gone(run: Path) -> UserError:
