@@ -9,7 +9,7 @@ import pytest
 from lib.errors import run_cli
 from lib.training import checkpoint
 from tests.conftest import make_cifar, make_idx
-from tests.helpers import ROOT, STUB_START, one_line_error, read_csv
+from tests.helpers import ONE_EPOCH, ROOT, STUB_START, one_line_error, process, read_csv, tool
 from tools import collect_results
 
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -195,3 +195,29 @@ def test_the_collector_says_so_when_there_is_nothing_to_collect(tmp_path, capsys
             run_cli(collect_results.main, [str(folder)])
         assert stop.value.code == 2
         assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--models", "bogus"], "--models bogus is not a model"),
+    (["--report", "--out", "empty"], "no finished fp32/bf16 pairs under 'empty'"),
+    (["--classes", "Sock"], "Sock"),
+])
+def test_the_bf16_study_refuses_what_would_run_nothing(tmp_path, args, fragment):
+    one_line_error(tool("experiments.bf16_default", args, tmp_path), fragment)
+
+
+def test_the_bf16_study_tables_each_pair_of_twins_with_its_paired_difference(tmp_path):
+    """Its report from real twin runs (tiny ones here, in the study's folder layout), never touching docs/."""
+    for precision, flag in (("fp32", "--no-amp"), ("bf16", "--amp")):
+        proc = process("train.py", [*ONE_EPOCH, flag, "--outf", "out", "--name",
+                                    f"one-class/skipganomaly/Bag/seed0/{precision}"], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    proc = tool("experiments.bf16_default", ["--report", "--out", "out"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| Skip-GANomaly | one-class | Bag"))
+    fp32, bf16, diff = (float(cell.strip()) for cell in row.split("|")[5:8])
+    assert abs(bf16 - fp32 - diff) < 1.5e-3  # rounded to 3 places each
+    pairs = read_csv(tmp_path / "out" / "pairs.csv")
+    assert len(pairs) == 1 and float(pairs[0]["fp32_train_img_per_s"]) > 0
+    assert (ROOT / "docs" / "benchmarks.md").read_text() == page  # only --publish writes docs/
