@@ -23,7 +23,8 @@ run_classes() {
     while [[ $# -gt 0 && $1 != "--" ]]; do flags+=("$1"); shift; done
     [[ $# -gt 0 ]] && shift
     extra=("$@")
-    read -r -a python <<< "${PYTHON:-python}"
+    # A command with arguments ("python3 -X dev"), or one file whose path holds spaces.
+    if [[ -n ${PYTHON:-} && -f $PYTHON ]]; then python=("$PYTHON"); else read -r -a python <<< "${PYTHON:-python}"; fi
     [[ -n ${DEVICE:-} ]] && device=(--device "$DEVICE")
     # Every word of them, over several lines too (read stops at a newline without -d '').
     read -r -d '' -a seeds <<< "${SEEDS:-}" || true

@@ -108,10 +108,14 @@ def parse_fixes(text: str) -> frozenset[str]:
     (e.g. 'all,-gp_of_mean': every fix but one; 'gp_of_mean': the original plus one fix)."""
     if not str(text).strip():  # an unset "$FIXES" in a script must not silently mean the original
         raise UserError("--fixes is empty: give default, all, none, or fix names separated by commas")
+    items = [part.strip() for part in str(text).split(",") if part.strip()]
+    if not items:
+        raise UserError(f"--fixes {text!r} names nothing: give default, all, none, or fix names separated by commas")
+    if items[0].startswith("-"):  # removed from nothing: it would silently train the original
+        raise UserError(f"--fixes {text} starts by removing {items[0][1:]} from nothing: say what it is removed "
+                        f"from, e.g. --fixes default,{items[0]} or --fixes all,{items[0]}")
     chosen: set[str] = set()
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
+    for item in items:
         name = item.lstrip("-")
         if name == "all":
             group = set(FIXES)

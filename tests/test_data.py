@@ -302,3 +302,32 @@ def test_an_unreadable_image_whose_name_holds_a_newline_is_named_on_one_line(tmp
     with pytest.raises(UserError) as refused:
         load_split("custom", str(tmp_path), isize=8, nc=1)
     assert "\n" not in str(refused.value) and "bro\\nken.png" in str(refused.value)
+
+
+def test_a_large_scan_below_pils_refusal_is_read_without_its_warning(tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    from lib.data.folders import read_image
+    path = tmp_path / "scan.png"
+    Image.new("L", (10000, 9000)).save(path)  # 90 M pixels: PIL warns above ~89 M
+    with warnings.catch_warnings(record=True) as caught:  # the filters in force, recorded
+        image, native = read_image(path, 1, 16)
+    assert image.shape == (16, 16) and native == 1
+    assert not [w for w in caught if w.category is Image.DecompressionBombWarning]
+
+
+def test_an_image_over_the_pixel_bound_is_refused_from_its_header(tmp_path):
+    import struct
+    import zlib
+
+    from lib.data.folders import read_image
+    path = tmp_path / "bomb.png"
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    # 400 M grey pixels claimed; the pixels given are a few bytes (opening reads only the header)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b""))
+    with pytest.raises(UserError, match="20000x20000 is over 178,956,970 pixels"):
+        read_image(path, 1, 16)

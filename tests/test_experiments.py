@@ -221,3 +221,12 @@ def test_the_bf16_study_tables_each_pair_of_twins_with_its_paired_difference(tmp
     pairs = read_csv(tmp_path / "out" / "pairs.csv")
     assert len(pairs) == 1 and float(pairs[0]["fp32_train_img_per_s"]) > 0
     assert (ROOT / "docs" / "benchmarks.md").read_text() == page  # only --publish writes docs/
+
+
+def test_a_sweeps_python_may_be_one_file_whose_path_holds_spaces(tmp_path):
+    wrapper = tmp_path / "my env" / "python"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path / "stub.py"}" "$@"\n')
+    wrapper.chmod(0o755)
+    done, runs = run_script("run_mnist.sh", ["--niter", "1"], {"PYTHON": str(wrapper), "CLASSES": "1"}, tmp_path)
+    assert done.returncode == 0 and len(runs) == 1, done.stderr

@@ -4,6 +4,8 @@ killed predict.py mid-write; a Ctrl-C during a control's (or the last) evaluatio
 on; a search loaded a crafted checkpoint in every trial; the collector dropped folder-dataset runs and took
 impossible AUROCs and copied runs; flags the run's other flags leave unread were accepted."""
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -236,3 +238,30 @@ def test_restore_continues_the_search_as_it_was_started_or_refuses(tmp_path):
                    "as it was started, with --model skipganomaly, and this command gives ganomaly")
     again = process("train_tune.py", [*search, "--restore"], tmp_path)  # its own space, without --space
     assert again.returncode == 0 and "best config: w_con=" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--fixes", ","], "--fixes ',' names nothing"),
+    (["--fixes", " , "], "names nothing"),
+    (["--fixes=-gp_of_mean"], "starts by removing gp_of_mean from nothing"),  # it trained the original
+    (["--model", "w_skipganomaly", "--wgan", "clip", "--clip_value", "0"], "--clip_value must be above 0"),
+    (["--display", "--display_server", ""], "--display_server is empty"),
+])
+def test_a_value_that_would_quietly_run_something_else_is_refused(flags, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        options.parse([*TINY, *flags])
+
+
+def test_print_config_of_a_resumed_run_shows_its_checkpoints_options_or_refuses_a_missing_one(tmp_path, trained_run):
+    one_line_error(process("train.py", ["--print_config", "--resume", "nowhere"], tmp_path), "no checkpoint at")
+    shown = process("train.py", ["--print_config", "--resume", trained_run, "--niter", "3"], tmp_path)
+    assert shown.returncode == 0 and "niter: 3" in shown.stdout and "abnormal_class: 3" in shown.stdout, shown.stderr
+    assert "ngf: 8" in shown.stdout  # the checkpoint's, not the default 64
+
+
+def test_a_bad_mplbackend_in_the_shell_does_not_stop_a_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "bogus"}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *ONE_EPOCH, "--outf", "out"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / RUN / "plots" / "roc.png").is_file()

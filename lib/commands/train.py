@@ -46,7 +46,7 @@ class HistogramCopy:
 def main(argv):
     argv, show = options.with_config(argv)
     opt = options.parse(argv)
-    if show:
+    if show and not opt.resume and opt.load_weights is None:  # else the checkpoint's options are part of them
         print(options.options_text(opt, options.defaults()), end="")
         return 0
     if opt.tune:
@@ -64,6 +64,9 @@ def main(argv):
 
     explicit = options.explicit_options(argv)
     ckpt = load_checkpoint(opt, explicit)
+    if show:
+        print(options.options_text(opt, options.defaults()), end="")
+        return 0
     if opt.phase == "test":  # one process evaluates (under torchrun: rank 0; the others have nothing to do)
         from ..parallel.distributed import Context
         return evaluate_weights(opt, ckpt) if Context.from_env().writes else 0

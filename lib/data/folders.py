@@ -13,6 +13,11 @@ from ..resources import check_fits
 
 FOLDERS = ("train/0.normal", "test/0.normal", "test/1.abnormal")
 LAYOUT = "<name>/train/0.normal/*, <name>/test/0.normal/*, <name>/test/1.abnormal/*"
+# PIL warns (several lines on stderr, from any thread) about images over ~89 M pixels and refuses those
+# over twice that. read_image makes the refusal itself, in one line, and reads a large scan below it
+# like any other image.
+MAX_PIXELS = 2 * 89_478_485
+Image.MAX_IMAGE_PIXELS = None
 _GREY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
@@ -103,6 +108,9 @@ def read_image(path, nc, isize):
     """(uint8 HxW or HxWx3 array, native channel count) of one image, centre-cropped and resized."""
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:  # known from the header, before anything is decoded
+                raise ValueError(f"{img.width}x{img.height} is over {MAX_PIXELS:,} pixels, more than any real "
+                                 "image needs and what a decompression bomb claims")
             img.load()
             native = 1 if img.mode in _GREY_MODES else 3
             if img.mode.startswith("I") or img.mode == "F":

@@ -14,7 +14,7 @@ only when a model is built.
 An `OPTIONS` entry: {"flag": "--n_critic", "type": "int" | "float" | "str" |
 "bool" (a switch, off by default), "default": 5, "help": "...", optional
 "choices": [...], "min": N (refused below; 0: "must not be negative", 1: "must
-be positive"), "run_name": {value: suffix} (added to the default run name when
+be positive"), "above": N (refused at N or below), "run_name": {value: suffix} (added to the default run name when
 the flag has that value), "only_with": {other flag: [values]} (read only when the
 other flag has one of them, e.g. --lambda_gp with --wgan gp: refused otherwise)}.
 The default has the declared type (a float's is 10.0, not 10), as the value of
@@ -160,10 +160,13 @@ def only_with(model: str, models: Registry) -> dict[str, tuple[str, tuple]]:
 def check_values(opt, models: Registry) -> None:
     """The bounds the model's `OPTIONS` declare, for the model `opt` names."""
     for entry in models.options(opt.model):
+        dest = _dest(entry)
+        value = getattr(opt, dest)
+        if "above" in entry and value <= entry["above"]:
+            raise UserError(f"--{dest} must be above {entry['above']} (got {value})")
         if "min" not in entry:
             continue
-        dest, low = _dest(entry), entry["min"]
-        value = getattr(opt, dest)
+        low = entry["min"]
         if value < low:
             rule = ("must not be negative" if low == 0 else "must be positive" if low == 1 and entry["type"] == "int"
                     else f"must be at least {low}")

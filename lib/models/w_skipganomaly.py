@@ -23,7 +23,7 @@ OPTIONS = [
      "help": "critic constraint: gradient penalty or weight clipping"},
     {"flag": "--lambda_gp", "type": "float", "default": 10.0, "min": 0, "help": "gradient penalty weight",
      "only_with": {"wgan": ["gp"]}},
-    {"flag": "--clip_value", "type": "float", "default": 0.01, "min": 0, "help": "weight clipping bound",
+    {"flag": "--clip_value", "type": "float", "default": 0.01, "above": 0, "help": "weight clipping bound",
      "only_with": {"wgan": ["clip"]}},
     {"flag": "--n_critic", "type": "int", "default": 5, "min": 1, "help": "critic updates per generator update"},
 ]

@@ -13,16 +13,26 @@ on the Agg canvas (no pyplot, no global state, never a display), and `save_figur
 atomically. Without the 'outputs' fix (lib/original.py) a run draws none, as the original saved none.
 """
 import math
+import os
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from PIL import Image
 
-from ..files import atomic_write
-from ..scoring import metrics
+# matplotlib validates $MPLBACKEND as it loads and raises on a value it does not know; no backend is
+# used here (the Agg canvas is drawn on directly), so a bad one in the user's shell must not stop a run.
+_backend = os.environ.pop("MPLBACKEND", None)
+try:
+    import matplotlib  # noqa: F401
+finally:
+    if _backend is not None:
+        os.environ["MPLBACKEND"] = _backend
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ..files import atomic_write  # noqa: E402
+from ..scoring import metrics  # noqa: E402
 
 PLOTS = "plots"  # the folder in a run folder (and in its test/ folder, for --phase test)
 ROC, PRECISION_RECALL, HISTOGRAM, LEARNING = "roc.png", "precision_recall.png", "score_histogram.png", \
