@@ -72,6 +72,19 @@ def test_a_config_that_is_no_run_record_is_refused_in_one_line(tmp_path, content
     assert not (tmp_path / "out").exists()
 
 
+def test_a_value_edited_by_hand_without_its_mark_is_replayed_and_a_bad_one_refused_once(tmp_path):
+    block = ("------------ Options -------------\ndataset: digits\t[default: cifar10]\n{line}\n"
+             "name: skipganomaly/digits/3\t[default: None]\n-------------- End ----------------\n")
+    record = tmp_path / "opt.txt"
+    record.write_text(block.format(line="niter: 3"))  # the run's own line read "niter: 15"
+    shown = process("train.py", ["--config", record, "--print_config"], tmp_path)
+    assert shown.returncode == 0 and "niter: 3\t[default: 15]" in shown.stdout, shown.stderr
+    for line, fragment in (("model: bogus", "invalid choice: 'bogus'"), ("isize: nan", "invalid int value: 'nan'")):
+        record.write_text(block.format(line=line))
+        one_line_error(process("train.py", ["--config", record, "--outf", "out"], tmp_path), fragment)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("script,args,shown", [
     ("train.py", ["--abnormal-class", "5", "--dataset", "digits", "--score-weight=0.5"],
      ["abnormal_class: 5\t", "score_weight: 0.5\t"]),

@@ -4,6 +4,8 @@
 device or other global state. The run's folder name follows from the options (`default_name`).
 """
 import argparse
+import contextlib
+import io
 import sys
 
 from ..errors import UserError
@@ -99,8 +101,8 @@ def with_config(argv, prog: str = "train.py") -> tuple[list[str], bool]:
 
 def config_args(path: str, prog: str = "train.py") -> list[str]:
     """The command-line flags that set what the run recorded in `path` changed from the defaults."""
-    changed = changed_options(path)
     actions = option_actions(prog)
+    changed = changed_options(path, {key: str(action.default) for key, action in actions.items()})
     unknown = sorted(set(changed) - set(actions))
     if unknown:
         raise UserError(f"--config '{path}' sets {', '.join(unknown)}, which {prog} does not have (a run of another "
@@ -121,7 +123,8 @@ def config_args(path: str, prog: str = "train.py") -> list[str]:
     if "name" in changed:  # a derived name is left to derive again, so overriding a class renames the run
         unnamed = [a for a in args if not a.startswith("--name=")]
         try:
-            derived = parse(unnamed, prog).name
+            with contextlib.redirect_stderr(io.StringIO()):  # a flag it refuses is refused once, below
+                derived = parse(unnamed, prog).name
         except (UserError, SystemExit):
             derived = None
         if derived == changed["name"]:

@@ -28,8 +28,10 @@ def options_text(opt, defaults: dict, runtime: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def changed_options(path: Path) -> dict[str, str]:
-    """{option: value as written} of the options an opt.txt marks as changed from their defaults.
+def changed_options(path: Path, defaults: dict[str, str] | None = None) -> dict[str, str]:
+    """{option: value as written} of the options an opt.txt marks as changed from their defaults, and
+    (`defaults`: {option: its default as written}) of those whose line, unmarked, differs from it: a
+    value edited by hand is a value the user means to run with.
 
     `path` is an opt.txt or a run folder holding one; a UserError names what is wrong with it.
     """
@@ -58,6 +60,10 @@ def changed_options(path: Path) -> dict[str, str]:
     if not changed:  # ours always marks a few (the seed, the run's name): this is the original's train/opt.txt
         raise UserError(f"--config '{file}' marks no option as changed from its default, as the original's "
                         "train/opt.txt does not: give the run's own opt.txt, in its run folder")
+    for line in block:
+        key, _, value = line.partition(": ")
+        if MARK not in value and key in (defaults or {}) and value != defaults[key]:
+            changed[key] = value
     return changed
 
 
