@@ -195,3 +195,22 @@ def test_the_command_line_is_parsed_and_checked_without_importing_a_model_or_tor
               "assert not loaded, loaded")
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", GENERIC)
+def test_measurements_of_the_image_alone_are_the_same_without_the_reconstruction(name):
+    """A distance's bank, or a test split scored by one, needs no G(x): models may spare the decoder
+    (lib/scoring/measures.py, OF_IMAGE_ALONE), and must then measure exactly what the full pass measures."""
+    from lib.scoring.measures import OF_IMAGE_ALONE
+    torch.manual_seed(0)
+    model = build_model(tiny_opt(name), torch.device("cpu"))
+    model.train_step(batch(8))
+    needs = OF_IMAGE_ALONE & model.measurements
+    images = batch(6, 5)
+    full = model.score_parts(images, needs=needs)
+    alone = model.score_parts(images, needs=needs, reconstruction=False)
+    assert set(alone) <= set(full) and set(needs) <= set(alone)
+    for key, value in alone.items():
+        assert torch.equal(value, full[key]), key
+    if needs and name != "toy_model":  # the paper's models and GANomaly skip the decoder
+        assert "fake" not in alone

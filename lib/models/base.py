@@ -34,6 +34,7 @@ from .. import fast as speed_layer
 from ..images import normalisation
 from ..original import applies
 from ..scoring.functions import DEFAULT_WEIGHT, Scoring, fit
+from ..scoring.measures import FAKE
 from .networks import init_weights
 
 
@@ -120,9 +121,11 @@ class AnomalyModel(abc.ABC):
         return losses
 
     @torch.no_grad()
-    def score_parts(self, images: torch.Tensor, train_mode: bool = False, needs=None) -> dict[str, torch.Tensor]:
-        """The reconstruction "fake" and the measurements the score needs (`needs`: these
-        instead), in fp32; `scoring` makes the score from them.
+    def score_parts(self, images: torch.Tensor, train_mode: bool = False, needs=None,
+                    reconstruction: bool = True) -> dict[str, torch.Tensor]:
+        """The reconstruction "fake" (`reconstruction`: False, where the measurements need none, spares
+        the decoder) and the measurements the score needs (`needs`: these instead), in fp32; `scoring`
+        makes the score from them.
 
         In eval mode (the default) BatchNorm uses its running statistics, so an image's score
         does not depend on which other images share its batch. `train_mode` scores as the
@@ -133,7 +136,7 @@ class AnomalyModel(abc.ABC):
             self.train()
         else:
             self.eval()
-        needs = frozenset(self.scoring.needs if needs is None else needs)
+        needs = frozenset(self.scoring.needs if needs is None else needs) | ({FAKE} if reconstruction else set())
         with self.speed.autocast():
             parts = self.outputs(self.speed.inputs(images), needs)
         return {k: v.float().contiguous() for k, v in parts.items()}

@@ -71,6 +71,8 @@ class GANomaly(GeneratorAndAdversary, AnomalyModel):
 
     def outputs(self, images: torch.Tensor, needs) -> dict[str, torch.Tensor]:
         """G(x), the distance of the codes, and what the scoring module measures of G(x) and x."""
+        if not measures.reconstructs(self.generator.training, needs):  # e.g. a distance's bank of codes
+            return measures.of_image_alone(self.generator.encoder, self.verdict, images, needs)
         fake, code, code_of_fake = self.generator(images)
         parts = {"fake": fake}
         if LATENT_MSE in needs:

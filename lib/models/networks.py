@@ -80,6 +80,12 @@ class UNet(nn.Module):
             x = self.up[i](x)
         return x, features[-1]
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """`encode_and_decode`'s code alone: the down path, without the decoder's cost."""
+        for down in self.down:
+            x = down(x)
+        return x
+
     def code_by_location(self, x: torch.Tensor) -> torch.Tensor:
         """(N, code channels, 2, 2): the code split over the innermost level's 2×2 input; the parts sum to
         `encode_and_decode`'s code, since its last convolution has no bias and nothing after it."""

@@ -107,6 +107,8 @@ class SkipGANomaly(GeneratorAndAdversary, AnomalyModel):
 
     def outputs(self, images: torch.Tensor, needs) -> dict[str, torch.Tensor]:
         """G(x), the measurements of G(x) against x, and those of the adversary's view of both."""
+        if not measures.reconstructs(self.generator.training, needs):  # e.g. a distance's bank of codes
+            return measures.of_image_alone(self.generator.encode, self.verdict, images, needs)
         if ENCODER_EMBEDDING in needs:
             fake, code = self.generator.encode_and_decode(images)
             parts = {ENCODER_EMBEDDING: code.flatten(1)}

@@ -38,7 +38,7 @@ def measure(model, images: torch.Tensor, batchsize: int, device, needs, on_batch
     collected = {name: [] for name in sorted(needs)}
     for start in range(0, len(images), batchsize):
         real = to_float(images[start:start + batchsize], device, model.pixel_mean_std)
-        parts = model.score_parts(real, train_mode, needs=needs)
+        parts = model.score_parts(real, train_mode, needs=needs, reconstruction=on_batch is not None)
         for name in collected:
             collected[name].append(parts[name].float().cpu())
         if on_batch is not None:

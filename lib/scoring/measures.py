@@ -21,6 +21,16 @@ from .functions import (  # noqa: F401  (the names models use, with the function
 
 # Those that need the adversary's features of the image (and, for FEATURE_MSE, of its reconstruction).
 FROM_ADVERSARY = frozenset({FEATURE_MSE, ADVERSARY, ADVERSARY_EMBEDDING})
+# Those made of the image alone: measuring only these, a model in eval mode need not reconstruct it.
+OF_IMAGE_ALONE = frozenset({ENCODER_EMBEDDING, ADVERSARY, ADVERSARY_EMBEDDING})
+# Asked of `score_parts` with the measurements: the reconstruction G(x) itself (to draw or save it).
+FAKE = "fake"
+
+
+def reconstructs(model_in_training: bool, needs) -> bool:
+    """Whether a model must reconstruct the images to give `needs` (FAKE among them, or a measurement of
+    G(x)). In training mode it always does: the original's scoring lets every BatchNorm layer see the batch."""
+    return model_in_training or FAKE in needs or not set(needs) <= OF_IMAGE_ALONE
 
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5  # Wang et al. (2004)
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -123,4 +133,13 @@ def of_adversary(view, images: torch.Tensor, fake: torch.Tensor, needs, one_pass
         parts[ADVERSARY_EMBEDDING] = embedding.flatten(2).mean(2) if embedding.dim() > 2 else embedding
     if both:
         parts[FEATURE_MSE] = feature_mse(features_real.float(), features_fake.float())
+    return parts
+
+
+def of_image_alone(encode, view, images: torch.Tensor, needs) -> dict[str, torch.Tensor]:
+    """The measurements among `needs` (all in OF_IMAGE_ALONE) of a model in eval mode: `encode(images)`
+    the generator's code, `view` the adversary's as in `of_adversary`; no reconstruction is made."""
+    parts = {ENCODER_EMBEDDING: encode(images).flatten(1)} if ENCODER_EMBEDDING in needs else {}
+    if needs & FROM_ADVERSARY:
+        parts.update(of_adversary(view, images, None, needs, one_pass=True))
     return parts
