@@ -82,6 +82,8 @@ def main(argv) -> None:
     p.add_argument("--dataroot", default=None, help="Fashion-MNIST folder (default: train.py's)")
     p.add_argument("--original-code", "--original_code", dest="original_code", default=None,
                    help="the original code's folder: time its own code, not the benchmark's re-creation")
+    p.add_argument("--score", default=None,
+                   help="train.py's --score for our side (default: its default, chosen on validation)")
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args, extra = p.parse_known_args(argv)
     args.network = network_flags(extra)
@@ -91,18 +93,16 @@ def main(argv) -> None:
     if args.out:
         check_writable(args.out, "--out")  # now, not after minutes of measuring
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    train = [str(ROOT / "train.py"), "--dataset", "fashion-mnist", "--nc", channels(args), "--model", args.model,
+             "--abnormal_class", args.abnormal_class, "--niter", "1", "--device", "cpu", "--name", "epoch",
+             # Each side's default scoring unless --score: ours chooses among a dozen on validation.
+             *(["--score", args.score] if args.score else []), *args.network,
+             *(["--dataroot", args.dataroot] if args.dataroot else [])]
+    run("train.py", [*train, "--print_config"], stdout=subprocess.DEVNULL)  # refused now, not after minutes
     before = original_rates(args, env)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        run("train.py", [str(ROOT / "train.py"), "--dataset", "fashion-mnist", "--nc", channels(args),
-                         "--model", args.model, "--abnormal_class", args.abnormal_class, "--niter", "1",
-                         "--device", "cpu",
-                         # the original's score, the work its test() does (the default, chosen on
-                         # validation, measures a dozen scores at every evaluation)
-                         "--score", "original",
-                         "--outf", tmp, "--name", "epoch", *args.network,
-                         *(["--dataroot", args.dataroot] if args.dataroot else [])],
-            env=env, cwd=tmp, stdout=subprocess.DEVNULL)
+        run("train.py", [*train, "--outf", tmp], env=env, cwd=tmp, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         with open(Path(tmp) / "epoch" / "metrics.csv") as f:
             row = next(csv.DictReader(f))
@@ -111,7 +111,8 @@ def main(argv) -> None:
     trained, evaluated = int(row["train_images"]), int(row["eval_images"])
     ours = float(row["train_seconds"]) + float(row["eval_seconds"])
     theirs = trained / original["train_img_per_s"] + evaluated / original["eval_img_per_s"]
-    result = {"model": args.model, "threads": args.threads, "channels": int(channels(args)), "images_trained": trained,
+    result = {"model": args.model, "score": args.score or "default (chosen on validation)", "threads": args.threads,
+              "channels": int(channels(args)), "images_trained": trained,
               "original": (f"the original's own code ({args.original_code})" if args.original_code
                            else "the re-creation in tools/benchmark.py"),
               "images_evaluated": evaluated, "epoch_seconds": {"train": float(row["train_seconds"]),

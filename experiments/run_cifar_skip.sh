@@ -3,7 +3,7 @@
 #   bash experiments/run_cifar_skip.sh [extra train.py flags]
 #   DEVICE=cpu CLASSES="bird cat" SEEDS="0 1 2" bash experiments/run_cifar_skip.sh --niter 5
 set -uo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"  # also when linked from elsewhere
 
 ALL_CLASSES=(airplane automobile bird cat deer dog frog horse ship truck)
 run_classes --dataset cifar10 --isize 32 --niter 25 --model skipganomaly \

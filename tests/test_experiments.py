@@ -230,3 +230,14 @@ def test_a_sweeps_python_may_be_one_file_whose_path_holds_spaces(tmp_path):
     wrapper.chmod(0o755)
     done, runs = run_script("run_mnist.sh", ["--niter", "1"], {"PYTHON": str(wrapper), "CLASSES": "1"}, tmp_path)
     assert done.returncode == 0 and len(runs) == 1, done.stderr
+
+
+def test_a_sweep_linked_from_another_folder_finds_its_common_part(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "run_mnist.sh").symlink_to(ROOT / "experiments" / "run_mnist.sh")
+    stub = tmp_path / "stub.py"
+    stub.write_text(STUB)
+    env = {**os.environ, "PYTHON": f"{sys.executable} {stub}", "STUB_LOG": str(tmp_path / "runs.log"), "CLASSES": "1"}
+    done = subprocess.run(["bash", "bin/run_mnist.sh", "--niter", "1"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and len((tmp_path / "runs.log").read_text().splitlines()) == 1, done.stderr

@@ -111,7 +111,7 @@ def test_epoch_speed_against_the_originals_own_code_says_so_and_uses_colour_on_b
 @pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--niter", "3"], "--niter: only --isize"),
-    (["--isize", "12"], "tools.benchmark failed with exit code 2: error: --isize 12 is not supported"),
+    (["--isize", "12"], "train.py failed with exit code 2: error: --isize 12 is not supported"),
     (["--abnormal_class", "hat", "--isize", "8", "--ngf", "4", "--ndf", "4", "--nz", "4"],
      "train.py failed with exit code 2: error: unknown class 'hat'"),
 ])
