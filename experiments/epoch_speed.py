@@ -92,6 +92,9 @@ def main(argv) -> None:
         raise UserError(f"--threads {args.threads}: use 1 to {4 * cores} (4 per core of the {cores} here)")
     if args.out:
         check_writable(args.out, "--out")  # now, not after minutes of measuring
+    if args.dataroot and not Path(args.dataroot).is_dir():
+        raise UserError(f"--dataroot {shown(args.dataroot)} is not a folder: give the folder of Fashion-MNIST's "
+                        "files, or leave --dataroot out for train.py's")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     train = [str(ROOT / "train.py"), "--dataset", "fashion-mnist", "--nc", channels(args), "--model", args.model,
              "--abnormal_class", args.abnormal_class, "--niter", "1", "--device", "cpu", "--name", "epoch",

@@ -76,6 +76,19 @@ def test_the_installed_commands_train_and_score_outside_the_checkout(wheel, tmp_
     assert found.returncode != 0  # the install added no top-level `lib`
 
 
+def test_an_installed_command_run_by_a_python_without_the_requirements_says_so_in_one_line(wheel, tmp_path):
+    import venv
+    target, bare = tmp_path / "site", tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, wheel], check=True)
+    venv.create(bare, with_pip=False, system_site_packages=False)  # no numpy, no torch
+    for command in ("train", "tune", "predict"):
+        proc = subprocess.run([bare / "bin" / "python", "-c", f"from {PACKAGE}.console import {command}; {command}()",
+                               "--niter", "1"], env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True,
+                              text=True, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot load "), proc.stderr
+
+
 def test_every_pinned_requirement_lies_in_the_packages_range():
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     pins = {Requirement(line).name.lower(): Requirement(line) for line in lines if line.strip() and line[0] != "#"}

@@ -245,6 +245,7 @@ def test_the_study_report_skips_each_unreadable_run_or_file_with_one_warning(tmp
     (["--out", "{tmp}/file/x.json"], "(not a folder): choose another --out"),
     (["--isize=nan"], "train.py failed with exit code 2: error: argument --isize: invalid int value: 'nan'"),
     (["--abnormal_class", "unicorn"], "train.py failed with exit code 2: error: unknown class 'unicorn'"),  # hung
+    (["--dataroot", "{tmp}/none"], "--dataroot {tmp}/none is not a folder"),  # it measured for minutes first
 ])
 def test_epoch_speed_refuses_bad_flags_in_one_line_before_measuring(args, fragment, tmp_path):
     (tmp_path / "file").write_text("mine")
