@@ -105,6 +105,10 @@ def graphs(model, example: torch.Tensor) -> tuple[dict[str, bytes], dict]:
     measurement = located_measurement(model, example)
     if measurement is not None:
         files["located.onnx"] = to_onnx(Located(model, measurement), example, [LOCATED], f"{what}'s maps")
-    about = {"outputs": [FAKE, *needs], "networks": networks_used(model, example), "located": measurement,
-             "opset": OPSET}
+    with torch.no_grad():  # each output's shape but the batch: a reader checks the graph it loads against them
+        shapes = dict(zip([FAKE, *needs], (list(t.shape[1:]) for t in Measure(model, needs).eval()(example))))
+        if measurement is not None:
+            shapes[LOCATED] = list(Located(model, measurement)(example).shape[1:])
+    about = {"outputs": [FAKE, *needs], "shapes": shapes, "networks": networks_used(model, example),
+             "located": measurement, "opset": OPSET}
     return files, about

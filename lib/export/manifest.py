@@ -17,6 +17,7 @@ import torch
 from ..errors import UserError
 from ..scoring.functions import SCORES, Scoring, stats_problem
 from ..training import checkpoint
+from .graph import LOCATED
 
 FORMAT = "skip-wganomaly-export/1"
 MANIFEST, STATS = "manifest.json", "score.npz"
@@ -105,6 +106,10 @@ def check_fields(manifest: dict, folder: Path) -> None:
                   and all(name_ok(g) and g in files for g in v.values()), "the graph files it lists")
     need("outputs", lambda v: isinstance(v, list) and v[:1] == ["fake"] and all(isinstance(o, str) for o in v),
          "the measure graph's outputs")
+    shaped = [*manifest["outputs"], *([LOCATED] if manifest.get("located") else [])]
+    need("shapes", lambda v: isinstance(v, dict) and all(isinstance(v.get(o), list) and all(
+         isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v[o]) for o in shaped),
+         "each output's shape")
     need("located", lambda v: v is None or isinstance(v, str) and "located" in graphs, "the embedding its maps split")
     need("stats", lambda v: v == STATS and v in files, f"'{STATS}', listed in its files")
     options = need("options", lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a dict")

@@ -8,6 +8,7 @@ networks' pass is the runtime's. The runtimes are optional packages, imported on
 """
 import argparse
 import importlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,20 +45,33 @@ def version(runtime: str) -> str:
 
 
 def _cannot_load(runtime: str, file: Path, err: Exception, written: dict) -> UserError:
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-    was = written.get(runtime)
-    made = f"; it was written for {runtime} {was}" if was else ""
-    return UserError(f"{runtime} {version(runtime)} cannot load '{file}' ({first}){made}: install that version "
-                     "(pip install -r requirements.txt), or export the run again in this environment")
+    # onnxruntime's messages start with the C++ source line and function that raised: not the user's business.
+    # OpenVINO's, with lines saying where it was raised and which check failed, before the reason.
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : Load model from .*? failed: ?", "", str(err).strip())
+    text = re.sub(r"\S*onnxruntime_src\S*:\d+ .*?\) ", "", text)
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(("Exception from", "Check '"))]
+    first = (lines or [type(err).__name__])[0][:240]
+    now, was = version(runtime), written.get(runtime)
+    if was and was != now:
+        fix = (f"it was written for {runtime} {was}: install that version (pip install -r requirements.txt), or "
+               "export the run again in this environment")
+    else:
+        fix = "the file is damaged or not a graph this runtime reads: export the run again (python export.py)"
+    return UserError(f"{runtime} {now} cannot load '{file}' ({first}); {fix}")
 
 
-def _check_graph(file: Path, inputs: list[tuple[str, list]], outputs: list[str], want: list[str], image) -> None:
-    """UserError unless the graph takes one batch of images of this export's size and gives `want`."""
+def _check_graph(file: Path, inputs: list[tuple[str, list]], outputs: list[tuple[str, list]], want: dict,
+                 image) -> None:
+    """UserError unless the graph takes one batch of images of this export's size and gives the outputs `want`
+    ({name: shape but the batch}), in that order, with those shapes (where the graph states a size)."""
     shape = inputs[0][1] if len(inputs) == 1 and inputs[0][0] == INPUT else None
-    if shape is None or len(shape) != 4 or list(shape[1:]) != [image["nc"], image["isize"], image["isize"]] \
-            or outputs != want:
+    fits = [name for name, _ in outputs] == list(want) and all(
+        len(dims) == len(want[name]) + 1 and all(not isinstance(d, int) or d == w for d, w in zip(dims[1:], want[name]))
+        for name, dims in outputs)
+    if shape is None or len(shape) != 4 or list(shape[1:]) != [image["nc"], image["isize"], image["isize"]] or not fits:
         raise UserError(f"'{file}' is not this export's graph (it takes {[name for name, _ in inputs]}, gives "
-                        f"{outputs[:6]}; the manifest says {INPUT} -> {want}): export the run again")
+                        f"{[f'{n} {d}' for n, d in outputs][:6]}; the manifest says {INPUT} -> "
+                        f"{[f'{n} {d}' for n, d in want.items()]}): export the run again")
 
 
 class OnnxGraph:
@@ -73,7 +87,7 @@ class OnnxGraph:
             raise _cannot_load("onnxruntime", file, err, written) from None
         inputs = [(i.name, i.shape) for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
-        _check_graph(file, inputs, self.outputs, want, image)
+        _check_graph(file, inputs, [(o.name, o.shape) for o in self.session.get_outputs()], want, image)
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(None, {INPUT: images})))
@@ -90,10 +104,11 @@ class OpenVinoGraph:
             self.compiled = core.compile_model(core.read_model(str(file)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         except Exception as err:
             raise _cannot_load("openvino", file, err, written) from None
-        inputs = [(i.get_any_name(), [d.get_length() if d.is_static else None for d in i.get_partial_shape()])
-                  for i in self.compiled.inputs]
+        def described(port):
+            return port.get_any_name(), [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+        inputs = [described(i) for i in self.compiled.inputs]
         self.outputs = [o.get_any_name() for o in self.compiled.outputs]
-        _check_graph(file, inputs, self.outputs, want, image)
+        _check_graph(file, inputs, [described(o) for o in self.compiled.outputs], want, image)
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         result = self.compiled({INPUT: images})
@@ -115,9 +130,11 @@ class ExportedModel:
     def __init__(self, folder: Path, manifest: dict):
         graph = GRAPHS[manifest["runtime"]]
         written, image = manifest.get("versions", {}), manifest["image"]
-        self.measure = graph(folder / manifest["graphs"]["measure"], manifest["outputs"], image, written)
+        shapes = manifest["shapes"]
+        self.measure = graph(folder / manifest["graphs"]["measure"], {o: shapes[o] for o in manifest["outputs"]},
+                             image, written)
         self.located_measurement = manifest["located"]
-        self.located = (graph(folder / manifest["graphs"]["located"], [LOCATED], image, written)
+        self.located = (graph(folder / manifest["graphs"]["located"], {LOCATED: shapes.get(LOCATED)}, image, written)
                         if self.located_measurement else None)
         self.scoring = manifests.read_stats(folder / manifest["stats"], manifest["score"], folder)
         self.pixel_mean_std = tuple(image["mean_std"])

@@ -129,7 +129,8 @@ def export(weights, fmt: str, out: Path) -> dict:
         manifest = {
             "runtime": runtime, "model": opt.model, "score": model.scoring.name,
             "graphs": {Path(name).stem: Path(name).stem + suffix for name in files},
-            "outputs": about["outputs"], "located": about["located"], "networks": about["networks"],
+            "outputs": about["outputs"], "shapes": about["shapes"], "located": about["located"],
+            "networks": about["networks"],
             "stats": manifests.STATS, "opset": about["opset"],
             "image": {"isize": opt.isize, "nc": opt.nc, "mean_std": list(model.pixel_mean_std),
                       "how": "shorter side scaled to isize, centre-cropped, then (pixel/255 - mean)/std"},
