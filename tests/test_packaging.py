@@ -42,7 +42,7 @@ def test_the_wheel_holds_one_namespaced_package_with_every_folder_of_lib_and_its
     assert {n.removeprefix(f"{PACKAGE}/") for n in names if n.endswith(".py")} == modules
     assert {f"{PACKAGE}/tune/tune_space.json", f"{PACKAGE}/tune/tune_space_original.json"} <= set(names)
     meta = zipfile.ZipFile(wheel).read(f"{PACKAGE}-0.1.0.dist-info/entry_points.txt").decode()
-    for command in ("skip-wganomaly-train", "skip-wganomaly-tune", "skip-wganomaly-predict"):
+    for command in ("skip-wganomaly-train", "skip-wganomaly-tune", "skip-wganomaly-predict", "skip-wganomaly-export"):
         assert command in meta
     assert any(n.endswith("licenses/LICENSE") for n in names)
 
@@ -69,6 +69,13 @@ def test_the_installed_commands_train_and_score_outside_the_checkout(wheel, tmp_
                             text=True, timeout=600)
     assert scored.returncode == 0, scored.stderr
     assert (work / "out/skipganomaly/digits/0/predict/predictions.csv").is_file()
+    exported = subprocess.run([target / "bin" / "skip-wganomaly-export", "--weights", "out/skipganomaly/digits/0",
+                               "--out", "deployed"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0, exported.stderr
+    scored = subprocess.run([target / "bin" / "skip-wganomaly-predict", "--path", "images", "--weights", "deployed"],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert scored.returncode == 0, scored.stderr
+    assert (work / "deployed/predict/predictions.csv").is_file()
     refused = subprocess.run([target / "bin" / "skip-wganomaly-tune", "--dataset", "digits", "--nitr", "1"], cwd=work,
                              env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "did you mean --niter" in refused.stderr
