@@ -76,7 +76,12 @@ def to_openvino(folder: Path, name: str) -> None:
     """Replace `folder/name` (.onnx) by its OpenVINO IR (.xml and .bin), weights kept in fp32."""
     ov = require("openvino", "--format openvino")
     onnx_file = folder / name
-    ov.save_model(ov.convert_model(str(onnx_file)), str(onnx_file.with_suffix(".xml")), compress_to_fp16=False)
+    try:
+        converted = ov.convert_model(str(onnx_file))
+    except Exception as err:  # OpenVINO's reader raises its own types for an operation it lacks
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UserError(f"OpenVINO cannot read the graph '{name}' ({first}): export with --format onnx") from None
+    ov.save_model(converted, str(onnx_file.with_suffix(".xml")), compress_to_fp16=False)
     onnx_file.unlink()
 
 
@@ -103,6 +108,23 @@ def missing_parents(out: Path) -> list[Path]:
     return missing
 
 
+def describe(ckpt, model, opt, fmt: str, graph_files: list[str], about: dict) -> dict:
+    """The manifest's fields (manifest.write adds the format and the files' hashes)."""
+    runtime, suffix = RUNTIMES[fmt], ".xml" if fmt == "openvino" else ".onnx"
+    return {
+        "runtime": runtime, "model": opt.model, "score": model.scoring.name,
+        "graphs": {Path(name).stem: Path(name).stem + suffix for name in graph_files},
+        "outputs": about["outputs"], "shapes": about["shapes"], "located": about["located"],
+        "networks": about["networks"], "stats": manifests.STATS, "opset": about["opset"],
+        "image": {"isize": opt.isize, "nc": opt.nc, "mean_std": list(model.pixel_mean_std),
+                  "how": "shorter side scaled to isize, centre-cropped, then (pixel/255 - mean)/std"},
+        "precision": {"export": "fp32", "run": run_precision(ckpt, model, opt)},
+        "threshold": ckpt.get("threshold") or {}, "epoch": ckpt["epoch"], "options": ckpt["options"],
+        "checkpoint": {"path": str(Path(ckpt["path"]).resolve()), "sha256": manifests.sha256(Path(ckpt["path"]))},
+        "versions": versions(runtime),
+    }
+
+
 def export(weights, fmt: str, out: Path) -> dict:
     """Write the export of the run (or checkpoint) `weights` into `out`; returns its manifest."""
     runtime = RUNTIMES[fmt]
@@ -120,26 +142,16 @@ def export(weights, fmt: str, out: Path) -> dict:
         _remove_empty(created)
         raise UserError(f"cannot write into '{out.parent}' ({err.strerror}): choose another --out") from None
     try:
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
-            if fmt == "openvino":
-                to_openvino(staging, name)
-        suffix = ".xml" if fmt == "openvino" else ".onnx"
-        np.savez(staging / manifests.STATS, **manifests.stats_arrays(model.scoring))
-        manifest = {
-            "runtime": runtime, "model": opt.model, "score": model.scoring.name,
-            "graphs": {Path(name).stem: Path(name).stem + suffix for name in files},
-            "outputs": about["outputs"], "shapes": about["shapes"], "located": about["located"],
-            "networks": about["networks"],
-            "stats": manifests.STATS, "opset": about["opset"],
-            "image": {"isize": opt.isize, "nc": opt.nc, "mean_std": list(model.pixel_mean_std),
-                      "how": "shorter side scaled to isize, centre-cropped, then (pixel/255 - mean)/std"},
-            "precision": {"export": "fp32", "run": run_precision(ckpt, model, opt)},
-            "threshold": ckpt.get("threshold") or {}, "epoch": ckpt["epoch"], "options": ckpt["options"],
-            "checkpoint": {"path": str(Path(ckpt["path"]).resolve()), "sha256": manifests.sha256(Path(ckpt["path"]))},
-            "versions": versions(runtime),
-        }
-        manifest = manifests.write(staging, manifest)
+        try:
+            for name, data in files.items():
+                (staging / name).write_bytes(data)
+                if fmt == "openvino":
+                    to_openvino(staging, name)
+            np.savez(staging / manifests.STATS, **manifests.stats_arrays(model.scoring))
+            manifest = manifests.write(staging, describe(ckpt, model, opt, fmt, list(files), about))
+        except OSError as err:  # a full disk, a quota: nothing of the export stays
+            raise UserError(f"cannot write the export beside '{out}' ({err.strerror}): free some space or choose "
+                            "another --out") from None
         check_scores(staging, model, example)
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's folder is private; an export is an ordinary folder
         try:
