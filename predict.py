@@ -1,6 +1,7 @@
 """Score new images with a trained Skip-GANomaly, Skip-WGANomaly or GANomaly model.
 
     python predict.py --path IMAGE_OR_FOLDER --weights RUN_DIR_OR_CHECKPOINT
+    python predict.py --path IMAGE_OR_FOLDER --weights EXPORT_DIR    # export.py's: onnxruntime or OpenVINO
 
 Writes predictions.csv (path, score, its reconstruction and feature parts, normal/abnormal)
 and one captioned strip per image (input | reconstruction | the score's map: where in the image

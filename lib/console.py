@@ -26,3 +26,7 @@ def tune() -> None:
 
 def predict() -> None:
     _run("predict")
+
+
+def export() -> None:
+    _run("export")

@@ -22,6 +22,7 @@ def bare_python(tmp_path_factory):
 @pytest.mark.parametrize("script,args", [
     ("train.py", ["--dataset", "digits", "--niter", "1"]),
     ("predict.py", ["--path", "images", "--weights", "run"]),
+    ("export.py", ["--weights", "run", "--out", "exported"]),
     ("train_tune.py", ["--dataset", "digits", "--niter", "1"]),
 ])
 def test_a_script_run_by_a_python_without_the_requirements_says_how_to_enter_the_environment(

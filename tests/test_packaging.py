@@ -42,7 +42,7 @@ def test_the_wheel_holds_one_namespaced_package_with_every_folder_of_lib_and_its
     assert {n.removeprefix(f"{PACKAGE}/") for n in names if n.endswith(".py")} == modules
     assert {f"{PACKAGE}/tune/tune_space.json", f"{PACKAGE}/tune/tune_space_original.json"} <= set(names)
     meta = zipfile.ZipFile(wheel).read(f"{PACKAGE}-0.1.0.dist-info/entry_points.txt").decode()
-    for command in ("skip-wganomaly-train", "skip-wganomaly-tune", "skip-wganomaly-predict"):
+    for command in ("skip-wganomaly-train", "skip-wganomaly-tune", "skip-wganomaly-predict", "skip-wganomaly-export"):
         assert command in meta
     assert any(n.endswith("licenses/LICENSE") for n in names)
 
@@ -69,6 +69,13 @@ def test_the_installed_commands_train_and_score_outside_the_checkout(wheel, tmp_
                             text=True, timeout=600)
     assert scored.returncode == 0, scored.stderr
     assert (work / "out/skipganomaly/digits/0/predict/predictions.csv").is_file()
+    exported = subprocess.run([target / "bin" / "skip-wganomaly-export", "--weights", "out/skipganomaly/digits/0",
+                               "--out", "deployed"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0, exported.stderr
+    scored = subprocess.run([target / "bin" / "skip-wganomaly-predict", "--path", "images", "--weights", "deployed"],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert scored.returncode == 0, scored.stderr
+    assert (work / "deployed/predict/predictions.csv").is_file()
     refused = subprocess.run([target / "bin" / "skip-wganomaly-tune", "--dataset", "digits", "--nitr", "1"], cwd=work,
                              env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "did you mean --niter" in refused.stderr
@@ -81,7 +88,7 @@ def test_an_installed_command_run_by_a_python_without_the_requirements_says_so_i
     target, bare = tmp_path / "site", tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, wheel], check=True)
     venv.create(bare, with_pip=False, system_site_packages=False)  # no numpy, no torch
-    for command in ("train", "tune", "predict"):
+    for command in ("train", "tune", "predict", "export"):
         proc = subprocess.run([bare / "bin" / "python", "-c", f"from {PACKAGE}.console import {command}; {command}()",
                                "--niter", "1"], env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True,
                               text=True, timeout=120)

@@ -9,7 +9,10 @@ Run end to end, at tiny sizes (the slow cases):
   several processes (--ngpu 2, torchrun) as a real job on two CPU processes. A command that reads a run
   (`--resume DIR`, `--load_weights [DIR]`, `--overwrite`) first gets a copy of the run of the README
   command that trains one in that folder; a `--niter` it gives becomes one epoch more than that run has.
-- `predict.py`: on a copy of the run of the README command that trains its --weights folder.
+- `predict.py`: on a copy of the run of the README command that trains its --weights folder; where --weights
+  is the folder a README `export.py` command writes, that command runs first.
+- `export.py`: on a copy of the run of the README command that trains its --weights folder; its export must
+  hold a manifest.
 - `bash experiments/run_*.sh`: one class (CLASSES), DEVICE=cpu, PYTHON=this interpreter, TINY's flags as the
   script's extra arguments (they come last, so they override the script's own).
 - `python -m tools.collect_results`, with every alternative of its `[--flag a|b]` synopsis, on a folder that
@@ -52,6 +55,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import export
 import predict
 import train
 import train_tune
@@ -113,7 +117,7 @@ class Command:
             return "setup" if argv[2] in SETUP_MODULES else "module"
         if Path(argv[1]).name == "train_tune.py":
             return "train" if plain_training(argv[2:]) else "search"
-        return {"predict.py": "predict"}.get(Path(argv[1]).name, "unknown")
+        return {"predict.py": "predict", "export.py": "export"}.get(Path(argv[1]).name, "unknown")
 
 
 def plain_training(args) -> bool:
@@ -465,10 +469,27 @@ def train_command(command, runs, cwd, monkeypatch):
 def predict_command(command, runs, cwd, monkeypatch):
     args = substitute(command.argv[2:])
     weights = args[args.index("--weights") + 1]
-    runs.copy_run(weights, cwd)
+    exporting = [c for c in readme_commands() if c.kind == "export" and exported_to(c) == os.path.normpath(weights)]
+    if exporting:  # an export folder: the README command that writes it runs first
+        export_command(exporting[0], runs, cwd, monkeypatch)
+    else:
+        runs.copy_run(weights, cwd)
     check(run_main(predict.main, [*args, "--device", "cpu"], cwd), command.text)
     out = args[args.index("--out") + 1] if "--out" in args else Path(weights) / "predict"
     assert read_csv(cwd / out / "predictions.csv")
+
+
+def exported_to(command) -> str:
+    """The folder an export.py command writes."""
+    args = substitute(command.argv[2:])
+    return os.path.normpath(args[args.index("--out") + 1])
+
+
+def export_command(command, runs, cwd, monkeypatch):
+    args = substitute(command.argv[2:])
+    runs.copy_run(args[args.index("--weights") + 1], cwd)
+    check(run_main(export.main, args, cwd), command.text)
+    assert (cwd / exported_to(command) / "manifest.json").is_file()
 
 
 class RayStarts(Exception):
@@ -588,8 +609,8 @@ def setup_command(command, runs, cwd, monkeypatch):
     pytest.skip(f"{command.text}: {SETUP_MODULES[command.argv[2]]}")
 
 
-HANDLERS = {"train": train_command, "predict": predict_command, "search": search_command, "sweep": sweep_command,
-            "module": module_command, "setup": setup_command}
+HANDLERS = {"train": train_command, "predict": predict_command, "export": export_command, "search": search_command,
+            "sweep": sweep_command, "module": module_command, "setup": setup_command}
 
 
 @pytest.mark.parametrize("command", cases())

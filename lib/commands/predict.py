@@ -8,6 +8,7 @@ import torch
 
 from .. import options
 from ..errors import OneLineParser, UserError, deferred_interrupts
+from ..export.runtime import is_export, load_export
 from ..predict.out import MAPS, PREDICTIONS, check_out, close_out, open_out, publish
 from ..predict.score import check_batch_memory, choose_threshold, find_images, load_model, predict
 from ..runs.folder import run_folder_of
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--path", required=True, help="an image, or a folder of images (subfolders included)")
     a("--weights", required=True,
-      help="a run folder (its train/weights/best.pt is used) or a .pt checkpoint")
+      help="a run folder (its train/weights/best.pt is used), a .pt checkpoint, or an export folder (export.py: "
+           "scored with onnxruntime or OpenVINO on the CPU)")
     a("--out", default=None, help="output folder (default: <run folder>/predict)")
     a("--overwrite", action="store_true",
       help="replace the predictions.csv and maps/ already in --out (without it, such an --out is refused)")
@@ -63,11 +65,13 @@ def main(argv):
         raise UserError(f"--path '{path}' is neither a file nor a folder; give an image file or a folder of images")
     # Everything that can be refused is refused before the model is loaded or a file written; another
     # predict.py writing into --out is found when --out is locked, just before scoring (open_out).
-    run = run_folder_of(checkpoint.find(args.weights, "best"))
+    # An export folder (export.py) scores with its runtime on the CPU; anything else is a run or a checkpoint.
+    exported = is_export(args.weights)
+    run = Path(args.weights) if exported else run_folder_of(checkpoint.find(args.weights, "best"))
     out = Path(args.out) if args.out else run / "predict"
     check_out(out, path, args.overwrite, run)
-    device = resolve_device(args.device)
-    model, ckpt, opt = load_model(args.weights, device)
+    device = torch.device("cpu") if exported else resolve_device(args.device)
+    model, ckpt, opt = (load_export if exported else load_model)(args.weights, device)
     files, skipped = find_images(path, exclude=out)
     batchsize = min(args.batchsize, len(files))
     check_batch_memory(opt, batchsize, device)
