@@ -16,9 +16,9 @@ from torch import nn
 
 from ..errors import UserError
 from ..scoring.located import DISTANCES
+from ..scoring.measures import FAKE
 
 INPUT = "images"
-FAKE = "fake"
 LOCATED = "parts"  # located.onnx's output: the embedding split over the locations of its feature map
 OPSET = 18  # OpenVINO's ONNX reader takes it; onnxruntime since 1.14
 
@@ -33,7 +33,7 @@ class Measure(nn.Module):
         self.networks = nn.ModuleDict(model.networks)
 
     def forward(self, images):
-        parts = self.model.outputs(images, frozenset(self.names))
+        parts = self.model.outputs(images, frozenset([FAKE, *self.names]))  # FAKE: the strips draw G(x)
         return tuple(parts[name].float() for name in [FAKE, *self.names])
 
 

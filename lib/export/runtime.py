@@ -148,8 +148,10 @@ class ExportedModel:
     def _array(images: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(images.detach().float().cpu().numpy())
 
-    def score_parts(self, images: torch.Tensor, train_mode: bool = False, needs=None) -> dict[str, torch.Tensor]:
-        """The reconstruction and the measurements of a float batch (`train_mode`: an export has none; eval mode)."""
+    def score_parts(self, images: torch.Tensor, train_mode: bool = False, needs=None,
+                    reconstruction: bool = True) -> dict[str, torch.Tensor]:
+        """The reconstruction and the measurements of a float batch (`train_mode`: an export has none, it
+        scores in eval mode; `reconstruction`: its graph makes G(x) whether asked or not)."""
         return {name: torch.from_numpy(values) for name, values in self.measure(self._array(images)).items()}
 
     def embedding_by_location(self, images: torch.Tensor, measurement: str) -> torch.Tensor | None:
