@@ -265,3 +265,12 @@ def test_a_bad_mplbackend_in_the_shell_does_not_stop_a_run(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / RUN / "plots" / "roc.png").is_file()
+
+
+def test_a_run_inside_its_folder_datasets_folder_is_refused_as_its_images_would_become_data(tmp_path):
+    make_folder_dataset(tmp_path / "data", "ds")
+    args = ["--dataset", "ds", "--dataroot", tmp_path / "data", "--isize", "8", "--niter", "1", "--device", "cpu"]
+    one_line_error(process("train.py", [*args, "--outf", tmp_path / "data" / "ds" / "train" / "0.normal" / "out"],
+                           tmp_path), "is inside the dataset's folder")
+    one_line_error(process("train.py", ["--dataset", "", "--outf", "o"], tmp_path), "--dataset is empty")
+    assert not (tmp_path / "data" / "ds" / "train" / "0.normal" / "out").exists()

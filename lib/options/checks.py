@@ -112,9 +112,17 @@ def check_numbers(opt) -> None:
 def check_names(opt) -> None:
     """--outf and --name name folders this tool creates: text, and --name inside --outf. A built-in
     dataset is named as its loader knows it ('DIGITS ' is digits), so its runs land in one folder."""
+    if not str(opt.dataset).strip():
+        raise UserError("--dataset is empty: name a dataset (cifar10, mnist, fashion-mnist, digits) or a folder "
+                        "dataset under --dataroot")
     builtin = builtin_dataset(opt.dataset)
     if builtin:
         opt.dataset = builtin
+    else:  # a folder dataset: a run written among its images would be read as data by the next run
+        data, out = (os.path.realpath(p) for p in (Path(opt.dataroot) / opt.dataset, opt.outf or "."))
+        if out == data or out.startswith(data + os.sep):
+            raise UserError(f"--outf {opt.outf} is inside the dataset's folder {Path(opt.dataroot) / opt.dataset}, "
+                            "where the run's images would be read as data: choose an --outf outside it")
     for flag in ("outf", "name"):
         value = getattr(opt, flag)
         if value is None:
