@@ -299,3 +299,10 @@ def test_a_run_folder_deleted_or_moved_while_it_trains_is_one_line(tmp_path, how
     if how == "moved":  # what it says works: the run goes on at its new place
         resumed = process("train.py", ["--resume", tmp_path / "moved", "--niter", "2", "--device", "cpu"], tmp_path)
         assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_said_to_have_none_to_continue(tmp_path, trained_run_copy):
+    shutil.rmtree(trained_run_copy / "train" / "weights")  # as kill -9 in epoch 1 leaves it
+    proc = process("train.py", [*ONE_EPOCH, "--outf", "out"], tmp_path)
+    one_line_error(proc, "holds a run stopped before its first epoch ended (no checkpoint): pass --overwrite")
+    assert "--resume" not in proc.stderr

@@ -202,7 +202,9 @@ class RunFolder(FolderLock):
         if not overwrite:
             last = self.path / "train" / "weights" / "last.pt"
             resume = f"--resume {self.path} to continue it, " if last.is_file() and not is_control(self.path) else ""
-            raise UserError(f"'{self.path}' already holds a run: pass {resume}--overwrite to delete it and start "
+            # Stopped before its first checkpoint (killed in epoch 1): there is nothing to continue.
+            what = "a run" if last.is_file() else "a run stopped before its first epoch ended (no checkpoint)"
+            raise UserError(f"'{self.path}' already holds {what}: pass {resume}--overwrite to delete it and start "
                             "over, or choose another --name/--outf")
         self.remove_run()
 
