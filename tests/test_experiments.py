@@ -241,3 +241,16 @@ def test_a_sweep_linked_from_another_folder_finds_its_common_part(tmp_path):
     done = subprocess.run(["bash", "bin/run_mnist.sh", "--niter", "1"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and len((tmp_path / "runs.log").read_text().splitlines()) == 1, done.stderr
+
+
+def test_eval_cost_times_each_pass_in_turns_and_refuses_what_it_cannot_time(tmp_path):
+    proc = tool("experiments.eval_cost", ["--models", "ganomaly", "--isize", "8", "--images", "16", "--rounds", "1",
+                                         "--threads", "1"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["model"] == "ganomaly" and all(v > 0 for v in result["ms_per_image"].values())
+    ms = result["ms_per_image"]  # the ratio from the per-image times and the default counts (1 500, 4 096, 9 100)
+    ratio = (1500 * ms["validation, every candidate"] + 4096 * ms["bank"]) / (9100 * ms["test, the original's score"])
+    assert result["choice_over_original"] == pytest.approx(ratio, rel=0.03, abs=0.01)
+    one_line_error(tool("experiments.eval_cost", ["--models", "bogus"], tmp_path), "--models bogus is not a model")
+    one_line_error(tool("experiments.eval_cost", ["--isize", "12"], tmp_path), "--isize one of")
