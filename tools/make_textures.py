@@ -93,25 +93,28 @@ def crack(rng, size: int) -> np.ndarray:
     return mask
 
 
+def _defect_pixels(rng, defect: str, size: int) -> np.ndarray:
+    if defect == "missing":  # a wedge around the image's centre
+        y, x = _grid(size)
+        start = rng.uniform(-np.pi, np.pi)
+        return np.mod(np.arctan2(y - size / 2, x - size / 2) - start, 2 * np.pi) < rng.uniform(0.6, 1.2)
+    return {"scratch": scratch, "spot": spot, "crack": crack, "colour": spot}[defect](rng, size)
+
+
 def defective(rng, category: str, defect: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(image, mask) of one defective image: the defect's pixels, and only they, changed."""
     if category == "washer":
         image, ring = washer(rng, size)
     else:
         image, ring = (weave if category == "weave" else grain)(rng, size), np.ones((size, size), bool)
+    mask = np.zeros_like(ring)
+    while mask.sum() < 4:  # a defect may miss the washer's ring (or be a speck): drawn again until it shows
+        mask = ring & _defect_pixels(rng, defect, size)
     if defect == "missing":  # a wedge of the ring broken off: background where it was
-        y, x = _grid(size)
-        start = rng.uniform(-np.pi, np.pi)
-        mask = ring & (np.mod(np.arctan2(y - size / 2, x - size / 2) - start, 2 * np.pi) < rng.uniform(0.6, 1.2))
         image[mask] = 0.12
     elif defect == "colour":  # a patch of the ring stained orange
-        mask = ring & spot(rng, size)
         image[mask] = image[mask] * np.array([1.0, 0.55, 0.25])
-    else:
-        mask = np.zeros_like(ring)
-        while mask.sum() < 4:  # a scratch may miss the washer's ring: drawn again until it shows
-            mask = ring & {"scratch": scratch, "spot": spot, "crack": crack}[defect](rng, size)
-        # A scratch is bright, a crack dark, a spot rust-coloured (light in grey): far from the normal values.
+    else:  # a scratch is bright, a crack dark, a spot rust-coloured (light in grey): far from the normal values
         colour = {"scratch": [1.0, 1.0, 0.95], "crack": [0.0, 0.0, 0.0], "spot": [0.95, 0.3, 0.1]}[defect]
         image[mask] = colour if image.shape[-1] == 3 else colour[0]
     return image, mask

@@ -9,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-from ..classes import DATASETS, builtin_dataset, class_names, resolve_class
+from ..classes import DATASETS, INSPECTION, builtin_dataset, class_names, inspection_dataset, resolve_class
 from ..errors import UserError
 from ..models import MODELS, registry
 from ..original import applies, fixes
@@ -209,6 +209,10 @@ def validate(opt) -> None:
         raise UserError("--overwrite starts the run over and --resume continues it: give one of them")
     if opt.abnormal_class is not None and opt.normal_class is not None:
         raise UserError("give either --abnormal_class (leave-one-class-out) or --normal_class (one-class), not both")
+    if opt.category is not None and not inspection_dataset(opt.dataset):
+        raise UserError(f"--category is read only with --dataset {INSPECTION} (inspection data in the MVTec AD "
+                        f"layout), and this run has --dataset {opt.dataset}: drop --category, or give --dataset "
+                        f"{INSPECTION}")
     names = class_names(opt.dataset)
     if not names:  # a folder dataset: its folders say what is normal
         for flag in ("abnormal_class", "normal_class"):

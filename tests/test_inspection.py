@@ -1,0 +1,145 @@
+"""Inspection data: the MVTec AD layout with masks, pixel-level metrics and maps that localise (issue 36)."""
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lib.data.datasets import load_split
+from lib.errors import UserError
+from tests.helpers import one_line_error, process, tool
+from tools.make_textures import CATEGORIES, main as make_textures, make_category
+
+
+def digest(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def textures(tmp_path_factory):
+    """Three small generated categories (32 x 32; 24 training and 12 test images each)."""
+    root = tmp_path_factory.mktemp("textures")
+    for category in CATEGORIES:
+        make_category(root, category, seed=3, size=32, n_train=24, n_test=12)
+    return root
+
+
+def load(root, category, **kwargs):
+    return load_split("mvtec", str(root), **{"isize": 16, "nc": 3, "category": category, "log": lambda _: None,
+                                            **kwargs})
+
+
+def copy_category(textures, tmp_path, category="weave"):
+    import shutil
+    shutil.copytree(textures / category, tmp_path / category)
+    return tmp_path / category
+
+
+# ---------------------------------------------------------------- the generator
+
+def test_the_generator_writes_the_mvtec_layout_with_a_mask_of_0_and_255_for_each_defective_image(textures):
+    for category, (defects, grey) in CATEGORIES.items():
+        root = textures / category
+        assert len(list((root / "train" / "good").iterdir())) == 24
+        tests = sorted(p for p in (root / "test").rglob("*.png"))
+        assert len(tests) == 12 and {p.parent.name for p in tests} == {"good", *defects}
+        for image in (p for p in tests if p.parent.name != "good"):
+            mask = np.asarray(Image.open(root / "ground_truth" / image.parent.name / f"{image.stem}_mask.png"))
+            assert set(np.unique(mask)) == {0, 255} and mask.shape == (32, 32)
+            assert Image.open(image).mode == ("L" if grey else "RGB")
+
+
+def test_a_mask_holds_exactly_the_pixels_its_defect_changed():
+    from tools.make_textures import defective, normal
+    for category, (defects, _) in CATEGORIES.items():
+        for defect in defects:
+            # The same draws up to the defect: the image without it is the normal image of that state.
+            clean = normal(np.random.default_rng(5), category, 32)
+            image, mask = defective(np.random.default_rng(5), category, defect, 32)
+            changed = np.abs(image - clean).max(-1) > 0.1
+            assert mask.sum() >= 4 and (changed == mask).all(), (category, defect)
+
+
+def test_the_same_seed_writes_the_same_bytes_and_another_seed_other_images(tmp_path):
+    args = ["--size", "16", "--train", "3", "--test", "4"]
+    for out, seed in (("a", 1), ("b", 1), ("c", 2)):
+        assert make_textures(["--out", str(tmp_path / out), "--seed", str(seed), *args]) == 0
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
+
+
+def test_the_generator_refuses_to_write_over_categories_in_one_line(tmp_path):
+    (tmp_path / "weave").mkdir()
+    one_line_error(tool("tools.make_textures", ["--out", tmp_path], tmp_path), "weave already exists")
+
+
+# ---------------------------------------------------------------- reading the layout
+
+def test_mvtec_reads_a_category_with_masks_that_follow_their_images_into_val_and_test(textures):
+    split = load(textures, "washer")
+    # 24 normal training images (10 %: 2 held out), 4 normal test images, 8 defective ones (1 held out).
+    assert (len(split.train), int(split.val_labels.sum()), int(split.test_labels.sum())) == (22, 1, 7)
+    assert split.val_masks.shape == (3, 16, 16) and split.test_masks.shape == (11, 16, 16)
+    for masks, labels, defects in ((split.val_masks, split.val_labels, split.val_defects),
+                                   (split.test_masks, split.test_labels, split.test_defects)):
+        assert set(masks.unique().tolist()) <= {0, 1}
+        # A normal image has an empty mask, a defective one some anomalous pixels, and its kind of defect.
+        assert ((masks.flatten(1).amax(1) == 1) == (labels == 1)).all()
+        assert [d == "good" for d in defects] == (labels == 0).tolist()
+    assert set(split.test_defects) == {"good", "missing", "colour", "scratch"}
+
+
+def test_a_mask_is_cropped_and_resized_as_its_image(tmp_path):
+    """A wide image and its mask: the centre square of both, the mask with the nearest pixel (still 0/1)."""
+    root = tmp_path / "wide"
+    for part in ("train/good", "test/good", "test/hole", "ground_truth/hole"):
+        (root / part).mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((8, 16), 100, np.uint8)).save(root / "train" / "good" / f"{i}.png")
+    Image.fromarray(np.full((8, 16), 100, np.uint8)).save(root / "test" / "good" / "0.png")
+    image, mask = np.full((8, 16), 100, np.uint8), np.zeros((8, 16), np.uint8)
+    image[:4, 4:8], mask[:4, 4:8] = 250, 255  # the top-left quarter of the centre square
+    Image.fromarray(image).save(root / "test" / "hole" / "0.png")
+    Image.fromarray(mask).save(root / "ground_truth" / "hole" / "0_mask.png")
+    split = load(tmp_path, "wide", isize=4, nc=1, val_ratio=0)
+    assert split.test_masks[-1].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert (split.test_images[-1, 0] > 200).tolist() == split.test_masks[-1].bool().tolist()
+
+
+def test_grey_categories_read_at_either_channel_count(textures):
+    assert load(textures, "grain", nc=1).train.shape[1:] == (1, 16, 16)
+    assert load(textures, "grain", nc=3).train.shape[1:] == (3, 16, 16)
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda c: (c / "ground_truth" / "spot" / "000_mask.png").unlink(), "has no mask: add"),
+    (lambda c: (c / "test" / "spot" / "000.png").unlink(), "is a mask without an image"),
+    (lambda c: Image.new("L", (16, 16)).save(c / "ground_truth" / "spot" / "000_mask.png"),
+     "a mask must have its image's size"),
+    (lambda c: [p.unlink() for p in (c / "train" / "good").iterdir()], "holds no readable images"),
+])
+def test_a_bad_layout_is_refused_naming_the_file_and_the_fix(textures, tmp_path, spoil, message):
+    spoil(copy_category(textures, tmp_path))
+    with pytest.raises(UserError, match=message) as err:
+        load(tmp_path, "weave")
+    assert str(tmp_path / "weave") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unknown_or_missing_category_lists_the_ones_there(textures):
+    with pytest.raises(UserError, match="unknown category 'wool'.*grain, washer, weave"):
+        load(textures, "wool")
+    with pytest.raises(UserError, match="needs --category.*grain, washer, weave"):
+        load(textures, None)
+
+
+def test_category_is_refused_for_other_datasets_and_an_unknown_one_in_one_line(textures, tmp_path):
+    one_line_error(process("train.py", ["--dataset", "digits", "--category", "weave", "--niter", "1"], tmp_path),
+                   "--category is read only with --dataset mvtec")
+    one_line_error(process("train.py", ["--dataset", "mvtec", "--dataroot", textures, "--category", "wool",
+                                        "--device", "cpu"], tmp_path), "unknown category 'wool'")
+
+
+def test_other_datasets_have_no_masks(tmp_path):
+    split = load_split("digits", isize=8, nc=1, abnormal_class=3, log=lambda _: None)
+    assert split.val_masks is None and split.test_masks is None and split.test_defects is None
+
