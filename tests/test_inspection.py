@@ -7,6 +7,7 @@ from PIL import Image
 
 from lib.data.datasets import load_split
 from lib.errors import UserError
+from lib.scoring.pixel import pixel_auroc, pro_auc, pro_curve, regions
 from tests.helpers import one_line_error, process, tool
 from tools.make_textures import CATEGORIES, main as make_textures, make_category
 
@@ -143,3 +144,55 @@ def test_other_datasets_have_no_masks(tmp_path):
     split = load_split("digits", isize=8, nc=1, abnormal_class=3, log=lambda _: None)
     assert split.val_masks is None and split.test_masks is None and split.test_defects is None
 
+
+# ---------------------------------------------------------------- pixel metrics, on hand-computed cases
+
+def test_a_map_that_ranks_every_abnormal_pixel_first_scores_1():
+    masks, maps = np.array([[[0, 0, 1, 1]]]), np.array([[[0.1, 0.2, 0.9, 0.8]]])
+    assert pixel_auroc(masks, maps) == 1.0 and pro_auc(masks, maps) == 1.0
+
+
+def test_pro_weighs_each_region_the_same_where_pixel_auroc_weighs_each_pixel():
+    """Regions {0} (1 pixel) and {2, 3, 4} (3 pixels); normal pixels 1 and 5 score 0.5 and 0.1.
+
+    The large region found first: the PRO curve holds 0.5 from fpr 0 to 0.5, so PRO = 0.5; pixel
+    AUROC counts pairs: 3 pixels of 0.9 beat both normals (6), the pixel of 0.2 beats one (1): 7/8.
+    The small region found first: PRO is the same 0.5, pixel AUROC (2 + 3) / 8."""
+    masks = np.array([[[1, 0, 1, 1, 1, 0]]])
+    large_first, small_first = [[[0.2, 0.5, 0.9, 0.9, 0.9, 0.1]]], [[[0.9, 0.5, 0.2, 0.2, 0.2, 0.1]]]
+    assert pro_auc(masks, large_first) == pytest.approx(0.5) == pro_auc(masks, small_first)
+    assert pixel_auroc(masks, large_first) == pytest.approx(7 / 8)
+    assert pixel_auroc(masks, small_first) == pytest.approx(5 / 8)
+
+
+def test_the_pro_curve_is_cut_at_a_false_positive_rate_of_0_3_on_its_straight_line():
+    """10 normal pixels, 2 above the region's pixel, 2 tied with it: the curve goes (0, 0), (0.2, 0),
+    (0.4, 1), (1, 1); cut at 0.3 (PRO 0.5 there) the area is 0.1 * 0.5 / 2 = 0.025, / 0.3."""
+    masks = np.array([[[0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]]])
+    maps = np.array([[[0.9, 0.9, 0.5, 0.5, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]]])
+    fpr, pro = pro_curve(masks, maps)
+    assert fpr.tolist() == [0, 0.2, 0.4, 1] and pro.tolist() == [0, 0, 1, 1]
+    assert pro_auc(masks, maps) == pytest.approx(0.025 / 0.3)
+
+
+def test_regions_are_counted_per_image_and_touching_corners_join_them():
+    masks = np.array([[[1, 0, 0], [0, 1, 0], [0, 0, 0]], [[1, 0, 1], [0, 0, 1], [0, 0, 0]]])
+    assert regions(masks).max() == 3  # the diagonal pair is one region; the second image has two
+    # Half of the regions found at no false positive: image 1's diagonal and image 2's left pixel.
+    maps = np.where(masks.astype(bool), 0.0, 0.5)
+    maps[0, 0, 0] = maps[0, 1, 1] = maps[1, 0, 0] = 1.0
+    assert pro_auc(masks, maps) == pytest.approx(2 / 3)
+
+
+def test_pixel_metrics_are_nan_without_anomalies_or_without_normal_pixels():
+    assert np.isnan(pro_auc(np.zeros((2, 4, 4)), np.random.rand(2, 4, 4)))
+    assert np.isnan(pixel_auroc(np.ones((1, 4, 4)), np.random.rand(1, 4, 4)))
+
+
+def test_a_map_of_noise_scores_about_half_the_limit_in_pro_and_one_half_in_pixel_auroc():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((20, 32, 32), np.uint8)
+    masks[:, 8:16, 8:16] = 1
+    maps = rng.random(masks.shape)
+    assert pro_auc(masks, maps) == pytest.approx(0.15, abs=0.02)
+    assert pixel_auroc(masks, maps) == pytest.approx(0.5, abs=0.02)
