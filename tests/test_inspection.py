@@ -1,5 +1,6 @@
 """Inspection data: the MVTec AD layout with masks, pixel-level metrics and maps that localise (issue 36)."""
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -7,8 +8,9 @@ from PIL import Image
 
 from lib.data.datasets import load_split
 from lib.errors import UserError
+from lib.scoring.localise import SIGMAS, choose_sigma
 from lib.scoring.pixel import pixel_auroc, pro_auc, pro_curve, regions
-from tests.helpers import one_line_error, process, tool
+from tests.helpers import one_line_error, process, read_csv, tool
 from tools.make_textures import CATEGORIES, main as make_textures, make_category
 
 
@@ -133,6 +135,7 @@ def test_an_unknown_or_missing_category_lists_the_ones_there(textures):
         load(textures, None)
 
 
+@pytest.mark.slow
 def test_category_is_refused_for_other_datasets_and_an_unknown_one_in_one_line(textures, tmp_path):
     one_line_error(process("train.py", ["--dataset", "digits", "--category", "weave", "--niter", "1"], tmp_path),
                    "--category is read only with --dataset mvtec")
@@ -196,3 +199,51 @@ def test_a_map_of_noise_scores_about_half_the_limit_in_pro_and_one_half_in_pixel
     maps = rng.random(masks.shape)
     assert pro_auc(masks, maps) == pytest.approx(0.15, abs=0.02)
     assert pixel_auroc(masks, maps) == pytest.approx(0.5, abs=0.02)
+
+
+# ---------------------------------------------------------------- maps evaluated in a run
+
+INSPECT = ["--dataset", "mvtec", "--isize", "16", "--ngf", "8", "--ndf", "8", "--nz", "8", "--batchsize", "8",
+           "--device", "cpu", "--manualseed", "1", "--print_freq", "5", "--save_image_freq", "10", "--niter", "1"]
+
+
+@pytest.fixture(scope="module")
+def inspected(textures, tmp_path_factory):
+    """A real `train.py` process: one tiny epoch of Skip-GANomaly on the generated washers."""
+    cwd = tmp_path_factory.mktemp("inspected")
+    proc = process("train.py", [*INSPECT, "--dataroot", textures, "--category", "washer", "--outf", "out"], cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, cwd / "out" / "skipganomaly" / "mvtec" / "washer"
+
+
+@pytest.mark.slow
+def test_a_run_on_inspection_data_reports_pixel_auroc_and_pro_beside_image_auroc(inspected):
+    proc, run = inspected
+    assert "test pixel auroc" in proc.stdout and ", pro " in proc.stdout
+    row = read_csv(run / "metrics.csv")[-1]
+    for key in ("test_auroc", "test_pixel_auroc", "test_pro", "val_pixel_auroc", "val_pro"):
+        assert 0 <= float(row[key]) <= 1, key
+    assert float(row["val_map_sigma"]) in SIGMAS
+    best = json.loads((run / "results.json").read_text())["best"]
+    # Per kind of defect, on the test images of that kind.
+    for defect in CATEGORIES["washer"][0]:
+        assert 0 <= best["test"][f"pixel_auroc_{defect}"] <= 1 and 0 <= best["test"][f"pro_{defect}"] <= 1
+    assert best["test"]["pro"] == float(row["test_pro"])
+
+
+def test_other_datasets_record_no_pixel_metrics(trained_run):
+    assert not any("pixel" in key or key.endswith("_pro") for key in read_csv(trained_run / "metrics.csv")[0])
+
+
+def test_the_smoothing_is_chosen_on_the_validation_masks_alone():
+    """Noisy maps of a large defect: smoothing helps, and the widest Gaussian is chosen; the test split
+    does not enter the choice (choose_sigma is given the validation masks and maps only)."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 32, 32), np.uint8)
+    masks[:3, 8:20, 8:20] = 1
+    maps = masks + rng.normal(0, 1.0, masks.shape)
+    sigma, pros = choose_sigma(masks, maps)
+    assert sigma == max(SIGMAS) and pros[sigma] > pros[0.0] + 0.2
+    # Without a defective validation image nothing can choose: the literature's width.
+    assert choose_sigma(np.zeros_like(masks), maps)[0] == SIGMAS[0]
+

@@ -57,7 +57,7 @@ def category_root(dataroot: Path, category: str | None) -> Path:
     return dataroot / category
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.size
@@ -88,9 +88,9 @@ def defect_files(root: Path) -> list[tuple[str, Path, Path]]:
             raise UserError(f"{mask} is a mask without an image: its image would be {test / defect / name}.png "
                             f"(named as the mask without {MASK_SUFFIX}); add the image or remove the mask")
     for _, image, mask in found:
-        if _image_size(image) != _image_size(mask):
-            raise UserError(f"{mask} is {'x'.join(map(str, _image_size(mask)))} pixels and its image {image} "
-                            f"{'x'.join(map(str, _image_size(image)))}: a mask must have its image's size; "
+        if image_size(image) != image_size(mask):
+            raise UserError(f"{mask} is {'x'.join(map(str, image_size(mask)))} pixels and its image {image} "
+                            f"{'x'.join(map(str, image_size(image)))}: a mask must have its image's size; "
                             "save it at that size")
     return found
 
