@@ -8,6 +8,7 @@ from PIL import Image
 
 from lib.data.datasets import load_split
 from lib.errors import UserError
+from lib.predict.masks import PIXEL_METRICS
 from lib.scoring.localise import SIGMAS, choose_sigma
 from lib.scoring.pixel import pixel_auroc, pro_auc, pro_curve, regions
 from tests.helpers import one_line_error, process, read_csv, tool
@@ -247,3 +248,22 @@ def test_the_smoothing_is_chosen_on_the_validation_masks_alone():
     # Without a defective validation image nothing can choose: the literature's width.
     assert choose_sigma(np.zeros_like(masks), maps)[0] == SIGMAS[0]
 
+
+@pytest.mark.slow
+def test_predict_scores_its_maps_against_masks_laid_out_as_the_images(inspected, textures, tmp_path):
+    _, run = inspected
+    category = textures / "washer"
+    proc = process("predict.py", ["--path", category / "test", "--weights", run, "--masks", category / "ground_truth",
+                                  "--device", "cpu", "--maps", "none", "--out", tmp_path / "p"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = json.loads((tmp_path / "p" / PIXEL_METRICS).read_text())
+    assert (written["images"], written["with_masks"]) == (12, 8) and "pixel auroc" in proc.stdout
+    assert 0 <= written["pixel_auroc"] <= 1 and 0 <= written["pro"] <= 1
+    assert set(written["by_defect"]) == {f"{m}_{d}" for m in ("pixel_auroc", "pro") for d in CATEGORIES["washer"][0]}
+    best = json.loads((run / "results.json").read_text())["best"]
+    assert written["map_sigma"] == best["val"]["map_sigma"]  # the smoothing the run chose on validation
+    # A folder holding no mask of these images (here the images' own): refused before anything is scored.
+    refused = process("predict.py", ["--path", category / "test", "--weights", run, "--masks", category / "test",
+                                     "--device", "cpu", "--out", tmp_path / "q"], tmp_path)
+    one_line_error(refused, "no mask in")
+    assert not (tmp_path / "q").exists()
