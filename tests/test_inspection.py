@@ -267,3 +267,10 @@ def test_predict_scores_its_maps_against_masks_laid_out_as_the_images(inspected,
                                      "--device", "cpu", "--out", tmp_path / "q"], tmp_path)
     one_line_error(refused, "no mask in")
     assert not (tmp_path / "q").exists()
+
+
+def test_the_studys_per_pixel_gaussian_finds_the_generated_defects(textures):
+    """The classical baseline of experiments/inspection_study.py, on the same split as the runs."""
+    from experiments.inspection_study import gaussian_baseline
+    found = gaussian_baseline(load(textures, "washer"))
+    assert found["auroc"] > 0.8 and found["pixel_auroc"] > 0.8 and found["pro"] > 0.5, found
