@@ -11,7 +11,7 @@ from lib.errors import UserError
 from lib.predict.masks import PIXEL_METRICS
 from lib.scoring.localise import SIGMAS, choose_sigma
 from lib.scoring.pixel import pixel_auroc, pro_auc, pro_curve, regions
-from tests.helpers import one_line_error, process, read_csv, tool
+from tests.helpers import one_line_error, process, read_csv, tool, train_cli
 from tools.make_textures import CATEGORIES, main as make_textures, make_category
 
 
@@ -230,6 +230,17 @@ def test_a_run_on_inspection_data_reports_pixel_auroc_and_pro_beside_image_auroc
     for defect in CATEGORIES["washer"][0]:
         assert 0 <= best["test"][f"pixel_auroc_{defect}"] <= 1 and 0 <= best["test"][f"pro_{defect}"] <= 1
     assert best["test"]["pro"] == float(row["test_pro"])
+
+
+@pytest.mark.slow
+def test_phase_test_reports_the_maps_pixel_metrics_smoothed_as_the_run_chose(inspected, tmp_path):
+    _, run = inspected
+    train_cli(["--phase", "test", "--load_weights", run, "--device", "cpu"], tmp_path)
+    tested = json.loads((run / "test" / "results.json").read_text())["test"]
+    best = json.loads((run / "results.json").read_text())["best"]["test"]
+    # The same weights, images, masks and smoothing as the run's best epoch: the same numbers.
+    for key in ("pixel_auroc", "pro", *(f"pro_{d}" for d in CATEGORIES["washer"][0])):
+        assert tested[key] == pytest.approx(best[key], abs=1e-6), key
 
 
 def test_other_datasets_record_no_pixel_metrics(trained_run):

@@ -17,7 +17,7 @@ from ..data.folders import read_image
 from ..data.mvtec import GOOD, MASK_SUFFIX, image_size, read_mask
 from ..errors import UserError
 from ..files import write_text
-from ..scoring.localise import SIGMAS, anomaly_maps, by_defect, located_metrics, smoothed
+from ..scoring.localise import chosen_sigma, evaluate_maps
 
 PIXEL_METRICS = "pixel_metrics.json"
 
@@ -35,15 +35,6 @@ def check_masks(masks: Path, images: list[Path], root: Path) -> None:
 def mask_of(image: Path, root: Path, masks: Path) -> Path:
     relative = image.relative_to(root) if image != root else Path(image.name)
     return masks / relative.parent / f"{relative.stem}{MASK_SUFFIX}.png"
-
-
-def run_sigma(ckpt: dict) -> tuple[float, str]:
-    """The smoothing the run chose on its validation masks at the weights' epoch, and where it came from."""
-    row = next((r for r in ckpt.get("history", []) if r.get("epoch") == ckpt.get("epoch")), {})
-    sigma = row.get("val_map_sigma")
-    if isinstance(sigma, (int, float)) and np.isfinite(sigma):
-        return float(sigma), "chosen by the run on its validation masks"
-    return SIGMAS[0], "the run had no masks to choose it: the literature's"
 
 
 def score_against_masks(model, ckpt, opt, images: list[Path], root: Path, masks: Path, batchsize: int, device,
@@ -68,10 +59,11 @@ def score_against_masks(model, ckpt, opt, images: list[Path], root: Path, masks:
             defects.append(GOOD)
     truth, decoded = np.stack(truth), np.stack(decoded)
     decoded = torch.from_numpy(np.ascontiguousarray(decoded[:, None] if opt.nc == 1 else decoded.transpose(0, 3, 1, 2)))
-    sigma, source = run_sigma(ckpt)
-    maps = smoothed(anomaly_maps(model, decoded, batchsize, device, truth.shape[1:]), sigma)
-    metrics = {**located_metrics(truth, maps), "map_sigma": sigma, "images": len(images),
-               "with_masks": len(found), "by_defect": by_defect(truth, maps, defects)}
+    sigma, source = chosen_sigma(ckpt)
+    found_metrics = evaluate_maps(model, decoded, truth, defects, batchsize, device, sigma)
+    overall = {k: found_metrics.pop(k) for k in ("pixel_auroc", "pro")}
+    metrics = {**overall, "map_sigma": sigma, "images": len(images), "with_masks": len(found),
+               "by_defect": found_metrics}
     write_text(out / PIXEL_METRICS, json.dumps(metrics, indent=2) + "\n")
     print(f"pixel auroc {metrics['pixel_auroc']:.4f}, pro {metrics['pro']:.4f} over {len(images)} image(s), "
           f"{len(found)} with a mask in {masks}; maps smoothed with sigma {sigma:g} ({source})")

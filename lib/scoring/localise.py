@@ -63,6 +63,22 @@ def by_defect(masks, maps, defects: list[str]) -> dict[str, float]:
     return found
 
 
+def chosen_sigma(ckpt: dict) -> tuple[float, str]:
+    """The smoothing a run chose on its validation masks at its checkpoint's epoch, and where it came from."""
+    row = next((r for r in ckpt.get("history", []) if r.get("epoch") == ckpt.get("epoch")), {})
+    sigma = row.get("val_map_sigma")
+    if isinstance(sigma, (int, float)) and np.isfinite(sigma):
+        return float(sigma), "chosen by the run on its validation masks"
+    return SIGMAS[0], "the run had no masks to choose it: the literature's"
+
+
+def evaluate_maps(model, images: torch.Tensor, masks: np.ndarray, defects: list[str], batchsize: int, device,
+                  sigma: float) -> dict[str, float]:
+    """Pixel AUROC and PRO of the maps of `images` smoothed by `sigma`, over all and per kind of defect."""
+    maps = smoothed(anomaly_maps(model, images, batchsize, device, masks.shape[1:]), sigma)
+    return {**located_metrics(masks, maps), **by_defect(masks, maps, defects)}
+
+
 def localise(model, split, val, test, batchsize: int, device) -> None:
     """With masks (inspection data; else nothing): the maps' metrics added to `val.metrics` and `test.metrics`
     (lib.scoring.evaluate.Scores), the smoothing chosen on the validation split (val map_sigma)."""
@@ -74,6 +90,5 @@ def localise(model, split, val, test, batchsize: int, device) -> None:
     if len(val_masks):
         val.metrics.update(located_metrics(val_masks, smoothed(val_maps, sigma)))
     val.metrics["map_sigma"] = sigma
-    test_maps = smoothed(anomaly_maps(model, split.test_images, batchsize, device, test_masks.shape[1:]), sigma)
-    test.metrics.update(located_metrics(test_masks, test_maps))
-    test.metrics.update(by_defect(test_masks, test_maps, split.test_defects))
+    test.metrics.update(evaluate_maps(model, split.test_images, test_masks, split.test_defects, batchsize, device,
+                                      sigma))
