@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lib import options
 from lib.data.datasets import load_split
 from lib.errors import UserError
 from lib.predict.masks import PIXEL_METRICS
@@ -142,6 +143,13 @@ def test_category_is_refused_for_other_datasets_and_an_unknown_one_in_one_line(t
                    "--category is read only with --dataset mvtec")
     one_line_error(process("train.py", ["--dataset", "mvtec", "--dataroot", textures, "--category", "wool",
                                         "--device", "cpu"], tmp_path), "unknown category 'wool'")
+
+
+def test_an_inspection_run_is_named_after_its_category_and_takes_no_class():
+    assert options.parse(["--dataset", "mvtec", "--category", "washer", "--model", "ganomaly"]).name == \
+        "ganomaly/mvtec/washer"
+    with pytest.raises(UserError, match=r"--normal_class does not apply to 'mvtec'.*train/good, test/good"):
+        options.parse(["--dataset", "mvtec", "--category", "washer", "--normal_class", "good"])
 
 
 def test_other_datasets_have_no_masks(tmp_path):

@@ -214,12 +214,14 @@ def validate(opt) -> None:
                         f"layout), and this run has --dataset {opt.dataset}: drop --category, or give --dataset "
                         f"{INSPECTION}")
     names = class_names(opt.dataset)
-    if not names:  # a folder dataset: its folders say what is normal
+    if not names:  # a folder dataset or inspection data: its folders say what is normal
+        folders = ("train/good, test/good, test/<defect>" if inspection_dataset(opt.dataset)
+                   else "train/0.normal, test/0.normal, test/1.abnormal")
         for flag in ("abnormal_class", "normal_class"):
             if getattr(opt, flag) is not None:
                 raise UserError(f"--{flag} does not apply to '{opt.dataset}': it is not a built-in dataset "
-                                f"({', '.join(DATASETS)}), and a folder dataset's split comes from its folders "
-                                f"(train/0.normal, test/0.normal, test/1.abnormal): check the name, or drop --{flag}")
+                                f"({', '.join(DATASETS)}), and its split comes from its folders ({folders}): check "
+                                f"the name, or drop --{flag}")
     if names:
         for flag in ("abnormal_class", "normal_class"):
             if getattr(opt, flag) is not None:
