@@ -112,6 +112,8 @@ def main(argv):
     if args.niter < 1 or args.jobs < 1 or any(seed < 0 for seed in args.seeds):
         raise UserError("--niter and --jobs must be 1 or more, --seeds 0 or more")
     out = Path(args.out).resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give the folder of the study's data and runs")
     for category in CATEGORIES:
         if not (out / "data" / category).is_dir():
             make_category(out / "data", category, seed=0, size=64, n_train=100, n_test=40)

@@ -293,3 +293,11 @@ def test_the_studys_per_pixel_gaussian_finds_the_generated_defects(textures):
     from experiments.inspection_study import gaussian_baseline
     found = gaussian_baseline(load(textures, "washer"))
     assert found["auroc"] > 0.8 and found["pixel_auroc"] > 0.8 and found["pro"] > 0.5, found
+
+
+def test_the_generator_and_the_study_refuse_an_out_through_a_file_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    one_line_error(tool("tools.make_textures", ["--out", tmp_path / "file" / "x"], tmp_path), "give another --out")
+    one_line_error(tool("experiments.inspection_study", ["--out", tmp_path / "file", "--report"], tmp_path),
+                   "is a file")
+    assert (tmp_path / "file").read_text() == "mine" and len(list(tmp_path.iterdir())) == 1

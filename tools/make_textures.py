@@ -168,8 +168,11 @@ def main(argv=None) -> int:
     taken = [c for c in CATEGORIES if (out / c).exists()]
     if out.exists() and not out.is_dir() or taken:
         raise UserError(f"{out / taken[0] if taken else out} already exists: give another --out, or remove it")
-    for category in CATEGORIES:
-        make_category(out, category, args.seed, args.size, args.train, args.test)
+    try:
+        for category in CATEGORIES:
+            make_category(out, category, args.seed, args.size, args.train, args.test)
+    except OSError as err:  # a full disk, a path through a file, no permission: one line, the file named
+        raise UserError(f"cannot write {err.filename or out} ({err.strerror}); give another --out") from None
     print(f"{', '.join(CATEGORIES)} in {out} (MVTec AD layout): train with "
           f"--dataset mvtec --dataroot {out} --category weave")
     return 0
