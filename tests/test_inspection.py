@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import predict
 from lib import options
 from lib.data.datasets import load_split
 from lib.errors import UserError
 from lib.predict.masks import PIXEL_METRICS
 from lib.scoring.localise import SIGMAS, choose_sigma
 from lib.scoring.pixel import pixel_auroc, pro_auc, pro_curve, regions
-from tests.helpers import one_line_error, process, read_csv, tool, train_cli
+from tests.helpers import one_line_error, process, read_csv, run_main, tool, train_cli
 from tools.make_textures import CATEGORIES, main as make_textures, make_category
 
 
@@ -282,8 +283,8 @@ def test_predict_scores_its_maps_against_masks_laid_out_as_the_images(inspected,
     best = json.loads((run / "results.json").read_text())["best"]
     assert written["map_sigma"] == best["val"]["map_sigma"]  # the smoothing the run chose on validation
     # A folder holding no mask of these images (here the images' own): refused before anything is scored.
-    refused = process("predict.py", ["--path", category / "test", "--weights", run, "--masks", category / "test",
-                                     "--device", "cpu", "--out", tmp_path / "q"], tmp_path)
+    refused = run_main(predict.main, ["--path", category / "test", "--weights", run, "--masks", category / "test",
+                                      "--device", "cpu", "--out", tmp_path / "q"], tmp_path)
     one_line_error(refused, "no mask in")
     assert not (tmp_path / "q").exists()
 
@@ -295,6 +296,7 @@ def test_the_studys_per_pixel_gaussian_finds_the_generated_defects(textures):
     assert found["auroc"] > 0.8 and found["pixel_auroc"] > 0.8 and found["pro"] > 0.5, found
 
 
+@pytest.mark.slow
 def test_the_generator_and_the_study_refuse_an_out_through_a_file_in_one_line(tmp_path):
     (tmp_path / "file").write_text("mine")
     one_line_error(tool("tools.make_textures", ["--out", tmp_path / "file" / "x"], tmp_path), "give another --out")
