@@ -200,6 +200,8 @@ def test_regions_are_counted_per_image_and_touching_corners_join_them():
 def test_pixel_metrics_are_nan_without_anomalies_or_without_normal_pixels():
     assert np.isnan(pro_auc(np.zeros((2, 4, 4)), np.random.rand(2, 4, 4)))
     assert np.isnan(pixel_auroc(np.ones((1, 4, 4)), np.random.rand(1, 4, 4)))
+    assert np.isnan(pro_auc(np.zeros((0, 4, 4)), np.zeros((0, 4, 4))))  # no validation images (--val_ratio 0)
+    assert choose_sigma(np.zeros((0, 4, 4)), np.zeros((0, 4, 4)))[0] == SIGMAS[0]
 
 
 def test_a_map_of_noise_scores_about_half_the_limit_in_pro_and_one_half_in_pixel_auroc():

@@ -42,7 +42,7 @@ def pro_curve(masks, maps) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(maps, dtype=np.float64).ravel()
     if labelled.shape != values.shape:
         raise ValueError(f"masks hold {labelled.size} pixels and maps {values.size}: give maps of the masks' size")
-    n_regions, n_normal = int(labelled.max()), int((labelled == 0).sum())
+    n_regions, n_normal = int(labelled.max(initial=0)), int((labelled == 0).sum())
     if n_regions == 0 or n_normal == 0:
         return np.array([0.0, 1.0]), np.array([np.nan, np.nan])
     sizes = np.bincount(labelled)
