@@ -29,6 +29,14 @@ def builtin_dataset(dataset: str) -> str | None:
     return next((name for name in DATASETS if _key(name) == _key(dataset)), None)
 
 
+INSPECTION = "mvtec"  # inspection data with masks, in the MVTec AD layout (lib/data/mvtec.py)
+
+
+def inspection_dataset(dataset: str) -> bool:
+    """Whether `dataset` names inspection data in the MVTec AD layout ("MVTec-AD" too)."""
+    return _key(dataset) in (INSPECTION, INSPECTION + "ad")
+
+
 def class_names(dataset: str) -> list[str]:
     """The dataset's class names; [] for a folder dataset."""
     builtin = builtin_dataset(dataset)

@@ -16,7 +16,7 @@ from tests.helpers import one_line_error, run_main, train_cli
 STRUCTURAL = {"resume", "load_weights", "phase", "help"}
 OTHER_TEXT = {"dataset": "mnist", "dataroot": "elsewhere", "name": "other", "outf": "other", "path": "images",
               "gpu_ids": "1", "display_server": "http://example.org", "abnormal_class": "4", "normal_class": "4",
-              "fixes": "all", "score": "ssim", "score_weight": "0.5"}
+              "fixes": "all", "score": "ssim", "score_weight": "0.5", "category": "weave"}
 
 
 def other_value(action: argparse.Action, saved) -> list[str]:

@@ -31,7 +31,8 @@ Skipped, saying why: `python -m venv` (setup, not a command of this project).
 
 Data cannot be downloaded here: each command runs in a folder of its own whose ./data (train.py's default
 --dataroot) holds tiny CIFAR-10, MNIST and Fashion-MNIST files in their real formats (tests/conftest.py; a
-Fashion-MNIST in ./data is found before Debian's) and a folder dataset, `custom`; repository files the command
+Fashion-MNIST in ./data is found before Debian's), a folder dataset, `custom`, and inspection data in the MVTec AD
+layout, `textures/washer` (tools/make_textures.py, 16x16 images); repository files the command
 names (experiments/tune_space.json) are copied there. Placeholders (`<image-size>`, PREFIX, HEAD_IP, `...`)
 and files a command reads that no README line writes (`new_images/`, `space.json`) get the stand-ins of
 STAND_INS and STAND_IN_FILES. `--display` stays: with no Visdom server at --display_port 9 a run warns once
@@ -64,6 +65,7 @@ from lib.classes import class_names
 from lib.commands import train_tune as tune_command
 from tests.conftest import make_cifar, make_folder_dataset, make_idx
 from tests.helpers import ROOT, read_csv, run_main
+from tools.make_textures import make_category
 
 README = ROOT / "README.md"
 PAGES = (README, *sorted((ROOT / "docs").glob("*.md")))  # where the user reads commands, README first
@@ -261,7 +263,8 @@ def write_images(folder: Path, n: int = 4) -> Path:
 
 @pytest.fixture(scope="session")
 def stand_in_data(tmp_path_factory) -> Path:
-    """./data for every command: tiny CIFAR-10, MNIST, Fashion-MNIST and a folder dataset named `custom`.
+    """./data for every command: tiny CIFAR-10, MNIST, Fashion-MNIST, a folder dataset named `custom` and a
+    category of generated inspection data, `textures/washer` (80 training images: more than a batch of 64).
 
     Skip-WGANomaly refuses a run of fewer training steps than --n_critic (5), so each dataset gives 5 batches
     to train on at least: 324 CIFAR-10 images in batches of 64, leaving one class out; 81 of one class of the
@@ -271,6 +274,7 @@ def stand_in_data(tmp_path_factory) -> Path:
     make_idx(data, "MNIST/raw", n_train=900, n_test=100)
     make_idx(data, "FashionMNIST/raw", n_train=900, n_test=100, seed=1)
     make_folder_dataset(data, "custom", n_train=80, n_test_normal=6, n_test_abnormal=6)
+    make_category(data / "textures", "washer", seed=0, size=16, n_train=80, n_test=9)
     return data
 
 

@@ -9,6 +9,7 @@ import torch
 from .. import options
 from ..errors import OneLineParser, UserError, deferred_interrupts
 from ..export.runtime import is_export, load_export
+from ..predict.masks import check_masks, score_against_masks
 from ..predict.out import MAPS, PREDICTIONS, check_out, close_out, open_out, publish
 from ..predict.score import check_batch_memory, choose_threshold, find_images, load_model, predict
 from ..runs.folder import run_folder_of
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--maps", default="strip", choices=("strip", "none"),
       help="strip (default): save input | reconstruction | the score's map per image, captioned with the "
            "score, threshold and decision; none: scores only")
+    a("--masks", default=None, help="a folder of ground-truth masks laid out as --path's images (MVTec AD's "
+      "ground_truth/): the maps' pixel AUROC and PRO, in pixel_metrics.json (docs/inspection.md)")
     a("--verbose", action="store_true", help="print tracebacks")
     return p
 
@@ -73,6 +76,8 @@ def main(argv):
     device = torch.device("cpu") if exported else resolve_device(args.device)
     model, ckpt, opt = (load_export if exported else load_model)(args.weights, device)
     files, skipped = find_images(path, exclude=out)
+    if args.masks is not None:
+        check_masks(Path(args.masks), files, path if path.is_dir() else path.parent)
     batchsize = min(args.batchsize, len(files))
     check_batch_memory(opt, batchsize, device)
     stored = ckpt.get("threshold") or {}
@@ -113,6 +118,9 @@ def main(argv):
                 raise UserError(f"'{path}' is not a readable image ({unreadable[0][1]})")
             raise UserError(f"none of the {len(files)} image file(s) in '{path}' could be read; see above")
         publish(out, staging, result.rows)
+        if args.masks is not None:  # inspection data: how well the maps find the anomalies
+            score_against_masks(model, ckpt, opt, [Path(r["path"]) for r in result.rows], root, Path(args.masks),
+                                batchsize, device, out)
     finally:  # a run that fails or is interrupted leaves --out as it found it
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -163,6 +163,7 @@ def evaluate_weights(opt, ckpt) -> int:
     from ..parallel.distributed import Context
     from ..runs.setup import build_evaluation, runtime_of
     from ..scoring.evaluate import evaluate
+    from ..scoring.localise import chosen_sigma, evaluate_maps
     from ..scoring.metrics import HEADLINE, all_metrics
     from ..scoring.policy import score_policy
     from ..training.outputs import evaluation_plots, histogram_csv
@@ -176,6 +177,9 @@ def evaluate_weights(opt, ckpt) -> int:
     labels = split.test_labels.numpy()
     hist = histogram_csv(parts["score"], labels, min_max=not applies(opt, "outputs"))
     metrics = all_metrics(labels, parts["score"], also=(HEADLINE[opt.metric],))
+    if split.test_masks is not None:  # inspection data: the maps too, smoothed as the run chose (scoring/localise.py)
+        metrics.update(evaluate_maps(model, split.test_images, split.test_masks.numpy(), split.test_defects,
+                                     opt.batchsize, device, chosen_sigma(ckpt)[0]))
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "opt.txt", options_text(opt, options.defaults(), runtime_of(model, device, Context())))

@@ -1,1 +1,1 @@
-"""Datasets: the built-in ones and image folders, read into uint8 tensors and split."""
+"""Datasets: the built-in ones, image folders and inspection data with masks, read into uint8 tensors and split."""

@@ -1,7 +1,7 @@
 """Data for Skip-WGANomaly (Unsupervised Image Anomaly Detection Based in WGAN).
 
-Owns: reading CIFAR-10, MNIST, Fashion-MNIST, scikit-learn's digits and folder datasets
-(lib/data/folders.py decodes those) into memory as uint8 (N, C, H, W) tensors at `isize` x `isize` with `nc` channels; the
+Owns: reading CIFAR-10, MNIST, Fashion-MNIST, scikit-learn's digits, folder datasets
+(lib/data/folders.py decodes those) and inspection data with masks (lib/data/mvtec.py) into memory as uint8 (N, C, H, W) tensors at `isize` x `isize` with `nc` channels; the
 leave-one-class-out and one-class protocols; the validation hold-out that keeps model
 selection off the test set; batch index lists. (A batch becomes floats in lib/images.py.)
 """
@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..classes import DATASETS, builtin_dataset, class_names, resolve_class  # noqa: F401 (re-exported)
+from ..classes import DATASETS, builtin_dataset, class_names, inspection_dataset, resolve_class  # noqa: F401
 from ..errors import UserError
 from .folders import check_images_fit, read_folder_dataset
+from .mvtec import GOOD, read_inspection
 
 _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -36,6 +37,12 @@ class Split:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     classes: list[str]
+    # Inspection data only (--dataset mvtec): where each image is abnormal (uint8 0/1, N x H x W; all 0 for a
+    # normal image) and its kind of defect ("good" for a normal image).
+    val_masks: torch.Tensor | None = None
+    test_masks: torch.Tensor | None = None
+    val_defects: list[str] | None = None
+    test_defects: list[str] | None = None
 
     def counts(self) -> str:
         """One line: how many normal/abnormal images each part holds."""
@@ -47,8 +54,9 @@ class Split:
 
 
 def load_split(dataset, dataroot="./data", isize=32, nc=3, abnormal_class=None, normal_class=None,
-               val_ratio=0.1, seed=0, workers=0, log=print) -> Split:
-    """Load `dataset` into memory and split it into train / val / test by the chosen protocol."""
+               val_ratio=0.1, seed=0, workers=0, log=print, category=None) -> Split:
+    """Load `dataset` into memory and split it into train / val / test by the chosen protocol (`category`:
+    the one of inspection data to read)."""
     if not isinstance(isize, int) or isize < 1:
         raise UserError(f"isize must be a positive integer, got {isize!r}")
     if nc not in (1, 3):
@@ -73,15 +81,30 @@ def load_split(dataset, dataroot="./data", isize=32, nc=3, abnormal_class=None, 
             normal, test_normal = x_train[y_train != target], x_test[y_test != target]
             # The original's protocol: every abnormal-class image, training ones too, is tested.
             abnormal = torch.cat([x_train[y_train == target], x_test[y_test == target]])
+    elif inspection_dataset(dataset):
+        inspection = read_inspection(Path(dataroot), category, nc, isize, workers, log)
+        normal, test_normal, abnormal = inspection.train, inspection.test_normal, inspection.abnormal
+        source = inspection.root
     else:
         normal, test_normal, abnormal, source = read_folder_dataset(
             dataset, Path(dataroot), nc, isize, workers, log)
     val_normal, train = _hold_out(normal, val_ratio, generator)
-    val_abnormal, test_abnormal = _hold_out(abnormal, val_ratio, generator)
-    split = Split(train, *_labelled(val_normal, val_abnormal),
-                  *_labelled(test_normal, test_abnormal), class_names(dataset))
+    # Indices, so that the masks and kinds of defect follow their images (the same draw as holding out images).
+    val_index, test_index = _hold_out(torch.arange(len(abnormal)), val_ratio, generator)
+    split = Split(train, *_labelled(val_normal, abnormal[val_index]),
+                  *_labelled(test_normal, abnormal[test_index]), class_names(dataset))
+    if inspection_dataset(dataset):
+        split.val_masks, split.val_defects = _located(inspection, len(val_normal), val_index)
+        split.test_masks, split.test_defects = _located(inspection, len(test_normal), test_index)
     log(f"{builtin or dataset} from {source}: {split.counts()}")
     return split
+
+
+def _located(inspection, n_normal: int, index: torch.Tensor):
+    """(masks, kinds of defect) of `n_normal` normal images followed by the defective images `index`."""
+    empty = torch.zeros((n_normal, *inspection.masks.shape[1:]), dtype=torch.uint8)
+    return (torch.cat([empty, inspection.masks[index]]),
+            [GOOD] * n_normal + [inspection.defects[i] for i in index.tolist()])
 
 
 def batches(n: int, batchsize: int, shuffle: bool, drop_last: bool,

@@ -64,6 +64,8 @@ def default_name(opt) -> str:
         parts.append(f"normal_{opt.normal_class}")
     elif opt.abnormal_class is not None:
         parts.append(str(opt.abnormal_class))
+    if opt.category is not None:
+        parts.append(opt.category)
     return "/".join(p.replace("/", "-").replace(" ", "_") for p in parts)
 
 

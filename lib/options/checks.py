@@ -9,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-from ..classes import DATASETS, builtin_dataset, class_names, resolve_class
+from ..classes import DATASETS, INSPECTION, builtin_dataset, class_names, inspection_dataset, resolve_class
 from ..errors import UserError
 from ..models import MODELS, registry
 from ..original import applies, fixes
@@ -119,10 +119,12 @@ def check_names(opt) -> None:
     if builtin:
         opt.dataset = builtin
     else:  # a folder dataset: a run written among its images would be read as data by the next run
-        data, out = (os.path.realpath(p) for p in (Path(opt.dataroot) / opt.dataset, opt.outf or "."))
-        if out == data or out.startswith(data + os.sep):
-            raise UserError(f"--outf {opt.outf} is inside the dataset's folder {Path(opt.dataroot) / opt.dataset}, "
-                            "where the run's images would be read as data: choose an --outf outside it")
+        name = getattr(opt, "category", None) if inspection_dataset(opt.dataset) else opt.dataset
+        folder = Path(opt.dataroot) / (name or "")
+        data, out = (os.path.realpath(p) for p in (folder, opt.outf or "."))
+        if name and (out == data or out.startswith(data + os.sep)):
+            raise UserError(f"--outf {opt.outf} is inside the dataset's folder {folder}, where the run's images "
+                            "would be read as data: choose an --outf outside it")
     for flag in ("outf", "name"):
         value = getattr(opt, flag)
         if value is None:
@@ -219,13 +221,19 @@ def validate(opt) -> None:
         raise UserError("--overwrite starts the run over and --resume continues it: give one of them")
     if opt.abnormal_class is not None and opt.normal_class is not None:
         raise UserError("give either --abnormal_class (leave-one-class-out) or --normal_class (one-class), not both")
+    if opt.category is not None and not inspection_dataset(opt.dataset):
+        raise UserError(f"--category is read only with --dataset {INSPECTION} (inspection data in the MVTec AD "
+                        f"layout), and this run has --dataset {opt.dataset}: drop --category, or give --dataset "
+                        f"{INSPECTION}")
     names = class_names(opt.dataset)
-    if not names:  # a folder dataset: its folders say what is normal
+    if not names:  # a folder dataset or inspection data: its folders say what is normal
+        folders = ("train/good, test/good, test/<defect>" if inspection_dataset(opt.dataset)
+                   else "train/0.normal, test/0.normal, test/1.abnormal")
         for flag in ("abnormal_class", "normal_class"):
             if getattr(opt, flag) is not None:
                 raise UserError(f"--{flag} does not apply to '{opt.dataset}': it is not a built-in dataset "
-                                f"({', '.join(DATASETS)}), and a folder dataset's split comes from its folders "
-                                f"(train/0.normal, test/0.normal, test/1.abnormal): check the name, or drop --{flag}")
+                                f"({', '.join(DATASETS)}), and its split comes from its folders ({folders}): check "
+                                f"the name, or drop --{flag}")
     if names:
         for flag in ("abnormal_class", "normal_class"):
             if getattr(opt, flag) is not None:

@@ -43,7 +43,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     a = p.add_argument
     # Data
     a("--dataset", default="cifar10",
-      help=f"{' | '.join(DATASETS)} | the name of a folder dataset in --dataroot")
+      help=f"{' | '.join(DATASETS)} | mvtec (inspection data with masks; --category) | the name of a folder "
+           "dataset in --dataroot")
     a("--dataroot", default="./data", help="folder holding the datasets")
     a("--path", default="", help="image or folder to score with the trained model afterwards "
       "(as predict.py; results in <run>/predict/)")
@@ -58,6 +59,8 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
            "(name or index; default: automobile for cifar10, the first class otherwise)")
     a("--normal_class", default=None,
       help="one-class protocol: this class is normal, every other class is an anomaly")
+    a("--category", default=None,
+      help="--dataset mvtec: the category to read, a folder of --dataroot in the MVTec AD layout (docs/inspection.md)")
     a("--val_ratio", type=float, default=0.1,
       help="fraction of normal training and of abnormal images held out for validation "
            "(model selection and tuning never look at the test set); 0 disables")

@@ -23,8 +23,8 @@ SESSION_OPTIONS = {"resume", "load_weights", "phase", "verbose", "display", "dis
 RESUME_APPLIES = SESSION_OPTIONS | {"niter", "amp"}
 # --phase test scores these weights on the data it is given, in the batches and precision it is given,
 # and reports the metric it is asked for; the weights' score and its statistics are the checkpoint's.
-TEST_APPLIES = SESSION_OPTIONS | {"dataset", "dataroot", "abnormal_class", "normal_class", "val_ratio", "batchsize",
-                                  "droplast", "metric", "manualseed", "amp"}
+TEST_APPLIES = SESSION_OPTIONS | {"dataset", "dataroot", "category", "abnormal_class", "normal_class", "val_ratio",
+                                  "batchsize", "droplast", "metric", "manualseed", "amp"}
 # The fixes --phase test applies itself: how the weights score (the rest shaped the weights or chose the score).
 TEST_FIXES = ("eval_mode_scoring", "outputs")
 
@@ -54,7 +54,7 @@ def adopt(opt, saved: dict, explicit: set[str], source: str) -> None:
                             f"run's own --original/--fixes{may}")
     kept = set(SESSION_OPTIONS)
     if "dataset" in explicit:  # other data: its folder and classes come from the command line too
-        kept |= {"dataroot", "abnormal_class", "normal_class"}
+        kept |= {"dataroot", "category", "abnormal_class", "normal_class"}
     if explicit & {"abnormal_class", "normal_class"}:  # one protocol or the other, never both
         kept |= {"abnormal_class", "normal_class"}
     for key, value in saved.items():

@@ -208,7 +208,8 @@ def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print, fold
     seed_everything(opt)
     check_memory(opt, device, training=True)
     split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, abnormal_class=opt.abnormal_class,
-                       normal_class=opt.normal_class, val_ratio=opt.val_ratio, workers=opt.workers, log=log)
+                       normal_class=opt.normal_class, val_ratio=opt.val_ratio, workers=opt.workers, log=log,
+                       category=opt.category)
     if opt.phase == "train" and opt.droplast and len(split.train) < opt.batchsize:
         raise UserError(f"--batchsize {opt.batchsize} is larger than the {len(split.train)} training images "
                         "and --droplast drops every batch: lower --batchsize or pass --no-droplast")
@@ -248,7 +249,8 @@ def build_evaluation(opt, ckpt, log=print):
     seed_everything(opt)
     check_memory(opt, device, training=False)
     split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, abnormal_class=opt.abnormal_class,
-                       normal_class=opt.normal_class, val_ratio=opt.val_ratio, workers=opt.workers, log=log)
+                       normal_class=opt.normal_class, val_ratio=opt.val_ratio, workers=opt.workers, log=log,
+                       category=opt.category)
     model = build_model(opt, device, recorded=speed_record(ckpt))
     if model.speed.notice:
         log(f"notice: {model.speed.notice}")

@@ -211,7 +211,10 @@ class RunOutputs:
             plots.write_score_plots(folder, splits, results.get("threshold"), title)
 
     def epoch_report(self, line: str, history: list[dict], model) -> None:
-        """The epoch's summary `line`, on the console and in loss_log.txt (history[-1] is the epoch's row)."""
+        """The epoch's summary `line`, on the console and in loss_log.txt (history[-1] is the epoch's row), with
+        the maps' pixel metrics where the data has masks."""
+        if "test_pro" in history[-1]:
+            line += f" | test pixel auroc {history[-1]['test_pixel_auroc']:.4f}, pro {history[-1]['test_pro']:.4f}"
         self.console(line)
         self.log(line)
 

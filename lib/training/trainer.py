@@ -22,6 +22,7 @@ from ..original import applies
 from ..parallel import distributed
 from ..scoring.evaluate import Scores, evaluate, fit_scoring, measure, split_metrics, stored_threshold
 from ..scoring.functions import needs
+from ..scoring.localise import localise
 from ..scoring.metrics import HEADLINE
 from ..scoring.policy import score_policy
 from . import checkpoint, control, outputs
@@ -240,11 +241,9 @@ class Trainer:
             self.on_epoch(self, row)
 
     def evaluate_splits(self) -> tuple[Scores, Scores]:
-        """Scores and metrics of the validation and test images.
-
-        The score (--score) is fitted, or chosen, on normal training and validation images and
-        validation labels first; the test split is then measured for that score alone.
-        """
+        """Scores and metrics of the validation and test images: the score (--score) fitted, or chosen, on normal
+        training and validation images and validation labels first, then the test split measured for that score
+        alone; with masks (inspection data), how well the score's maps find the anomalies (lib/scoring/localise.py)."""
         split, batchsize, model, policy = self.split, self.opt.batchsize, self.model, self.policy
         names = policy.candidates(model.measurements)
         val = Scores(split.val_labels.numpy(), measure(model, split.val_images, batchsize, self.device, needs(names),
@@ -263,6 +262,7 @@ class Trainer:
             if policy.weight is None and model.scoring.name == "original":
                 val.metrics["score_weight"] = model.scoring.stats["weight"]
             val.metrics.update({f"{self.headline}_score_{name}": value for name, value in choice.items()})
+        localise(model, split, val, test, batchsize, self.device)
         return val, test
 
     def _selection_value(self, row: dict) -> float:
@@ -282,9 +282,8 @@ class Trainer:
 
     def _report(self, row: dict, is_best: bool, test: Scores) -> None:
         h = self.headline
-        mark = " *" if is_best else ""
         line = (f"epoch {row['epoch']}/{self.opt.niter}: test {h} {row.get(f'test_{h}', float('nan')):.4f}"
-                f" | val {h} {row.get(f'val_{h}', float('nan')):.4f}{mark}"
+                f" | val {h} {row.get(f'val_{h}', float('nan')):.4f}{' *' if is_best else ''}"
                 f" | best ({self.selection_split}) epoch {self.best_epoch()} | train {row['train_seconds']:.0f} s "
                 f"({row['train_img_per_s']:.0f} img/s), eval {row['eval_seconds']:.0f} s")
         self.out.epoch_report(line, self.state.history, self.model)

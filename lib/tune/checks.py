@@ -86,14 +86,14 @@ def check_generator_steps(opt) -> None:
         return
     from ..runs.setup import check_generator_updates
     check_generator_updates(opt, _training_images(opt.dataset, opt.dataroot, opt.isize, opt.nc, opt.abnormal_class,
-                                                  opt.normal_class, opt.val_ratio, opt.workers))
+                                                  opt.normal_class, opt.val_ratio, opt.workers, opt.category))
 
 
 @functools.cache
-def _training_images(dataset, dataroot, isize, nc, abnormal_class, normal_class, val_ratio, workers) -> int:
+def _training_images(dataset, dataroot, isize, nc, abnormal_class, normal_class, val_ratio, workers, category) -> int:
     from ..data.datasets import load_split
     return len(load_split(dataset, dataroot, isize, nc, abnormal_class=abnormal_class, normal_class=normal_class,
-                          val_ratio=val_ratio, workers=workers, log=lambda *_: None).train)
+                          val_ratio=val_ratio, workers=workers, log=lambda *_: None, category=category).train)
 
 
 def reproduce_argv(opt, actions: dict) -> list[str]:

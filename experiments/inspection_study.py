@@ -1,0 +1,134 @@
+"""Do the maps localise? Image AUROC, pixel AUROC and PRO on the generated inspection categories.
+
+    python -m experiments.inspection_study [--out output/inspection_study] [--seeds 0 1 2]
+                                           [--models skipganomaly w_skipganomaly ganomaly] [--device cpu]
+                                           [--niter 15] [--jobs 1] [--report]
+
+For every category of tools/make_textures.py (generated with seed 0 into OUT/data), model and seed:
+the trained run, its untrained control (the same command with --niter 0) and a classical baseline,
+a per-pixel Gaussian of the normal training images (map: the squared z-score of each pixel, averaged
+over channels; image score: the map's maximum), smoothed with the σ chosen on the validation masks
+as the runs choose theirs. Every number is the best-on-validation epoch's test metric; nothing is
+chosen on the test set. Finished runs are kept, so the study resumes where it stopped.
+"""
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from lib.errors import OneLineParser, UserError, run_cli
+from lib.files import write_text
+from lib.models import MODELS
+from tools.make_textures import CATEGORIES, make_category
+
+ROOT = Path(__file__).resolve().parent.parent
+ISIZE = 32  # (the images are generated at 64: the runs read them as a user's data, resized)
+BUDGET = ["--dataset", "mvtec", "--isize", str(ISIZE), "--nc", "3", "--ngf", "32", "--ndf", "32", "--nz", "64",
+          "--batchsize", "32"]
+METRICS = ("auroc", "pixel_auroc", "pro")
+
+
+def gaussian_baseline(split) -> dict[str, float]:
+    """Test metrics of the per-pixel Gaussian of the normal training images, σ chosen on validation."""
+    from lib.scoring.localise import choose_sigma, located_metrics, smoothed
+    from lib.scoring.metrics import roc_auc
+
+    train = split.train.double()
+    mean, std = train.mean(0), train.std(0).clamp_min(1.0)  # (at least one grey level: flat pixels)
+
+    def maps(images):
+        return (((images.double() - mean) / std) ** 2).mean(1).numpy()
+    sigma, _ = choose_sigma(split.val_masks.numpy(), maps(split.val_images))
+    test = smoothed(maps(split.test_images), sigma)
+    return {"auroc": roc_auc(split.test_labels.numpy(), test.reshape(len(test), -1).max(1)),
+            **located_metrics(split.test_masks.numpy(), test)}
+
+
+def runs(categories, models, seeds, niter):
+    """(name, train.py arguments) of each run: a category's controls first (they are quick)."""
+    for category in categories:
+        for model in models:
+            for seed in seeds:
+                for kind, epochs in (("control", "0"), ("trained", str(niter))):
+                    yield (f"{category}/{model}-{kind}/seed{seed}",
+                           ["--category", category, "--model", model, "--niter", epochs, "--manualseed", str(seed)])
+
+
+def train(name: str, args: list[str], out: Path, device: str, verbose: bool) -> str | None:
+    """Train one run unless it has finished; None, or the error's last line."""
+    if (out / "runs" / name / "results.json").is_file() and (out / "runs" / name / "train/weights/best.pt").is_file():
+        return None
+    command = [sys.executable, str(ROOT / "train.py"), *BUDGET, "--dataroot", str(out / "data"), *args,
+               "--device", device, "--outf", str(out / "runs"), "--name", name, "--overwrite"]
+    done = subprocess.run(command, capture_output=not verbose, text=True)
+    return None if done.returncode == 0 else (done.stderr or "").strip().splitlines()[-1:] or ["failed"]
+
+
+def best_test(path: Path) -> dict[str, float]:
+    test = json.loads(path.read_text())["best"]["test"]
+    return {k: test.get(k, float("nan")) for k in METRICS}
+
+
+def report(out: Path, categories, models, seeds) -> str:
+    """A markdown table: mean ± standard deviation over the seeds of each category and method."""
+    from lib.data.datasets import load_split
+
+    lines = ["| category | method | image AUROC | pixel AUROC | PRO | seeds |", "|---|---|---|---|---|---|"]
+    for category in categories:
+        found = {}
+        for model in models:
+            for kind in ("trained", "control"):
+                paths = [out / "runs" / category / f"{model}-{kind}" / f"seed{seed}" / "results.json" for seed in seeds]
+                rows = [best_test(p) for p in paths if p.is_file()]
+                found[f"{model} ({'untrained control' if kind == 'control' else 'trained'})"] = rows
+        split = load_split("mvtec", str(out / "data"), isize=ISIZE, nc=3, category=category, log=lambda _: None)
+        found["per-pixel Gaussian"] = [gaussian_baseline(split)]  # no seed: the split is fixed
+        for method, rows in found.items():
+            cells = [f"{np.mean([r[k] for r in rows]):.3f} ± {np.std([r[k] for r in rows]):.3f}" if rows else "—"
+                     for k in METRICS]
+            lines.append(f"| {category} | {method} | {' | '.join(cells)} | {len(rows)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    parser = OneLineParser(prog="python -m experiments.inspection_study", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="output/inspection_study")
+    parser.add_argument("--models", nargs="+", default=["skipganomaly", "w_skipganomaly", "ganomaly"])
+    parser.add_argument("--categories", nargs="+", default=list(CATEGORIES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--niter", type=int, default=15, help="epochs of a trained run")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--report", action="store_true", help="only table the finished runs")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.models if m not in MODELS] + [c for c in args.categories if c not in CATEGORIES]
+    if unknown:
+        raise UserError(f"{unknown[0]} is neither a model ({', '.join(MODELS)}) nor a generated category "
+                        f"({', '.join(CATEGORIES)})")
+    if args.niter < 1 or args.jobs < 1 or any(seed < 0 for seed in args.seeds):
+        raise UserError("--niter and --jobs must be 1 or more, --seeds 0 or more")
+    out = Path(args.out).resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give the folder of the study's data and runs")
+    for category in CATEGORIES:
+        if not (out / "data" / category).is_dir():
+            make_category(out / "data", category, seed=0, size=64, n_train=100, n_test=40)
+    if not args.report:
+        todo = list(runs(args.categories, args.models, args.seeds, args.niter))
+        with ThreadPoolExecutor(args.jobs) as pool:
+            failed = [(name, error) for (name, _), error in
+                      zip(todo, pool.map(lambda run: train(*run, out, args.device, args.verbose), todo)) if error]
+        for name, error in failed:
+            print(f"failed: {name}: {error[0]}", file=sys.stderr)
+    table = report(out, args.categories, args.models, args.seeds)
+    write_text(out / "report.md", table)
+    print(table + f"\n(also in {out / 'report.md'})")
+    return 1 if not args.report and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,71 @@
+"""predict.py --masks: the scored images' anomaly maps against their ground-truth masks.
+
+A mask is found as MVTec AD lays it out, by the image's place below --path: the image
+<path>/<folders>/<name>.<ext> has the mask <masks>/<folders>/<name>_mask.png, and an image without
+one is normal (every pixel 0). So `--path CATEGORY/test --masks CATEGORY/ground_truth` scores a whole
+category's test set. The maps are the ones training evaluated (lib/scoring/localise.py), smoothed as
+the run chose on its validation masks; pixel AUROC and PRO over every image, and per kind of defect
+(the mask's folder), are printed and written to pixel_metrics.json.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.folders import read_image
+from ..data.mvtec import GOOD, MASK_SUFFIX, image_size, read_mask
+from ..errors import UserError
+from ..files import write_text
+from ..scoring.localise import chosen_sigma, evaluate_maps
+
+PIXEL_METRICS = "pixel_metrics.json"
+
+
+def check_masks(masks: Path, images: list[Path], root: Path) -> None:
+    """Refused before anything is scored: a --masks that is not a folder, or holds no mask of `images`."""
+    if not masks.is_dir():
+        raise UserError(f"--masks '{masks}' is not a folder; give the folder of masks laid out as the images "
+                        "(e.g. CATEGORY/ground_truth for --path CATEGORY/test)")
+    if not any(mask_of(image, root, masks).is_file() for image in images):
+        raise UserError(f"no mask in '{masks}' belongs to an image of '{root}': the mask of {images[0]} would be "
+                        f"{mask_of(images[0], root, masks)}; give the masks' folder laid out as the images'")
+
+
+def mask_of(image: Path, root: Path, masks: Path) -> Path:
+    relative = image.relative_to(root) if image != root else Path(image.name)
+    return masks / relative.parent / f"{relative.stem}{MASK_SUFFIX}.png"
+
+
+def score_against_masks(model, ckpt, opt, images: list[Path], root: Path, masks: Path, batchsize: int, device,
+                        out: Path) -> dict:
+    """Pixel AUROC and PRO of the maps of `images` (scored, below `root`) against their masks; written into
+    `out`/pixel_metrics.json and printed."""
+    found = {image: mask_of(image, root, masks) for image in images}
+    found = {image: mask for image, mask in found.items() if mask.is_file()}
+    decoded, truth, defects = [], [], []
+    for image in images:
+        array, _ = read_image(image, nc=opt.nc, isize=opt.isize)
+        decoded.append(array)
+        if image in found:
+            if image_size(found[image]) != image_size(image):
+                raise UserError(f"{found[image]} is {'x'.join(map(str, image_size(found[image])))} pixels and its "
+                                f"image {image} {'x'.join(map(str, image_size(image)))}: a mask must have its "
+                                "image's size; save it at that size")
+            truth.append(read_mask(found[image], opt.isize))
+            defects.append(found[image].parent.name if found[image].parent != masks else "defect")
+        else:
+            truth.append(np.zeros((opt.isize, opt.isize), np.uint8))
+            defects.append(GOOD)
+    truth, decoded = np.stack(truth), np.stack(decoded)
+    decoded = torch.from_numpy(np.ascontiguousarray(decoded[:, None] if opt.nc == 1 else decoded.transpose(0, 3, 1, 2)))
+    sigma, source = chosen_sigma(ckpt)
+    found_metrics = evaluate_maps(model, decoded, truth, defects, batchsize, device, sigma)
+    overall = {k: found_metrics.pop(k) for k in ("pixel_auroc", "pro")}
+    metrics = {**overall, "map_sigma": sigma, "images": len(images), "with_masks": len(found),
+               "by_defect": found_metrics}
+    write_text(out / PIXEL_METRICS, json.dumps(metrics, indent=2) + "\n")
+    print(f"pixel auroc {metrics['pixel_auroc']:.4f}, pro {metrics['pro']:.4f} over {len(images)} image(s), "
+          f"{len(found)} with a mask in {masks}; maps smoothed with sigma {sigma:g} ({source})")
+    print(f"outputs: {out / PIXEL_METRICS}")
+    return metrics
