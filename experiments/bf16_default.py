@@ -51,18 +51,26 @@ def train_missing(out: Path, name: str, flags: list[str]) -> int:
 
 
 def pairs(out: Path) -> list[dict]:
-    """One row per finished twin pair: test AUROC at the epoch chosen on validation, both precisions."""
-    rows = []
+    """One row per finished twin pair: test AUROC at the epoch chosen on validation, both precisions. A pair
+    whose files are incomplete or foreign (a run stopped, a folder edited) is left out, and said so once."""
+    rows, skipped = [], []
     for fp32 in sorted(out.glob("*/*/*/seed*/fp32/results.json")):
         bf16 = fp32.parent.parent / "bf16" / "results.json"
         if not bf16.is_file():
             continue
-        a, b = (json.loads(p.read_text()) for p in (fp32, bf16))
         protocol, model, target, seed = fp32.relative_to(out).parts[:4]
-        rows.append({"protocol": protocol, "model": model, "class": target, "seed": int(seed[4:]),
-                     "fp32": a["best"]["test"]["auroc"], "bf16": b["best"]["test"]["auroc"],
-                     "fp32_epoch": a["best"]["epoch"], "bf16_epoch": b["best"]["epoch"],
-                     "fp32_train_img_per_s": train_rate(fp32.parent), "bf16_train_img_per_s": train_rate(bf16.parent)})
+        try:
+            a, b = (json.loads(p.read_text()) for p in (fp32, bf16))
+            rows.append({"protocol": protocol, "model": model, "class": target, "seed": int(seed[4:]),
+                         "fp32": float(a["best"]["test"]["auroc"]), "bf16": float(b["best"]["test"]["auroc"]),
+                         "fp32_epoch": a["best"]["epoch"], "bf16_epoch": b["best"]["epoch"],
+                         "fp32_train_img_per_s": train_rate(fp32.parent),
+                         "bf16_train_img_per_s": train_rate(bf16.parent)})
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            skipped.append(fp32.parent.parent)
+    if skipped:
+        print(f"notice: {len(skipped)} pair(s) left out, their files incomplete or not a run's (the first: "
+              f"{skipped[0]}); run the study again to train them", file=sys.stderr)
     return rows
 
 
@@ -86,12 +94,13 @@ def table(rows: list[dict]) -> str:
                 a, b = [r["fp32"] for r in mine], [r["bf16"] for r in mine]
                 d = [y - x for x, y in zip(a, b)]
                 diffs += d
-                spread = statistics.stdev(a) if len(a) > 1 else float("nan")
-                spreads.append(spread)
+                spread = statistics.stdev(a) if len(a) > 1 else None  # one seed has no spread
+                spreads += [spread] if spread is not None else []
                 lines.append(f"| {model_label(model)} | {protocol} | {target} | {len(mine)} | {mean_sd(a)} | "
-                             f"{mean_sd(b)} | {mean_sd(d)} | {spread:.3f} |")
+                             f"{mean_sd(b)} | {mean_sd(d)} | {'—' if spread is None else f'{spread:.3f}'} |")
+        mean_spread = f"{statistics.mean(spreads):.3f} (mean)" if spreads else "—"
         lines.append(f"| **{model_label(model)}** | all | all | {len(diffs)} pairs | | | **{mean_sd(diffs)}** | "
-                     f"{statistics.mean(spreads):.3f} (mean) |")
+                     f"{mean_spread} |")
     return "\n".join(lines)
 
 
@@ -124,6 +133,8 @@ def main(argv) -> int:
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         raise UserError(f"--models {unknown[0]} is not a model: choose from {', '.join(MODELS)}")
+    if any(not 0 <= seed < 2**32 for seed in args.seeds):
+        raise UserError("--seeds must be whole numbers from 0 to 2^32 - 1: a study's runs are repeatable")
     names = class_names("fashion-mnist")
     classes = [names[resolve_class("fashion-mnist", c)] for c in args.classes]
     out = Path(args.out)

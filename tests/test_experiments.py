@@ -254,3 +254,17 @@ def test_eval_cost_times_each_pass_in_turns_and_refuses_what_it_cannot_time(tmp_
     assert result["choice_over_original"] == pytest.approx(ratio, rel=0.03, abs=0.01)
     one_line_error(tool("experiments.eval_cost", ["--models", "bogus"], tmp_path), "--models bogus is not a model")
     one_line_error(tool("experiments.eval_cost", ["--isize", "12"], tmp_path), "--isize one of")
+
+
+def test_the_bf16_reports_leaves_out_a_pair_it_cannot_read_and_refuses_seeds_it_cannot_repeat(tmp_path):
+    for seed, content in (("seed1", '{"epochs": []}'), ("seedX", "{}")):  # a stopped run, a folder of another kind
+        for precision in ("fp32", "bf16"):
+            run = tmp_path / "out" / "one-class" / "skipganomaly" / "Bag" / seed / precision
+            run.mkdir(parents=True)
+            (run / "results.json").write_text(content)
+    proc = tool("experiments.bf16_default", ["--report", "--out", "out"], tmp_path)
+    notice, error = proc.stderr.strip().splitlines()  # what was left out, then why nothing is tabled
+    assert proc.returncode == 2 and notice.startswith("notice: 2 pair(s) left out"), proc.stderr
+    assert error.startswith("error: no finished fp32/bf16 pairs under 'out'")
+    for seeds in (["-1"], ["4294967296"]):
+        one_line_error(tool("experiments.bf16_default", ["--seeds", *seeds], tmp_path), "--seeds must be whole numbers")

@@ -1,6 +1,7 @@
 """`python export.py`: a run exported to ONNX or OpenVINO scores, with predict.py, as the run itself does."""
 import hashlib
 import json
+import os
 import shutil
 import sys
 
@@ -248,6 +249,17 @@ def test_a_manifest_that_does_not_match_its_run_or_files_is_refused(cwd, exports
         refused(cwd, folder, fragment)
     (folder / "manifest.json").write_text("{not json")
     refused(cwd, folder, "its manifest.json is not JSON")
+    (folder / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)  # it raised RecursionError
+    refused(cwd, folder, "its manifest.json is not JSON (nested too deep)")
+    (folder / "manifest.json").unlink()
+    for odd in ("fifo", "device"):  # one blocked forever, the other read /dev/zero until memory ran out
+        os.mkfifo(folder / "manifest.json") if odd == "fifo" else (folder / "manifest.json").symlink_to("/dev/zero")
+        refused(cwd, folder, "its manifest.json is not a plain file")
+        (folder / "manifest.json").unlink()
+    if manifest["located"]:  # the maps of another embedding than the score's: refused, not drawn
+        other = "adversary_embedding" if manifest["located"] == "encoder_embedding" else "encoder_embedding"
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "located": other}))
+        refused(cwd, folder, "'located' is missing or not the embedding its score's maps split")
     (folder / "manifest.json").write_text(json.dumps(manifest))
     np.savez(folder / "score.npz", bank=np.zeros((2, 3), np.float32))  # statistics of another kind of score
     reseal(folder)

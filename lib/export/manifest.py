@@ -16,6 +16,7 @@ import torch
 
 from ..errors import UserError
 from ..scoring.functions import SCORES, Scoring, stats_problem
+from ..scoring.located import DISTANCES
 from ..training import checkpoint
 from .graph import LOCATED
 
@@ -68,13 +69,17 @@ def read(folder: Path) -> dict:
     """The manifest of the export in `folder`, its files checked against it; UserError for anything else."""
     path = folder / MANIFEST
     try:
+        # A link, a named pipe or a device (/dev/zero) would be followed, block or never end.
+        if path.is_symlink() or not path.is_file():
+            raise damaged(folder, f"its {MANIFEST} is not a plain file")
         if path.stat().st_size > MAX_MANIFEST:
             raise damaged(folder, f"its {MANIFEST} is larger than {MAX_MANIFEST} bytes")
         manifest = json.loads(path.read_bytes())
     except OSError as err:
         raise UserError(f"cannot read '{path}' ({err.strerror}): check its permissions") from None
-    except ValueError as err:
-        raise damaged(folder, f"its {MANIFEST} is not JSON ({err})") from None
+    except (ValueError, RecursionError) as err:  # RecursionError: arrays nested thousands deep
+        reason = err if isinstance(err, ValueError) else "nested too deep"
+        raise damaged(folder, f"its {MANIFEST} is not JSON ({reason})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"'{path}' is not the manifest of a skip-wganomaly export ({FORMAT} expected): give a "
                         "folder that export.py wrote, or a run folder")
@@ -110,7 +115,8 @@ def check_fields(manifest: dict, folder: Path) -> None:
     need("shapes", lambda v: isinstance(v, dict) and all(isinstance(v.get(o), list) and all(
          isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v[o]) for o in shaped),
          "each output's shape")
-    need("located", lambda v: v is None or isinstance(v, str) and "located" in graphs, "the embedding its maps split")
+    need("located", lambda v: v is None or v == DISTANCES.get(manifest.get("score")) and "located" in graphs,
+         "the embedding its score's maps split")
     need("stats", lambda v: v == STATS and v in files, f"'{STATS}', listed in its files")
     options = need("options", lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a dict")
     need("model", lambda v: v == options.get("model"), "the model its options name")
