@@ -267,6 +267,21 @@ def test_a_manifest_that_does_not_match_its_run_or_files_is_refused(cwd, exports
 
 
 @pytest.mark.slow
+def test_statistics_of_another_size_than_the_graphs_embedding_are_refused_even_resealed(cwd, exports, tmp_path):
+    """A distance's bank from another export (resealed) failed in NumPy with a traceback."""
+    name = next(n for n in MODEL_NAMES if json.loads((exports(n, "onnx") / "manifest.json").read_text())["score"]
+                in DISTANCES)  # a tiny run chooses a distance of codes or features (it did for each model here)
+    folder = tmp_path / "export"
+    shutil.copytree(exports(name, "onnx"), folder)
+    with np.load(folder / "score.npz") as arrays:
+        stats = {key: arrays[key] for key in arrays.files}
+    np.savez(folder / "score.npz", **{key: np.zeros((*value.shape[:-1], value.shape[-1] + 3), value.dtype)
+                                      if value.ndim else value for key, value in stats.items()})
+    reseal(folder)
+    refused(cwd, folder, "is damaged: its statistic", "and its graph measures")
+
+
+@pytest.mark.slow
 def test_an_out_that_holds_files_or_lies_in_a_run_is_refused_and_nothing_is_written(cwd, runs, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()

@@ -244,8 +244,10 @@ def test_restore_continues_the_search_as_it_was_started_or_refuses(tmp_path):
     (["--fixes", ","], "--fixes ',' names nothing"),
     (["--fixes", " , "], "names nothing"),
     (["--fixes=-gp_of_mean"], "starts by removing gp_of_mean from nothing"),  # it trained the original
+    (["--original", "--fixes", "default"], "--original applies no fix and --fixes default names some"),
     (["--model", "w_skipganomaly", "--wgan", "clip", "--clip_value", "0"], "--clip_value must be above 0"),
-    (["--display", "--display_server", ""], "--display_server is empty"),
+    (["--display", "--display_server", ""], "--display_server '' is empty"),
+    (["--display", "--display_server", "http://a\nb"], "holds control characters"),
 ])
 def test_a_value_that_would_quietly_run_something_else_is_refused(flags, message):
     with pytest.raises(UserError, match=re.escape(message)):

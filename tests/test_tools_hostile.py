@@ -335,3 +335,13 @@ def test_a_later_refused_run_is_named_in_the_last_line_and_fails_the_sweep(tmp_p
     assert done.stderr.splitlines() == [
         "failed: 7 (seed 0), 7 (seed 1) (2 of 20 runs): their cells in the collected table "
         "(python -m tools.collect_results) stay empty (–) until they are rerun"]
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--weights", "run", "--model", "ganomaly"], "--model describes the untrained control"),  # ignored silently
+    (["--weights", "run", "--score", "image", "--isize", "16"], "--isize, --score describe the untrained control"),
+    (["--batches", "99999999999"], "at most 4096 images a batch"),  # the allocator's traceback
+])
+def test_benchmark_predict_refuses_what_it_would_ignore_or_could_not_hold(args, fragment, tmp_path):
+    refused(tool("tools.benchmark_predict", args, tmp_path), fragment)
+    assert files(tmp_path) == []

@@ -91,13 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m tools.benchmark_predict", description=__doc__.split("\n")[0])
     a = p.add_argument
     a("--weights", default=None, help="a run folder or checkpoint (default: an untrained control, see --model)")
-    a("--model", default="w_skipganomaly", help="the control's model (without --weights)")
-    a("--isize", type=int, default=32, help="the control's image size (without --weights)")
-    a("--score", default="knn_encoder", help="the control's score (without --weights)")
+    a("--model", default=DEFAULTS["model"], help="the control's model (without --weights)")
+    a("--isize", type=int, default=DEFAULTS["isize"], help="the control's image size (without --weights)")
+    a("--score", default=DEFAULTS["score"], help="the control's score (without --weights)")
     a("--batches", default="1,64", help="batch sizes, comma-separated")
     a("--reps", type=int, default=7, help="timed repetitions of each (runtime, batch); the median is reported")
     a("--verbose", action="store_true", help="print tracebacks")
     return p
+
+
+MAX_BATCH = 4096
+DEFAULTS = {"model": "w_skipganomaly", "isize": 32, "score": "knn_encoder"}  # the untrained control's
 
 
 def main(argv=None) -> int:
@@ -108,6 +112,13 @@ def main(argv=None) -> int:
         raise UserError(f"--batches {args.batches!r}: give whole numbers separated by commas, e.g. 1,64") from None
     if not batches or min(batches) < 1 or args.reps < 1:
         raise UserError("--batches and --reps must be at least 1")
+    if max(batches) > MAX_BATCH:  # the images are made in memory: a huge batch would fail in the allocator
+        raise UserError(f"--batches {max(batches)}: at most {MAX_BATCH} images a batch")
+    if args.weights is not None:  # the control's settings would be ignored silently
+        given = [f"--{name}" for name in ("model", "isize", "score") if getattr(args, name) != DEFAULTS[name]]
+        if given:
+            raise UserError(f"{', '.join(given)} {'describe' if len(given) > 1 else 'describes'} the untrained "
+                            "control, and --weights scores a run of its own: drop them, or drop --weights")
     with tempfile.TemporaryDirectory(prefix="benchmark_predict-") as tmp:
         run = Path(args.weights) if args.weights else control_run(Path(tmp) / "runs", args)
         rows = measure(run, Path(tmp) / "exports", batches, args.reps)

@@ -137,6 +137,13 @@ class ExportedModel:
         self.located = (graph(folder / manifest["graphs"]["located"], {LOCATED: shapes.get(LOCATED)}, image, written)
                         if self.located_measurement else None)
         self.scoring = manifests.read_stats(folder / manifest["stats"], manifest["score"], folder)
+        # A distance's statistics (bank, mean, precision) are of the graph's embedding: of another size they are
+        # another export's (resealed), and scoring would fail with NumPy's shape error.
+        sizes = {int(np.prod(shapes[n])) for n in manifest["outputs"][1:] if n in shapes and len(shapes[n]) >= 1}
+        for key, value in self.scoring.stats.items():
+            if isinstance(value, torch.Tensor) and value.ndim and sizes and value.shape[-1] not in sizes:
+                raise manifests.damaged(folder, f"its statistic '{key}' is of vectors of {value.shape[-1]} values, "
+                                                f"and its graph measures {', '.join(map(str, sorted(sizes)))}")
         self.pixel_mean_std = tuple(image["mean_std"])
         self.name = manifest["model"]
         run_precision = manifest.get("precision", {}).get("run", "fp32")

@@ -44,6 +44,8 @@ def parse(argv=None, prog: str = "train.py"):
     if "val_ratio" not in explicit and not applies(opt, "validation_selection"):
         opt.val_ratio = 0.0  # the original holds nothing out: its test set is the whole split
     given_classes = {k: getattr(opt, k) for k in ("abnormal_class", "normal_class")}
+    if opt.original and "fixes" in explicit:  # even --fixes default: which of the two was meant?
+        raise UserError(f"--original applies no fix and --fixes {opt.fixes} names some: give one of them")
     validate(opt)
     if (opt.resume or opt.load_weights is not None) and "dataset" not in explicit:
         # A loaded run's classes are its dataset's: named once its options are adopted (lib/runs/adopted.py).

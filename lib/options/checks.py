@@ -101,8 +101,9 @@ def check_numbers(opt) -> None:
         raise UserError(f"--manualseed must be -1 (pick one) or in [0, 2^64) (got {opt.manualseed})")
     if not 1 <= opt.display_port <= 65535:
         raise UserError(f"--display_port must be a TCP port, 1 to 65535 (got {opt.display_port})")
-    if not str(opt.display_server).strip():
-        raise UserError("--display_server is empty: give the Visdom server's address, e.g. http://localhost")
+    if not str(opt.display_server).strip() or any(ord(c) < 32 or ord(c) == 127 for c in str(opt.display_server)):
+        raise UserError(f"--display_server {str(opt.display_server)!a} is empty or holds control characters: give "
+                        "the Visdom server's address, e.g. http://localhost")
     if opt.workers > MAX_WORKERS:
         raise UserError(f"--workers {opt.workers}: at most {MAX_WORKERS} decoding threads")
     if opt.extralayers > MAX_EXTRA_LAYERS:
