@@ -179,7 +179,9 @@ class OneLineParser(argparse.ArgumentParser):
         for name in ("out", "outf"):
             value = getattr(parsed, name, None)
             if isinstance(value, str) and not value.strip():
-                self.error(f"--{name} is empty: give a folder (or leave --{name} out for its default)")
+                required = any(a.dest == name and a.required for a in self._actions)  # export.py's has no default
+                self.error(f"--{name} is empty: give a folder" + ("" if required else
+                                                                  f" (or leave --{name} out for its default)"))
         return parsed, rest
 
 

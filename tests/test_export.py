@@ -320,3 +320,9 @@ def test_export_py_is_a_command_with_help_and_a_verbose_traceback(cwd, runs):
     proc = process("export.py", ["--weights", runs["skipganomaly"], "--out", runs["skipganomaly"] / "x",
                                  "--verbose"], cwd)
     assert proc.returncode == 2 and "Traceback" in proc.stderr and "is inside the run folder" in proc.stderr
+
+
+def test_an_empty_out_is_refused_without_pointing_at_a_default_it_does_not_have(tmp_path):
+    result = run_main(export.main, ["--weights", "x", "--out", ""], tmp_path)
+    one_line_error(result, "--out is empty: give a folder")
+    assert "default" not in result.stderr

@@ -149,6 +149,9 @@ def export(weights, fmt: str, out: Path) -> dict:
                     to_openvino(staging, name)
             np.savez(staging / manifests.STATS, **manifests.stats_arrays(model.scoring))
             manifest = manifests.write(staging, describe(ckpt, model, opt, fmt, list(files), about))
+        except FileNotFoundError as err:  # the run (its checkpoint, hashed here) deleted or moved meanwhile
+            raise UserError(f"'{err.filename}' went away while the export was written (deleted or moved): export "
+                            "again from where the run is now") from None
         except OSError as err:  # a full disk, a quota: nothing of the export stays
             raise UserError(f"cannot write the export beside '{out}' ({err.strerror}): free some space or choose "
                             "another --out") from None
