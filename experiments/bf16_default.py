@@ -17,12 +17,11 @@ the paired bf16 − fp32 difference against the spread of fp32 over seeds.
 import csv
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 from experiments.ablation_report import mean_sd, replace_between
-from experiments.control_study import BUDGET, PROTOCOLS, TRAINED_EPOCHS
+from experiments.control_study import BUDGET, PROTOCOLS, TRAINED_EPOCHS, train_run
 from lib.classes import class_names, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.fast import hardware
@@ -42,12 +41,7 @@ def run_name(protocol: str, model: str, target: str, seed: int, precision: str) 
 
 
 def train_missing(out: Path, name: str, flags: list[str]) -> int:
-    if (out / name / "results.json").is_file():
-        return 0
-    print(name, flush=True)
-    # --outf absolute: train.py runs in the repository, and a relative --out names the caller's folder.
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, "--outf", str(out.resolve()),
-                           "--name", name, "--overwrite"], cwd=ROOT, stdout=subprocess.DEVNULL).returncode
+    return 0 if (out / name / "results.json").is_file() else train_run(out, name, flags)
 
 
 def pairs(out: Path) -> list[dict]:

@@ -39,6 +39,14 @@ def runs(protocols, models, seeds, classes):
                                      "--manualseed", str(seed)]
 
 
+def train_run(out: Path, name: str, flags: list[str]) -> int:
+    """train.py's exit status for run `name` of a study under `out`, trained afresh (its one line is on stderr)."""
+    print(name, flush=True)
+    # --outf absolute: train.py runs in the repository, and a relative --out names the caller's folder.
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, "--outf", str(out.resolve()),
+                           "--name", name, "--overwrite"], cwd=ROOT, stdout=subprocess.DEVNULL).returncode
+
+
 def main(argv):
     parser = OneLineParser(prog="python -m experiments.control_study", description=__doc__.splitlines()[0])
     parser.add_argument("--protocols", nargs="+", choices=tuple(PROTOCOLS), default=["one-class"])
@@ -63,13 +71,10 @@ def main(argv):
     for name, flags in ([] if args.report else runs(args.protocols, args.models, args.seeds, classes)):
         if (out / name / "results.json").is_file():
             continue
-        print(f"{name}", flush=True)
-        # --outf absolute: train.py runs in the repository, and a relative --out names the caller's folder.
-        done = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, "--outf", str(out.resolve()),
-                               "--name", name, "--overwrite"], cwd=ROOT, stdout=subprocess.DEVNULL)
-        if done.returncode in (130, 143):
-            return done.returncode
-        if done.returncode != 0:  # its one line is above; the study goes on with the other runs
+        code = train_run(out, name, flags)
+        if code in (130, 143):
+            return code
+        if code != 0:  # its one line is above; the study goes on with the other runs
             failed.append(name)
     tabled = [p for p in args.protocols if (out / p).is_dir() and any((out / p).rglob("results.json"))]
     for protocol in tabled:

@@ -101,13 +101,18 @@ def check_numbers(opt) -> None:
         raise UserError(f"--manualseed must be -1 (pick one) or in [0, 2^64) (got {opt.manualseed})")
     if not 1 <= opt.display_port <= 65535:
         raise UserError(f"--display_port must be a TCP port, 1 to 65535 (got {opt.display_port})")
-    if not str(opt.display_server).strip() or any(ord(c) < 32 or ord(c) == 127 for c in str(opt.display_server)):
+    if not str(opt.display_server).strip() or has_control_characters(str(opt.display_server)):
         raise UserError(f"--display_server {str(opt.display_server)!a} is empty or holds control characters: give "
                         "the Visdom server's address, e.g. http://localhost")
     if opt.workers > MAX_WORKERS:
         raise UserError(f"--workers {opt.workers}: at most {MAX_WORKERS} decoding threads")
     if opt.extralayers > MAX_EXTRA_LAYERS:
         raise UserError(f"--extralayers {opt.extralayers}: at most {MAX_EXTRA_LAYERS}")
+
+
+def has_control_characters(text: str) -> bool:
+    """A newline, a tab, an escape...: what splits a one-line message or a file's line."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def check_names(opt) -> None:
@@ -137,7 +142,7 @@ def check_names(opt) -> None:
                             "goes into its files and the dashboard; use a UTF-8 name") from None
         if not value.strip():
             raise UserError(f"--{flag} is empty: give a folder name")
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        if has_control_characters(value):
             raise UserError(f"--{flag} {value!a} holds control characters (a newline, a tab...): use a plain name")
     if opt.name is not None and (Path(opt.name).is_absolute() or ".." in Path(opt.name).parts):
         raise UserError(f"--name {opt.name!r} must be a relative folder inside --outf (no '..', not absolute); "
