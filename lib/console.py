@@ -4,16 +4,11 @@ Each imports its command only inside `run_cli`, as train.py does from a checkout
 the requirements (numpy, torch) then gets one line saying what is missing and how to go on, not a
 traceback. This module imports nothing else of the package at load.
 """
-import importlib
-import sys
 
 
 def _run(command: str) -> None:
-    from .errors import run_cli
-
-    def main(argv):
-        return importlib.import_module(f"{__package__}.commands.{command}").main(argv)
-    sys.exit(run_cli(main))
+    from .errors import run_command_module
+    run_command_module(f"{__package__}.commands.{command}")
 
 
 def train() -> None:

@@ -76,6 +76,13 @@ def _stop(signum, frame):
 STOPPING = (signal.SIGTERM, signal.SIGHUP)
 
 
+def run_command_module(name: str) -> None:
+    """Run module `name`'s main(argv) as a command, imported inside run_cli: a Python that lacks the
+    requirements (numpy, torch) gets one line saying how to enter the environment, not a traceback."""
+    import importlib
+    sys.exit(run_cli(lambda argv: importlib.import_module(name).main(argv)))
+
+
 def run_cli(main, argv=None):
     """Run `main(argv)`: a UserError becomes one line and exit code 2, Ctrl-C exit code 130 (SIGTERM 143,
     SIGHUP 129)."""

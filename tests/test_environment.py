@@ -20,20 +20,25 @@ def bare_python(tmp_path_factory):
 
 
 @pytest.mark.parametrize("script,args", [
-    ("train.py", ["--dataset", "digits", "--niter", "1"]),
+    ("train.py", ["--dataset", "digits", "--niter", "1", "--outf", "out"]),
     ("predict.py", ["--path", "images", "--weights", "run"]),
     ("export.py", ["--weights", "run", "--out", "exported"]),
-    ("train_tune.py", ["--dataset", "digits", "--niter", "1"]),
+    ("train_tune.py", ["--dataset", "digits", "--niter", "1", "--outf", "out"]),
 ])
+@pytest.mark.parametrize("form", ["script", "module"])  # python train.py, or python -m lib.commands.train
 def test_a_script_run_by_a_python_without_the_requirements_says_how_to_enter_the_environment(
-        bare_python, tmp_path, script, args):
-    proc = subprocess.run([bare_python, ROOT / script, *args, "--outf", "out"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+        bare_python, tmp_path, script, args, form):
+    (tmp_path / "images").mkdir()  # what the command names exists: the missing requirement is the one fault
+    (tmp_path / "images" / "a.png").write_bytes(b"")
+    (tmp_path / "run").mkdir()
+    command = [ROOT / script] if form == "script" else ["-m", f"lib.commands.{script.removesuffix('.py')}"]
+    proc = subprocess.run([bare_python, *command, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("error: cannot load ") and "No module named" in lines[0]
     assert ". .venv/bin/activate" in lines[0]
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "run"]
 
 
 def test_a_sweep_run_by_a_python_without_the_requirements_stops_before_any_run(bare_python, tmp_path):

@@ -276,3 +276,17 @@ def test_a_run_inside_its_folder_datasets_folder_is_refused_as_its_images_would_
                            tmp_path), "is inside the dataset's folder")
     one_line_error(process("train.py", ["--dataset", "", "--outf", "o"], tmp_path), "--dataset is empty")
     assert not (tmp_path / "data" / "ds" / "train" / "0.normal" / "out").exists()
+
+
+def test_a_run_moved_into_its_datasets_folder_is_refused_by_resume_and_phase_test(tmp_path):
+    make_folder_dataset(tmp_path / "data", "ds")
+    args = ["--dataset", "ds", "--dataroot", tmp_path / "data", "--isize", "8", "--ngf", "8", "--ndf", "8",
+            "--nz", "8", "--batchsize", "4", "--niter", "1", "--device", "cpu", "--outf", tmp_path / "o"]
+    assert process("train.py", args, tmp_path).returncode == 0
+    inside = tmp_path / "data" / "ds" / "train" / "0.normal" / "o"
+    shutil.move(tmp_path / "o", inside)
+    run = inside / "skipganomaly" / "ds"
+    before = sorted(p.name for p in (tmp_path / "data" / "ds" / "train" / "0.normal").rglob("*"))
+    for argv in (["--resume", run, "--niter", "2"], ["--phase", "test", "--load_weights", run]):
+        one_line_error(process("train.py", argv, tmp_path), "lies inside its dataset's folder")
+    assert sorted(p.name for p in (tmp_path / "data" / "ds" / "train" / "0.normal").rglob("*")) == before

@@ -88,12 +88,16 @@ def test_an_installed_command_run_by_a_python_without_the_requirements_says_so_i
     target, bare = tmp_path / "site", tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, wheel], check=True)
     venv.create(bare, with_pip=False, system_site_packages=False)  # no numpy, no torch
-    for command in ("train", "tune", "predict", "export"):
-        proc = subprocess.run([bare / "bin" / "python", "-c", f"from {PACKAGE}.console import {command}; {command}()",
-                               "--niter", "1"], env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True,
-                              text=True, timeout=120)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot load "), proc.stderr
+    args = {"train": ["--niter", "1"], "train_tune": ["--niter", "1"],  # what the commands refuse nothing else of
+            "predict": ["--path", tmp_path, "--weights", "r"], "export": ["--weights", "r", "--out", tmp_path / "x"]}
+    for module, command in (("train", "train"), ("train_tune", "tune"), ("predict", "predict"), ("export", "export")):
+        for form in (["-c", f"from {PACKAGE}.console import {command}; {command}()"],
+                     ["-m", f"{PACKAGE}.commands.{module}"]):
+            proc = subprocess.run([bare / "bin" / "python", *form, *args[module]], capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(target)}, timeout=120)
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot load "), proc.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_every_pinned_requirement_lies_in_the_packages_range():

@@ -1,11 +1,13 @@
 """The code of export.py (its docstring has the usage): a trained run as ONNX or OpenVINO files for predict.py."""
+if __name__ == "__main__":  # python -m lib.commands.export: run as the installed command is, importing this
+    from ..errors import run_command_module  # module inside the error handling (no numpy: one line)
+    run_command_module(__spec__.name)
+
 import argparse
-import sys
 from pathlib import Path
 
-from ..errors import OneLineParser, UserError
-from ..export.manifest import RUNTIMES
-from ..export.write import CHECK_IMAGES, export
+from ..errors import OneLineParser, UserError, deferred_interrupts
+from ..export import RUNTIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +28,8 @@ def main(argv):
         if not getattr(args, flag).strip():
             raise UserError(f"--{flag} is empty: give a {'folder' if flag == 'out' else 'run folder or checkpoint'}")
     out = Path(args.out)
+    with deferred_interrupts():  # torch loads only now: a Python without it says so in one line (errors.run_cli)
+        from ..export.write import CHECK_IMAGES, export
     manifest = export(args.weights, args.format, out)
     files = ", ".join(sorted(manifest["files"]))
     print(f"model: {manifest['model']} (isize {manifest['image']['isize']}, nc {manifest['image']['nc']}), "
@@ -39,13 +43,3 @@ def main(argv):
     print(f"outputs: {out} ({files})")
     print(f"next: python predict.py --path IMAGES --weights {out}")
     return 0
-
-
-def cli() -> None:
-    """The installed console command (pyproject.toml's [project.scripts]); `python -m` runs it too."""
-    from ..errors import run_cli
-    sys.exit(run_cli(main))
-
-
-if __name__ == "__main__":
-    cli()

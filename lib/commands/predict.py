@@ -1,20 +1,15 @@
 """The code of predict.py (its docstring has the usage): score new images with a trained run."""
+if __name__ == "__main__":  # python -m lib.commands.predict: run as the installed command is, importing this
+    from ..errors import run_command_module  # module inside the error handling (no numpy: one line)
+    run_command_module(__spec__.name)
+
 import argparse
 import shutil
 import sys
 from pathlib import Path
 
-import torch
-
 from .. import options
 from ..errors import OneLineParser, UserError, deferred_interrupts
-from ..export.runtime import is_export, load_export
-from ..predict.masks import check_masks, score_against_masks
-from ..predict.out import MAPS, PREDICTIONS, check_out, close_out, open_out, publish
-from ..predict.score import check_batch_memory, choose_threshold, find_images, load_model, predict
-from ..runs.folder import run_folder_of
-from ..scoring.policy import describe
-from ..training import checkpoint
 
 SHOW_UNREADABLE = 20  # the summary names this many unreadable files, then counts the rest
 
@@ -46,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str):
+    import torch
     if name == "gpu" and torch.cuda.is_available():
         return torch.device("cuda")
     if name == "gpu":
@@ -66,6 +62,16 @@ def main(argv):
         raise UserError(f"--path '{path}' does not exist; give an image file or a folder of images")
     if not (path.is_file() or path.is_dir()):
         raise UserError(f"--path '{path}' is neither a file nor a folder; give an image file or a folder of images")
+    with deferred_interrupts():  # torch loads only now: a Python without it says so in one line (errors.run_cli)
+        import torch
+
+        from ..export.runtime import is_export, load_export
+        from ..predict.masks import check_masks, score_against_masks
+        from ..predict.out import MAPS, PREDICTIONS, check_out, close_out, open_out, publish
+        from ..predict.score import check_batch_memory, choose_threshold, find_images, load_model, predict
+        from ..runs.folder import run_folder_of
+        from ..scoring.policy import describe
+        from ..training import checkpoint
     # Everything that can be refused is refused before the model is loaded or a file written; another
     # predict.py writing into --out is found when --out is locked, just before scoring (open_out).
     # An export folder (export.py) scores with its runtime on the CPU; anything else is a run or a checkpoint.
@@ -130,13 +136,3 @@ def main(argv):
     print(f"scored {len(result.rows)} image(s): {abnormal} abnormal, {len(result.rows) - abnormal} normal")
     print(f"outputs: {out / PREDICTIONS}" + (f", strips in {out / MAPS}" if staging else ""))
     return 0
-
-
-def cli() -> None:
-    """The installed console command (pyproject.toml's [project.scripts]); `python -m` runs it too."""
-    from ..errors import run_cli
-    sys.exit(run_cli(main))
-
-
-if __name__ == "__main__":
-    cli()

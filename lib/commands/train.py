@@ -1,4 +1,8 @@
 """The code of train.py (its docstring has the usage): train, or with --phase test evaluate, one run."""
+if __name__ == "__main__":  # python -m lib.commands.train: run as the installed command is, importing this
+    from ..errors import run_command_module  # module inside the error handling (no numpy: one line)
+    run_command_module(__spec__.name)
+
 import json
 import sys
 from pathlib import Path
@@ -209,13 +213,3 @@ def score_path(opt, weights) -> int:
     args = ["--path", opt.path, "--weights", str(weights), "--batchsize", str(opt.batchsize),
             "--device", "cpu" if str(opt.gpu_ids).strip() == "-1" else opt.device, "--overwrite"]
     return predict.main(args)
-
-
-def cli() -> None:
-    """The installed console command (pyproject.toml's [project.scripts]); `python -m` runs it too."""
-    from ..errors import run_cli
-    sys.exit(run_cli(main))
-
-
-if __name__ == "__main__":
-    cli()

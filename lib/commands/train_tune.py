@@ -1,4 +1,8 @@
 """The code of train_tune.py (its docstring has the usage and what is checked before Ray starts)."""
+if __name__ == "__main__":  # python -m lib.commands.train_tune: run as the installed command is, importing this
+    from ..errors import run_command_module  # module inside the error handling (no numpy: one line)
+    run_command_module(__spec__.name)
+
 import argparse
 import shutil
 import sys
@@ -208,13 +212,3 @@ def search(s: Search, stop) -> int:
         if started_here:
             ray.shutdown()
     return report(results, s.objective, s.space, s.raw, s.actions, name, folder, stop)
-
-
-def cli() -> None:
-    """The installed console command (pyproject.toml's [project.scripts]); `python -m` runs it too."""
-    from ..errors import run_cli
-    sys.exit(run_cli(main))
-
-
-if __name__ == "__main__":
-    cli()

@@ -5,3 +5,6 @@
 - write.py: export.py's work: load the checkpoint, write the files, check them against PyTorch, publish.
 - runtime.py: predict.py's side: an export folder scored with onnxruntime or OpenVINO, as a model.
 """
+
+# --format -> the runtime predict.py scores with (here, light: export.py's parser reads it before torch loads)
+RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}

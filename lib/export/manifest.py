@@ -18,12 +18,12 @@ from ..errors import UserError
 from ..scoring.functions import SCORES, Scoring, stats_problem
 from ..scoring.located import DISTANCES
 from ..training import checkpoint
+from . import RUNTIMES
 from .graph import LOCATED
 
 FORMAT = "skip-wganomaly-export/1"
 MANIFEST, STATS = "manifest.json", "score.npz"
 MAX_MANIFEST = 1 << 20  # a manifest is a few kB; a larger file is not one of ours
-RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}  # --format -> the runtime predict.py scores with
 
 
 def sha256(path: Path) -> str:

@@ -22,9 +22,8 @@ from ..runs.adopted import speed_record
 from ..runs.folder import enclosing_run, is_run_folder
 from ..training import checkpoint, checkpoint_fit
 from ..training.schedules import make_schedulers
-from . import manifest as manifests
+from . import RUNTIMES, manifest as manifests
 from .graph import graphs
-from .manifest import RUNTIMES
 from .runtime import load_export, require, version
 
 TOLERANCE = 1e-4  # the largest difference from PyTorch's outputs allowed, relative to their magnitude

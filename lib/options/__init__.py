@@ -15,6 +15,7 @@ from .checks import (  # noqa: F401 (what callers use as options.<name>)
     C_INT_MAX,
     check_image_shape,
     check_model_options,
+    dataset_folder_around,
     model_option_names,
     validate,
     value_problem,

@@ -115,6 +115,19 @@ def has_control_characters(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
+def dataset_folder_around(opt, path) -> Path | None:
+    """The folder dataset's folder if `path` lies in it (None for a built-in dataset, or outside): a run
+    written among a dataset's images would be read as data by the next run, or by itself when resumed."""
+    if builtin_dataset(opt.dataset):
+        return None
+    name = getattr(opt, "category", None) if inspection_dataset(opt.dataset) else opt.dataset
+    if not name:
+        return None
+    folder = Path(opt.dataroot) / name
+    data, inner = os.path.realpath(folder), os.path.realpath(path)
+    return folder if inner == data or inner.startswith(data + os.sep) else None
+
+
 def check_names(opt) -> None:
     """--outf and --name name folders this tool creates: text, and --name inside --outf. A built-in
     dataset is named as its loader knows it ('DIGITS ' is digits), so its runs land in one folder."""
@@ -124,13 +137,10 @@ def check_names(opt) -> None:
     builtin = builtin_dataset(opt.dataset)
     if builtin:
         opt.dataset = builtin
-    else:  # a folder dataset: a run written among its images would be read as data by the next run
-        name = getattr(opt, "category", None) if inspection_dataset(opt.dataset) else opt.dataset
-        folder = Path(opt.dataroot) / (name or "")
-        data, out = (os.path.realpath(p) for p in (folder, opt.outf or "."))
-        if name and (out == data or out.startswith(data + os.sep)):
-            raise UserError(f"--outf {opt.outf} is inside the dataset's folder {folder}, where the run's images "
-                            "would be read as data: choose an --outf outside it")
+    folder = dataset_folder_around(opt, opt.outf or ".")
+    if folder is not None:
+        raise UserError(f"--outf {opt.outf} is inside the dataset's folder {folder}, where the run's images "
+                        "would be read as data: choose an --outf outside it")
     for flag in ("outf", "name"):
         value = getattr(opt, flag)
         if value is None:

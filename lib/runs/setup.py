@@ -23,7 +23,7 @@ from ..training import checkpoint, checkpoint_fit
 from ..training.schedules import make_schedulers
 from ..training.trainer import Trainer
 from .adopted import NETWORK_OPTIONS, adopt, check_same_precision, speed_record
-from .folder import RunFolder, check_new_run_place
+from .folder import RunFolder, check_new_run_place, run_folder_of
 
 
 def resolve_device(opt, log=print, context: distributed.Context = distributed.Context()) -> torch.device:
@@ -153,6 +153,16 @@ def adopt_network_options(opt, saved: dict, explicit: set[str], source: str) -> 
         setattr(opt, key, saved[key])
 
 
+def check_outside_dataset(opt, ckpt) -> None:
+    """A run moved into its own folder dataset after it began: resumed or tested there, it would read
+    its own images as data (a new run's --outf is checked when it starts)."""
+    run = run_folder_of(ckpt["path"])
+    folder = options.dataset_folder_around(opt, run)
+    if folder is not None:
+        raise UserError(f"the run '{run}' lies inside its dataset's folder {folder}, where its own images would be "
+                        "read as data: move the run folder out of the dataset, then use it from there")
+
+
 def load_checkpoint(opt, explicit: set[str]):
     """The checkpoint named by --resume or --load_weights (or None), with its options adopted.
 
@@ -166,6 +176,7 @@ def load_checkpoint(opt, explicit: set[str]):
                             "continue; train a run with the same flags and --niter N")
         adopt(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
         options.validate(opt)  # the run's options with the flags given now
+        check_outside_dataset(opt, ckpt)
         if opt.niter < ckpt["epoch"]:  # it would train nothing, yet record the shorter run
             raise UserError(f"--niter {opt.niter} is below the {ckpt['epoch']} epochs '{ckpt['path']}' has trained: "
                             f"give --niter {ckpt['epoch']} or more (or score it as it is with predict.py)")
@@ -178,6 +189,7 @@ def load_checkpoint(opt, explicit: set[str]):
         if opt.phase == "test":
             adopt(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
             options.validate(opt)
+            check_outside_dataset(opt, ckpt)
         else:
             adopt_network_options(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
         checkpoint_fit.check_states(ckpt, opt, make_schedulers)
