@@ -13,7 +13,7 @@ from lib.models import build_model
 from lib.predict.maps import caption
 from lib.scoring import functions, measures
 from lib.scoring.functions import ADVERSARY_EMBEDDING, ENCODER_EMBEDDING, SCORES, Scoring
-from lib.scoring.located import knn_shares, mahalanobis_shares, score_map, ssim_error_map
+from lib.scoring.located import ScoreMap, knn_shares, mahalanobis_shares, score_map, ssim_error_map
 from tests.helpers import make_opt, read_csv, run_main
 
 EMBEDDINGS = [("skipganomaly", ENCODER_EMBEDDING), ("skipganomaly", ADVERSARY_EMBEDDING),
@@ -91,11 +91,28 @@ def test_every_scores_map_is_its_own_per_location_form_or_says_it_has_none(score
 
 
 def test_a_caption_names_the_image_its_score_the_threshold_and_the_decision():
-    lines = caption("a/b.png", 0.25, 0.25, "abnormal", "knn_encoder", "pixel error")
+    shown = ScoreMap(torch.zeros(1, 8, 8), 0.5, "pixel error")
+    lines = caption("a/b.png", 0.25, 0.25, "abnormal", "knn_encoder", shown)
     assert lines == ["image: a/b.png", "ABNORMAL: score 0.25 >= threshold 0.25 (score: knn_encoder)",
-                     "map: pixel error"]
-    assert caption("c.png", 0.1234567, 0.5, "normal", "image", "m")[1] == \
+                     "map: pixel error", "colour: none at 0, full at 0.5: a pixel error of half the intensity range"]
+    assert caption("c.png", 0.1234567, 0.5, "normal", "image", shown)[1] == \
         "NORMAL: score 0.123457 < threshold 0.5 (score: image)"
+
+
+def test_a_distance_maps_colour_scale_says_its_value_and_what_it_is_against():
+    torch.manual_seed(0)
+    bank = torch.randn(20, 4)
+
+    class Model:  # a k-NN score of a 4-channel, 2x2 embedding
+        scoring = type("S", (), {"name": "knn_encoder", "stats": {"bank": bank.numpy(), "k": 3}})()
+
+        def embedding_by_location(self, real, which):
+            return torch.randn(len(real), 4, 2, 2).numpy()
+    for threshold, of in ((0.8, "threshold"), (float("nan"), "largest score")):
+        shown = score_map(Model(), torch.zeros(2, 1, 16, 16), torch.zeros(2, 1, 16, 16), threshold)
+        assert shown.scale.startswith(f"2 x a block's even share of the {of} (2 x ")
+        assert shown.scale.endswith(" / 4 blocks)") and shown.values.shape == (2, 16, 16)
+    assert shown.full == pytest.approx(2 * float(re.search(r"\(2 x (\S+) /", shown.scale)[1]) / 4, rel=1e-2)
 
 
 @pytest.mark.slow
@@ -115,7 +132,7 @@ def test_each_strip_carries_the_caption_of_its_row_in_predictions_csv(trained_ru
     for row in rows:
         strip = np.asarray(Image.open(row["map"]).convert("RGB"))
         lines = caption(row["path"].split("incoming/")[1], float(row["score"]), threshold, row["decision"],
-                        score[1] if score else "original", "")[:2]
+                        score[1] if score else "original", ScoreMap(torch.zeros(1), 1, ""))[:2]
         top = PAD + 2 * (CAPTION_SIZE + 3)  # the first two lines: the image, the score and the decision
         assert (strip[:top] == text_band(lines, strip.shape[1])[:top]).all(), row["path"]
         assert strip.shape[0] > 128 + top  # the 8-pixel images enlarged to 128, below the caption and labels

@@ -81,12 +81,13 @@ def main(argv):
     if not context.active:
         import torch
 
-        from ..parallel.launch import check_processes, launch, processes_for
+        from ..parallel.launch import check_processes, launch, on_gpus, processes_for
         processes = processes_for(opt, "ngpu" in explicit, torch.cuda.is_available())
         if processes > 1:
             opt.ngpu = processes
             check_processes(opt)
-            return launch([*argv, "--ngpu", str(processes)] if "ngpu" not in explicit else argv, processes, folder)
+            return launch([*argv, "--ngpu", str(processes)] if "ngpu" not in explicit else argv, processes, folder,
+                          on_gpus(opt))
     histogram = HistogramCopy(folder / "histogram.csv") if context.writes else None
     trainer = build_trainer(opt, options.defaults(), ckpt, on_epoch=histogram and histogram.after_epoch,
                             folder=folder, overwrite=opt.overwrite)

@@ -36,10 +36,16 @@ def processes_for(opt, ngpu_given: bool, cuda: bool) -> int:
     return opt.ngpu if ngpu_given or named == 1 else named
 
 
+def on_gpus(opt) -> bool:
+    """Whether the processes train on GPUs (one each) rather than on shares of the CPU's cores."""
+    import torch
+    return opt.device == "gpu" and str(opt.gpu_ids).strip() != "-1" and torch.cuda.is_available()
+
+
 def check_processes(opt) -> None:
     """A UserError, before anything starts, for --ngpu this machine or --batchsize cannot take."""
     import torch
-    gpu = opt.device == "gpu" and str(opt.gpu_ids).strip() != "-1" and torch.cuda.is_available()
+    gpu = on_gpus(opt)
     have = torch.cuda.device_count() if gpu else len(os.sched_getaffinity(0))
     if opt.ngpu > have:
         what = f"{have} GPU(s)" if gpu else f"{have} CPU core(s) and no GPU in use (one process per core at most)"
@@ -48,8 +54,9 @@ def check_processes(opt) -> None:
     check_batch_splits(opt.batchsize, opt.ngpu)
 
 
-def launch(argv: list[str], processes: int, folder: Path) -> int:
-    """Run train.py's command with ARGV in `processes` processes on this machine; their exit code, or one line."""
+def launch(argv: list[str], processes: int, folder: Path, gpus: bool) -> int:
+    """Run train.py's command with ARGV in `processes` processes on this machine (`gpus`: one GPU each, else
+    a share of the CPU's cores each); their exit code, or one line."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -59,6 +66,8 @@ def launch(argv: list[str], processes: int, folder: Path) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     # The machine's cores shared out, one process per core at least (torchrun sets 1; a user's setting stays).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // processes)))
+    each = "one GPU" if gpus else f"{os.environ['OMP_NUM_THREADS']} CPU thread(s)"
+    print(f"training in {processes} processes on this machine, {each} each; the first one reports for all", flush=True)
     # After Ctrl-C or SIGTERM the processes finish their step (an evaluation, on a busy machine, can take
     # long) and rank 0 writes last.pt; torch's 30 s before SIGKILL once cut that short and lost its line.
     shutdown = int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT_S))

@@ -56,12 +56,14 @@ def strip(real: torch.Tensor, fake: torch.Tensor, heat: torch.Tensor | None = No
     return pixels(picture.repeat_interleave(scale, 1).repeat_interleave(scale, 2))
 
 
-def caption(name: str, score: float, threshold: float, decision: str, score_name: str, map_label: str) -> list[str]:
-    """The lines above a strip: the image, its score against the threshold and the decision, the map."""
+def caption(name: str, score: float, threshold: float, decision: str, score_name: str, shown) -> list[str]:
+    """The lines above a strip: the image, its score against the threshold and the decision, what the map
+    (a located.ScoreMap) shows and its colour scale, fixed so that strips compare."""
     side = ">=" if decision == "abnormal" else "<"
     return [f"image: {name}",
             f"{decision.upper()}: score {score:.6g} {side} threshold {threshold:.6g} (score: {score_name})",
-            f"map: {map_label}"]
+            f"map: {shown.label}",
+            f"colour: none at 0, full at {shown.full:.3g}: {shown.scale}"]
 
 
 def captioned(picture: np.ndarray, lines: list[str], isize: int, map_panel: str) -> np.ndarray:

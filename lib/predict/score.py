@@ -178,7 +178,7 @@ def predict(model, opt, files, root: Path, threshold: float, batchsize: int, dev
                 name, shown = map_name(path, root), drawn["map"]
                 picture = strip(drawn["real"][i], drawn["fake"][i], shown.values[i] / shown.full)
                 lines = caption(str(path.relative_to(root)) if path != root else path.name, score, threshold,
-                                decision, model.scoring.name, shown.label)
+                                decision, model.scoring.name, shown)
                 save_png(maps_dir / name, captioned(picture, lines, opt.isize, shown.short))
                 row["map"] = str((listed_as or maps_dir) / name)
             result.rows.append(row)

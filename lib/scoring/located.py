@@ -43,6 +43,7 @@ class ScoreMap:
     full: float  # the value drawn in full colour
     label: str  # what the map shows, for the strip's caption
     short: str = "pixel error"  # the same in a few words, over its panel
+    scale: str = "a pixel error of half the intensity range"  # what `full` is, for the caption
 
 
 def pixel_error(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -111,7 +112,8 @@ def score_map(model, real: torch.Tensor, fake: torch.Tensor, threshold: float) -
     name, stats = model.scoring.name, model.scoring.stats
     if name == "ssim":
         return ScoreMap(ssim_error_map(real, fake).cpu(), SSIM_FULL,
-                        "1 - SSIM per position (11x11 window); the score is its mean", "1 - SSIM")
+                        "1 - SSIM per position (11x11 window); the score is its mean", "1 - SSIM",
+                        "no structural similarity left")
     if name in DISTANCES:
         parts = model.embedding_by_location(real, DISTANCES[name])
         if parts is not None:
@@ -121,9 +123,12 @@ def score_map(model, real: torch.Tensor, fake: torch.Tensor, threshold: float) -
             # Without a positive threshold (--threshold 0 or below), the largest score sets the scale.
             scale = threshold if np.isfinite(threshold) and threshold > 0 else max(shares.sum((1, 2)).max(), 1e-12)
             block = f"{real.shape[-2] // h}x{real.shape[-1] // w}-pixel block"
+            of = "threshold" if scale == threshold else "largest score"
             return ScoreMap(_to_image_size(shares, tuple(real.shape[-2:])), SHARE_FULL * scale / (h * w),
                             f"each {block}'s share of the score ({SCORES[name].description}); the shares sum to "
-                            f"the score; full colour at {SHARE_FULL:g} x threshold / {h * w}", "share of the score")
+                            "the score", "share of the score",
+                            f"{SHARE_FULL:g} x a block's even share of the {of} ({SHARE_FULL:g} x {scale:.3g} / "
+                            f"{h * w} blocks)")
         how = f"(the score {name} {NO_FORM} in this model)"
     else:
         how = f"({OF_PIXEL_ERROR[name]})" if name in OF_PIXEL_ERROR else f"(the score {name} {NO_FORM})"
