@@ -14,6 +14,7 @@ chosen on the test set. Finished runs are kept, so the study resumes where it st
 import json
 import subprocess
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -67,16 +68,22 @@ def train(name: str, args: list[str], out: Path, device: str, verbose: bool) -> 
     return None if done.returncode == 0 else (done.stderr or "").strip().splitlines()[-1:] or ["failed"]
 
 
-def best_test(path: Path) -> dict[str, float]:
-    test = json.loads(path.read_text())["best"]["test"]
-    return {k: test.get(k, float("nan")) for k in METRICS}
+def best_test(path: Path) -> dict:
+    """The best-on-validation epoch's test metrics, and the kind of map it chose on validation masks."""
+    from lib.scoring.located import map_kind
+
+    results = json.loads(path.read_text())
+    chosen = results.get("threshold", {}).get("map", {}).get("score")
+    return {**{k: results["best"]["test"].get(k, float("nan")) for k in METRICS},
+            "map": map_kind(chosen) if chosen else "?"}
 
 
 def report(out: Path, categories, models, seeds) -> str:
     """A markdown table: mean ± standard deviation over the seeds of each category and method."""
     from lib.data.datasets import load_split
 
-    lines = ["| category | method | image AUROC | pixel AUROC | PRO | seeds |", "|---|---|---|---|---|---|"]
+    lines = ["| category | method | image AUROC | pixel AUROC | PRO | map chosen (runs) | seeds |",
+             "|---|---|---|---|---|---|---|"]
     for category in categories:
         found = {}
         for model in models:
@@ -85,10 +92,12 @@ def report(out: Path, categories, models, seeds) -> str:
                 rows = [best_test(p) for p in paths if p.is_file()]
                 found[f"{model} ({'untrained control' if kind == 'control' else 'trained'})"] = rows
         split = load_split("mvtec", str(out / "data"), isize=ISIZE, nc=3, category=category, log=lambda _: None)
-        found["per-pixel Gaussian"] = [gaussian_baseline(split)]  # no seed: the split is fixed
+        found["per-pixel Gaussian"] = [{**gaussian_baseline(split), "map": "z-score"}]  # no seed: the split is fixed
         for method, rows in found.items():
             cells = [f"{np.mean([r[k] for r in rows]):.3f} ± {np.std([r[k] for r in rows]):.3f}" if rows else "—"
                      for k in METRICS]
+            maps = Counter(r["map"] for r in rows)
+            cells.append(", ".join(f"{kind} {n}" for kind, n in sorted(maps.items())) or "—")
             lines.append(f"| {category} | {method} | {' | '.join(cells)} | {len(rows)} |")
     return "\n".join(lines) + "\n"
 

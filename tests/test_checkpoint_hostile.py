@@ -129,6 +129,7 @@ TAMPERED = {
     "with options that fail validation": (set_in("options", "isize", 7), "--isize 7 is not supported"),
     "with widths that do not match its weights": (set_in("options", "ngf", 16), "the networks its options describe"),
     "with NaN weights": (nan_weight, "holds NaN or infinite values"),
+    "with a map's score of no known name": (set_in("state", "map_score", "deep"), "the score 'deep' is none of"),
 }
 
 COMMANDS = {

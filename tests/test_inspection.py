@@ -11,7 +11,8 @@ from lib import options
 from lib.data.datasets import load_split
 from lib.errors import UserError
 from lib.predict.masks import PIXEL_METRICS
-from lib.scoring.localise import SIGMAS, choose_sigma
+from lib.scoring.localise import SIGMAS, choose_map, choose_sigma
+from lib.scoring.located import map_kind
 from lib.scoring.pixel import pixel_auroc, pro_auc, pro_curve, regions
 from tests.helpers import one_line_error, process, read_csv, run_main, tool, train_cli
 from tools.make_textures import CATEGORIES, main as make_textures, make_category
@@ -236,6 +237,13 @@ def test_a_run_on_inspection_data_reports_pixel_auroc_and_pro_beside_image_auroc
     for key in ("test_auroc", "test_pixel_auroc", "test_pro", "val_pixel_auroc", "val_pro"):
         assert 0 <= float(row[key]) <= 1, key
     assert float(row["val_map_sigma"]) in SIGMAS
+    # The map that localises, chosen among the kinds the fitted scores draw by validation PRO.
+    pros = {key.removeprefix("val_pro_map_"): float(v) for key, v in row.items() if key.startswith("val_pro_map_")}
+    assert {"pixel", "ssim", "knn_encoder", "knn_adversary"} <= set(pros), pros
+    chosen = json.loads((run / "results.json").read_text())["threshold"]["map"]
+    assert pros[map_kind(chosen["score"])] == max(v for v in pros.values() if v == v)
+    assert float(row["val_pro"]) == pytest.approx(pros[map_kind(chosen["score"])])
+    assert chosen["sigma"] == float(row["val_map_sigma"])
     best = json.loads((run / "results.json").read_text())["best"]
     # Per kind of defect, on the test images of that kind.
     for defect in CATEGORIES["washer"][0]:
@@ -271,6 +279,21 @@ def test_the_smoothing_is_chosen_on_the_validation_masks_alone():
     assert choose_sigma(np.zeros_like(masks), maps)[0] == SIGMAS[0]
 
 
+def test_the_map_is_chosen_among_the_kinds_on_the_validation_masks_alone():
+    """Of three kinds of map, the one that finds the validation defects wins with its own smoothing; a tie goes
+    to the first kind (the run's own score's); without a defective validation image, the first at SIGMAS[0]."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 32, 32), np.uint8)
+    masks[:3, 8:20, 8:20] = 1
+    noise = rng.normal(0, 1.0, masks.shape)
+    maps = {"knn_encoder": noise, "pixel": masks + 0.3 * noise, "ssim": 0.5 * masks + noise}
+    kind, sigma, pros = choose_map(masks, maps)
+    assert kind == "pixel" and sigma == choose_sigma(masks, maps["pixel"])[0]
+    assert pros["pixel"] == max(pros.values()) and pros["pixel"] > pros["knn_encoder"] + 0.3
+    assert choose_map(masks, {"ssim": maps["pixel"], "pixel": maps["pixel"]})[0] == "ssim"
+    assert choose_map(np.zeros_like(masks), maps)[:2] == ("knn_encoder", SIGMAS[0])
+
+
 @pytest.mark.slow
 def test_predict_scores_its_maps_against_masks_laid_out_as_the_images(inspected, textures, tmp_path):
     _, run = inspected
@@ -283,7 +306,9 @@ def test_predict_scores_its_maps_against_masks_laid_out_as_the_images(inspected,
     assert 0 <= written["pixel_auroc"] <= 1 and 0 <= written["pro"] <= 1
     assert set(written["by_defect"]) == {f"{m}_{d}" for m in ("pixel_auroc", "pro") for d in CATEGORIES["washer"][0]}
     best = json.loads((run / "results.json").read_text())["best"]
-    assert written["map_sigma"] == best["val"]["map_sigma"]  # the smoothing the run chose on validation
+    assert written["map_sigma"] == best["val"]["map_sigma"]  # the map and smoothing the run chose on validation
+    chosen = json.loads((run / "results.json").read_text())["threshold"]["map"]["score"]
+    assert written["map"] == map_kind(chosen) and f"the {written['map']} map" in proc.stdout
     # A folder holding no mask of these images (here the images' own): refused before anything is scored.
     refused = run_main(predict.main, ["--path", category / "test", "--weights", run, "--masks", category / "test",
                                       "--device", "cpu", "--out", tmp_path / "q"], tmp_path)

@@ -63,6 +63,9 @@ class AnomalyModel(abc.ABC):
         # The score made from `outputs`' measurements, with its statistics: the model's own until the loop
         # fits the run's (lib/scoring/policy.py), which checkpoints then keep.
         self.scoring = Scoring(self.default_score, fit(self.default_score, {}, {}, weight=DEFAULT_WEIGHT))
+        # On inspection data, the score whose map localises best on the validation masks (None: the score's
+        # own map; lib/scoring/localise.py), kept in checkpoints as `scoring` is.
+        self.localising: Scoring | None = None
         # How uint8 images become the float inputs this model was trained on (lib.images.to_float).
         self.pixel_mean_std = normalisation(opt.dataset, applies(opt, "mnist_range"))
 
@@ -157,6 +160,8 @@ class AnomalyModel(abc.ABC):
         return {**{name: net.state_dict() for name, net in self.networks.items()},
                 **{f"optimizer_{name}": o.state_dict() for name, o in self.optimizers.items()},
                 "step": self.step, "score": self.scoring.name, "score_stats": dict(self.scoring.stats),
+                **({"map_score": self.localising.name, "map_stats": dict(self.localising.stats)}
+                   if self.localising is not None else {}),
                 **self.extra_state()}
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
@@ -167,6 +172,8 @@ class AnomalyModel(abc.ABC):
             self.scoring = Scoring(state["score"], dict(state["score_stats"]))
         elif "score_weight" in state and self.scoring.name == "original":
             self.scoring.stats["weight"] = float(state["score_weight"])
+        if "map_score" in state:
+            self.localising = Scoring(state["map_score"], dict(state["map_stats"]))
         self.load_extra_state(state)
         if not weights_only:
             for name, optimizer in self.optimizers.items():

@@ -3,8 +3,9 @@
 A mask is found as MVTec AD lays it out, by the image's place below --path: the image
 <path>/<folders>/<name>.<ext> has the mask <masks>/<folders>/<name>_mask.png, and an image without
 one is normal (every pixel 0). So `--path CATEGORY/test --masks CATEGORY/ground_truth` scores a whole
-category's test set. The maps are the ones training evaluated (lib/scoring/localise.py), smoothed as
-the run chose on its validation masks; pixel AUROC and PRO over every image, and per kind of defect
+category's test set. The maps are the ones training evaluated (lib/scoring/localise.py): the kind of
+map and its smoothing the run chose on its validation masks (an export, which carries its score's map
+alone, draws that one); pixel AUROC and PRO over every image, and per kind of defect
 (the mask's folder), are printed and written to pixel_metrics.json.
 """
 import json
@@ -17,7 +18,8 @@ from ..data.folders import read_image
 from ..data.mvtec import GOOD, MASK_SUFFIX, image_size, read_mask
 from ..errors import UserError
 from ..files import write_text
-from ..scoring.localise import chosen_sigma, evaluate_maps
+from ..scoring.localise import chosen_sigma, evaluate_maps, localising
+from ..scoring.located import map_kind
 
 PIXEL_METRICS = "pixel_metrics.json"
 
@@ -62,10 +64,11 @@ def score_against_masks(model, ckpt, opt, images: list[Path], root: Path, masks:
     sigma, source = chosen_sigma(ckpt)
     found_metrics = evaluate_maps(model, decoded, truth, defects, batchsize, device, sigma)
     overall = {k: found_metrics.pop(k) for k in ("pixel_auroc", "pro")}
-    metrics = {**overall, "map_sigma": sigma, "images": len(images), "with_masks": len(found),
+    kind = map_kind(localising(model).name)
+    metrics = {**overall, "map": kind, "map_sigma": sigma, "images": len(images), "with_masks": len(found),
                "by_defect": found_metrics}
     write_text(out / PIXEL_METRICS, json.dumps(metrics, indent=2) + "\n")
     print(f"pixel auroc {metrics['pixel_auroc']:.4f}, pro {metrics['pro']:.4f} over {len(images)} image(s), "
-          f"{len(found)} with a mask in {masks}; maps smoothed with sigma {sigma:g} ({source})")
+          f"{len(found)} with a mask in {masks}; the {kind} map, smoothed with sigma {sigma:g} ({source})")
     print(f"outputs: {out / PIXEL_METRICS}")
     return metrics

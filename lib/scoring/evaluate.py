@@ -112,11 +112,13 @@ def fit_all(model, names: list[str], val: Scores, training_images: torch.Tensor,
 
 
 def fit_scoring(model, names: list[str], val: Scores, training_images: torch.Tensor, batchsize: int, device,
-                metric: str, weight: float | None, train_mode: bool = False) -> tuple[Scoring, dict[str, float]]:
+                metric: str, weight: float | None,
+                train_mode: bool = False) -> tuple[Scoring, dict[str, float], dict[str, Scoring]]:
     """The scores `names` fitted (`fit_all`), and the one that ranks the validation split best (never
     the test set; the only one when there is one); `val` gets its scores.
 
-    Returns (that score, each candidate's validation `metric` when there was a choice, else {}).
+    Returns (that score, each candidate's validation `metric` when there was a choice, else {}, every
+    fitted score: the maps that localise are chosen among theirs).
     """
     fitted = fit_all(model, names, val, training_images, batchsize, device, metric, weight, train_mode)
     values = {}
@@ -127,7 +129,7 @@ def fit_scoring(model, names: list[str], val: Scores, training_images: torch.Ten
         values = {name: measure_of(val.labels, s) for name, s in scores.items()}
         chosen = fitted[choose(val.labels, scores, measure_of)]
     val.parts["score"] = scores_of(chosen, val.parts)
-    return chosen, values
+    return chosen, values, fitted
 
 
 def decision_threshold(normal_scores, source: str, test: Scores, epoch: int) -> dict:

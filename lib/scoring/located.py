@@ -107,9 +107,17 @@ def _to_image_size(values: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(torch.from_numpy(values)[:, None].float(), size=size, mode="nearest")[:, 0]
 
 
-def score_map(model, real: torch.Tensor, fake: torch.Tensor, threshold: float) -> ScoreMap:
-    """The map of `model.scoring` for the images `real` (N, C, H, W, as scored) and their reconstructions."""
-    name, stats = model.scoring.name, model.scoring.stats
+def map_kind(score: str) -> str:
+    """The kind of map a score draws: its own distance's shares, 'ssim', or 'pixel' (the error |x - G(x)|,
+    also for a score with no per-location form)."""
+    return score if score in DISTANCES else "ssim" if score == "ssim" else "pixel"
+
+
+def score_map(model, real: torch.Tensor, fake: torch.Tensor, threshold: float, scoring=None) -> ScoreMap:
+    """The map of `scoring` (default `model.scoring`) for the images `real` (N, C, H, W, as scored) and their
+    reconstructions."""
+    scoring = scoring or model.scoring
+    name, stats = scoring.name, scoring.stats
     if name == "ssim":
         return ScoreMap(ssim_error_map(real, fake).cpu(), SSIM_FULL,
                         "1 - SSIM per position (11x11 window); the score is its mean", "1 - SSIM",

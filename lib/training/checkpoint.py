@@ -159,17 +159,18 @@ def check(ckpt: dict, file) -> None:
             need(key, lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
                  and isinstance(v.get("param_groups"), list) and all(isinstance(g, dict) for g in v["param_groups"]),
                  "an optimiser state", state, "state.")
-        elif isinstance(value, dict) and key != "score_stats":
+        elif isinstance(value, dict) and key not in ("score_stats", "map_stats"):
             for name, tensor in value.items():
                 if not isinstance(tensor, torch.Tensor):
                     raise damaged(file, f"'state.{key}.{name}' is {shown(tensor)}, not a tensor")
     need("step", lambda v: is_integer(v) and 0 <= v < 2**63, "a count of steps", state, "state.")
     if "score_weight" in state:
         need("score_weight", lambda v: is_number(v) and 0 <= v <= 1, "a weight in [0, 1]", state, "state.")
-    if "score" in state or "score_stats" in state:
-        problem = stats_problem(state.get("score"), state.get("score_stats"))
-        if problem:
-            raise damaged(file, problem)
+    for score, stats in (("score", "score_stats"), ("map_score", "map_stats")):  # the image's, the map's
+        if score in state or stats in state:
+            problem = stats_problem(state.get(score), state.get(stats))
+            if problem:
+                raise damaged(file, problem)
     check_options(options, file)
 
 

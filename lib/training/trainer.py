@@ -229,6 +229,8 @@ class Trainer:
         if is_best:
             state.threshold = stored_threshold(self.model, val, test, self.split, self.opt.batchsize, self.device,
                                                self.policy.train_mode, state.epoch)
+            if self.model.localising is not None:  # inspection data: the map chosen on validation masks
+                state.threshold["map"] = {"score": self.model.localising.name, "sigma": val.metrics["map_sigma"]}
         if self.claim is not None and not self.claim.held():  # the folder deleted or moved: write nothing there
             raise outputs.folder_gone(self.dir)
         self.out.epoch_results(state.history, self.results(), val, test)
@@ -243,13 +245,14 @@ class Trainer:
     def evaluate_splits(self) -> tuple[Scores, Scores]:
         """Scores and metrics of the validation and test images: the score (--score) fitted, or chosen, on normal
         training and validation images and validation labels first, then the test split measured for that score
-        alone; with masks (inspection data), how well the score's maps find the anomalies (lib/scoring/localise.py)."""
+        alone; with masks (inspection data), the map that localises chosen on validation masks among the fitted
+        scores' maps, and how well it finds the anomalies (lib/scoring/localise.py)."""
         split, batchsize, model, policy = self.split, self.opt.batchsize, self.model, self.policy
         names = policy.candidates(model.measurements)
         val = Scores(split.val_labels.numpy(), measure(model, split.val_images, batchsize, self.device, needs(names),
                                                        train_mode=policy.train_mode))
-        model.scoring, choice = fit_scoring(model, names, val, split.train, batchsize, self.device, self.headline,
-                                            policy.weight, policy.train_mode)
+        model.scoring, choice, fitted = fit_scoring(model, names, val, split.train, batchsize, self.device,
+                                                    self.headline, policy.weight, policy.train_mode)
         # The outputs see each test batch (test images, timing) in the one pass that scores it.
         if self.global_data_order:
             torch.empty((), dtype=torch.int64).random_()  # the original's test DataLoader draws a base seed
@@ -262,7 +265,7 @@ class Trainer:
             if policy.weight is None and model.scoring.name == "original":
                 val.metrics["score_weight"] = model.scoring.stats["weight"]
             val.metrics.update({f"{self.headline}_score_{name}": value for name, value in choice.items()})
-        localise(model, split, val, test, batchsize, self.device)
+        localise(model, split, val, test, batchsize, self.device, fitted)
         return val, test
 
     def _selection_value(self, row: dict) -> float:
