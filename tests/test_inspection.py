@@ -1,9 +1,11 @@
 """Inspection data: the MVTec AD layout with masks, pixel-level metrics and maps that localise (issue 36)."""
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import predict
@@ -124,12 +126,30 @@ def test_grey_categories_read_at_either_channel_count(textures):
     (lambda c: Image.new("L", (16, 16)).save(c / "ground_truth" / "spot" / "000_mask.png"),
      "a mask must have its image's size"),
     (lambda c: [p.unlink() for p in (c / "train" / "good").iterdir()], "holds no readable images"),
+    (lambda c: shutil.rmtree(c / "test" / "good"), "test/good holds no images: add normal test images"),
+    # Two files of one name: one mask would stand for both (the second image was dropped).
+    (lambda c: Image.open(c / "test" / "spot" / "000.png").save(c / "test" / "spot" / "000.bmp"), "have one name"),
+    (lambda c: Image.open(c / "ground_truth" / "spot" / "000_mask.png").save(
+        c / "ground_truth" / "spot" / "000_mask.bmp"), "have one name"),
+    (lambda c: (c / "ground_truth" / "good").mkdir() or Image.new("L", (64, 64), 255).save(
+        c / "ground_truth" / "good" / "000_mask.png"), "marks a defect in a good image"),
+    (lambda c: (c / "ground_truth" / "rust").mkdir() or Image.new("L", (64, 64)).save(
+        c / "ground_truth" / "rust" / "000_mask.png"), "is a mask without an image: .*test/rust is missing"),
 ])
 def test_a_bad_layout_is_refused_naming_the_file_and_the_fix(textures, tmp_path, spoil, message):
     spoil(copy_category(textures, tmp_path))
     with pytest.raises(UserError, match=message) as err:
         load(tmp_path, "weave")
     assert str(tmp_path / "weave") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_good_images_empty_mask_is_accepted_and_changes_nothing(textures, tmp_path):
+    category = copy_category(textures, tmp_path)
+    before = load(tmp_path, "weave")
+    (category / "ground_truth" / "good").mkdir()
+    Image.new("L", (64, 64)).save(category / "ground_truth" / "good" / "000_mask.png")  # as converted sets ship
+    after = load(tmp_path, "weave")
+    assert torch.equal(before.test_images, after.test_images) and torch.equal(before.test_masks, after.test_masks)
 
 
 def test_an_unknown_or_missing_category_lists_the_ones_there(textures):

@@ -65,28 +65,50 @@ def image_size(path: Path) -> tuple[int, int]:
         raise UserError(f"cannot read image {str(path)!r} ({' '.join(str(err).split())}); fix or remove it") from err
 
 
+def _keyed(files: list[Path], folder: Path, suffix: str = "") -> dict[str, Path]:
+    """{name below `folder` without extension (and `suffix`): file}; two files of one name (000.png and
+    000.bmp) are refused, as one mask would stand for both."""
+    keyed = {}
+    for path in files:
+        relative = path.relative_to(folder)
+        key = str(relative.parent / relative.stem.removesuffix(suffix))
+        if key in keyed:
+            raise UserError(f"{keyed[key]} and {path} have one name: an image and its mask are matched by name "
+                            "without extension; rename or remove one of them")
+        keyed[key] = path
+    return keyed
+
+
 def defect_files(root: Path) -> list[tuple[str, Path, Path]]:
     """(defect, image, mask) of each defective test image, sorted; a mask without an image, an image
-    without a mask and a mask of another size than its image are refused."""
+    without a mask, two files of one name and a mask of another size than its image are refused. A
+    good image may have a mask (some converted datasets ship them) if it marks nothing."""
     test, truth = root / "test", root / "ground_truth"
     if not test.is_dir():
         raise UserError(f"{test} is missing; an inspection category needs {LAYOUT}")
     found = []
-    for folder in sorted(p for p in test.iterdir() if p.is_dir() and p.name != GOOD and not p.name.startswith(".")):
-        masks = {p.stem.removesuffix(MASK_SUFFIX): p for p in image_files(truth / folder.name)} \
+    for folder in sorted(p for p in test.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        masks = _keyed(image_files(truth / folder.name), truth / folder.name, MASK_SUFFIX) \
             if (truth / folder.name).is_dir() else {}
-        images = {p.stem: p for p in image_files(folder)}
+        images = _keyed(image_files(folder), folder)
+        for name, mask in sorted(masks.items()):
+            if name not in images:
+                raise UserError(f"{mask} is a mask without an image: its image would be {folder / name}.png "
+                                f"(named as the mask without {MASK_SUFFIX}); add the image or remove the mask")
+            if folder.name == GOOD and read_mask(mask, 8, full=True).any():
+                raise UserError(f"{mask} marks a defect in a good image ({images[name]}): move the image to "
+                                "test/<defect>/ and its mask to ground_truth/<defect>/, or clear the mask")
+        if folder.name == GOOD:
+            continue
         for name, image in sorted(images.items()):
             if name not in masks:
                 raise UserError(f"{image} has no mask: add {truth / folder.name / (name + MASK_SUFFIX + '.png')} "
                                 f"(white where the defect is), or move the image out of {test}")
             found.append((folder.name, image, masks[name]))
-    known = {(defect, image.stem) for defect, image, _ in found}
     for mask in (image_files(truth) if truth.is_dir() else []):
-        defect, name = mask.parent.name, mask.stem.removesuffix(MASK_SUFFIX)
-        if (defect, name) not in known:
-            raise UserError(f"{mask} is a mask without an image: its image would be {test / defect / name}.png "
-                            f"(named as the mask without {MASK_SUFFIX}); add the image or remove the mask")
+        if not (test / mask.relative_to(truth).parts[0]).is_dir():
+            raise UserError(f"{mask} is a mask without an image: {test / mask.relative_to(truth).parts[0]} is "
+                            "missing; add the images or remove the masks")
     for _, image, mask in found:
         if image_size(image) != image_size(mask):
             raise UserError(f"{mask} is {'x'.join(map(str, image_size(mask)))} pixels and its image {image} "
@@ -95,15 +117,16 @@ def defect_files(root: Path) -> list[tuple[str, Path, Path]]:
     return found
 
 
-def read_mask(path: Path, isize: int) -> np.ndarray:
-    """(isize, isize) uint8 0/1: the mask's non-zero pixels, cropped and resized as read_image crops its image."""
+def read_mask(path: Path, isize: int, full: bool = False) -> np.ndarray:
+    """(isize, isize) uint8 0/1: the mask's non-zero pixels, cropped and resized as read_image crops its image
+    (`full`: the whole mask at its own size)."""
     try:
         with Image.open(path) as img:
             img = img.convert("L")
             w, h = img.size
             side = min(w, h)
             box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-            if img.size != (isize, isize):
+            if not full and img.size != (isize, isize):
                 img = img.resize((isize, isize), Image.Resampling.NEAREST, box=box)
             return (np.asarray(img) > 0).astype(np.uint8)
     except Exception as err:
@@ -133,6 +156,9 @@ def read_inspection(dataroot: Path, category: str | None, nc: int, isize: int, w
                         "(png, jpg, ...)")
     good = image_files(root / "test" / GOOD) if (root / "test" / GOOD).is_dir() else []
     defects = defect_files(root)
+    if not good:  # (without them no test image is normal: every image-level metric would be NaN)
+        raise UserError(f"{root / 'test' / GOOD} holds no images: add normal test images there, beside the "
+                        "defective ones in test/<defect>/")
     if not defects:
         raise UserError(f"{root / 'test'} holds no defective images: add a folder test/<defect>/ of them, with "
                         "their masks in ground_truth/<defect>/")
