@@ -73,8 +73,10 @@ def main(argv) -> int:
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         raise UserError(f"--models {unknown[0]} is not a model: choose from {', '.join(MODELS)}")
-    if min(args.images, args.rounds, args.threads) < 1 or args.isize not in (8, 16, 32, 64, 128):
-        raise UserError("--images, --rounds and --threads must be positive and --isize one of 8, 16, 32, 64, 128")
+    if min(args.images, args.rounds, args.threads, args.val, args.bank, args.test) < 1 or \
+            args.isize not in (8, 16, 32, 64, 128):
+        raise UserError("--images, --rounds, --threads, --val, --bank and --test must be positive and --isize one "
+                        "of 8, 16, 32, 64, 128")
     torch.set_num_threads(args.threads)
     for name in args.models:
         print(json.dumps({**costs(name, args), "cpu": f"{hardware.cpu_name()} ({hardware.capability()})",

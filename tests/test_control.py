@@ -80,6 +80,8 @@ def test_predict_and_phase_test_take_a_control_and_resume_refuses_it_in_one_line
     tested = train_cli(["--phase", "test", "--load_weights", run, "--device", "cpu"], tmp_path)
     assert "test: auroc" in tested.stdout
     assert json.loads((run / "test" / "results.json").read_text())["epoch"] == 0
+    again = train_cli(["--phase", "test", "--resume", run, "--device", "cpu"], tmp_path)  # last.pt: the same
+    assert again.stdout.splitlines()[-2] == tested.stdout.splitlines()[-2], again.stdout + again.stderr
     for more in ([], ["--niter", "2"]):
         refused = process("train.py", ["--resume", run, *more, "--device", "cpu"], tmp_path)
         one_line_error(refused, "is an untrained control (--niter 0): there is no training to continue")

@@ -111,6 +111,14 @@ def test_an_export_scores_the_images_as_its_run_does_with_the_same_strips(cwd, b
 
 
 @pytest.mark.slow
+def test_masks_are_refused_with_an_export_which_lacks_the_map_the_run_chose(cwd, exports):
+    refused = run_main(predict.main, ["--path", cwd / "images", "--weights", exports("skipganomaly", "onnx"),
+                                      "--masks", cwd / "images", "--out", cwd / "masked", "--device", "cpu"], cwd)
+    one_line_error(refused, "which an export does not carry: give --weights the run folder")
+    assert not (cwd / "masked").exists()
+
+
+@pytest.mark.slow
 def test_the_manifest_names_the_run_the_score_the_files_and_the_versions(runs, exports):
     folder = exports("skipganomaly", "onnx")
     manifest = json.loads((folder / "manifest.json").read_text())

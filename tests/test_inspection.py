@@ -80,6 +80,31 @@ def test_the_same_seed_writes_the_same_bytes_and_another_seed_other_images(tmp_p
 def test_the_generator_refuses_to_write_over_categories_in_one_line(tmp_path):
     (tmp_path / "weave").mkdir()
     one_line_error(tool("tools.make_textures", ["--out", tmp_path], tmp_path), "weave already exists")
+    one_line_error(tool("tools.make_textures", ["--out", tmp_path / "big", "--size", "100000"], tmp_path),
+                   "give 16 (the least a defect can be drawn at) to 2048 pixels")
+    assert not (tmp_path / "big").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_generator_leaves_no_half_category_and_a_rerun_writes_all(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT
+    out = tmp_path / "new" / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "tools.make_textures", "--out", out, "--size", "256", "--train",
+                             "2000"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(out.glob(".weave-*/weave/train/good/*.png")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130 and proc.stderr.read().strip() == "interrupted"
+    assert not (tmp_path / "new").exists()  # the category being written, and the folders made for it, are gone
+    assert tool("tools.make_textures", ["--out", out, "--size", "16", "--train", "2", "--test", "4"],
+                tmp_path).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(CATEGORIES)
 
 
 # ---------------------------------------------------------------- reading the layout
@@ -334,6 +359,34 @@ def test_predict_scores_its_maps_against_masks_laid_out_as_the_images(inspected,
                                       "--device", "cpu", "--out", tmp_path / "q"], tmp_path)
     one_line_error(refused, "no mask in")
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.slow
+def test_predict_checks_the_masks_before_scoring_and_keeps_pixel_metrics_with_their_predictions(
+        inspected, textures, tmp_path):
+    _, run = inspected
+    category = copy_category(textures, tmp_path, "washer")
+    truth = category / "ground_truth"
+    args = ["--path", category / "test", "--weights", run, "--device", "cpu", "--maps", "none"]
+    first = next(truth.glob("*/*_mask.png"))
+    kept, size = first.read_bytes(), Image.open(first).size
+    for spoil, message in ((lambda: Image.new("L", (20, 20)).save(first), "a mask must have its image's size"),
+                           (lambda: first.write_bytes(b"not a png"), "cannot read image"),
+                           (lambda: [Image.new("L", size).save(m) for m in truth.glob("*/*_mask.png")],
+                            "mark no pixel as defective")):
+        spoil()
+        one_line_error(run_main(predict.main, [*args, "--masks", truth, "--out", tmp_path / "q"], tmp_path), message)
+        assert not (tmp_path / "q").exists()  # refused before anything was scored or written
+    shutil.rmtree(category)
+    category = copy_category(textures, tmp_path, "washer")
+    assert first.read_bytes() == kept
+    out = tmp_path / "p"
+    assert run_main(predict.main, [*args, "--masks", truth, "--out", out], tmp_path).returncode == 0
+    one_line_error(run_main(predict.main, [*args, "--out", out], tmp_path), "already holds earlier predictions")
+    (out / "predictions.csv").unlink()  # pixel metrics alone are earlier predictions too
+    one_line_error(run_main(predict.main, [*args, "--out", out], tmp_path), f"({PIXEL_METRICS})")
+    assert run_main(predict.main, [*args, "--out", out, "--overwrite"], tmp_path).returncode == 0
+    assert not (out / PIXEL_METRICS).exists()  # they described the predictions --overwrite replaced
 
 
 def test_the_studys_per_pixel_gaussian_finds_the_generated_defects(textures):

@@ -8,7 +8,11 @@ on a dark background). Each defect is drawn as a set of pixels first and only th
 so a mask is exactly the pixels a defect altered. Same seed and flags, same bytes. The images are synthetic
 (NumPy + Pillow): they exercise the layout and the pixel metrics, and say nothing about MVTec AD itself.
 """
+import contextlib
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ from PIL import Image
 
 from lib.errors import OneLineParser, UserError, run_cli
 
+MAX_SIZE = 2048  # pixels a side (MVTec AD's are 700 to 1024): larger would need gigabytes to draw
 # category -> (its defects, whether it is grey)
 CATEGORIES = {"weave": (("scratch", "spot", "crack"), False),
               "grain": (("scratch", "spot", "crack"), True),
@@ -157,8 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--train", type=int, default=100, help="normal training images per category")
     p.add_argument("--test", type=int, default=40, help="test images per category (a third of them normal)")
     args = p.parse_args(argv)
-    if args.size < 16:
-        raise UserError(f"--size {args.size} is too small for a defect to be drawn: give 16 or more")
+    if not 16 <= args.size <= MAX_SIZE:
+        raise UserError(f"--size {args.size}: give 16 (the least a defect can be drawn at) to {MAX_SIZE} pixels")
     if args.train < 2 or args.test < 1 + len(CATEGORIES["weave"][0]):
         raise UserError(f"--train {args.train} --test {args.test}: give at least 2 training images and "
                         f"{1 + len(CATEGORIES['weave'][0])} test images (one normal, one of each defect)")
@@ -168,11 +173,23 @@ def main(argv=None) -> int:
     taken = [c for c in CATEGORIES if (out / c).exists()]
     if out.exists() and not out.is_dir() or taken:
         raise UserError(f"{out / taken[0] if taken else out} already exists: give another --out, or remove it")
+    made = [p for p in (out, *out.parents) if not p.exists()]  # what to remove if nothing is written
+    staging = None
     try:
-        for category in CATEGORIES:
-            make_category(out, category, args.seed, args.size, args.train, args.test)
+        out.mkdir(parents=True, exist_ok=True)
+        for category in CATEGORIES:  # each written under a hidden name, renamed when whole: never half a category
+            staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{category}-"))
+            make_category(staging, category, args.seed, args.size, args.train, args.test)
+            os.rename(staging / category, out / category)
+            shutil.rmtree(staging)
     except OSError as err:  # a full disk, a path through a file, no permission: one line, the file named
         raise UserError(f"cannot write {err.filename or out} ({err.strerror}); give another --out") from None
+    finally:  # an error or Ctrl-C: the category being written goes, and folders this made that stay empty
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     print(f"{', '.join(CATEGORIES)} in {out} (MVTec AD layout): train with "
           f"--dataset mvtec --dataroot {out} --category weave")
     return 0

@@ -76,6 +76,9 @@ def main(argv):
     # predict.py writing into --out is found when --out is locked, just before scoring (open_out).
     # An export folder (export.py) scores with its runtime on the CPU; anything else is a run or a checkpoint.
     exported = is_export(args.weights)
+    if exported and args.masks is not None:  # it carries its score's map alone, not the one the run chose
+        raise UserError(f"--masks measures the map the run chose on its validation masks, which an export does "
+                        f"not carry: give --weights the run folder instead of the export '{args.weights}'")
     run = Path(args.weights) if exported else run_folder_of(checkpoint.find(args.weights, "best"))
     out = Path(args.out) if args.out else run / "predict"
     check_out(out, path, args.overwrite, run)
@@ -83,7 +86,7 @@ def main(argv):
     model, ckpt, opt = (load_export if exported else load_model)(args.weights, device)
     files, skipped = find_images(path, exclude=out)
     if args.masks is not None:
-        check_masks(Path(args.masks), files, path if path.is_dir() else path.parent)
+        check_masks(Path(args.masks), files, path if path.is_dir() else path.parent, opt.isize)
     batchsize = min(args.batchsize, len(files))
     check_batch_memory(opt, batchsize, device)
     stored = ckpt.get("threshold") or {}

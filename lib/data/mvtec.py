@@ -110,11 +110,16 @@ def defect_files(root: Path) -> list[tuple[str, Path, Path]]:
             raise UserError(f"{mask} is a mask without an image: {test / mask.relative_to(truth).parts[0]} is "
                             "missing; add the images or remove the masks")
     for _, image, mask in found:
-        if image_size(image) != image_size(mask):
-            raise UserError(f"{mask} is {'x'.join(map(str, image_size(mask)))} pixels and its image {image} "
-                            f"{'x'.join(map(str, image_size(image)))}: a mask must have its image's size; "
-                            "save it at that size")
+        check_mask_size(mask, image)
     return found
+
+
+def check_mask_size(mask: Path, image: Path) -> None:
+    """A mask must be its image's size: a UserError naming both sizes."""
+    if image_size(mask) != image_size(image):
+        raise UserError(f"{mask} is {'x'.join(map(str, image_size(mask)))} pixels and its image {image} "
+                        f"{'x'.join(map(str, image_size(image)))}: a mask must have its image's size; save it at "
+                        "that size")
 
 
 def read_mask(path: Path, isize: int, full: bool = False) -> np.ndarray:

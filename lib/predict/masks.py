@@ -15,23 +15,32 @@ import numpy as np
 import torch
 
 from ..data.folders import read_image
-from ..data.mvtec import GOOD, MASK_SUFFIX, image_size, read_mask
+from ..data.mvtec import GOOD, MASK_SUFFIX, check_mask_size, read_mask
 from ..errors import UserError
 from ..files import write_text
 from ..scoring.localise import chosen_sigma, evaluate_maps, localising
 from ..scoring.located import map_kind
+from .out import PIXEL_METRICS
 
-PIXEL_METRICS = "pixel_metrics.json"
 
-
-def check_masks(masks: Path, images: list[Path], root: Path) -> None:
-    """Refused before anything is scored: a --masks that is not a folder, or holds no mask of `images`."""
+def check_masks(masks: Path, images: list[Path], root: Path, isize: int) -> None:
+    """Refused before anything is scored: a --masks that is not a folder, holds no mask of `images`, a mask
+    that cannot be read or has another size than its image, or masks that mark no defect at all."""
     if not masks.is_dir():
         raise UserError(f"--masks '{masks}' is not a folder; give the folder of masks laid out as the images "
                         "(e.g. CATEGORY/ground_truth for --path CATEGORY/test)")
-    if not any(mask_of(image, root, masks).is_file() for image in images):
+    found = {image: mask_of(image, root, masks) for image in images}
+    found = {image: mask for image, mask in found.items() if mask.is_file()}
+    if not found:
         raise UserError(f"no mask in '{masks}' belongs to an image of '{root}': the mask of {images[0]} would be "
                         f"{mask_of(images[0], root, masks)}; give the masks' folder laid out as the images'")
+    marked = False
+    for image, mask in found.items():
+        check_mask_size(mask, image)
+        marked = marked or bool(read_mask(mask, isize).any())
+    if not marked:
+        raise UserError(f"the {len(found)} mask(s) in '{masks}' of these images mark no pixel as defective: pixel "
+                        "AUROC and PRO need defects; give masks white where the defects are")
 
 
 def mask_of(image: Path, root: Path, masks: Path) -> Path:
@@ -50,10 +59,7 @@ def score_against_masks(model, ckpt, opt, images: list[Path], root: Path, masks:
         array, _ = read_image(image, nc=opt.nc, isize=opt.isize)
         decoded.append(array)
         if image in found:
-            if image_size(found[image]) != image_size(image):
-                raise UserError(f"{found[image]} is {'x'.join(map(str, image_size(found[image])))} pixels and its "
-                                f"image {image} {'x'.join(map(str, image_size(image)))}: a mask must have its "
-                                "image's size; save it at that size")
+            check_mask_size(found[image], image)  # (checked before scoring; a mask changed since is caught here)
             truth.append(read_mask(found[image], opt.isize))
             defects.append(found[image].parent.name if found[image].parent != masks else "defect")
         else:

@@ -16,6 +16,7 @@ from ..files import WriteFailed, atomic_write, disk_error
 from ..runs.folder import FolderLock, enclosing_run, is_run_folder, runs_inside
 
 PREDICTIONS, MAPS = "predictions.csv", "maps"  # what predict.py writes into --out
+PIXEL_METRICS = "pixel_metrics.json"  # and with --masks (lib/predict/masks.py)
 
 
 def check_out(out: Path, images: Path, overwrite: bool, run: Path) -> None:
@@ -29,13 +30,13 @@ def check_out(out: Path, images: Path, overwrite: bool, run: Path) -> None:
     if images.is_dir() and images.resolve().is_relative_to(out.resolve()):
         raise UserError(f"the images in '{images}' are inside --out '{out}': outputs would mix with them; "
                         "choose another --out")
-    for name, kind in ((PREDICTIONS, Path.is_file), (MAPS, Path.is_dir)):
+    for name, kind in ((PREDICTIONS, Path.is_file), (MAPS, Path.is_dir), (PIXEL_METRICS, Path.is_file)):
         target = out / name
         if target.is_symlink():
             raise UserError(f"'{target}' is a symbolic link; predict.py never writes through or replaces a link: "
                             "remove it or choose another --out")
         if target.exists() and not kind(target):
-            raise UserError(f"'{target}' is not the {'file' if name == PREDICTIONS else 'folder'} predict.py "
+            raise UserError(f"'{target}' is not the {'folder' if name == MAPS else 'file'} predict.py "
                             "writes there: move it away or choose another --out")
     check_out_apart_from_runs(out, run)
     if not overwrite:
@@ -57,7 +58,7 @@ def check_out_apart_from_runs(out: Path, run: Path) -> None:
 
 
 def refuse_earlier_predictions(out: Path) -> None:
-    earlier = [name for name in (PREDICTIONS, MAPS) if (out / name).exists()]
+    earlier = [name for name in (PREDICTIONS, MAPS, PIXEL_METRICS) if (out / name).exists()]
     if earlier:
         raise UserError(f"--out '{out}' already holds earlier predictions ({' and '.join(earlier)}): pass "
                         "--overwrite to replace them, or choose another --out")
@@ -146,6 +147,8 @@ def publish(out: Path, staging: Path | None, rows: list[dict]) -> None:
             with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
                 f.write(text)
         atomic_write(out / PREDICTIONS, write)
+        # Earlier pixel metrics (--overwrite) describe earlier predictions: these write their own, if --masks.
+        (out / PIXEL_METRICS).unlink(missing_ok=True)
     except OSError as err:
         earlier = f"the earlier ones, if any, are {old / MAPS if old else 'unchanged'}"
         error = disk_error(err)

@@ -171,7 +171,7 @@ def load_checkpoint(opt, explicit: set[str]):
     """
     if opt.resume:
         ckpt = checkpoint.load(opt.resume, "last")
-        if ckpt["options"].get("niter") == 0:
+        if ckpt["options"].get("niter") == 0 and opt.phase != "test":  # (--phase test evaluates it, as any run)
             raise UserError(f"'{ckpt['path']}' is an untrained control (--niter 0): there is no training to "
                             "continue; train a run with the same flags and --niter N")
         adopt(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
