@@ -130,6 +130,7 @@ TAMPERED = {
     "with widths that do not match its weights": (set_in("options", "ngf", 16), "the networks its options describe"),
     "with NaN weights": (nan_weight, "holds NaN or infinite values"),
     "with a map's score of no known name": (set_in("state", "map_score", "deep"), "the score 'deep' is none of"),
+    "with a data digest that is no sha256": (set_in("data_digest", "abc"), "'data_digest' is str 'abc'"),
 }
 
 COMMANDS = {

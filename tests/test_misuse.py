@@ -290,3 +290,20 @@ def test_a_run_moved_into_its_datasets_folder_is_refused_by_resume_and_phase_tes
     for argv in (["--resume", run, "--niter", "2"], ["--phase", "test", "--load_weights", run]):
         one_line_error(process("train.py", argv, tmp_path), "lies inside its dataset's folder")
     assert sorted(p.name for p in (tmp_path / "data" / "ds" / "train" / "0.normal").rglob("*")) == before
+
+
+def test_resume_refuses_data_changed_since_the_run_began_and_continues_on_the_same(tmp_path):
+    make_folder_dataset(tmp_path / "data", "ds")
+    args = ["--dataset", "ds", "--dataroot", tmp_path / "data", "--isize", "8", "--ngf", "8", "--ndf", "8",
+            "--nz", "8", "--batchsize", "4", "--niter", "1", "--device", "cpu", "--outf", tmp_path / "o"]
+    assert process("train.py", args, tmp_path).returncode == 0
+    run = tmp_path / "o" / "skipganomaly" / "ds"
+    image = next((tmp_path / "data" / "ds" / "test" / "1.abnormal").glob("*.png"))
+    kept = image.read_bytes()
+    shutil.copy(next((tmp_path / "data" / "ds" / "test" / "0.normal").glob("*.png")), image)  # another picture
+    before = (run / "metrics.csv").read_text()
+    one_line_error(process("train.py", ["--resume", run, "--niter", "2"], tmp_path),
+                   "differ from those", "was trained on (now: train 6 normal")
+    assert (run / "metrics.csv").read_text() == before
+    image.write_bytes(kept)
+    assert process("train.py", ["--resume", run, "--niter", "2"], tmp_path).returncode == 0

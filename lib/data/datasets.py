@@ -6,6 +6,7 @@ leave-one-class-out and one-class protocols; the validation hold-out that keeps 
 selection off the test set; batch index lists. (A batch becomes floats in lib/images.py.)
 """
 import gzip
+import hashlib
 import pickle
 import struct
 from dataclasses import dataclass
@@ -43,6 +44,17 @@ class Split:
     test_masks: torch.Tensor | None = None
     val_defects: list[str] | None = None
     test_defects: list[str] | None = None
+
+    def digest(self) -> str:
+        """sha256 of every image, label and mask of every part, in order: what a run was trained and
+        evaluated on, so that a resume can tell the same data from data changed since."""
+        found = hashlib.sha256()
+        for part in (self.train, self.val_images, self.val_labels, self.test_images, self.test_labels,
+                     self.val_masks, self.test_masks):
+            if part is not None:
+                found.update(str(tuple(part.shape)).encode())
+                found.update(part.contiguous().numpy().tobytes())
+        return found.hexdigest()
 
     def counts(self) -> str:
         """One line: how many normal/abnormal images each part holds."""

@@ -232,12 +232,19 @@ def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print, fold
         raise UserError(f"--no-droplast keeps a last batch of {last} training images, which does not split into "
                         f"{context.world} processes: drop --no-droplast, or choose a --batchsize that leaves a "
                         f"multiple of {context.world}")
+    digest = split.digest()
+    if opt.resume and ckpt.get("data_digest", digest) != digest:  # (checkpoints before the digest: not known)
+        data = f"--dataset {opt.dataset} --dataroot {opt.dataroot}" + (f" --category {opt.category}"
+                                                                        if opt.category else "")
+        raise UserError(f"the images of {data} differ from those '{folder}' was trained on (now: {split.counts()}): "
+                        "continuing would mix two datasets in one run; restore the data, or train a new run")
     model = build_model(opt, device, recorded=speed_record(ckpt) if opt.resume else None)
     if model.speed.notice:
         log(f"notice: {model.speed.notice}")
     trainer = Trainer(opt, model, split, device, folder,
                       make_visualizer(opt, opt.name, log=log) if context.writes else NullVisualizer(),
                       log=log, on_epoch=on_epoch if context.writes else None, context=context)
+    trainer.state.data_digest = digest
     if opt.resume:
         trainer.restore(ckpt)
     elif ckpt is not None:

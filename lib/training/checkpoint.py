@@ -143,6 +143,9 @@ def check(ckpt: dict, file) -> None:
                 raise damaged(file, f"'threshold.{key}' is {shown(threshold[key])}, not a number")
     need("schedulers", lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
          "a list of learning-rate scheduler states")
+    if "data_digest" in ckpt:  # (TrainingState.data_digest; older checkpoints have none)
+        need("data_digest", lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+             "a sha256 in hex")
     generator_state = torch.Generator().get_state()
     for key in ("data_rng", "epoch_data_state"):
         need(key, lambda v: _rng_tensor(v, generator_state), "a random generator's state")

@@ -38,6 +38,7 @@ class TrainingState:
     batch: int = 0  # batches of the current epoch already trained
     history: list[dict] = field(default_factory=list)  # one row per finished epoch (metrics.csv)
     threshold: dict = field(default_factory=dict)  # stored for predict.py at the best epoch
+    data_digest: str | None = None  # the split's (Split.digest): a resume must find the same data
 
     @classmethod
     def start(cls, epoch: int, seed: int) -> "TrainingState":
@@ -69,6 +70,7 @@ class TrainingState:
             "schedulers": [s.state_dict() for s in schedulers],
             "history": self.history, "threshold": self.threshold,
             "speed": model.speed.record(),  # precision and kernels, reused by whatever loads it (lib.fast)
+            **({"data_digest": self.data_digest} if self.data_digest else {}),
         }
 
     def restore(self, ckpt: dict, model, schedulers: list) -> None:
@@ -80,3 +82,4 @@ class TrainingState:
         self.epoch_data_state = ckpt["epoch_data_state"]
         self.data_rng.set_state(ckpt["data_rng"])
         set_rng_state(ckpt["rng"])
+        self.data_digest = ckpt.get("data_digest", self.data_digest)
