@@ -307,6 +307,17 @@ def test_phase_test_reports_the_maps_pixel_metrics_smoothed_as_the_run_chose(ins
         assert tested[key] == pytest.approx(best[key], abs=1e-6), key
 
 
+@pytest.mark.slow
+def test_another_category_is_refused_by_resume_and_evaluated_by_phase_test(inspected, tmp_path):
+    _, run = inspected
+    one_line_error(process("train.py", ["--resume", run, "--niter", "2", "--category", "weave"], tmp_path),
+                   "--category weave: checkpoint", "was trained with --category washer")
+    other = process("train.py", ["--phase", "test", "--load_weights", run, "--category", "weave", "--device", "cpu"],
+                    tmp_path)
+    assert other.returncode == 0 and "pixel_auroc" in other.stdout, other.stderr
+    assert "category: weave" in (run / "test" / "opt.txt").read_text()
+
+
 def test_other_datasets_record_no_pixel_metrics(trained_run):
     assert not any("pixel" in key or key.endswith("_pro") for key in read_csv(trained_run / "metrics.csv")[0])
 

@@ -44,11 +44,14 @@ def parse(argv=None, prog: str = "train.py"):
     explicit = explicit_options(argv, prog)
     if "val_ratio" not in explicit and not applies(opt, "validation_selection"):
         opt.val_ratio = 0.0  # the original holds nothing out: its test set is the whole split
-    given_classes = {k: getattr(opt, k) for k in ("abnormal_class", "normal_class")}
+    given_classes = {k: getattr(opt, k) for k in ("abnormal_class", "normal_class", "category")}
     if opt.original and "fixes" in explicit:  # even --fixes default: which of the two was meant?
         raise UserError(f"--original applies no fix and --fixes {opt.fixes} names some: give one of them")
+    loaded = (opt.resume or opt.load_weights is not None) and "dataset" not in explicit
+    if loaded and (opt.resume or opt.phase == "test"):  # the run's dataset, read later: --category checked then
+        opt.category = None
     validate(opt)
-    if (opt.resume or opt.load_weights is not None) and "dataset" not in explicit:
+    if loaded:
         # A loaded run's classes are its dataset's: named once its options are adopted (lib/runs/adopted.py).
         opt.__dict__.update(given_classes)
     if not opt.resume and opt.load_weights is None:  # otherwise the checkpoint names the model
