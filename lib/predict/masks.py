@@ -76,5 +76,7 @@ def score_against_masks(model, ckpt, opt, images: list[Path], root: Path, masks:
     write_text(out / PIXEL_METRICS, json.dumps(metrics, indent=2) + "\n")
     print(f"pixel auroc {metrics['pixel_auroc']:.4f}, pro {metrics['pro']:.4f} over {len(images)} image(s), "
           f"{len(found)} with a mask in {masks}; the {kind} map, smoothed with sigma {sigma:g} ({source})")
+    if not truth.size or truth.all():
+        print("notice: pixel AUROC and PRO are undefined (nan): the masks leave no pixel of these images normal")
     print(f"outputs: {out / PIXEL_METRICS}")
     return metrics
