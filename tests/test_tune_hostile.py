@@ -387,3 +387,14 @@ def test_a_search_whose_folder_would_lie_inside_a_run_is_refused_before_ray_star
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert "is a run folder and the search folder" in done.stderr and "would be inside it" in done.stderr
     assert snapshot(trained_run_copy) == before
+
+
+@pytest.mark.parametrize("dataset, fragment", [("cifar10", "put it in data/cifar-10-batches-py"),
+                                               ("mnist", "put it in data/MNIST/raw")])
+def test_a_built_in_dataset_missing_here_is_refused_once_before_ray_starts(tmp_path, dataset, fragment):
+    """Not each of the default space's 27 trials failing to download it in Ray's tracebacks."""
+    proc = process("train_tune.py", ["--dataset", dataset, "--abnormal_class", "1", "--tune", "True",
+                                     "--model", "w_skipganomaly"], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+    assert f"{dataset} not found and could not be downloaded" in proc.stderr and fragment in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # the folders the failed download made went too

@@ -5,6 +5,7 @@ Owns: reading CIFAR-10, MNIST, Fashion-MNIST, scikit-learn's digits, folder data
 leave-one-class-out and one-class protocols; the validation hold-out that keeps model
 selection off the test set; batch index lists. (A batch becomes floats in lib/images.py.)
 """
+import contextlib
 import gzip
 import hashlib
 import pickle
@@ -151,6 +152,13 @@ def _labelled(normal, abnormal):
 
 # ---------------------------------------------------------------- array datasets
 
+def check_available(dataset: str, dataroot) -> None:
+    """A built-in dataset's files read once (downloaded where they are missing and the network allows):
+    a UserError saying where to put them when they cannot be. What a search checks before its trials
+    start, each of which would otherwise try to download them on its own."""
+    _read_arrays(builtin_dataset(dataset), Path(dataroot))
+
+
 def _read_arrays(dataset, root):
     """(x_train, y_train, x_test, y_test, source) of a built-in dataset as stored: uint8, int64."""
     if dataset == "cifar10":
@@ -248,12 +256,19 @@ def _download(dataset, root):
              "mnist": f"{root}/MNIST/raw (the four {_IDX_NAMES[0]}.gz-style IDX files)",
              "fashion-mnist": f"{root}/FashionMNIST/raw (the four {_IDX_NAMES[0]}.gz-style IDX "
                               f"files) or install Debian's dataset-fashion-mnist"}[dataset]
+    # The folders torchvision makes for the files: those it made go again if the download fails.
+    made = [root / part for part in {"cifar10": (), "mnist": ("MNIST/raw", "MNIST"),
+                                     "fashion-mnist": ("FashionMNIST/raw", "FashionMNIST")}[dataset]]
+    made = [folder for folder in (*made, root, *root.parents) if not folder.exists()]
     try:
         import torchvision
         cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST,
                "fashion-mnist": torchvision.datasets.FashionMNIST}[dataset]
         cls(str(root), train=True, download=True)  # fetches the training and test files alike
     except Exception as err:  # offline, proxy, disk full, bad archive: all mean "put it there"
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"{dataset} not found and could not be downloaded ({message}); "
                         f"put it in {where}") from err

@@ -8,9 +8,9 @@ import math
 from pathlib import Path
 
 from .. import options
-from ..classes import DATASETS, class_names
 from ..errors import UserError
 from ..original import applies
+from .checks import check_data
 from .space import largest, values_of
 
 # The default spaces are package data (an installed train_tune finds them); experiments/ links to them.
@@ -116,11 +116,8 @@ def check_search(args, given: set, opt, space: dict) -> None:
     if opt.load_weights is not None:  # a damaged or crafted checkpoint: refused here, not by every trial
         from ..training import checkpoint
         checkpoint.load(opt.load_weights, "best")
-    if not class_names(opt.dataset) and not {"dataset", "dataroot"} & set(space):
-        root = Path(opt.dataroot)
-        if not ((root / opt.dataset).is_dir() or (root / "train").is_dir()):
-            raise UserError(f"dataset '{opt.dataset}' is not built in ({', '.join(DATASETS)}) and "
-                            f"'{root / opt.dataset}' does not exist: give --dataroot the folder that holds it")
+    if not {"dataset", "dataroot"} & set(space):  # (a searched one: each value is checked with the space)
+        check_data(opt)
 
 
 def check_processes_per_trial(args, given: set, opt) -> None:

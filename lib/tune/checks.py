@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from .. import options
-from ..classes import DATASETS, class_names
+from ..classes import DATASETS, builtin_dataset, class_names
 from ..errors import UserError
 from ..original import applies
 from .space import TIE, followers, free, values_of
@@ -70,9 +70,13 @@ def refusal(base: dict, config: dict, explicit: set, actions: dict | None = None
 
 
 def check_data(opt) -> None:
-    """As train.py: a dataset that is not built in must be a folder in --dataroot (or --dataroot itself)."""
+    """As train.py: a dataset that is not built in must be a folder in --dataroot (or --dataroot itself);
+    a built-in one's files must be there or downloadable (fetched now, once, not by every trial)."""
     root = Path(opt.dataroot)
-    if not class_names(opt.dataset) and not ((root / opt.dataset).is_dir() or (root / "train").is_dir()):
+    if class_names(opt.dataset) and builtin_dataset(opt.dataset):
+        from ..data.datasets import check_available
+        check_available(opt.dataset, root)
+    elif not class_names(opt.dataset) and not ((root / opt.dataset).is_dir() or (root / "train").is_dir()):
         raise UserError(f"dataset '{opt.dataset}' is not built in ({', '.join(DATASETS)}) and "
                         f"'{root / opt.dataset}' does not exist: give --dataroot the folder that holds it")
 
