@@ -13,6 +13,7 @@ Prints one JSON line per model; read the ratios on a busy machine.
 """
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -22,6 +23,7 @@ from lib.errors import OneLineParser, UserError, run_cli
 from lib.fast import hardware
 from lib.models import MODELS, build_model
 from lib.options import defaults
+from lib.resources import check_fits
 from lib.scoring.evaluate import measure
 from lib.scoring.functions import SCORES, needs
 from lib.scoring.measures import ENCODER_EMBEDDING, OF_IMAGE_ALONE
@@ -77,6 +79,11 @@ def main(argv) -> int:
             args.isize not in (8, 16, 32, 64, 128):
         raise UserError("--images, --rounds, --threads, --val, --bank and --test must be positive and --isize one "
                         "of 8, 16, 32, 64, 128")
+    cores = len(os.sched_getaffinity(0))
+    if args.threads > 4 * cores:  # (torch's pool crashes far above the cores)
+        raise UserError(f"--threads {args.threads}: use 1 to {4 * cores} (4 per core of the {cores} here)")
+    check_fits(args.images * args.nc * args.isize**2 * 5, f"--images {args.images} at --isize {args.isize}",
+               "give fewer --images")  # the uint8 images and a float copy of them
     torch.set_num_threads(args.threads)
     for name in args.models:
         print(json.dumps({**costs(name, args), "cpu": f"{hardware.cpu_name()} ({hardware.capability()})",

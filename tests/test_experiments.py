@@ -254,6 +254,10 @@ def test_eval_cost_times_each_pass_in_turns_and_refuses_what_it_cannot_time(tmp_
     assert result["choice_over_original"] == pytest.approx(ratio, rel=0.03, abs=0.01)
     one_line_error(tool("experiments.eval_cost", ["--models", "bogus"], tmp_path), "--models bogus is not a model")
     one_line_error(tool("experiments.eval_cost", ["--isize", "12"], tmp_path), "--isize one of")
+    for flags, fragment in ((["--test", "0"], "--test must be positive"), (["--val", "-5"], "--val, --bank"),
+                            (["--threads", "100000"], "--threads 100000: use 1 to"),
+                            (["--isize", "128", "--images", "100000000"], "give fewer --images")):
+        one_line_error(tool("experiments.eval_cost", flags, tmp_path), fragment)
 
 
 def test_the_bf16_reports_leaves_out_a_pair_it_cannot_read_and_refuses_seeds_it_cannot_repeat(tmp_path):
