@@ -23,6 +23,7 @@ import numpy as np
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
 from lib.models import MODELS
+from tools.baselines import gaussian_baseline
 from tools.make_textures import CATEGORIES, make_category
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,22 +31,6 @@ ISIZE = 32  # (the images are generated at 64: the runs read them as a user's da
 BUDGET = ["--dataset", "mvtec", "--isize", str(ISIZE), "--nc", "3", "--ngf", "32", "--ndf", "32", "--nz", "64",
           "--batchsize", "32"]
 METRICS = ("auroc", "pixel_auroc", "pro")
-
-
-def gaussian_baseline(split) -> dict[str, float]:
-    """Test metrics of the per-pixel Gaussian of the normal training images, σ chosen on validation."""
-    from lib.scoring.localise import choose_sigma, located_metrics, smoothed
-    from lib.scoring.metrics import roc_auc
-
-    train = split.train.double()
-    mean, std = train.mean(0), train.std(0).clamp_min(1.0)  # (at least one grey level: flat pixels)
-
-    def maps(images):
-        return (((images.double() - mean) / std) ** 2).mean(1).numpy()
-    sigma, _ = choose_sigma(split.val_masks.numpy(), maps(split.val_images))
-    test = smoothed(maps(split.test_images), sigma)
-    return {"auroc": roc_auc(split.test_labels.numpy(), test.reshape(len(test), -1).max(1)),
-            **located_metrics(split.test_masks.numpy(), test)}
 
 
 def runs(categories, models, seeds, niter):

@@ -17,6 +17,7 @@ from lib.scoring.localise import SIGMAS, choose_map, choose_sigma
 from lib.scoring.located import map_kind
 from lib.scoring.pixel import pixel_auroc, pro_auc, pro_curve, regions
 from tests.helpers import one_line_error, process, read_csv, run_main, tool, train_cli
+from tools.baselines import gaussian_baseline
 from tools.make_textures import CATEGORIES, main as make_textures, make_category
 
 
@@ -401,10 +402,22 @@ def test_predict_checks_the_masks_before_scoring_and_keeps_pixel_metrics_with_th
 
 
 def test_the_studys_per_pixel_gaussian_finds_the_generated_defects(textures):
-    """The classical baseline of experiments/inspection_study.py, on the same split as the runs."""
-    from experiments.inspection_study import gaussian_baseline
+    """The classical baseline of tools/baselines.py (and the study), on the same split as the runs."""
     found = gaussian_baseline(load(textures, "washer"))
     assert found["auroc"] > 0.8 and found["pixel_auroc"] > 0.8 and found["pro"] > 0.5, found
+
+
+@pytest.mark.slow
+def test_the_baselines_tool_takes_categories_and_reports_the_gaussians_pixel_metrics(textures, tmp_path):
+    proc = tool("tools.baselines", ["--dataset", "mvtec", "--dataroot", textures, "--nc", "3", "--isize", "16",
+                                    "--category", "washer", "--out", tmp_path / "b.csv"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["method"]: r for r in read_csv(tmp_path / "b.csv")}
+    assert set(rows) == {"pca", "knn", "gaussian"} and rows["gaussian"]["class"] == "washer"
+    assert float(rows["gaussian"]["pro"]) == pytest.approx(gaussian_baseline(load(textures, "washer"))["pro"])
+    assert rows["pca"]["pro"] == "nan"  # an image-level method has no map
+    one_line_error(tool("tools.baselines", ["--dataset", "mvtec", "--dataroot", textures], tmp_path),
+                   "needs --category NAME ... (under")
 
 
 @pytest.mark.slow

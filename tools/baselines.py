@@ -1,11 +1,15 @@
 """Classical anomaly-detection baselines on exactly the split train.py uses.
 
     python -m tools.baselines --dataset fashion-mnist --nc 1 --classes bag [--out results/baselines.csv]
+    python -m tools.baselines --dataset mvtec --dataroot ROOT --nc 3 --category weave grain
 
 - PCA: reconstruction error of each test image from the principal components
   of the normal training images (enough to explain --pca_variance of the variance).
 - kNN: mean Euclidean distance of each test image to its --k nearest normal
   training images, on raw pixels.
+- On inspection data (--dataset mvtec) also the per-pixel Gaussian of the normal training images:
+  each pixel's squared z-score is its map (smoothed as the runs' maps, σ chosen on the validation
+  masks), the map's maximum the image's score; pixel AUROC and PRO beside image AUROC.
 
 Both see the same images as the GAN (same resizing, channels, protocol,
 validation hold-out) and are scored with the same metric functions, so a table
@@ -17,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from lib.classes import builtin_dataset
+from lib.classes import INSPECTION, builtin_dataset, inspection_dataset
 from lib.data.datasets import class_names, load_split, resolve_class
+from lib.data.mvtec import categories, category_root
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
 from lib.options import C_INT_MAX, check_image_shape
@@ -55,11 +60,30 @@ def knn_scores(train: torch.Tensor, test: torch.Tensor, k: int, chunk: int = 102
     return torch.cat(out)
 
 
+def gaussian_baseline(split) -> dict[str, float]:
+    """Test image AUROC, pixel AUROC and PRO of the per-pixel Gaussian of the normal training images, its
+    maps smoothed by the σ the validation masks choose (lib/scoring/localise.py), as the runs' maps are."""
+    from lib.scoring.localise import choose_sigma, located_metrics, smoothed
+    from lib.scoring.metrics import roc_auc
+
+    train = split.train.double()
+    mean, std = train.mean(0), train.std(0).clamp_min(1.0)  # (at least one grey level: flat pixels)
+
+    def maps(images):
+        return (((images.double() - mean) / std) ** 2).mean(1).numpy()
+    sigma, _ = choose_sigma(split.val_masks.numpy(), maps(split.val_images))
+    test = smoothed(maps(split.test_images), sigma)
+    return {"auroc": roc_auc(split.test_labels.numpy(), test.reshape(len(test), -1).max(1)),
+            **located_metrics(split.test_masks.numpy(), test)}
+
+
 def run(opt, targets: list[str]) -> list[dict]:
     """Both baselines on each target class; with --out, the file is rewritten after each class."""
     rows = []
+    inspection = inspection_dataset(opt.dataset)
     for cls in targets:
-        protocol = {"normal_class": cls} if opt.protocol == "one-class" else {"abnormal_class": cls}
+        protocol = ({"category": cls} if inspection else
+                    {"normal_class": cls} if opt.protocol == "one-class" else {"abnormal_class": cls})
         split = load_split(opt.dataset, opt.dataroot, opt.isize, opt.nc, val_ratio=opt.val_ratio,
                            log=lambda line: None, **protocol)
         if opt.k > len(split.train):
@@ -68,13 +92,19 @@ def run(opt, targets: list[str]) -> list[dict]:
                             f": use at most {len(split.train)}")
         train, test = flatten(split.train), flatten(split.test_images)
         labels = split.test_labels.numpy()
-        for method, scorer in (("pca", lambda: pca_scores(train, test, opt.pca_variance)),
-                               ("knn", lambda: knn_scores(train, test, opt.k))):
+        methods = [("pca", lambda: all_metrics(labels, pca_scores(train, test, opt.pca_variance).numpy())),
+                   ("knn", lambda: all_metrics(labels, knn_scores(train, test, opt.k).numpy()))]
+        if inspection:  # where the defects are: a per-pixel model, the maps' metrics (the others have none)
+            methods.append(("gaussian", lambda: gaussian_baseline(split)))
+        for method, scorer in methods:
             start = time.time()
-            metrics = all_metrics(labels, scorer().numpy())
-            rows.append({"dataset": opt.dataset, "protocol": opt.protocol, "class": cls, "method": method,
-                         **metrics, "seconds": round(time.time() - start, 2)})
-            print(f"{cls:>12} {method}: auroc {metrics['auroc']:.4f}", flush=True)
+            metrics = scorer()
+            if inspection:
+                metrics = {k: metrics.get(k, float("nan")) for k in ("auroc", "pixel_auroc", "pro")}
+            rows.append({"dataset": opt.dataset, "protocol": "inspection" if inspection else opt.protocol,
+                         "class": cls, "method": method, **metrics, "seconds": round(time.time() - start, 2)})
+            print(f"{cls:>12} {method}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in metrics.items()
+                                                     if k in ("auroc", "pixel_auroc", "pro") and v == v), flush=True)
         if opt.out:  # after every class, so a failure later loses none of the finished ones
             keys = list(rows[0])
             lines = [",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]
@@ -84,11 +114,38 @@ def run(opt, targets: list[str]) -> list[dict]:
 
 
 def check(opt) -> list[str]:
-    """The target classes, in order; UserError for values with no meaningful result."""
+    """The target classes (categories of inspection data), in order; UserError for values with no meaningful
+    result."""
+    if inspection_dataset(opt.dataset):
+        return check_inspection(opt)
+    if opt.category:
+        raise UserError(f"--category is read only with --dataset {INSPECTION}: drop it, or give --dataset {INSPECTION}")
     classes = class_names(opt.dataset)
     if not classes:
         raise UserError(f"--dataset {shown(opt.dataset)}: baselines need a dataset with classes (cifar10, mnist, "
                         "fashion-mnist, digits)")
+    check_common(opt)
+    images = IMAGES[builtin_dataset(opt.dataset)]
+    check_fits(images * opt.nc * opt.isize ** 2 * 5,  # uint8 images, then float32 rows
+               f"--isize {opt.isize} ({images} images of {opt.nc}x{opt.isize}x{opt.isize})", "use a smaller --isize")
+    targets = [classes[resolve_class(opt.dataset, name)] for name in (opt.classes or classes)]
+    return list(dict.fromkeys(targets))
+
+
+def check_inspection(opt) -> list[str]:
+    """--dataset mvtec: the categories named (each must be one under --dataroot)."""
+    if opt.classes:
+        raise UserError("--classes names classes; inspection data has categories: give --category NAME ...")
+    if not opt.category:
+        found = ", ".join(categories(Path(opt.dataroot))) or "none"
+        raise UserError(f"--dataset {INSPECTION} needs --category NAME ... (under {opt.dataroot}: {found})")
+    for name in opt.category:
+        category_root(Path(opt.dataroot), name)
+    check_common(opt)
+    return list(dict.fromkeys(opt.category))
+
+
+def check_common(opt) -> None:
     check_image_shape(opt.isize, opt.nc)
     if not 1 <= opt.k <= C_INT_MAX:
         raise UserError(f"--k {opt.k}: use a whole number of neighbours from 1 to the training images")
@@ -96,15 +153,10 @@ def check(opt) -> list[str]:
         raise UserError(f"--pca_variance {opt.pca_variance}: use a share of the variance in (0, 1], e.g. 0.9")
     if not 0 <= opt.val_ratio < 1:
         raise UserError(f"--val_ratio {opt.val_ratio}: use a share in [0, 1), as train.py (default 0.1)")
-    images = IMAGES[builtin_dataset(opt.dataset)]
-    check_fits(images * opt.nc * opt.isize ** 2 * 5,  # uint8 images, then float32 rows
-               f"--isize {opt.isize} ({images} images of {opt.nc}x{opt.isize}x{opt.isize})", "use a smaller --isize")
     if opt.out is not None and not opt.out.strip():
         raise UserError("--out is empty: give the CSV file to write, or leave --out out")
     if opt.out:
         check_writable(opt.out, "--out")
-    targets = [classes[resolve_class(opt.dataset, name)] for name in (opt.classes or classes)]
-    return list(dict.fromkeys(targets))
 
 
 def main(argv):
@@ -116,6 +168,7 @@ def main(argv):
     p.add_argument("--val_ratio", type=float, default=0.1, help="as train.py, so the test set is the same")
     p.add_argument("--protocol", choices=("leave-one-out", "one-class"), default="leave-one-out")
     p.add_argument("--classes", nargs="*", help="classes to run (default: all)")
+    p.add_argument("--category", nargs="+", help="with --dataset mvtec: the categories to run")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--pca_variance", type=float, default=0.9)
     p.add_argument("--out", default=None, help="CSV file to write (rewritten after each class)")
