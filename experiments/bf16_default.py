@@ -20,6 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from experiments import check_seeds
 from experiments.ablation_report import mean_sd, replace_between
 from experiments.control_study import BUDGET, PROTOCOLS, TRAINED_EPOCHS, train_run
 from lib.classes import class_names, resolve_class
@@ -127,8 +128,7 @@ def main(argv) -> int:
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         raise UserError(f"--models {unknown[0]} is not a model: choose from {', '.join(MODELS)}")
-    if any(not 0 <= seed < 2**32 for seed in args.seeds):
-        raise UserError("--seeds must be whole numbers from 0 to 2^32 - 1: a study's runs are repeatable")
+    check_seeds(args.seeds)
     names = class_names("fashion-mnist")
     classes = [names[resolve_class("fashion-mnist", c)] for c in args.classes]
     out = Path(args.out)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from experiments import check_seeds
 from lib.classes import class_names, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.models import MODELS
@@ -57,8 +58,7 @@ def main(argv):
     parser.add_argument("--report", action="store_true", help="only table the finished runs")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    if any(seed < 0 for seed in args.seeds):
-        raise UserError("--seeds must be 0 or more: a study's runs are repeatable")
+    check_seeds(args.seeds)
     names = class_names("fashion-mnist")
     classes = [names[resolve_class("fashion-mnist", c)] for c in args.classes] if args.classes else list(names)
     unknown = [m for m in args.models if m not in MODELS]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import check_seeds
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
 from lib.models import MODELS
@@ -53,14 +54,19 @@ def train(name: str, args: list[str], out: Path, device: str, verbose: bool) -> 
     return None if done.returncode == 0 else (done.stderr or "").strip().splitlines()[-1:] or ["failed"]
 
 
-def best_test(path: Path) -> dict:
-    """The best-on-validation epoch's test metrics, and the kind of map it chose on validation masks."""
+def best_test(path: Path) -> dict | None:
+    """The best-on-validation epoch's test metrics, and the kind of map it chose on validation masks; None,
+    with a notice naming the file, for a results.json that cannot be read as a run's."""
     from lib.scoring.located import map_kind
 
-    results = json.loads(path.read_text())
-    chosen = results.get("threshold", {}).get("map", {}).get("score")
-    return {**{k: results["best"]["test"].get(k, float("nan")) for k in METRICS},
-            "map": map_kind(chosen) if chosen else "?"}
+    try:
+        results = json.loads(path.read_text())
+        chosen = (results.get("threshold") or {}).get("map", {}).get("score")
+        return {**{k: float(results["best"]["test"].get(k, float("nan"))) for k in METRICS},
+                "map": map_kind(chosen) if chosen else "?"}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as err:
+        print(f"notice: left out {path}: not a finished run's results ({type(err).__name__}: {err})", file=sys.stderr)
+        return None
 
 
 def report(out: Path, categories, models, seeds) -> str:
@@ -74,7 +80,7 @@ def report(out: Path, categories, models, seeds) -> str:
         for model in models:
             for kind in ("trained", "control"):
                 paths = [out / "runs" / category / f"{model}-{kind}" / f"seed{seed}" / "results.json" for seed in seeds]
-                rows = [best_test(p) for p in paths if p.is_file()]
+                rows = [row for row in (best_test(p) for p in paths if p.is_file()) if row is not None]
                 found[f"{model} ({'untrained control' if kind == 'control' else 'trained'})"] = rows
         split = load_split("mvtec", str(out / "data"), isize=ISIZE, nc=3, category=category, log=lambda _: None)
         found["per-pixel Gaussian"] = [{**gaussian_baseline(split), "map": "z-score"}]  # no seed: the split is fixed
@@ -103,8 +109,9 @@ def main(argv):
     if unknown:
         raise UserError(f"{unknown[0]} is neither a model ({', '.join(MODELS)}) nor a generated category "
                         f"({', '.join(CATEGORIES)})")
-    if args.niter < 1 or args.jobs < 1 or any(seed < 0 for seed in args.seeds):
-        raise UserError("--niter and --jobs must be 1 or more, --seeds 0 or more")
+    if args.niter < 1 or args.jobs < 1:
+        raise UserError("--niter and --jobs must be 1 or more")
+    check_seeds(args.seeds)
     out = Path(args.out).resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give the folder of the study's data and runs")

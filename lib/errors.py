@@ -186,9 +186,12 @@ class OneLineParser(argparse.ArgumentParser):
         for name in ("out", "outf"):
             value = getattr(parsed, name, None)
             if isinstance(value, str) and not value.strip():
-                required = any(a.dest == name and a.required for a in self._actions)  # export.py's has no default
-                self.error(f"--{name} is empty: give a folder" + ("" if required else
-                                                                  f" (or leave --{name} out for its default)"))
+                action = next(a for a in self._actions if a.dest == name)
+                what = "a file" if str(action.metavar).startswith("FILE") else "a folder"  # (baselines' CSV)
+                self.error(f"--{name} is empty: give {what}" + ("" if action.required else  # export.py's: no default
+                                                                f" (or leave --{name} out for its default)"
+                                                                if action.default is not None else
+                                                                f" (or leave --{name} out)"))
         return parsed, rest
 
 

@@ -420,6 +420,16 @@ def test_the_baselines_tool_takes_categories_and_reports_the_gaussians_pixel_met
                    "needs --category NAME ... (under")
 
 
+def test_the_studys_report_leaves_out_a_results_file_it_cannot_read_naming_it(tmp_path, capsys):
+    from experiments.inspection_study import best_test
+    (tmp_path / "results.json").write_text("{broken")
+    assert best_test(tmp_path / "results.json") is None
+    (tmp_path / "other.json").write_text('{"last": {}}')
+    assert best_test(tmp_path / "other.json") is None
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("notice: left out ") for line in err) and "KeyError" in err[1]
+
+
 @pytest.mark.slow
 def test_the_generator_and_the_study_refuse_an_out_through_a_file_in_one_line(tmp_path):
     (tmp_path / "file").write_text("mine")

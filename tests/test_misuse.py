@@ -206,9 +206,12 @@ def test_a_space_cannot_search_what_the_command_sets(tmp_path, space, flags, fra
     (["--classes", "Bogus"], "unknown class 'Bogus' for fashion-mnist"),
     (["--models", "bogus"], "--models bogus is not a model"),
     (["--report", "--out", "empty"], "no runs of one-class under 'empty'"),
+    (["--seeds", str(2**64)], "--seeds must be whole numbers from 0 to 2^32 - 1"),  # once, not by each run
 ])
 def test_the_control_study_refuses_what_would_run_nothing(tmp_path, args, fragment):
     one_line_error(tool("experiments.control_study", args, tmp_path), fragment)
+    one_line_error(tool("experiments.inspection_study", ["--seeds", "-1", "--out", "o"], tmp_path), "--seeds must be")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

@@ -171,7 +171,7 @@ def main(argv):
     p.add_argument("--category", nargs="+", help="with --dataset mvtec: the categories to run")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--pca_variance", type=float, default=0.9)
-    p.add_argument("--out", default=None, help="CSV file to write (rewritten after each class)")
+    p.add_argument("--out", default=None, metavar="FILE.csv", help="CSV file to write (rewritten after each class)")
     p.add_argument("--verbose", action="store_true")
     opt = p.parse_args(argv)
     targets = check(opt)
