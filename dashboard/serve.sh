@@ -11,9 +11,11 @@ if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$root/.venv/bin/python" ]]; then PYTHON="$root/.venv/bin/python"; else PYTHON=python3; fi
 fi
 export PYTHON
+# A value as it was given, quoted where it holds a newline or another control character: one line.
+shown() { if [[ $1 == *[[:cntrl:]]* ]]; then printf '%q' "$1"; else printf '%s' "$1"; fi; }
 port="${PORT:-8097}"
 if ! [[ $port =~ ^[0-9]{1,5}$ ]] || (( 10#$port < 1 || 10#$port > 65535 )); then
-    echo "error: PORT=$port is not a port number: give one from 1 to 65535, e.g. PORT=8098 make dashboard" >&2
+    echo "error: PORT=$(shown "$port") is not a port number: give one from 1 to 65535, e.g. PORT=8098 make dashboard" >&2
     exit 2
 fi
 if ! command -v "$PYTHON" > /dev/null; then
@@ -40,7 +42,7 @@ sys.stdout.write(os.environ.get("VISDOM_COOKIE") or secrets.token_hex(32))' > "$
         fi
         access=(-enable_login) ;;
     *)
-        echo "error: SHARE=$SHARE: give SHARE=1 to share the dashboard (with a login) or leave it out to keep" \
+        echo "error: SHARE=$(shown "$SHARE"): give SHARE=1 to share the dashboard (with a login) or leave it out to keep" \
              "it on localhost" >&2
         exit 2 ;;
 esac

@@ -118,11 +118,15 @@ check_sweep() {
         return 1
     fi
     # A Python without the requirements would fail every run with a traceback: say so once instead.
-    local missing
-    if ! missing=$("${python[@]}" -c 'import importlib.util as u
-print(" ".join(m for m in ("torch", "torchvision", "numpy", "sklearn", "PIL") if u.find_spec(m) is None))') \
-            || [[ -n $missing ]]; then
-        echo "error: PYTHON=\"${PYTHON:-python}\" lacks the project's requirements (${missing:-it cannot run}):" \
+    # (It must answer "ok": a PYTHON that exits 0 without running the check, /bin/true, is no Python.)
+    local answer missing
+    answer=$("${python[@]}" -c 'import importlib.util as u
+print("ok", *(m for m in ("torch", "torchvision", "numpy", "sklearn", "PIL") if u.find_spec(m) is None))' 2> /dev/null)
+    missing=${answer#ok}
+    missing=${missing# }
+    if [[ $answer != ok* || -n $missing ]]; then
+        [[ $answer == ok* ]] || missing="it does not run Python code"
+        echo "error: PYTHON=\"${PYTHON:-python}\" lacks the project's requirements ($missing):" \
              "enter the project's environment (after make demo: . .venv/bin/activate) or set PYTHON=.venv/bin/python" >&2
         return 1
     fi

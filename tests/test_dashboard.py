@@ -399,9 +399,10 @@ def test_make_dashboard_on_a_port_in_use_says_which_and_how_to_choose_another_be
     assert line.startswith(f"error: port {port} is already in use") and "PORT=" in line and "make dashboard" in line
 
 
-@pytest.mark.parametrize("port", ["abc", "0", "65536", "-1", "99999999999999999999", "80 81"])
+@pytest.mark.parametrize("port", ["abc", "0", "65536", "-1", "99999999999999999999", "80 81", "8097\n8098"])
 def test_make_dashboard_refuses_a_port_that_is_not_a_port_number_in_one_line(port, tmp_path):
     done = serve(port, tmp_path)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == f"error: PORT={port} is not a port number: give one from 1 to 65535, e.g. " \
+    shown = "$'8097\\n8098'" if "\n" in port else port  # as bash's printf %q quotes a control character
+    assert done.stderr == f"error: PORT={shown} is not a port number: give one from 1 to 65535, e.g. " \
                           "PORT=8098 make dashboard\n"

@@ -51,6 +51,14 @@ def test_a_sweep_run_by_a_python_without_the_requirements_stops_before_any_run(b
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_sweep_whose_python_runs_no_python_code_stops_before_any_run(tmp_path):
+    proc = subprocess.run(["bash", ROOT / "experiments" / "run_mnist.sh"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHON": "/bin/true"})
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout  # it once said "Running ..." and wrote nothing
+    assert proc.stderr.splitlines()[0].startswith(
+        'error: PYTHON="/bin/true" lacks the project\'s requirements (it does not run Python code)')
+
+
 def test_the_tests_python_has_them():  # the check above must not refuse the environment it asks for
     proc = subprocess.run(["bash", "-c", f'source {ROOT}/experiments/common.sh; python=({sys.executable}); '
                            "ALL_CLASSES=(0); seeds=(); check_sweep"], capture_output=True, text=True, timeout=60)

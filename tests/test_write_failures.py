@@ -236,3 +236,20 @@ def test_an_evaluation_the_disk_refuses_is_one_line_with_the_space_left(tmp_path
     one_line_error(proc, f"cannot write '{run / 'test'}", "(File too large; ",
                    " free there): raise the file-size limit (ulimit -f), then run the command again")
     assert not list(run.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr")
+def test_a_run_file_made_immutable_is_one_line_and_resume_goes_on_once_it_is_writable(tmp_path, trained_run_copy):
+    run, before = trained_run_copy, checkpoints(trained_run_copy)
+    if subprocess.run(["chattr", "+i", run / "metrics.csv"], capture_output=True).returncode != 0:
+        pytest.skip("this file system or user cannot make a file immutable")
+    try:
+        proc = process("train.py", ["--resume", run, "--niter", "2", "--device", "cpu"], tmp_path)
+    finally:
+        subprocess.run(["chattr", "-i", run / "metrics.csv"], check=True)
+    one_line_error(proc, "cannot write '", "(Operation not permitted): give the run folder's files back their "
+                   f"write permission (chmod u+w, chattr -i); then continue with --resume {run} --niter 2")
+    assert checkpoints(run) == before
+    train_cli(["--resume", run, "--niter", "2"], tmp_path)
+    assert checkpoint.load(run)["epoch"] == 2

@@ -107,6 +107,9 @@ def failed_write(err: Exception, run: Path, then: str) -> Exception:
         return WriteFailed(err.path if isinstance(err, WriteFailed) else error.filename or run, error, then)
     if isinstance(err, FileNotFoundError) and _vanishes(run):
         return folder_gone(run)
+    if isinstance(err, PermissionError):  # a file made read-only (chmod, chattr +i) while the run trained
+        return UserError(f"cannot write '{err.filename or run}' ({err.strerror}): give the run folder's files back "
+                         f"their write permission (chmod u+w, chattr -i); {then}")
     return err
 
 
