@@ -11,11 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from experiments import fmnist_report, fmnist_study
-from tests.helpers import ROOT, STUB_START, tool
+from tests.helpers import ROOT, STUB_START, one_line_error, tool
 from tests.test_experiments import fake_run
 
 BIG = "99999999999999999999"  # beyond int64
@@ -345,3 +347,18 @@ def test_a_later_refused_run_is_named_in_the_last_line_and_fails_the_sweep(tmp_p
 def test_benchmark_predict_refuses_what_it_would_ignore_or_could_not_hold(args, fragment, tmp_path):
     refused(tool("tools.benchmark_predict", args, tmp_path), fragment)
     assert files(tmp_path) == []
+
+
+def test_sample_images_writes_test_images_of_each_class_named_by_class_and_refuses_a_full_out(tmp_path):
+    done = tool("tools.sample_images", ["--dataset", "digits", "--out", tmp_path / "new"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [f"{d}_0.png" for d in range(10)]
+    from lib.data.builtin import test_arrays
+    images, labels = test_arrays("digits", tmp_path)
+    first_three = images[labels == 3][0, 0].numpy()
+    assert (np.asarray(Image.open(tmp_path / "new" / "3_0.png")) == first_three).all()  # a test image, as stored
+    one_line_error(tool("tools.sample_images", ["--dataset", "digits", "--out", tmp_path / "new"], tmp_path),
+                   "already holds files")
+    one_line_error(tool("tools.sample_images", ["--dataset", "custom", "--out", tmp_path / "c"], tmp_path),
+                   "is not built in")
+    assert not (tmp_path / "c").exists()

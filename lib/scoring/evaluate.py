@@ -154,4 +154,6 @@ def stored_threshold(model, val: Scores, test: Scores, split, batchsize: int, de
         images, source = split.train, "training images (no validation split; biased low)"
     if len(normal) == 0 or train_mode:  # (in eval mode, as predict.py scores)
         normal = evaluate(model, images, batchsize, device)["score"]
-    return {**decision_threshold(normal, source, test, epoch), "score": model.scoring.name}
+    chosen = getattr(model, "localising", None)  # inspection data: the map chosen on validation masks, with it
+    return {**decision_threshold(normal, source, test, epoch), "score": model.scoring.name,
+            **({"map": {"score": chosen.name, "sigma": val.metrics["map_sigma"]}} if chosen else {})}

@@ -229,8 +229,6 @@ class Trainer:
         if is_best:
             state.threshold = stored_threshold(self.model, val, test, self.split, self.opt.batchsize, self.device,
                                                self.policy.train_mode, state.epoch)
-            if self.model.localising is not None:  # inspection data: the map chosen on validation masks
-                state.threshold["map"] = {"score": self.model.localising.name, "sigma": val.metrics["map_sigma"]}
         if self.claim is not None and not self.claim.held():  # the folder deleted or moved: write nothing there
             raise outputs.folder_gone(self.dir)
         self.out.epoch_results(state.history, self.results(), val, test)

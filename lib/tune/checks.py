@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from .. import options
-from ..classes import DATASETS, builtin_dataset, class_names
+from ..classes import DATASETS, builtin_dataset, class_names, inspection_dataset
 from ..errors import UserError
 from ..original import applies
 from .space import TIE, followers, free, values_of
@@ -74,8 +74,11 @@ def check_data(opt) -> None:
     a built-in one's files must be there or downloadable (fetched now, once, not by every trial)."""
     root = Path(opt.dataroot)
     if class_names(opt.dataset) and builtin_dataset(opt.dataset):
-        from ..data.datasets import check_available
+        from ..data.builtin import check_available
         check_available(opt.dataset, root)
+    elif inspection_dataset(opt.dataset):  # a category of --dataroot (refused naming the ones there)
+        from ..data.mvtec import category_root
+        category_root(root, opt.category)
     elif not class_names(opt.dataset) and not ((root / opt.dataset).is_dir() or (root / "train").is_dir()):
         raise UserError(f"dataset '{opt.dataset}' is not built in ({', '.join(DATASETS)}) and "
                         f"'{root / opt.dataset}' does not exist: give --dataroot the folder that holds it")
