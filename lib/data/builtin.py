@@ -144,6 +144,8 @@ def _download(dataset, root):
         for folder in made:
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        # torchvision's "Error downloading X:" has its cause on the last line ("<urlopen error ...>").
+        message = f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
         raise UserError(f"{dataset} not found and could not be downloaded ({message}); "
                         f"put it in {where}") from err
