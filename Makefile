@@ -18,7 +18,8 @@ demo: $(STAMP)
 	$(PY) train.py --dataset digits --abnormal_class 0 --model w_skipganomaly --device cpu \
 		--nc 1 --isize 16 --ngf 32 --ndf 32 --nz 64 --batchsize 32 --niter 10 --n_critic 2 --manualseed 0 --outf ./output --overwrite
 	@echo "next, in this shell: . .venv/bin/activate"
-	@echo "  python predict.py --path <images> --weights output/w_skipganomaly/digits/0   # score images with the run"
+	@echo "  python -m tools.sample_images --dataset digits --out new_images   # ten test digits as PNG files"
+	@echo "  python predict.py --path new_images/ --weights output/w_skipganomaly/digits/0   # score them with the run"
 	@echo "  make dashboard   # then add --display to a train.py command to watch it train"
 
 # Every test (what CI runs).
