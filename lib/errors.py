@@ -187,7 +187,7 @@ class OneLineParser(argparse.ArgumentParser):
             value = getattr(parsed, name, None)
             if isinstance(value, str) and not value.strip():
                 action = next(a for a in self._actions if a.dest == name)
-                what = "a file" if str(action.metavar).startswith("FILE") else "a folder"  # (baselines' CSV)
+                what = f"a file ({action.metavar})" if str(action.metavar).startswith("FILE") else "a folder"
                 self.error(f"--{name} is empty: give {what}" + ("" if action.required else  # export.py's: no default
                                                                 f" (or leave --{name} out for its default)"
                                                                 if action.default is not None else

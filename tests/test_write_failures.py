@@ -248,7 +248,8 @@ def test_a_run_file_made_immutable_is_one_line_and_resume_goes_on_once_it_is_wri
         proc = process("train.py", ["--resume", run, "--niter", "2", "--device", "cpu"], tmp_path)
     finally:
         subprocess.run(["chattr", "-i", run / "metrics.csv"], check=True)
-    one_line_error(proc, "cannot write '", "(Operation not permitted): give the run folder's files back their "
+    one_line_error(proc, f"cannot write '{run / 'metrics.csv'}' (Operation not permitted): give the run folder's "
+                   "files back their "
                    f"write permission (chmod u+w, chattr -i); then continue with --resume {run} --niter 2")
     assert checkpoints(run) == before
     train_cli(["--resume", run, "--niter", "2"], tmp_path)

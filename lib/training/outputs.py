@@ -108,7 +108,8 @@ def failed_write(err: Exception, run: Path, then: str) -> Exception:
     if isinstance(err, FileNotFoundError) and _vanishes(run):
         return folder_gone(run)
     if isinstance(err, PermissionError):  # a file made read-only (chmod, chattr +i) while the run trained
-        return UserError(f"cannot write '{err.filename or run}' ({err.strerror}): give the run folder's files back "
+        target = err.filename2 or err.filename or run  # (os.replace's: the file it would replace, not the new one)
+        return UserError(f"cannot write '{target}' ({err.strerror}): give the run folder's files back "
                          f"their write permission (chmod u+w, chattr -i); {then}")
     return err
 
