@@ -319,6 +319,20 @@ def test_another_category_is_refused_by_resume_and_evaluated_by_phase_test(inspe
     assert "category: weave" in (run / "test" / "opt.txt").read_text()
 
 
+@pytest.mark.slow
+def test_the_collector_tables_pixel_metrics_with_a_column_per_category(inspected, tmp_path):
+    _, run = inspected
+    best = json.loads((run / "results.json").read_text())
+    assert best["category"] == "washer"
+    for metric in ("pro", "pixel_auroc"):
+        proc = tool("tools.collect_results", [run.parent.parent.parent, "--metric", metric, "--out",
+                                              tmp_path / metric], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        row, = [r for r in read_csv(tmp_path / f"{metric}.csv") if r["model"].startswith("Skip-GANomaly")]
+        assert f"### mvtec: test {metric} per category" in proc.stdout
+        assert float(row["washer"]) == pytest.approx(best["best"]["test"][metric], abs=1e-4), row
+
+
 def test_other_datasets_record_no_pixel_metrics(trained_run):
     assert not any("pixel" in key or key.endswith("_pro") for key in read_csv(trained_run / "metrics.csv")[0])
 

@@ -1,15 +1,14 @@
 """Results tables of Skip-GANomaly, Skip-WGANomaly or GANomaly sweeps, as in the paper's README.
 
-Owns: finding the run folders under an output folder (each holds results.json and
-opt.txt), naming each run's setting (model plus the options that differ from the
-defaults, e.g. "no skip connections"), and the table: one row per setting, one
-column per class, the mean over classes, and "± std" where seeds repeat. A run whose
-files cannot be read (torn, not UTF-8/16/32 text, a key missing or of the wrong type)
-is skipped with a one-line warning; a sweep is collected from the runs that remain.
+Owns: finding the run folders under an output folder (each holds results.json and opt.txt), naming
+each run's setting (model plus the options that differ from the defaults, e.g. "no skip connections"),
+and the table: one row per setting, one column per class, the mean over classes, and "± std" where
+seeds repeat. A run whose files cannot be read (torn, not UTF-8/16/32 text, a key missing or of the
+wrong type) is skipped with a one-line warning; a sweep is collected from the runs that remain.
 
-Untrained controls (train.py --niter 0) among the runs get rows of their own, and each trained
-setting with a control of the same settings gets a "− untrained control" row: the difference,
-seed by seed where both have the seed (the same initial weights), else of the means.
+Untrained controls (train.py --niter 0) get rows of their own, and each trained setting with a control
+of the same settings a "− untrained control" row: the difference, seed by seed where both have the seed
+(the same initial weights), else of the means. An inspection run's column is its category.
 """
 import codecs
 import csv
@@ -22,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..classes import class_names
+from ..classes import class_names, inspection_dataset
 from ..errors import UserError
 from ..models import model_label
 from ..options.record import marked
@@ -31,16 +30,15 @@ from .folder import is_run_folder
 SELECTIONS = {"best": "epoch chosen on validation", "last": "last epoch",
               "optimistic": "epoch chosen on test, optimistic"}
 SELECTION_KEYS = {"best": "best", "last": "last", "optimistic": "best_on_test_optimistic"}
-METRICS = ("auroc", "auprc", "f1", "eer")
+METRICS = ("auroc", "auprc", "f1", "eer", "pixel_auroc", "pro")  # the last two: inspection data's maps
 # Options that name the run, its class, seed, machine or logging: they do not make a new setting.
 NOT_A_SETTING = {"abnormal_class", "normal_class", "name", "outf", "dataroot", "manualseed", "device",
                  "gpu_ids", "ngpu", "workers", "display", "display_server", "display_port", "display_id",
                  "verbose", "print_freq", "save_image_freq", "save_test_images", "tune", "phase",
-                 "load_weights", "resume", "iter", "path", "model", "dataset", "nc", "overwrite"}
+                 "load_weights", "resume", "iter", "path", "model", "dataset", "nc", "overwrite", "category"}
 FOLDER_CLASS = "abnormal"  # the column of a folder dataset (0.normal / 1.abnormal) in the tables
 VARIANT_LABELS = {("no_skip", "True"): "no skip connections", ("wgan", "clip"): "weight clipping"}
-# What reading a damaged result file raises (UnicodeDecodeError is a ValueError; RecursionError
-# comes from JSON nested too deep).
+# What reading a damaged result file raises (UnicodeDecodeError is a ValueError; RecursionError: deep JSON).
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, RecursionError, csv.Error)
 
 
@@ -144,16 +142,17 @@ def read_run(path: Path, metric: str, select: str) -> Run:
         raise ValueError(f"its {select} test {metric} is {value!r}, outside [0, 1]")
     one_class = results.get("normal_class") is not None
     target = results["normal_class" if one_class else "abnormal_class"]
-    if target is None and isinstance(results.get("dataset"), str) and not class_names(results["dataset"]):
-        target = FOLDER_CLASS  # a folder dataset's run: its one abnormal class is its test/1.abnormal
-    for key, wanted, got in (("dataset", str, results["dataset"]), ("model", str, results["model"]),
-                             ("class", (str, int), target)):
-        if isinstance(got, bool) or not isinstance(got, wanted):
-            raise TypeError(f"its {key} is {shown(json.dumps(got))}, not a name")
     try:
         changed = changed_options(path.parent / "opt.txt")
     except (OSError, ValueError) as err:
         raise ValueError(f"its opt.txt: {unreadable(err)}") from err
+    if target is None and isinstance(results.get("dataset"), str) and not class_names(results["dataset"]):
+        # inspection data: its category (opt.txt's in older runs); a folder dataset: test/1.abnormal
+        target = results.get("category") or changed.get("category") or FOLDER_CLASS
+    for key, wanted, got in (("dataset", str, results["dataset"]), ("model", str, results["model"]),
+                             ("class", (str, int), target)):
+        if isinstance(got, bool) or not isinstance(got, wanted):
+            raise TypeError(f"its {key} is {shown(json.dumps(got))}, not a name")
     base = setting_label(results["model"], {k: v for k, v in changed.items() if k != "niter"})
     return Run(path.parent, results["dataset"], "normal" if one_class else "abnormal", str(target),
                setting_label(results["model"], changed), results.get("seed"), float(value), base,
@@ -258,7 +257,8 @@ def _fmt(mean: float, std: float | None) -> str:
 def markdown(tables: list[Table], metric: str, select: str) -> str:
     out = []
     for t in tables:
-        column = "anomaly class" if t.protocol == "abnormal" else "normal class"
+        kind = "anomaly" if t.protocol == "abnormal" else "normal"
+        column = "category" if inspection_dataset(t.dataset) else f"{kind} class"
         out.append(f"### {t.dataset}: test {metric} per {column} ({SELECTIONS[select]})\n")
         out.append("| Model | " + " | ".join(t.classes) + " | mean |")
         out.append("|" + "---|" * (len(t.classes) + 2))

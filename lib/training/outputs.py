@@ -74,6 +74,7 @@ def results(opt, history: list[dict], best_epoch: int, headline: str, threshold:
     return {
         "run": opt.name, "model": opt.model, "dataset": opt.dataset,
         "abnormal_class": opt.abnormal_class, "normal_class": opt.normal_class,
+        **({"category": opt.category} if getattr(opt, "category", None) else {}),  # inspection data
         "metric": headline, "seed": opt.manualseed, "epochs": last["epoch"],
         "untrained_control": opt.niter == 0,  # --niter 0 (lib/training/control.py)
         "last": {"epoch": last["epoch"], "test": pick(last, "test_"), "val": pick(last, "val_")},
