@@ -434,6 +434,20 @@ def test_the_baselines_tool_takes_categories_and_reports_the_gaussians_pixel_met
                    "needs --category NAME ... (under")
 
 
+@pytest.mark.slow
+def test_the_study_runs_on_an_mvtec_copy_given_as_dataroot_with_its_own_categories(textures, tmp_path):
+    shutil.copytree(textures / "grain", tmp_path / "mvtec" / "carpet")  # a "real" category of another name
+    args = ["--dataroot", tmp_path / "mvtec", "--out", tmp_path / "study", "--report", "--models", "ganomaly"]
+    done = tool("experiments.inspection_study", args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "| carpet | per-pixel Gaussian |" in done.stdout and "weave" not in done.stdout
+    assert not (tmp_path / "study" / "data").exists()  # nothing generated beside a given copy
+    one_line_error(tool("experiments.inspection_study", [*args, "--categories", "weave"], tmp_path),
+                   "weave is neither a model", "nor a category of")
+    one_line_error(tool("experiments.inspection_study", ["--dataroot", tmp_path / "study", "--report"], tmp_path),
+                   "holds no category")
+
+
 def test_the_studys_report_leaves_out_a_results_file_it_cannot_read_naming_it(tmp_path, capsys):
     from experiments.inspection_study import best_test
     (tmp_path / "results.json").write_text("{broken")
