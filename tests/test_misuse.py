@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from lib import options
 from lib.errors import UserError
@@ -309,4 +310,12 @@ def test_resume_refuses_data_changed_since_the_run_began_and_continues_on_the_sa
                    "differ from those", "was trained on (now: train 6 normal")
     assert (run / "metrics.csv").read_text() == before
     image.write_bytes(kept)
-    assert process("train.py", ["--resume", run, "--niter", "2"], tmp_path).returncode == 0
+    shutil.move(tmp_path / "data", tmp_path / "moved")  # the same images elsewhere: the digest proves them
+    assert process("train.py", ["--resume", run, "--niter", "2", "--dataroot", tmp_path / "moved"],
+                   tmp_path).returncode == 0
+    ckpt = torch.load(run / "train" / "weights" / "last.pt", weights_only=False)
+    del ckpt["data_digest"]  # a checkpoint from before the digest: only its own --dataroot is trusted
+    torch.save(ckpt, run / "train" / "weights" / "last.pt")
+    shutil.move(tmp_path / "moved", tmp_path / "data")
+    one_line_error(process("train.py", ["--resume", run, "--niter", "3", "--dataroot", tmp_path / "data"], tmp_path),
+                   "saved before checkpoints recorded their data")

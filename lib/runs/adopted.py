@@ -20,7 +20,8 @@ SESSION_OPTIONS = {"resume", "load_weights", "phase", "verbose", "display", "dis
                    "fast", "compile", "print_freq", "save_image_freq", "save_test_images", "path", "outf", "name"}
 # --resume may also train longer: --niter is the checkpoint's unless given, so an interrupted run
 # finishes as the run it was. (--amp: see check_same_precision.)
-RESUME_APPLIES = SESSION_OPTIONS | {"niter", "amp"}
+# --dataroot: the data moved or copied elsewhere; the checkpoint's digest of the split proves them the same.
+RESUME_APPLIES = SESSION_OPTIONS | {"niter", "amp", "dataroot"}
 # --phase test scores these weights on the data it is given, in the batches and precision it is given,
 # and reports the metric it is asked for; the weights' score and its statistics are the checkpoint's.
 TEST_APPLIES = SESSION_OPTIONS | {"dataset", "dataroot", "category", "abnormal_class", "normal_class", "val_ratio",

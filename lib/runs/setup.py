@@ -233,6 +233,10 @@ def build_trainer(opt, defaults: dict, ckpt=None, on_epoch=None, log=print, fold
                         f"{context.world} processes: drop --no-droplast, or choose a --batchsize that leaves a "
                         f"multiple of {context.world}")
     digest = split.digest()
+    if opt.resume and "data_digest" not in ckpt and opt.dataroot != ckpt["options"].get("dataroot"):
+        raise UserError(f"'{folder}' was saved before checkpoints recorded their data, so its images under --dataroot "
+                        f"{opt.dataroot} cannot be checked: resume it from its own --dataroot "
+                        f"{ckpt['options'].get('dataroot')}")
     if opt.resume and ckpt.get("data_digest", digest) != digest:  # (checkpoints before the digest: not known)
         data = f"--dataset {opt.dataset} --dataroot {opt.dataroot}" + (f" --category {opt.category}"
                                                                         if opt.category else "")
