@@ -149,6 +149,21 @@ def runner_undo_names() -> dict:
     raise AssertionError("tools/anomalib_runner.py has no UNDO")
 
 
+def check_anomalib(python: Path) -> None:
+    """Before any run: the Python must answer with anomalib's version, 2.x (a program that merely exits 0,
+    /bin/true, or a Python without anomalib would fail only after our side had trained)."""
+    try:
+        done = subprocess.run([str(python), "-c", "import anomalib; print('anomalib', anomalib.__version__)"],
+                              capture_output=True, text=True, timeout=120)
+        answer = done.stdout.split()
+    except (OSError, subprocess.SubprocessError) as err:
+        answer, done = [], err
+    if len(answer) != 2 or answer[0] != "anomalib" or not answer[1].startswith("2."):
+        said = " ".join(answer) or "nothing"
+        raise UserError(f"--anomalib-python {shown(python)} does not import anomalib 2.x (it answered: {said}); "
+                        "make its environment first (docs/ganomaly.md)")
+
+
 def main(argv) -> None:
     p = OneLineParser(prog="python -m experiments.anomalib_crosscheck", description=__doc__.split("\n\n")[0])
     p.add_argument("--anomalib-python", required=True, help="a Python that can import anomalib 2.x")
@@ -168,7 +183,7 @@ def main(argv) -> None:
     p.add_argument("--out", default="results/anomalib_crosscheck")
     args = p.parse_args(argv)
     python = Path(args.anomalib_python)
-    if not os.access(python, os.X_OK):
+    if not os.access(python, os.X_OK) or python.is_dir():
         raise UserError(f"--anomalib-python {shown(python)} is not an executable Python; make the environment "
                         "first (docs/ganomaly.md)")
     names = class_names("fashion-mnist")
@@ -192,6 +207,7 @@ def main(argv) -> None:
     settings = {name: getattr(args, name) for name in ("train_images", "test_images", "data_seed", "niter",
                                                        "batchsize", "isize", "ngf", "nz")}
     settings["ndf"] = args.ngf
+    check_anomalib(python)  # the last check (it starts that Python), before anything runs
     out = Path(args.out)
     results = {}
     for seed in seeds:  # seed by seed: an interrupted check has whole seeds

@@ -123,12 +123,27 @@ def run_cli(main, argv=None):
     except ImportError as err:  # the environment, not the input: say which module and where to look
         if verbose:
             traceback.print_exc()
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        missing = isinstance(err, ModuleNotFoundError)  # not installed here; else it failed to load
-        fix = ("run with the project's environment (make demo creates .venv; then . .venv/bin/activate)" if missing
-               else "check that a memory limit (ulimit -v) leaves room for it, or reinstall the environment")
-        print(f"error: cannot load {err.name or 'a module'} ({first}): {fix}", file=sys.stderr)
+        print(cannot_load(err), file=sys.stderr)
         sys.exit(1)
+
+
+def cannot_load(err: ImportError) -> str:
+    """The one line for a module that cannot be imported: the environment, not the input."""
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    missing = isinstance(err, ModuleNotFoundError)  # not installed here; else it failed to load
+    fix = ("run with the project's environment (make demo creates .venv; then . .venv/bin/activate)" if missing
+           else "check that a memory limit (ulimit -v) leaves room for it, or reinstall the environment")
+    return f"error: cannot load {err.name or 'a module'} ({first}): {fix}"
+
+
+def require_environment() -> None:
+    """For `python -m tools.X` / `experiments.X` (their packages call it): a Python without numpy or torch
+    stops here with cannot_load's line, before a module's imports would end in a traceback."""
+    import importlib.util
+    for name in ("numpy", "torch"):
+        if importlib.util.find_spec(name) is None:
+            print(cannot_load(ModuleNotFoundError(f"No module named '{name}'", name=name)), file=sys.stderr)
+            sys.exit(1)
 
 
 def _another_rank() -> bool:

@@ -117,3 +117,12 @@ def test_the_table_gives_each_seed_and_the_gap_between_the_systems():
     settings = {"train_images": 10, "data_seed": 0, "niter": 1, "batchsize": 8, "isize": 32, "ngf": None, "nz": None}
     text = anomalib_crosscheck.table(results, ["Bag"], [0, 1], settings)
     assert "| Bag | 0.9000, 0.8000 | 0.8000, 0.8000 | 0.8500 ± 0.0707 | 0.8000 ± 0.0000 | 0.0500 ± 0.0707 |" in text
+
+
+@pytest.mark.parametrize("python", ["/bin/true", sys.executable])  # exits 0; a Python without anomalib
+def test_a_python_that_does_not_answer_with_anomalibs_version_is_refused_before_any_run(tmp_path, capsys, python):
+    with pytest.raises(SystemExit) as stop:
+        run_cli(anomalib_crosscheck.main, ["--anomalib-python", python, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "does not import anomalib 2.x" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

@@ -41,6 +41,16 @@ def test_a_script_run_by_a_python_without_the_requirements_says_how_to_enter_the
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "run"]
 
 
+@pytest.mark.parametrize("module", ["tools.sample_images", "tools.make_textures", "tools.collect_results",
+                                    "experiments.inspection_study"])
+def test_a_tool_or_study_run_by_a_python_without_the_requirements_says_so_in_one_line(bare_python, tmp_path, module):
+    proc = subprocess.run([bare_python, "-m", module, "--out", tmp_path / "o"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1 and proc.stderr.startswith("error: cannot load numpy") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_sweep_run_by_a_python_without_the_requirements_stops_before_any_run(bare_python, tmp_path):
     proc = subprocess.run(["bash", ROOT / "experiments" / "run_mnist.sh"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHON": str(bare_python)})
