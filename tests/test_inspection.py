@@ -448,6 +448,18 @@ def test_the_study_runs_on_an_mvtec_copy_given_as_dataroot_with_its_own_categori
                    "holds no category")
 
 
+def test_a_checkpoints_smoothing_outside_the_widths_a_run_chooses_from_is_refused_as_damaged():
+    from lib.scoring.localise import chosen_sigma
+    ckpt = {"path": "r/best.pt", "epoch": 1, "history": [{"epoch": 1, "val_map_sigma": 2.0}]}
+    assert chosen_sigma(ckpt)[0] == 2.0
+    for edited in (-3.0, 1e9, True):  # -3 scored every map perfect; 1e9 asked scipy for 60 GiB
+        ckpt["history"][0]["val_map_sigma"] = edited
+        with pytest.raises(UserError, match="is damaged: its smoothing of the maps"):
+            chosen_sigma(ckpt)
+    ckpt["history"][0]["val_map_sigma"] = float("nan")  # a run without masks to choose it
+    assert chosen_sigma(ckpt)[0] == SIGMAS[0]
+
+
 def test_the_studys_report_leaves_out_a_results_file_it_cannot_read_naming_it(tmp_path, capsys):
     from experiments.inspection_study import best_test
     (tmp_path / "results.json").write_text("{broken")

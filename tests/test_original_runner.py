@@ -141,6 +141,17 @@ def test_a_folder_that_is_not_the_original_code_is_refused_in_one_line(module, t
     one_line_error(proc, "is not the original Skip-WGANomaly code", "options.py")
 
 
+@needs_original
+@pytest.mark.parametrize("flags, fragment", [(["--threads", "-1"], "--test_images and --threads must be 0 or more"),
+                                             (["--test_images", "-3"], "must be 0 or more (got -3"),
+                                             (["--isize", "7"], "--isize 7: the original's networks take a multiple")])
+def test_compare_original_refuses_what_the_original_would_fail_on_before_writing(tmp_path, flags, fragment):
+    proc = tool("experiments.compare_original", ["--original-code", ORIGINAL_CODE, "--out", tmp_path / "o", *flags],
+                cwd=tmp_path)
+    one_line_error(proc, fragment)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.dataset
 @needs_original

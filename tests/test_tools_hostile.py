@@ -359,6 +359,8 @@ def test_sample_images_writes_test_images_of_each_class_named_by_class_and_refus
     assert (np.asarray(Image.open(tmp_path / "new" / "3_0.png")) == first_three).all()  # a test image, as stored
     one_line_error(tool("tools.sample_images", ["--dataset", "digits", "--out", tmp_path / "new"], tmp_path),
                    "already holds files")
+    twice = tool("tools.sample_images", ["--out", tmp_path / "twice", "--classes", "3", "3", "--count", "4"], tmp_path)
+    assert twice.returncode == 0 and len(list((tmp_path / "twice").iterdir())) == 4  # a class named twice: once
     one_line_error(tool("tools.sample_images", ["--dataset", "custom", "--out", tmp_path / "c"], tmp_path),
                    "is not built in")
     assert not (tmp_path / "c").exists()

@@ -34,7 +34,8 @@ def main(argv) -> int:
     if not 1 <= args.count <= 10_000:
         raise UserError(f"--count {args.count}: give 1 to 10000 images")
     names = class_names(args.dataset)
-    wanted = [resolve_class(args.dataset, c) for c in args.classes] if args.classes else list(range(len(names)))
+    wanted = list(dict.fromkeys(resolve_class(args.dataset, c) for c in args.classes)) if args.classes else \
+        list(range(len(names)))  # (a class named twice, or by number and name: once)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out '{out}' already holds {'files' if out.is_dir() else 'a file'}: give a new or empty "

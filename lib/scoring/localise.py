@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ..errors import UserError
 from .evaluate import measure
 from .functions import Scoring
 from .located import PIXEL, map_kind, score_map
@@ -107,9 +108,12 @@ def chosen_sigma(ckpt: dict) -> tuple[float, str]:
     """The smoothing a run chose on its validation masks at its checkpoint's epoch, and where it came from."""
     row = next((r for r in ckpt.get("history", []) if r.get("epoch") == ckpt.get("epoch")), {})
     sigma = row.get("val_map_sigma")
-    if isinstance(sigma, (int, float)) and np.isfinite(sigma):
-        return float(sigma), "chosen by the run on its validation masks"
-    return SIGMAS[0], "the run had no masks to choose it: the literature's"
+    if sigma is None or isinstance(sigma, float) and np.isnan(sigma):
+        return SIGMAS[0], "the run had no masks to choose it: the literature's"
+    if isinstance(sigma, bool) or sigma not in SIGMAS:  # (it is one of them: an edited checkpoint)
+        raise UserError(f"checkpoint '{ckpt.get('path')}' is damaged: its smoothing of the maps, val_map_sigma "
+                        f"{sigma!r}, is none of {', '.join(f'{s:g}' for s in SIGMAS)}")
+    return float(sigma), "chosen by the run on its validation masks"
 
 
 def evaluate_maps(model, images: torch.Tensor, masks: np.ndarray, defects: list[str], batchsize: int, device,
