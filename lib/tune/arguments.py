@@ -117,7 +117,7 @@ def check_search(args, given: set, opt, space: dict) -> None:
         from ..training import checkpoint
         checkpoint.load(opt.load_weights, "best")
     if not {"dataset", "dataroot"} & set(space):  # (a searched one: each value is checked with the space)
-        check_data(opt)
+        check_data(opt, files=True)
 
 
 def check_processes_per_trial(args, given: set, opt) -> None:

@@ -69,13 +69,15 @@ def refusal(base: dict, config: dict, explicit: set, actions: dict | None = None
     return None
 
 
-def check_data(opt) -> None:
+def check_data(opt, files: bool = False) -> None:
     """As train.py: a dataset that is not built in must be a folder in --dataroot (or --dataroot itself);
-    a built-in one's files must be there or downloadable (fetched now, once, not by every trial)."""
+    with `files` (the command line's dataset, once: not for every combination of a space), a built-in
+    one's files must be there or downloadable (fetched now, not by every trial)."""
     root = Path(opt.dataroot)
     if class_names(opt.dataset) and builtin_dataset(opt.dataset):
-        from ..data.builtin import check_available
-        check_available(opt.dataset, root)
+        if files:
+            from ..data.builtin import check_available
+            check_available(opt.dataset, root)
     elif inspection_dataset(opt.dataset):  # a category of --dataroot (refused naming the ones there)
         from ..data.mvtec import category_root
         category_root(root, opt.category)
