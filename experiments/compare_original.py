@@ -252,8 +252,9 @@ def main(argv) -> None:
     for name in ("train_images", "niter", "batchsize", "isize"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be positive (got {getattr(args, name)})")
-    if args.test_images < 0 or args.threads < 0:  # (0: every test image; torch's choice of threads)
-        raise UserError(f"--test_images and --threads must be 0 or more (got {args.test_images}, {args.threads})")
+    if args.test_images < 0 or not 0 <= args.threads <= 4 * len(os.sched_getaffinity(0)):  # (0: all; torch's)
+        raise UserError(f"--test_images must be 0 or more and --threads 0 to {4 * len(os.sched_getaffinity(0))} "
+                        f"(4 per core here; got {args.test_images}, {args.threads})")
     if args.isize % 16:  # the original asserts it, after the data are written and its run has started
         raise UserError(f"--isize {args.isize}: the original's networks take a multiple of 16 (16, 32, 64...)")
     settings = {name: getattr(args, name) for name in ("train_images", "test_images", "data_seed", "niter", "seed",

@@ -142,9 +142,11 @@ def test_a_folder_that_is_not_the_original_code_is_refused_in_one_line(module, t
 
 
 @needs_original
-@pytest.mark.parametrize("flags, fragment", [(["--threads", "-1"], "--test_images and --threads must be 0 or more"),
-                                             (["--test_images", "-3"], "must be 0 or more (got -3"),
-                                             (["--isize", "7"], "--isize 7: the original's networks take a multiple")])
+@pytest.mark.parametrize("flags, fragment", [
+    (["--threads", "-1"], "--test_images must be 0 or more and --threads 0 to"),
+    (["--threads", "99999999999999999999"], "(4 per core here; got 0, 99999999999999999999)"),
+    (["--test_images", "-3"], "got -3, 0)"),
+    (["--isize", "7"], "--isize 7: the original's networks take a multiple")])
 def test_compare_original_refuses_what_the_original_would_fail_on_before_writing(tmp_path, flags, fragment):
     proc = tool("experiments.compare_original", ["--original-code", ORIGINAL_CODE, "--out", tmp_path / "o", *flags],
                 cwd=tmp_path)
