@@ -176,6 +176,48 @@ def test_train_py_ngpu_2_starts_two_processes_and_a_killed_one_ends_the_job_in_o
     assert out.count("outputs: ") == 0 and (tmp_path / "out" / RUN / "train" / "weights" / "last.pt").is_file()
 
 
+@pytest.mark.slow
+def test_a_launcher_killed_with_sigkill_takes_its_processes_with_it(tmp_path):
+    """`kill -9` to the launcher (a scheduler's kill of the job's process group) cannot be passed on, and
+    each process has a process group of its own: they notice that their launcher is gone, stop together
+    with a checkpoint as SIGTERM would, and stop writing the run folder."""
+    import signal
+    import time
+
+    from tests.helpers import RUN, tiny
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = [*tiny(niter=200, batchsize=8, print_freq=1000, save_image_freq=1000), "--model", "skipganomaly",
+            "--ngpu", "2", "--outf", "out"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    metrics = tmp_path / "out" / RUN / "metrics.csv"
+    deadline = time.monotonic() + 240
+    while not metrics.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    workers = workers_of(proc.pid)
+    assert sorted(workers) == [0, 1], proc.communicate()[1][-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    deadline = time.monotonic() + 120
+    while any(alive(pid) for pid in workers.values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [pid for pid in workers.values() if alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the processes trained on after their launcher was killed"
+    assert (tmp_path / "out" / RUN / "train" / "weights" / "last.pt").is_file()
+    size = metrics.stat().st_size
+    time.sleep(2)
+    assert metrics.stat().st_size == size
+
+
 @pytest.mark.parametrize("args,message", [
     (["--ngpu", "999"], "give --ngpu"),
     (["--ngpu", "2", "--batchsize", "63"], "does not split into 2 processes"),

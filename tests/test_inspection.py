@@ -317,6 +317,9 @@ def test_another_category_is_refused_by_resume_and_evaluated_by_phase_test(inspe
                     tmp_path)
     assert other.returncode == 0 and "pixel_auroc" in other.stdout, other.stderr
     assert "category: weave" in (run / "test" / "opt.txt").read_text()
+    # --phase test --resume RUN scores the run's last.pt: a test, so it too takes another category.
+    last = process("train.py", ["--phase", "test", "--resume", run, "--category", "weave", "--device", "cpu"], tmp_path)
+    assert last.returncode == 0 and "pixel_auroc" in last.stdout, last.stderr
 
 
 @pytest.mark.slow

@@ -78,6 +78,7 @@ def main(argv):
     folder = resume_folder(opt, ckpt, explicit) if opt.resume else run_dir(opt)
     from ..parallel import distributed
     context = distributed.Context.from_env()  # under torchrun: rank 0 alone writes and prints
+    distributed.end_with_launcher(context)
     if not context.active:
         import torch
 

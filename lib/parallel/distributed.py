@@ -17,7 +17,9 @@ Torch's own SyncBatchNorm runs on CUDA only; `SyncBatchNorm2d` sums on any devic
 code trains on gloo (CPU) and NCCL (GPU).
 """
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -216,6 +218,24 @@ def from_rank_zero(value, context: Context) -> float:
     box = torch.tensor([float("nan") if value is None else float(value)], dtype=torch.float64, device=_device())
     dist.broadcast(box, src=0)
     return float(box)
+
+
+def end_with_launcher(context: Context, every_s: float = 0.5) -> None:
+    """Stop this process of a job, as a SIGTERM would (it checkpoints), once its launcher is gone.
+    A launcher killed with SIGKILL (`kill -9` to a job's process group, as schedulers do) cannot pass
+    it on, and the agent starts each process in a process group of its own: they trained on, writing
+    the run folder, with nobody to stop them. Watching the parent works whichever thread of the
+    launcher started the process, which PR_SET_PDEATHSIG does not."""
+    if not context.active:
+        return
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            threading.Event().wait(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
 
 
 def finish(context: Context) -> None:

@@ -36,7 +36,7 @@ def adopt(opt, saved: dict, explicit: set[str], source: str) -> None:
     A flag given explicitly that the command applies keeps its value; one it would not apply must
     equal the run's (--original/--fixes by the fixes they name), else a UserError says so.
     """
-    resume = bool(opt.resume)
+    resume = bool(opt.resume) and opt.phase != "test"  # (--phase test --resume RUN: its last.pt, scored as a test)
     applied = RESUME_APPLIES if resume else TEST_APPLIES
     what = "a resumed run continues as it was trained" if resume else \
         "--phase test scores with what these weights were trained and fitted with"
