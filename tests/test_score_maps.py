@@ -136,3 +136,22 @@ def test_each_strip_carries_the_caption_of_its_row_in_predictions_csv(trained_ru
         top = PAD + 2 * (CAPTION_SIZE + 3)  # the first two lines: the image, the score and the decision
         assert (strip[:top] == text_band(lines, strip.shape[1])[:top]).all(), row["path"]
         assert strip.shape[0] > 128 + top  # the 8-pixel images enlarged to 128, below the caption and labels
+
+
+def test_the_maps_of_distances_of_one_embedding_measure_it_once_per_batch_and_are_each_their_own():
+    from lib.scoring.localise import anomaly_maps
+    model = trained("skipganomaly")
+    x, reference = images(6), images(40, 9)
+    measured = model.score_parts(reference, needs={ENCODER_EMBEDDING})
+    scorings = {name: Scoring(name, functions.fit(name, measured, measured))
+                for name in ("knn_encoder", "mahalanobis_encoder")}
+    uint8 = ((x + 1) * 127.5).round().to(torch.uint8)
+    calls = []
+    measure_embedding = model.embedding_by_location
+    model.embedding_by_location = lambda real, kind: calls.append(kind) or measure_embedding(real, kind)
+    maps = anomaly_maps(model, uint8, 4, torch.device("cpu"), (16, 16), scorings)
+    assert calls == [ENCODER_EMBEDDING, ENCODER_EMBEDDING]  # two batches, each measured once for both distances
+    del model.embedding_by_location
+    for name, scoring in scorings.items():
+        alone = anomaly_maps(model, uint8, 4, torch.device("cpu"), (16, 16), {name: scoring})[name]
+        np.testing.assert_array_equal(maps[name], alone)

@@ -49,8 +49,9 @@ def anomaly_maps(model, images: torch.Tensor, batchsize: int, device, size: tupl
     maps = {kind: [] for kind in scorings}
 
     def collect(real, parts):
+        embeddings = {}  # each embedding measured once for all the distances of this batch
         for kind, scoring in scorings.items():
-            drawn = score_map(model, real, parts["fake"], float("nan"), scoring)
+            drawn = score_map(model, real, parts["fake"], float("nan"), scoring, embeddings)
             if kind != "pixel" and drawn.label.startswith(PIXEL):
                 maps.pop(kind, None)
                 continue

@@ -113,9 +113,11 @@ def map_kind(score: str) -> str:
     return score if score in DISTANCES else "ssim" if score == "ssim" else "pixel"
 
 
-def score_map(model, real: torch.Tensor, fake: torch.Tensor, threshold: float, scoring=None) -> ScoreMap:
+def score_map(model, real: torch.Tensor, fake: torch.Tensor, threshold: float, scoring=None,
+              embeddings: dict | None = None) -> ScoreMap:
     """The map of `scoring` (default `model.scoring`) for the images `real` (N, C, H, W, as scored) and their
-    reconstructions."""
+    reconstructions. `embeddings`, a dict kept across the calls on one `real`, holds the per-location
+    embeddings measured, so that the distances of one embedding (k-NN and Mahalanobis) measure it once."""
     scoring = scoring or model.scoring
     name, stats = scoring.name, scoring.stats
     if name == "ssim":
@@ -123,7 +125,10 @@ def score_map(model, real: torch.Tensor, fake: torch.Tensor, threshold: float, s
                         "1 - SSIM per position (11x11 window); the score is its mean", "1 - SSIM",
                         "no structural similarity left")
     if name in DISTANCES:
-        parts = model.embedding_by_location(real, DISTANCES[name])
+        embeddings = {} if embeddings is None else embeddings
+        if DISTANCES[name] not in embeddings:
+            embeddings[DISTANCES[name]] = model.embedding_by_location(real, DISTANCES[name])
+        parts = embeddings[DISTANCES[name]]
         if parts is not None:
             shares = (knn_shares(parts, stats["bank"], stats["k"]) if name.startswith("knn")
                       else mahalanobis_shares(parts, stats["mean"], stats["precision"]))
