@@ -124,3 +124,32 @@ def test_a_search_of_controls_trains_nothing_and_reports_each(tmp_path):
     rows = read_csv(tmp_path / "out" / "tune" / "c" / "results.csv")
     assert [(r["status"], r["epochs"], r["best_epoch"]) for r in rows] == [("done", "0", "0")] * 2
     assert "--niter 0" in proc.stdout.split("reproduce: ")[1]
+
+
+@pytest.mark.slow
+def test_learning_curves_put_each_scores_validation_auroc_per_epoch_beside_its_control(tmp_path):
+    """experiments.learning_curves: epoch 0 of each score's curve is its control's validation AUROC and epoch
+    N the trained run's; "pays from" is the first epoch beating the control by MARGIN, read on validation."""
+    from experiments.learning_curves import MARGIN
+    from tests.helpers import tool
+    args = ["--class", "Bag", "--epochs", "2", "--isize", "16", "--width", "8", "--nz", "8", "--seeds", "0",
+            "--out", "lc"]
+    proc = tool("experiments.learning_curves", args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    folder, = (tmp_path / "lc").iterdir()
+    control = read_csv(folder / "control" / "seed0" / "metrics.csv")[-1]
+    trained = read_csv(folder / "trained" / "seed0" / "metrics.csv")
+    curves = read_csv(folder / "curves.csv")
+    scores = sorted(k[len("val_auroc_score_"):] for k in control if k.startswith("val_auroc_score_"))
+    assert len(scores) > 5 and {r["score"] for r in curves} == {*scores, "test AUROC of the chosen score"}
+    table = (folder / "curves.md").read_text()
+    for score in scores:
+        curve = {int(r["epoch"]): float(r["seed0"]) for r in curves if r["score"] == score}
+        key = f"val_auroc_score_{score}"
+        assert curve == {0: float(control[key]), 1: float(trained[0][key]), 2: float(trained[1][key])}
+        pays = next((e for e in (1, 2) if curve[e] - curve[0] >= MARGIN), "never")
+        assert f"| {score} | {curve[0]:.3f} | {curve[2]:.3f} |" in table and table.split(f"| {score} |")[1] \
+            .splitlines()[0].rstrip().endswith(f"| {pays} |"), table
+    assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = tool("experiments.learning_curves", [*args, "--report"], tmp_path)  # finished runs are kept
+    assert again.returncode == 0 and "control/seed0" not in again.stdout and (folder / "curves.md").read_text() == table

@@ -215,6 +215,19 @@ def test_the_control_study_refuses_what_would_run_nothing(tmp_path, args, fragme
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("args,fragment", [
+    (["--class", "Bogus"], "unknown class 'Bogus' for fashion-mnist"),
+    (["--class", "Bag", "--model", "bogus"], "--model bogus is not a model"),
+    (["--class", "Bag", "--epochs", "0"], "--epochs 0: give 1 to 1000"),
+    (["--class", "Bag", "--seeds", "-1"], "--seeds must be whole numbers"),
+    (["--class", "Bag", "--report", "--out", "o"], "no finished pair of runs under"),
+    (["--class", "Bag", "--isize", "-3", "--out", "o"], "--isize"),
+])
+def test_the_learning_curves_refuse_what_would_run_nothing(tmp_path, args, fragment):
+    one_line_error(tool("experiments.learning_curves", args, tmp_path), fragment)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_the_control_study_fails_when_its_runs_fail(tmp_path):
     (tmp_path / "out").mkdir()
