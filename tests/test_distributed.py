@@ -148,25 +148,34 @@ def workers_of(launcher_pid: int) -> dict[int, int]:
     return found
 
 
-@pytest.mark.slow
-def test_train_py_ngpu_2_starts_two_processes_and_a_killed_one_ends_the_job_in_one_line(tmp_path):
-    """`train.py --ngpu 2` is torchrun's job without torchrun: two processes (on the CPU here); when
-    one is killed, the other stops and the launcher says what happened in one line, no traceback."""
-    import signal
+def training_in_two_processes(tmp_path, epochs: int, **popen) -> tuple[subprocess.Popen, dict[int, int]]:
+    """`train.py --ngpu 2` started in `tmp_path` (run folder out/RUN) and {rank: pid} of its two training
+    processes, once the first epoch has ended (both are in the loop)."""
     import time
 
     from tests.helpers import RUN, tiny
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    args = [*tiny(niter=60, batchsize=8, print_freq=1000, save_image_freq=1000), "--model", "skipganomaly",
+    args = [*tiny(niter=epochs, batchsize=8, print_freq=1000, save_image_freq=1000), "--model", "skipganomaly",
             "--ngpu", "2", "--outf", "out"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, **popen)
     metrics = tmp_path / "out" / RUN / "metrics.csv"
     deadline = time.monotonic() + 240
     while not metrics.is_file() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
     workers = workers_of(proc.pid)
     assert sorted(workers) == [0, 1], proc.communicate()[1][-2000:]
+    return proc, workers
+
+
+@pytest.mark.slow
+def test_train_py_ngpu_2_starts_two_processes_and_a_killed_one_ends_the_job_in_one_line(tmp_path):
+    """`train.py --ngpu 2` is torchrun's job without torchrun: two processes (on the CPU here); when
+    one is killed, the other stops and the launcher says what happened in one line, no traceback."""
+    import signal
+
+    from tests.helpers import RUN
+    proc, workers = training_in_two_processes(tmp_path, 60, stdout=subprocess.PIPE, text=True)
     os.kill(workers[1], signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
@@ -184,18 +193,9 @@ def test_a_launcher_killed_with_sigkill_takes_its_processes_with_it(tmp_path):
     import signal
     import time
 
-    from tests.helpers import RUN, tiny
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    args = [*tiny(niter=200, batchsize=8, print_freq=1000, save_image_freq=1000), "--model", "skipganomaly",
-            "--ngpu", "2", "--outf", "out"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    from tests.helpers import RUN
+    proc, workers = training_in_two_processes(tmp_path, 200, stdout=subprocess.DEVNULL, start_new_session=True)
     metrics = tmp_path / "out" / RUN / "metrics.csv"
-    deadline = time.monotonic() + 240
-    while not metrics.is_file() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    workers = workers_of(proc.pid)
-    assert sorted(workers) == [0, 1], proc.communicate()[1][-2000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
