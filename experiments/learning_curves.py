@@ -133,8 +133,8 @@ def figure(rows: list[dict], title: str):
     for i, (score, found) in enumerate(by_score.items()):
         found.sort(key=lambda r: r["epoch"])
         test = score.startswith("test")
-        ax.plot([r["epoch"] for r in found], [mean(r) for r in found], "k:" if test else f"{'ov^s<>Dp'[i % 8]}-",
-                color=None if test else palette[i % len(palette)], label=score, ms=4, linewidth=2 if test else 1)
+        ax.plot([r["epoch"] for r in found], [mean(r) for r in found], ":" if test else f"{'ov^s<>Dp'[i % 8]}-",
+                color="black" if test else palette[i % len(palette)], label=score, ms=4, linewidth=2 if test else 1)
     ax.set(xlabel="epoch (0: the untrained control)", ylabel="AUROC (validation; dotted: test of the chosen score)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title, fontsize=9)
