@@ -148,9 +148,11 @@ def workers_of(launcher_pid: int) -> dict[int, int]:
     return found
 
 
-def training_in_two_processes(tmp_path, epochs: int, **popen) -> tuple[subprocess.Popen, dict[int, int]]:
+def training_in_two_processes(tmp_path, epochs: int, started: bool = False,
+                              **popen) -> tuple[subprocess.Popen, dict[int, int]]:
     """`train.py --ngpu 2` started in `tmp_path` (run folder out/RUN) and {rank: pid} of its two training
-    processes, once the first epoch has ended (both are in the loop)."""
+    processes, once the first epoch has ended (both are in the loop), or with `started` as soon as both
+    exist (still importing torch)."""
     import time
 
     from tests.helpers import RUN, tiny
@@ -161,8 +163,9 @@ def training_in_two_processes(tmp_path, epochs: int, **popen) -> tuple[subproces
                             stderr=subprocess.PIPE, **popen)
     metrics = tmp_path / "out" / RUN / "metrics.csv"
     deadline = time.monotonic() + 240
-    while not metrics.is_file() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+    while not (len(workers_of(proc.pid)) == 2 if started else metrics.is_file()) and time.monotonic() < deadline \
+            and proc.poll() is None:
+        time.sleep(0.05 if started else 0.5)
     workers = workers_of(proc.pid)
     assert sorted(workers) == [0, 1], proc.communicate()[1][-2000:]
     return proc, workers
@@ -186,15 +189,18 @@ def test_train_py_ngpu_2_starts_two_processes_and_a_killed_one_ends_the_job_in_o
 
 
 @pytest.mark.slow
-def test_a_launcher_killed_with_sigkill_takes_its_processes_with_it(tmp_path):
+@pytest.mark.parametrize("when", ["training", "starting"])
+def test_a_launcher_killed_with_sigkill_takes_its_processes_with_it(tmp_path, when):
     """`kill -9` to the launcher (a scheduler's kill of the job's process group) cannot be passed on, and
     each process has a process group of its own: they notice that their launcher is gone, stop together
-    with a checkpoint as SIGTERM would, and stop writing the run folder."""
+    with a checkpoint as SIGTERM would, and stop writing the run folder; also when the launcher is killed
+    while they are still starting."""
     import signal
     import time
 
     from tests.helpers import RUN
-    proc, workers = training_in_two_processes(tmp_path, 200, stdout=subprocess.DEVNULL, start_new_session=True)
+    proc, workers = training_in_two_processes(tmp_path, 200, when == "starting", stdout=subprocess.DEVNULL,
+                                              start_new_session=True)
     metrics = tmp_path / "out" / RUN / "metrics.csv"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -212,6 +218,8 @@ def test_a_launcher_killed_with_sigkill_takes_its_processes_with_it(tmp_path):
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, "the processes trained on after their launcher was killed"
+    if when == "starting":
+        return
     assert (tmp_path / "out" / RUN / "train" / "weights" / "last.pt").is_file()
     size = metrics.stat().st_size
     time.sleep(2)

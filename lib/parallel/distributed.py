@@ -225,10 +225,15 @@ def end_with_launcher(context: Context, every_s: float = 0.5) -> None:
     A launcher killed with SIGKILL (`kill -9` to a job's process group, as schedulers do) cannot pass
     it on, and the agent starts each process in a process group of its own: they trained on, writing
     the run folder, with nobody to stop them. Watching the parent works whichever thread of the
-    launcher started the process, which PR_SET_PDEATHSIG does not."""
+    launcher started the process, which PR_SET_PDEATHSIG does not. `train.py --ngpu` names itself
+    (LAUNCHER_PID, with the job's run id), so a launcher killed while this process was still starting is
+    seen too; under torchrun the parent at this point is taken for the launcher."""
+    from .launch import LAUNCHER_PID
     if not context.active:
         return
-    parent = os.getppid()
+    pid, _, run_id = os.environ.get(LAUNCHER_PID, "").partition(":")
+    named = pid.isdigit() and run_id != "" and run_id == os.environ.get("TORCHELASTIC_RUN_ID")
+    parent = int(pid) if named else os.getppid()
 
     def watch():
         while os.getppid() == parent:

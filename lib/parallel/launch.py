@@ -21,6 +21,7 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 # A process stopped because another one had stopped first: it says nothing, the launcher does.
 PEER_LOST = 3
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}
+LAUNCHER_PID = "SKIP_WGANOMALY_LAUNCHER_PID"  # each process ends with this one (distributed.end_with_launcher)
 SHUTDOWN_TIMEOUT_S = 90  # how long stopped processes may take to checkpoint before they are killed
 
 
@@ -74,6 +75,7 @@ def launch(argv: list[str], processes: int, folder: Path, gpus: bool) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2,
                           shutdown_timeout=shutdown)
+    os.environ[LAUNCHER_PID] = f"{os.getpid()}:{config.run_id}"  # the job's run id: a stale setting is no launcher
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))
     try:
         elastic_launch(config, sys.executable)("-m", f"{PACKAGE}.commands.train", *argv)
