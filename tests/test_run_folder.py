@@ -113,6 +113,37 @@ def test_resume_of_a_copied_run_continues_in_the_copy_and_leaves_the_original_al
 
 
 @pytest.mark.slow
+def test_resume_of_a_checkpoint_taken_out_of_its_run_is_refused_and_its_folder_left_alone(run):
+    """A lone checkpoint (copied into a folder of the user's) has no run folder to continue in: training
+    there would write opt.txt, metrics.csv... over the user's own files."""
+    cwd, folder = run
+    downloads = cwd / "Downloads"
+    downloads.mkdir()
+    shutil.copy(folder / "train" / "weights" / "last.pt", downloads / "model.pt")
+    (downloads / "metrics.csv").write_text("my,own\n1,2\n")
+    before = snapshot(downloads)
+    one_line_error(process("train.py", ["--resume", "Downloads/model.pt", "--niter", "2"], cwd),
+                   "lies in none", "--load_weights Downloads/model.pt")
+    assert snapshot(downloads) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["--phase test --load_weights", "--resume"])
+def test_path_never_replaces_the_predictions_a_run_already_holds(run, how):
+    """--path writes into <run>/predict: predictions there (of other images, perhaps of the same weights)
+    are refused up front, before any training or scoring, and stay as they were."""
+    cwd, folder = run
+    images = cwd / "images"
+    shutil.copytree(folder / "train" / "images", images)
+    assert process("predict.py", ["--path", images, "--weights", folder], cwd).returncode == 0
+    before = snapshot(folder / "predict")
+    args = [*how.split(), str(folder), "--path", str(images), *(["--niter", "2"] if how == "--resume" else [])]
+    one_line_error(process("train.py", args, cwd), "already holds predictions", "predict.py --weights")
+    assert snapshot(folder / "predict") == before and "epoch 2/2" not in (folder / "loss_log.txt").read_text()
+    assert not (folder / "test").exists()
+
+
+@pytest.mark.slow
 def test_resume_refuses_outf_and_name_which_would_write_elsewhere(run):
     cwd, folder = run
     before = snapshot(folder)

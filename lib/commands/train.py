@@ -73,9 +73,12 @@ def main(argv):
         return 0
     if opt.phase == "test":  # one process evaluates (under torchrun: rank 0; the others have nothing to do)
         from ..parallel.distributed import Context
+        check_path_out(opt, run_folder_of(ckpt["path"]))
         return evaluate_weights(opt, ckpt) if Context.from_env().writes else 0
 
     folder = resume_folder(opt, ckpt, explicit) if opt.resume else run_dir(opt)
+    if opt.resume:  # (a new run's folder is new, or replaced as a whole by --overwrite)
+        check_path_out(opt, folder)
     from ..parallel import distributed
     context = distributed.Context.from_env()  # under torchrun: rank 0 alone writes and prints
     distributed.end_with_launcher(context)
@@ -153,7 +156,12 @@ def resume_folder(opt, ckpt, explicit) -> Path:
         if flag in explicit:
             raise UserError(f"--resume continues a run in its own folder: drop --{flag} (to branch a run, copy "
                             "its folder and resume the copy)")
-    folder = run_folder_of(ckpt["path"])
+    path = Path(ckpt["path"])
+    if not (path.parent.name == "weights" and path.parent.parent.name == "train"):  # a checkpoint taken out of its run
+        raise UserError(f"--resume continues a run in its own folder, and '{path}' lies in none (a run keeps it as "
+                        "<run>/train/weights/last.pt): resume the whole run folder it came from, or train a new run "
+                        f"from these weights with --load_weights {path}")
+    folder = run_folder_of(path)
     name = Path(opt.name).parts
     if len(folder.parts) > len(name) and folder.parts[-len(name):] == name:
         opt.outf = str(Path(*folder.parts[:-len(name)]))
@@ -205,13 +213,24 @@ def evaluate_weights(opt, ckpt) -> int:
     return score_path(opt, ckpt["path"])
 
 
+def check_path_out(opt, run: Path) -> None:
+    """--path writes into <run>/predict: predictions already there (of other images, perhaps of these very
+    weights) are refused now, before any training or scoring, never replaced without a word."""
+    from ..predict.out import MAPS, PIXEL_METRICS, PREDICTIONS
+    out = run / "predict"
+    earlier = [name for name in (PREDICTIONS, MAPS, PIXEL_METRICS) if opt.path and (out / name).exists()]
+    if earlier:
+        raise UserError(f"'{out}' already holds predictions ({' and '.join(earlier)}) that --path would replace: "
+                        f"move them away, or drop --path and score the images with `python predict.py --weights "
+                        f"{run} --path {opt.path} --out FOLDER`")
+
+
 def score_path(opt, weights) -> int:
     """--path: score those images with `weights` (a run folder: its best.pt; or the checkpoint that
-    --phase test evaluated), as predict.py does."""
+    --phase test evaluated), as predict.py does, into the run's predict/ (free: check_path_out)."""
     if not opt.path:
         return 0
     from . import predict  # only when asked: it is the scoring command
-    # The run's own predict/ folder: predictions of its earlier weights are stale, so replace them.
     args = ["--path", opt.path, "--weights", str(weights), "--batchsize", str(opt.batchsize),
-            "--device", "cpu" if str(opt.gpu_ids).strip() == "-1" else opt.device, "--overwrite"]
+            "--device", "cpu" if str(opt.gpu_ids).strip() == "-1" else opt.device]
     return predict.main(args)
