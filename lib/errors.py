@@ -194,6 +194,13 @@ class OneLineParser(argparse.ArgumentParser):
             return arg
         return underscored + equals + value
 
+    def _get_value(self, action, arg_string):
+        # Python's int() and float() read digit separators ("1_0" is 10): a typo that would train another
+        # run than the one asked for (--niter 1_0 trains 10 epochs) is refused as argparse refuses others.
+        if action.type in (int, float) and isinstance(arg_string, str) and "_" in arg_string:
+            raise argparse.ArgumentError(action, f"invalid {action.type.__name__} value: {arg_string!r}")
+        return super()._get_value(action, arg_string)
+
     def parse_known_args(self, args=None, namespace=None):
         args = [self._undashed(arg) for arg in (sys.argv[1:] if args is None else args)]
         parsed, rest = super().parse_known_args(args, namespace)

@@ -72,6 +72,37 @@ def test_a_config_that_is_no_run_record_is_refused_in_one_line(tmp_path, content
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("line,shown", [
+    ("fast: true", "fast: True"), ("fast: True ", "fast: True"), ("fast: false", "fast: False\t[default: True]"),
+    ("droplast: FALSE", "droplast: False\t[default: True]"), ("no_skip: true", "no_skip: True\t[default: False]"),
+    ("no_skip: true\t[default: False]", "no_skip: True\t[default: False]"),
+    ("save_test_images: False", "save_test_images: False"), ("amp: True ", "amp: True\t[default: None]"),
+    ("amp: none", "amp: None"),
+    ("fast: yes", "error: --config 'opt.txt': 'fast: yes' is not on or off: write True or False"),
+    ("droplast: 1", "error: --config 'opt.txt': 'droplast: 1' is not on or off"),
+    ("save_test_images: 1\t[default: False]", "'save_test_images: 1' is not on or off"),
+    ("amp: auto", "'amp: auto' is not on or off: write True, False or None"),
+    ("niter: 1_0", "error: argument --niter: invalid int value: '1_0'"),
+])
+def test_an_on_off_option_edited_by_hand_is_read_as_written_or_refused(tmp_path, line, shown):
+    """An edited switch once read as off whenever it was not exactly 'True' (`fast: true` trained with
+    --no-fast, `no_skip: true` with the skips): the words True/False in any case are read, others refused;
+    a number with digit separators, which Python's int() reads, is refused as on the command line."""
+    (tmp_path / "opt.txt").write_text("------------ Options -------------\ndataset: digits\t[default: cifar10]\n"
+                                      f"{line}\nname: skipganomaly/digits/3\t[default: None]\n"
+                                      "-------------- End ----------------\n")
+    proc = process("train.py", ["--config", "opt.txt", "--print_config"], tmp_path)
+    if shown.startswith("error") or "is not on or off" in shown:
+        one_line_error(proc, shown.removeprefix("error: "))
+    else:
+        assert proc.returncode == 0 and shown in proc.stdout.splitlines(), proc.stdout + proc.stderr
+
+
+def test_numbers_with_digit_separators_are_refused_on_the_command_line():
+    one_line_error(process("train.py", ["--niter", "1_0", "--print_config"], ROOT), "--niter: invalid int value")
+    one_line_error(process("train.py", ["--lr", "2_0e-4", "--print_config"], ROOT), "--lr: invalid float value")
+
+
 def test_a_value_edited_by_hand_without_its_mark_is_replayed_and_a_bad_one_refused_once(tmp_path):
     block = ("------------ Options -------------\ndataset: digits\t[default: cifar10]\n{line}\n"
              "name: skipganomaly/digits/3\t[default: None]\n-------------- End ----------------\n")

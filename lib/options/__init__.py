@@ -107,6 +107,18 @@ def with_config(argv, prog: str = "train.py") -> tuple[list[str], bool]:
     return replayed + rest, show
 
 
+def recorded_switch(path, key: str, value: str, may_be_none: bool) -> bool | None:
+    """An on/off option's value in an opt.txt, as written or edited by hand ("true", a trailing space); a
+    UserError for any other word, which once read as "off" and trained the opposite of the record."""
+    word = value.strip()
+    if word.lower() in ("true", "false"):
+        return word.lower() == "true"
+    if may_be_none and word.lower() == "none":
+        return None
+    allowed = "True, False or None" if may_be_none else "True or False"
+    raise UserError(f"--config '{path}': '{key}: {word}' is not on or off: write {allowed}")
+
+
 def config_args(path: str, prog: str = "train.py") -> list[str]:
     """The command-line flags that set what the run recorded in `path` changed from the defaults."""
     actions = option_actions(prog)
@@ -122,9 +134,14 @@ def config_args(path: str, prog: str = "train.py") -> list[str]:
             continue
         flag = action.option_strings[0]
         if isinstance(action, argparse.BooleanOptionalAction):
-            args.append(flag if value == "True" else f"--no-{flag[2:]}")
-        elif action.nargs == 0:  # a switch: given when recorded on (an edited record may say otherwise)
-            if value == str(action.const):
+            on = recorded_switch(path, key, value, action.default is None)
+            if on is not None:  # (None: amp's "as the machine suits", its default)
+                args.append(flag if on else f"--no-{flag[2:]}")
+        elif action.nargs == 0 and action.const is True:  # a switch: given when recorded on
+            if recorded_switch(path, key, value, False):
+                args.append(flag)
+        elif action.nargs == 0:
+            if value.strip() == str(action.const):
                 args.append(flag)
         else:
             args.append(f"{flag}={value}")
