@@ -4,6 +4,7 @@ Every case runs `train.py` as a real process on real files, and checks that what
 had before is byte-identical afterwards.
 """
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -337,3 +338,69 @@ def test_a_run_killed_before_its_first_checkpoint_is_said_to_have_none_to_contin
     proc = process("train.py", [*ONE_EPOCH, "--outf", "out"], tmp_path)
     one_line_error(proc, "holds a run stopped before its first epoch ended (no checkpoint): pass --overwrite")
     assert "--resume" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_phase_test_of_a_checkpoint_out_of_its_run_writes_beside_it_and_never_into_the_users_folders(run):
+    cwd, folder = run
+    downloads = cwd / "Downloads"
+    (downloads / "test").mkdir(parents=True)
+    (downloads / "test" / "results.json").write_text('{"mine": true}')
+    shutil.copy(folder / "train" / "weights" / "best.pt", downloads / "model.pt")
+    for _ in range(2):  # the second replaces its own earlier evaluation
+        proc = process("train.py", ["--phase", "test", "--load_weights", "Downloads/model.pt"], cwd)
+        assert proc.returncode == 0 and "outputs: Downloads/model-test" in proc.stdout, proc.stderr
+    assert (downloads / "test" / "results.json").read_text() == '{"mine": true}'
+    assert json.loads((downloads / "model-test" / "results.json").read_text())["weights"] == "Downloads/model.pt"
+    shutil.copy(downloads / "model.pt", downloads / "other.pt")
+    (downloads / "other-test").mkdir()
+    (downloads / "other-test" / "notes.txt").write_text("mine")
+    one_line_error(process("train.py", ["--phase", "test", "--load_weights", "Downloads/other.pt"], cwd),
+                   "holds other files")
+    assert [p.name for p in (downloads / "other-test").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_link_to_a_runs_checkpoint_names_that_run(run):
+    cwd, folder = run
+    (cwd / "last.pt").symlink_to(folder / "train" / "weights" / "last.pt")
+    (cwd / "best.pt").symlink_to(folder / "train" / "weights" / "best.pt")
+    tested = process("train.py", ["--phase", "test", "--load_weights", "best.pt"], cwd)
+    assert tested.returncode == 0 and (folder / "test" / "results.json").is_file(), tested.stderr
+    resumed = process("train.py", ["--resume", "last.pt", "--niter", "2"], cwd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(read_csv(folder / "metrics.csv")) == 2 and not (cwd / "metrics.csv").exists()
+
+
+@pytest.mark.slow
+def test_another_runs_last_pt_copied_into_a_run_is_refused_by_resume(run, tmp_path):
+    cwd, folder = run
+    other = process("train.py", [*ONE_EPOCH, "--abnormal_class", "5", "--outf", "other"], cwd)
+    assert other.returncode == 0, other.stderr
+    shutil.copy(cwd / "other" / "skipganomaly" / "digits" / "5" / "train" / "weights" / "last.pt",
+                folder / "train" / "weights" / "last.pt")
+    before = snapshot(folder)
+    one_line_error(process("train.py", ["--resume", folder, "--niter", "2"], cwd),
+                   "is the checkpoint of another run", "abnormal_class 5", "records 3")
+    assert snapshot(folder) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra,fragment", [
+    (["--ngpu", "2"], "--phase test evaluates in one process"),
+    (["--outf", "elsewhere"], "--outf: --phase test writes into the test/ folder of the run"),
+    (["--name", "renamed"], "--name: --phase test writes into the test/ folder of the run"),
+    (["--load_weights", "other"], "--resume loads a run's last.pt and --load_weights other weights"),
+])
+def test_phase_test_refuses_what_it_would_record_without_applying(run, extra, fragment):
+    cwd, folder = run
+    one_line_error(process("train.py", ["--phase", "test", "--resume", folder, *extra], cwd), fragment)
+    assert not (folder / "test").exists() and not (cwd / "elsewhere").exists()
+
+
+@pytest.mark.slow
+def test_phase_test_resume_scores_in_the_precision_it_is_given_as_load_weights_does(run):
+    cwd, folder = run
+    proc = process("train.py", ["--phase", "test", "--resume", folder, "--amp"], cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "amp: True" in (folder / "test" / "opt.txt").read_text()

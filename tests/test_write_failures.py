@@ -254,3 +254,18 @@ def test_a_run_file_made_immutable_is_one_line_and_resume_goes_on_once_it_is_wri
     assert checkpoints(run) == before
     train_cli(["--resume", run, "--niter", "2"], tmp_path)
     assert checkpoint.load(run)["epoch"] == 2
+
+
+@pytest.mark.slow
+def test_an_evaluation_that_cannot_be_written_whole_leaves_none_and_the_earlier_one_stays(trained_run_copy, tmp_path):
+    """--phase test writes its folder whole or not at all: a file-size limit that its histogram.csv exceeds
+    once left a test/opt.txt describing an evaluation that was never written."""
+    run = trained_run_copy
+    refused = with_file_size_limit("train.py", ["--phase", "test", "--resume", run], tmp_path, limit=10_000)
+    one_line_error(refused, "histogram.csv")
+    assert not (run / "test").exists() and not list(run.glob(".test*"))
+    assert process("train.py", ["--phase", "test", "--resume", run], tmp_path).returncode == 0
+    earlier = {p.name: p.read_bytes() for p in (run / "test").iterdir() if p.is_file()}
+    one_line_error(with_file_size_limit("train.py", ["--phase", "test", "--resume", run], tmp_path, limit=10_000),
+                   "histogram.csv")
+    assert {p.name: p.read_bytes() for p in (run / "test").iterdir() if p.is_file()} == earlier

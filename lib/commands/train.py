@@ -4,13 +4,15 @@ if __name__ == "__main__":  # python -m lib.commands.train: run as the installed
     run_command_module(__spec__.name)
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from .. import options
 from ..errors import UserError
 from ..files import WriteFailed, disk_error, write_text
-from ..runs.folder import evaluation_dir, probe_writable, run_folder_of
+from ..runs.folder import evaluation_dir, in_run, probe_writable, run_folder_of
 
 
 class HistogramCopy:
@@ -157,17 +159,36 @@ def resume_folder(opt, ckpt, explicit) -> Path:
             raise UserError(f"--resume continues a run in its own folder: drop --{flag} (to branch a run, copy "
                             "its folder and resume the copy)")
     path = Path(ckpt["path"])
-    if not (path.parent.name == "weights" and path.parent.parent.name == "train"):  # a checkpoint taken out of its run
+    if not in_run(path):  # a checkpoint taken out of its run
         raise UserError(f"--resume continues a run in its own folder, and '{path}' lies in none (a run keeps it as "
                         "<run>/train/weights/last.pt): resume the whole run folder it came from, or train a new run "
                         f"from these weights with --load_weights {path}")
     folder = run_folder_of(path)
+    check_same_run(path, folder, ckpt["options"])
     name = Path(opt.name).parts
     if len(folder.parts) > len(name) and folder.parts[-len(name):] == name:
         opt.outf = str(Path(*folder.parts[:-len(name)]))
     else:
         opt.outf, opt.name = str(folder.parent), folder.name
     return folder
+
+
+# What tells one run from another in a run folder's opt.txt and its checkpoint's options.
+IDENTITY = ("model", "dataset", "abnormal_class", "normal_class", "category", "isize", "nc", "nz", "ngf", "ndf")
+
+
+def check_same_run(path: Path, folder: Path, saved: dict) -> None:
+    """The checkpoint is the run's own, as the folder's opt.txt records it: another run's last.pt copied in
+    would continue here, its epochs added to this run's metrics.csv and its options to its record."""
+    from ..options.record import recorded_values
+    recorded = recorded_values(folder / "opt.txt")
+    seeds = (recorded.get("manualseed", "-1"), str(saved.get("manualseed", -1)))
+    keys = IDENTITY + (("manualseed",) if "-1" not in seeds else ())
+    for key in keys:
+        if key in recorded and key in saved and recorded[key] != str(saved[key]):
+            raise UserError(f"'{path}' is the checkpoint of another run than '{folder}' ({key} {saved[key]}, where "
+                            f"the run's opt.txt records {recorded[key]}): put the run's own last.pt back, or resume "
+                            "the run the checkpoint came from")
 
 
 def evaluate_weights(opt, ckpt) -> int:
@@ -184,7 +205,7 @@ def evaluate_weights(opt, ckpt) -> int:
 
     if opt.overwrite:
         raise UserError("--overwrite applies to training; --phase test writes only below <run>/test/")
-    out = evaluation_dir(run_folder_of(ckpt["path"]))
+    out = evaluation_dir(ckpt["path"])
     model, split, device = build_evaluation(opt, ckpt)
     parts = evaluate(model, split.test_images, opt.batchsize, device,
                      train_mode=score_policy(opt, type(model)).train_mode)
@@ -194,19 +215,31 @@ def evaluate_weights(opt, ckpt) -> int:
     if split.test_masks is not None:  # inspection data: the maps too, smoothed as the run chose (scoring/localise.py)
         metrics.update(evaluate_maps(model, split.test_images, split.test_masks.numpy(), split.test_defects,
                                      opt.batchsize, device, chosen_sigma(ckpt)[0]))
+    # Written whole into a staging folder, then put in place: a disk that fills half-way leaves the earlier
+    # evaluation (or none), never an opt.txt describing one that was not written.
+    staging = out.parent / f".{out.name}.partial"
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "opt.txt", options_text(opt, options.defaults(), runtime_of(model, device, Context())))
-        write_text(out / "histogram.csv", hist)
-        write_text(out / "results.json", json.dumps(
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        write_text(staging / "opt.txt", options_text(opt, options.defaults(), runtime_of(model, device, Context())))
+        write_text(staging / "histogram.csv", hist)
+        write_text(staging / "results.json", json.dumps(
             {"weights": ckpt["path"], "epoch": ckpt.get("epoch"), "seed": opt.manualseed, "test": metrics},
             indent=2) + "\n")
-        evaluation_plots(out, opt, labels, parts["score"], model.scoring.name, ckpt.get("threshold"), ckpt.get("epoch"))
+        evaluation_plots(staging, opt, labels, parts["score"], model.scoring.name, ckpt.get("threshold"),
+                         ckpt.get("epoch"))
+        out.mkdir(exist_ok=True)
+        for item in staging.iterdir():
+            if (out / item.name).is_dir():
+                shutil.rmtree(out / item.name)
+            os.replace(item, out / item.name)
     except OSError as err:
         error = disk_error(err)
         if error is not None:  # a full disk: name the file and the space left, as every write does
             raise WriteFailed(err.path if isinstance(err, WriteFailed) else out, error) from None
         raise UserError(f"cannot write the evaluation folder '{out}' ({err.strerror})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     HistogramCopy(out / "histogram.csv").write(hist)
     print("test: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     print(f"outputs: {out}")

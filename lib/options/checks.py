@@ -235,6 +235,8 @@ def validate(opt) -> None:
                         "give one a weight")
     if opt.overwrite and opt.resume:
         raise UserError("--overwrite starts the run over and --resume continues it: give one of them")
+    if opt.resume and opt.load_weights is not None:  # (the record would name weights that were not used)
+        raise UserError("--resume loads a run's last.pt and --load_weights other weights: give one of them")
     if opt.abnormal_class is not None and opt.normal_class is not None:
         raise UserError("give either --abnormal_class (leave-one-class-out) or --normal_class (one-class), not both")
     if opt.category is not None and not inspection_dataset(opt.dataset):

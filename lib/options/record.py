@@ -75,3 +75,15 @@ def marked(lines) -> dict[str, str]:
         if colon and MARK in rest:
             changed[key.strip()] = rest[:rest.rindex(MARK)]
     return changed
+
+
+def recorded_values(path: Path) -> dict[str, str]:
+    """{option: value as written} of every line of the opt.txt at `path` ({} where there is none to read)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig", errors="replace").splitlines()[:1000]
+    except OSError:
+        return {}
+    if BEGIN not in lines or END not in lines[lines.index(BEGIN):]:
+        return {}
+    block = lines[lines.index(BEGIN) + 1:lines.index(END, lines.index(BEGIN))]
+    return {key: value.partition(MARK)[0] for key, colon, value in (line.partition(": ") for line in block) if colon}

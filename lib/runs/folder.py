@@ -240,14 +240,31 @@ def probe_writable(folder: Path) -> None:
 def run_folder_of(checkpoint_path) -> Path:
     """The run folder of `<run>/train/weights/<name>.pt`; the file's own folder otherwise."""
     path = Path(checkpoint_path)
-    if path.parent.name == "weights" and path.parent.parent.name == "train":
-        return path.parent.parent.parent
-    return path.parent
+    return path.parent.parent.parent if in_run(path) else path.parent
 
 
-def evaluation_dir(run: Path) -> Path:
-    """Where an evaluation of `run`'s weights writes: `<run>/test/`, never the training record, and
-    never into another run that was put there."""
+def in_run(checkpoint_path) -> bool:
+    """Whether the checkpoint lies where a run keeps it, `<run>/train/weights/<name>.pt`."""
+    path = Path(checkpoint_path)
+    return path.parent.name == "weights" and path.parent.parent.name == "train"
+
+
+def evaluation_dir(checkpoint_path) -> Path:
+    """Where --phase test's evaluation of a checkpoint writes: `<run>/test/`, never the training record, and
+    never into another run that was put there. A checkpoint taken out of its run (~/Downloads/model.pt)
+    has `model-test/` beside it instead, and a folder there that is no evaluation of it is refused: the
+    folder is the user's, and `test/` is a likely name for their own files."""
+    path = Path(checkpoint_path)
+    if not in_run(path):
+        test = path.parent / f"{path.stem}-test"
+        _refuse_links(path.parent, [test.name])
+        record = test / "results.json"
+        earlier = record.is_file() and f'"weights": {json.dumps(str(path))}' in record.read_text(errors="replace")
+        if test.exists() and any(test.iterdir()) and not earlier:
+            raise UserError(f"'{test}', where the evaluation of '{path}' goes, holds other files: move them away "
+                            "(or the checkpoint into a folder of its own)")
+        return test
+    run = run_folder_of(path)
     _refuse_links(Path(run), ["test"])
     test = Path(run) / "test"
     other = test if is_run_folder(test) else next(runs_inside(test), None)

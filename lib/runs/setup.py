@@ -163,12 +163,28 @@ def check_outside_dataset(opt, ckpt) -> None:
                         "read as data: move the run folder out of the dataset, then use it from there")
 
 
+def check_test_session(opt, explicit: set[str]) -> None:
+    """--phase test's flags that would be recorded in <run>/test/opt.txt without being applied, refused: it
+    evaluates in one process, into the test/ folder of the run its weights name (--outf and --name find
+    that run only for a bare --load_weights)."""
+    if "ngpu" in explicit and opt.ngpu > 1 and os.environ.get("WORLD_SIZE", "1").strip() in ("", "1"):
+        raise UserError(f"--ngpu {opt.ngpu}: --phase test evaluates in one process; drop --ngpu")
+    if opt.resume or opt.load_weights not in (None, "run"):
+        weights = f"--resume {opt.resume}" if opt.resume else f"--load_weights {opt.load_weights}"
+        for flag in ("outf", "name"):
+            if flag in explicit:
+                raise UserError(f"--{flag}: --phase test writes into the test/ folder of the run {weights} names; "
+                                f"drop --{flag}")
+
+
 def load_checkpoint(opt, explicit: set[str]):
     """The checkpoint named by --resume or --load_weights (or None), with its options adopted.
 
     Nothing is built from it before all of it is checked: its stored options as the command line's
     are; its states must fit the networks (on --resume also the optimisers and schedulers) they describe.
     """
+    if opt.phase == "test":
+        check_test_session(opt, explicit)
     if opt.resume:
         ckpt = checkpoint.load(opt.resume, "last")
         if ckpt["options"].get("niter") == 0 and opt.phase != "test":  # (--phase test evaluates it, as any run)
@@ -177,11 +193,12 @@ def load_checkpoint(opt, explicit: set[str]):
         adopt(opt, ckpt["options"], explicit, f"checkpoint '{ckpt['path']}'")
         options.validate(opt)  # the run's options with the flags given now
         check_outside_dataset(opt, ckpt)
-        if opt.niter < ckpt["epoch"]:  # it would train nothing, yet record the shorter run
+        if opt.niter < ckpt["epoch"] and opt.phase != "test":  # it would train nothing, yet record the shorter run
             raise UserError(f"--niter {opt.niter} is below the {ckpt['epoch']} epochs '{ckpt['path']}' has trained: "
                             f"give --niter {ckpt['epoch']} or more (or score it as it is with predict.py)")
         checkpoint_fit.check_states(ckpt, opt, make_schedulers)
-        check_same_precision(opt, explicit, ckpt)
+        if opt.phase != "test":  # (--phase test scores in the precision it is given, as with --load_weights)
+            check_same_precision(opt, explicit, ckpt)
         return ckpt
     if opt.load_weights is not None:
         source = run_dir(opt) if opt.load_weights == "run" else opt.load_weights

@@ -43,6 +43,8 @@ INVOCATION_OPTIONS = ("overwrite", "phase", "load_weights", "tune", "verbose")
 def find(path, which: str = "last") -> Path:
     """A checkpoint file from a file, a run folder or its weights folder."""
     path = Path(path)
+    if path.is_symlink() and path.is_file():  # a link to a run's checkpoint names that run, not the link's folder
+        return path.resolve()
     for candidate in (path, path / f"{which}.pt", path / "train" / "weights" / f"{which}.pt"):
         if candidate.is_file():
             return candidate
