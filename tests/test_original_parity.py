@@ -123,9 +123,12 @@ def test_weights_of_another_architecture_are_refused_in_one_line(trained_run_cop
     one_line_error(proc, "--fixes all: checkpoint", "was trained without the fix 'classifier_bias'",
                    "give the run's own --original/--fixes")
     assert not (run / "test").exists()
-    # A fix that changes no shape loads the same weights.
+    # A fix that changes no shape loads the same weights (one that --phase test applies itself).
     assert process("train.py", [*TINY, "--phase", "test", "--load_weights", run,
-                                "--fixes", "default,-gp_of_mean"], tmp_path).returncode == 0
+                                "--fixes", "default,-outputs"], tmp_path).returncode == 0
+    # A fix of another model is no difference this run can have: refused, not recorded.
+    one_line_error(process("train.py", [*TINY, "--phase", "test", "--load_weights", run, "--fixes",
+                                        "default,-gp_of_mean"], tmp_path), "gp_of_mean concerns w_skipganomaly only")
 
 
 def test_the_default_fixes_are_all_but_those_the_ablation_reverted_and_name_runs_by_their_difference():

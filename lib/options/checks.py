@@ -12,7 +12,7 @@ from pathlib import Path
 from ..classes import DATASETS, INSPECTION, builtin_dataset, class_names, inspection_dataset, resolve_class
 from ..errors import UserError
 from ..models import MODELS, registry
-from ..original import applies, fixes
+from ..original import FIXES, applies, fixes
 from ..scoring.functions import SCORES
 from .parser import build_parser, score_weight, str2bool
 
@@ -176,6 +176,17 @@ def check_control(opt) -> None:
                             "or give --niter the epochs to train")
 
 
+def check_fixes_concern(opt) -> None:
+    """A fix named alone (not through default/all/none) must concern the run's model: one it does not read
+    would be recorded as a difference from the original that the run does not have."""
+    for item in str(opt.fixes).split(","):
+        name = item.strip().lstrip("-")
+        if name in FIXES and not FIXES[name].concerns(opt.model):
+            models = ", ".join(FIXES[name].models)
+            raise UserError(f"--fixes {opt.fixes}: {name} concerns {models} only, and this run's model is "
+                            f"{opt.model}: drop {item.strip()}")
+
+
 def validate(opt) -> None:
     """Raise UserError for values the networks, data or loop cannot take."""
     check_choices(opt)
@@ -204,6 +215,7 @@ def validate(opt) -> None:
     if not 0 <= opt.val_ratio < 1:
         raise UserError(f"--val_ratio must be in [0, 1) (got {opt.val_ratio})")
     fixes(opt)  # an unknown fix name is refused here
+    check_fixes_concern(opt)
     if opt.original and opt.fixes != "default":
         raise UserError(f"--original applies no fix and --fixes {opt.fixes} names some: give one of them")
     if opt.extralayers and not fixes(opt) and opt.model in ("skipganomaly", "w_skipganomaly"):  # the original's
