@@ -4,8 +4,8 @@ A mask is found as MVTec AD lays it out, by the image's place below --path: the 
 <path>/<folders>/<name>.<ext> has the mask <masks>/<folders>/<name>_mask.png, and an image without
 one is normal (every pixel 0). So `--path CATEGORY/test --masks CATEGORY/ground_truth` scores a whole
 category's test set. The maps are the ones training evaluated (lib/scoring/localise.py): the kind of
-map and its smoothing the run chose on its validation masks (an export, which carries its score's map
-alone, draws that one); pixel AUROC and PRO over every image, and per kind of defect
+map and its smoothing the run chose on its validation masks (an export carries its score's map alone, not
+that choice, so --masks needs the run folder); pixel AUROC and PRO over every image, and per kind of defect
 (the mask's folder), are printed and written to pixel_metrics.json.
 """
 import json
