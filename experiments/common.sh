@@ -14,9 +14,8 @@
 # Every class is attempted; the exit status is 1 when any run failed (the last line names them),
 # 130 on Ctrl-C. Bad input stops the sweep with exit status 2 and one line: flags the sweep sets
 # for each run itself (--abnormal_class, --normal_class, --name; --manualseed with SEEDS), a seed
-# that is not a whole number, a PYTHON that cannot run or lacks the requirements and (with SEEDS)
-# arguments train.py refuses, before anything runs; without SEEDS, arguments train.py refuses (its
-# exit status 2) at the first run, since every other run would get them too.
+# that is not a whole number, a PYTHON that cannot run or lacks the requirements, arguments train.py
+# refuses, and two classes that would share one run folder, before anything runs.
 
 run_classes() {
     local flags=() extra=() python device=() seeds failed=() class seed status runs=0 names=() i model dataset
@@ -36,11 +35,10 @@ run_classes() {
     dataset=$(flag_value --dataset cifar10 "${flags[@]}" "${extra[@]}")
     local root total=$(( ${#ALL_CLASSES[@]} * (${#seeds[@]} > 0 ? ${#seeds[@]} : 1) ))
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-    # With SEEDS the sweep names the runs, and must name them as train.py would (its suffixes keep
-    # each variant's runs apart): asked before anything runs, so refused flags stop it first.
-    if [[ ${#seeds[@]} -gt 0 ]]; then
-        run_names "$root" "${seeds[0]}" || exit $?
-    fi
+    # The runs' names, as train.py gives them, asked before anything runs: refused flags stop the sweep
+    # first, and two classes that would share a run folder ("3 03", a --config naming its run) are found.
+    # With SEEDS the sweep names the runs itself from them (the suffixes keep each variant's runs apart).
+    run_names "$root" "${seeds[0]:-}" || exit $?
 
     for i in "${!ALL_CLASSES[@]}"; do
         class=${ALL_CLASSES[$i]}
@@ -80,16 +78,18 @@ from lib import options
 from lib.errors import run_cli
 n, k = int(sys.argv[2]), int(sys.argv[3])
 classes, before, after = sys.argv[4:4 + n], sys.argv[4 + n:4 + n + k], sys.argv[4 + n + k:]
-names = lambda _: print("\n".join(options.parse([*before, "--abnormal_class", c, *after]).name for c in classes))
-sys.exit(run_cli(names, []))'
+name = lambda c: options.parse(options.with_config([*before, "--abnormal_class", c, *after])[0]).name
+sys.exit(run_cli(lambda _: print("\n".join(name(c) for c in classes)), []))'
 
 # run_names ROOT SEED: fill run_classes's `names` (one per class, in ALL_CLASSES's order); one line
 # on stderr and status 2 when train.py refuses the flags or two classes get one name (1: PYTHON failed).
 run_names() {
     local errors listing status=0
     errors=$(mktemp) || return 1
+    local seed=()
+    [[ -n $2 ]] && seed=(--manualseed "$2")
     listing=$("${python[@]}" -c "$RUN_NAMES" "$1" "${#ALL_CLASSES[@]}" "${#flags[@]}" "${ALL_CLASSES[@]}" \
-              "${flags[@]}" "${device[@]}" --manualseed "$2" "${extra[@]}" 2> "$errors") || status=$?
+              "${flags[@]}" "${device[@]}" "${seed[@]}" "${extra[@]}" 2> "$errors") || status=$?
     local why
     why=$(tail -n 1 "$errors")
     rm -f "$errors"

@@ -95,12 +95,19 @@ def test_classes_and_seeds_come_from_the_environment_and_seeds_get_their_own_run
                                                                  "w_skipganomaly/fashion-mnist/Ankle_boot/seed2"]
 
 
+@pytest.mark.parametrize("seeds", [{"SEEDS": "0 1"}, {}])
 @pytest.mark.parametrize("args,env,named", [
     (["--no_such_flag"], {"CLASSES": "3 7"}, "unrecognized arguments: --no_such_flag"),
     ([], {"CLASSES": "3 11"}, "unknown class '11'"),
-    ([], {"CLASSES": "3 03"}, "two classes the run name 'w_skipganomaly/mnist/3'")])
-def test_a_sweep_with_seeds_refuses_what_train_py_refuses_before_any_run(args, env, named, tmp_path):
-    done, runs = run_script("run_mnist.sh", args, {**env, "SEEDS": "0 1"}, tmp_path)
+    ([], {"CLASSES": "3 03"}, "two classes the run name 'w_skipganomaly/mnist/3'"),
+    (["--config", "named.txt"], {"CLASSES": "1 2"}, "two classes the run name 'mine'")])
+def test_a_sweep_refuses_what_train_py_refuses_before_any_run(args, env, named, seeds, tmp_path):
+    """Before any run, with or without SEEDS: refused flags, and classes that would share one run folder
+    (one class named twice, a --config replaying its run's own --name)."""
+    (tmp_path / "named.txt").write_text("------------ Options -------------\ndataset: mnist\t[default: cifar10]\n"
+                                        "name: mine\t[default: None]\n-------------- End ----------------\n")
+    done, runs = run_script("run_mnist.sh", [a if a != "named.txt" else str(tmp_path / a) for a in args],
+                            {**env, **seeds}, tmp_path)
     assert runs == [] and done.stdout == ""
     one_line_error(done, named)
 

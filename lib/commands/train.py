@@ -50,6 +50,8 @@ class HistogramCopy:
 
 
 def main(argv):
+    from ..parallel.launch import end_with_launcher
+    end_with_launcher()  # first: a job's process whose launcher is killed while it starts must stop too
     argv, show = options.with_config(argv)
     opt = options.parse(argv)
     if show and not opt.resume and opt.load_weights is None:  # else the checkpoint's options are part of them
@@ -83,7 +85,6 @@ def main(argv):
         check_path_out(opt, folder)
     from ..parallel import distributed
     context = distributed.Context.from_env()  # under torchrun: rank 0 alone writes and prints
-    distributed.end_with_launcher(context)
     if not context.active:
         import torch
 

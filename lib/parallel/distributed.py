@@ -17,9 +17,7 @@ Torch's own SyncBatchNorm runs on CUDA only; `SyncBatchNorm2d` sums on any devic
 code trains on gloo (CPU) and NCCL (GPU).
 """
 import os
-import signal
 import sys
-import threading
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -218,29 +216,6 @@ def from_rank_zero(value, context: Context) -> float:
     box = torch.tensor([float("nan") if value is None else float(value)], dtype=torch.float64, device=_device())
     dist.broadcast(box, src=0)
     return float(box)
-
-
-def end_with_launcher(context: Context, every_s: float = 0.5) -> None:
-    """Stop this process of a job, as a SIGTERM would (it checkpoints), once its launcher is gone.
-    A launcher killed with SIGKILL (`kill -9` to a job's process group, as schedulers do) cannot pass
-    it on, and the agent starts each process in a process group of its own: they trained on, writing
-    the run folder, with nobody to stop them. Watching the parent works whichever thread of the
-    launcher started the process, which PR_SET_PDEATHSIG does not. `train.py --ngpu` names itself
-    (LAUNCHER_PID, with the job's run id), so a launcher killed while this process was still starting is
-    seen too; under torchrun the parent at this point is taken for the launcher."""
-    from .launch import LAUNCHER_PID
-    if not context.active:
-        return
-    pid, _, run_id = os.environ.get(LAUNCHER_PID, "").partition(":")
-    named = pid.isdigit() and run_id != "" and run_id == os.environ.get("TORCHELASTIC_RUN_ID")
-    parent = int(pid) if named else os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            threading.Event().wait(every_s)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
 
 
 def finish(context: Context) -> None:

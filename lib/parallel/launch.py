@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -21,8 +22,31 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 # A process stopped because another one had stopped first: it says nothing, the launcher does.
 PEER_LOST = 3
 INTERRUPTED = {128 + signal.SIGINT, 128 + signal.SIGTERM}
-LAUNCHER_PID = "SKIP_WGANOMALY_LAUNCHER_PID"  # each process ends with this one (distributed.end_with_launcher)
+LAUNCHER_PID = "SKIP_WGANOMALY_LAUNCHER_PID"  # each process ends with this one (end_with_launcher)
 SHUTDOWN_TIMEOUT_S = 90  # how long stopped processes may take to checkpoint before they are killed
+
+
+def end_with_launcher(every_s: float = 0.5) -> None:
+    """In a process of a job (torchrun's, or --ngpu's): stop it, as a SIGTERM would (it checkpoints), once
+    its launcher is gone. A launcher killed with SIGKILL (`kill -9` to a job's process group, as schedulers
+    do) cannot pass it on, and the agent starts each process in a process group of its own: they trained
+    on, writing the run folder, with nobody to stop them. Watching the parent works whichever thread of
+    the launcher started the process, which PR_SET_PDEATHSIG does not. `train.py --ngpu` names itself
+    (LAUNCHER_PID, with the job's run id), so a launcher killed at any time is seen; under torchrun the
+    parent is taken for the launcher as the process starts, before torch loads (seconds), which leaves a
+    launcher killed in the first fraction of a second unseen."""
+    if os.environ.get("WORLD_SIZE", "1").strip() in ("", "0", "1") or "RANK" not in os.environ:
+        return
+    pid, _, run_id = os.environ.get(LAUNCHER_PID, "").partition(":")
+    named = pid.isdigit() and run_id != "" and run_id == os.environ.get("TORCHELASTIC_RUN_ID")
+    parent = int(pid) if named else os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            threading.Event().wait(every_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
 
 
 def processes_for(opt, ngpu_given: bool, cuda: bool) -> int:
