@@ -14,12 +14,21 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install -q --no-build-isolation -r requirements.txt
 	touch $(STAMP)
 
+# The demo trains into a folder of its own, output/demo (never a user's output/w_skipganomaly/digits/0), and
+# replaces a run there only while it is still the one the demo wrote: DEMO_MARK holds the checksum of that
+# run's loss log, which a user's run (or the demo's, resumed) does not match; train.py refuses those.
+DEMO_MARK := output/demo/.made-by-make-demo
+DEMO_OWN = $(shell test -f $(DEMO_MARK) && cksum 2>/dev/null <output/demo/loss_log.txt | cmp -s - $(DEMO_MARK) \
+	&& echo --overwrite)
+
 demo: $(STAMP)
 	$(PY) train.py --dataset digits --abnormal_class 0 --model w_skipganomaly --device cpu \
-		--nc 1 --isize 16 --ngf 32 --ndf 32 --nz 64 --batchsize 32 --niter 10 --n_critic 2 --manualseed 0 --outf ./output --overwrite
+		--nc 1 --isize 16 --ngf 32 --ndf 32 --nz 64 --batchsize 32 --niter 10 --n_critic 2 --manualseed 0 \
+		--outf ./output --name demo $(DEMO_OWN)
+	@cksum <output/demo/loss_log.txt >$(DEMO_MARK)
 	@echo "next, in this shell: . .venv/bin/activate"
 	@echo "  python -m tools.sample_images --dataset digits --out new_images   # ten test digits as PNG files"
-	@echo "  python predict.py --path new_images/ --weights output/w_skipganomaly/digits/0   # score them with the run"
+	@echo "  python predict.py --path new_images/ --weights output/demo   # score them with the run"
 	@echo "  make dashboard   # then add --display to a train.py command to watch it train"
 
 # Every test (what CI runs).

@@ -172,11 +172,11 @@ def readme_commands() -> tuple[Command, ...]:
 
 def demo_recipe() -> list[str]:
     """The Makefile's `make demo` training command, as a user types it in the environment it made: without
-    its --overwrite (there to let `make demo` run again), which would make it read a run rather than make one."""
+    its $(DEMO_OWN) (--overwrite where the demo's own earlier run is there, to let `make demo` run again)."""
     recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
     recipe = recipe.replace("\\\n", " ").replace("$(PY)", "python")
     line = next(line for line in recipe.splitlines() if "train.py" in line)
-    return [word for word in shlex.split(line) if word != "--overwrite"]
+    return [word for word in shlex.split(line) if word not in ("--overwrite", "$(DEMO_OWN)")]
 
 
 def commands_in(text: str, page: str = "README.md") -> tuple[Command, ...]:

@@ -364,3 +364,53 @@ def test_sample_images_writes_test_images_of_each_class_named_by_class_and_refus
     one_line_error(tool("tools.sample_images", ["--dataset", "custom", "--out", tmp_path / "c"], tmp_path),
                    "is not built in")
     assert not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------------------ make demo
+
+def make_demo(work: Path) -> subprocess.CompletedProcess:
+    """`make demo` in `work` (a copy of the Makefile), its environment taken as installed, its training shortened
+    to one small epoch (the flags added after the recipe's win)."""
+    python = work / "python"
+    python.write_text(f'#!/bin/sh\nscript="$1"; shift\n'  # this checkout's train.py
+                      f'exec "{sys.executable}" "{ROOT}/$script" "$@" --niter 1 --ngf 8 --ndf 8 --nz 8 --isize 8\n')
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(["make", "-s", "demo", f"PY={python}", "STAMP=stamp"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def fake_user_run(folder: Path) -> dict[str, bytes]:
+    (folder / "train" / "weights").mkdir(parents=True)
+    (folder / "train" / "weights" / "best.pt").write_bytes(b"the user's weights")
+    (folder / "loss_log.txt").write_text("the user's training log\n")
+    (folder / "metrics.csv").write_text("epoch,auroc\n1,0.9\n")
+    return snapshot(folder)
+
+
+def run_files(folder: Path) -> dict[str, bytes]:
+    """A run folder's files but train.py's .lock (which a refused train.py leaves, released)."""
+    return {name: data for name, data in snapshot(folder).items() if name != ".lock"}
+
+
+@pytest.mark.slow
+def test_make_demo_trains_in_a_folder_of_its_own_and_replaces_only_the_run_it_wrote(tmp_path):
+    for name in ("Makefile", "requirements.txt"):
+        shutil.copy(ROOT / name, tmp_path)
+    (tmp_path / "stamp").touch()  # newer than requirements.txt: nothing is installed
+    users = tmp_path / "output/w_skipganomaly/digits/0"  # python train.py --dataset digits --abnormal_class 0 ...
+    theirs = fake_user_run(users)
+    in_demos = fake_user_run(tmp_path / "output/demo")  # a user's own --name demo
+    kept = run_files(tmp_path / "output/demo")
+    first = make_demo(tmp_path)
+    assert first.returncode != 0 and "output/demo" in first.stderr, first.stdout + first.stderr  # train.py refuses
+    assert run_files(tmp_path / "output/demo") == kept and snapshot(users) == theirs
+    shutil.rmtree(tmp_path / "output/demo")
+    for attempt in ("first", "again"):  # its own run, replaced by the next make demo
+        done = make_demo(tmp_path)
+        assert done.returncode == 0 and "outputs: output/demo" in done.stdout, f"{attempt}: {done.stderr}"
+    assert snapshot(users) == theirs and in_demos == kept
+    with open(tmp_path / "output/demo/loss_log.txt", "a") as log:  # the demo's run trained on by the user
+        log.write("epoch 2 ...\n")
+    resumed = run_files(tmp_path / "output/demo")
+    assert make_demo(tmp_path).returncode != 0 and run_files(tmp_path / "output/demo") == resumed
