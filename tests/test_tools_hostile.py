@@ -414,3 +414,63 @@ def test_make_demo_trains_in_a_folder_of_its_own_and_replaces_only_the_run_it_wr
         log.write("epoch 2 ...\n")
     resumed = run_files(tmp_path / "output/demo")
     assert make_demo(tmp_path).returncode != 0 and run_files(tmp_path / "output/demo") == resumed
+
+
+# ------------------------------------------------------------------ what a tool may write over
+
+def file_size_limit_zero():
+    """In the child before it starts: `ulimit -f 0`, every write to a file fails (EFBIG)."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+
+def limited_tool(module: str, args, cwd) -> subprocess.CompletedProcess:
+    """`tool` under `ulimit -f 0` (its output goes to pipes, which the limit does not stop)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, preexec_fn=file_size_limit_zero)
+
+
+def fake_run_folder(folder: Path) -> dict[str, bytes]:
+    """A run folder as train.py leaves one (what makes it a run: train/weights), with its metrics.csv."""
+    (folder / "train" / "weights").mkdir(parents=True)
+    (folder / "loss_log.txt").write_text("epoch 1 ...\n")
+    (folder / "metrics.csv").write_text("epoch,auroc\n1,0.9\n")
+    return snapshot(folder)
+
+
+BASELINES = ["--dataset", "digits", "--isize", "8", "--nc", "1", "--classes", "0"]
+
+
+@pytest.mark.slow
+def test_baselines_refuse_an_out_inside_a_run_folder_even_through_a_link_and_keep_its_metrics(tmp_path):
+    run = tmp_path / "r"
+    kept = fake_run_folder(run)
+    (tmp_path / "link.csv").symlink_to(run / "metrics.csv")
+    for out in (run / "metrics.csv", run / "tables" / "b.csv", tmp_path / "link.csv"):
+        refused(tool("tools.baselines", [*BASELINES, "--out", out, "--overwrite"], tmp_path),
+                "would be inside the run folder 'r', whose files it could replace")
+    assert snapshot(run) == kept
+
+
+@pytest.mark.slow
+def test_baselines_replace_only_their_own_earlier_table_unless_told_to_overwrite(tmp_path):
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,notes\n")
+    refused(tool("tools.baselines", [*BASELINES, "--out", "notes.csv"], tmp_path),
+            "--out notes.csv already exists and is not a table of tools.baselines: give another --out, or add "
+            "--overwrite")
+    assert notes.read_text() == "my,notes\n"
+    table = tmp_path / "b.csv"
+    for attempt in ("new", "its own earlier table"):
+        done = tool("tools.baselines", [*BASELINES, "--out", table], tmp_path)
+        assert done.returncode == 0 and table.read_text().startswith("dataset,protocol,class,method,"), attempt
+    replaced = tool("tools.baselines", [*BASELINES, "--out", notes, "--overwrite"], tmp_path)
+    assert replaced.returncode == 0 and notes.read_text().startswith("dataset,protocol,class,method,")
+
+
+@pytest.mark.slow
+def test_baselines_under_a_file_size_limit_say_so_in_one_line_without_joblibs_warning(tmp_path):
+    proc = limited_tool("tools.baselines", [*BASELINES, "--out", tmp_path / "b.csv"], tmp_path)
+    refused(proc, "raise the file-size limit (ulimit -f)")  # the only stderr line
+    assert files(tmp_path) == []

@@ -29,8 +29,12 @@ from lib.files import write_text
 from lib.options import C_INT_MAX, check_image_shape
 from lib.resources import check_fits
 from lib.runs.collect import check_writable, shown
+from lib.runs.folder import enclosing_run
 from lib.scoring.metrics import all_metrics
+from tools import quiet_joblib
 
+# The first line of every table this tool writes: an --out that starts so is its own, replaced unasked.
+HEADER_START, HEADER_END = "dataset,protocol,class,method,", ",seconds"
 # Images of each built-in dataset (train + test), to refuse a size that cannot fit before loading it.
 IMAGES = {"cifar10": 60_000, "mnist": 70_000, "fashion-mnist": 70_000, "digits": 1_797}
 
@@ -156,7 +160,33 @@ def check_common(opt) -> None:
     if opt.out is not None and not opt.out.strip():
         raise UserError("--out is empty: give the CSV file to write, or leave --out out")
     if opt.out:
-        check_writable(opt.out, "--out")
+        check_out(opt)
+
+
+def check_out(opt) -> None:
+    """--out may replace an earlier table of this tool, nothing else unasked, and never a run's file (its
+    metrics.csv is the run's record of every epoch), through links too: as tools.collect_results."""
+    out = Path(opt.out)
+    run = enclosing_run(out)
+    if run is not None:
+        raise UserError(f"--out {shown(out)} would be inside the run folder '{shown(run)}', whose files it could "
+                        "replace: choose an --out outside every run folder")
+    if (out.exists() or out.is_symlink()) and not out.is_dir() and not opt.overwrite and not earlier_table(out):
+        raise UserError(f"--out {shown(out)} already exists and is not a table of tools.baselines: give another "
+                        "--out, or add --overwrite to replace it")
+    check_writable(out, "--out")
+
+
+def earlier_table(path: Path) -> bool:
+    """Whether `path` is a regular file whose first line is this tool's header (a pipe is never opened)."""
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as f:
+            first = f.read(4096).split(b"\n", 1)[0].decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.startswith(HEADER_START) and first.endswith(HEADER_END)
 
 
 def main(argv):
@@ -171,10 +201,15 @@ def main(argv):
     p.add_argument("--category", nargs="+", help="with --dataset mvtec: the categories to run")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--pca_variance", type=float, default=0.9)
-    p.add_argument("--out", default=None, metavar="FILE.csv", help="CSV file to write (rewritten after each class)")
+    p.add_argument("--out", default=None, metavar="FILE.csv",
+                   help="CSV file to write (rewritten after each class); an existing one only if it is an earlier "
+                        "table of this tool, or with --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="let --out replace an existing file that is not a "
+                                                            "table of this tool (never a run folder's)")
     p.add_argument("--verbose", action="store_true")
     opt = p.parse_args(argv)
     targets = check(opt)
+    quiet_joblib()
     torch.set_grad_enabled(False)
     run(opt, targets)
     if opt.out:
