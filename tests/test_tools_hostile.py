@@ -7,8 +7,10 @@ partial results met by the collectors, undecodable names, and flags passed throu
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -474,3 +476,53 @@ def test_baselines_under_a_file_size_limit_say_so_in_one_line_without_joblibs_wa
     proc = limited_tool("tools.baselines", [*BASELINES, "--out", tmp_path / "b.csv"], tmp_path)
     refused(proc, "raise the file-size limit (ulimit -f)")  # the only stderr line
     assert files(tmp_path) == []
+
+
+def test_sample_images_under_a_file_size_limit_leave_no_half_set_and_the_same_command_then_runs(tmp_path):
+    args = ["--dataset", "digits", "--count", "20", "--out", tmp_path / "s"]
+    refused(limited_tool("tools.sample_images", args, tmp_path), "(File too large): choose another --out")
+    assert list(tmp_path.iterdir()) == []  # no image, no staging folder, no --out
+    done = tool("tools.sample_images", args, tmp_path)
+    assert done.returncode == 0 and len(files(tmp_path / "s")) == 20, done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sample_images_stopped_while_writing_leave_nothing_and_the_same_command_then_runs(signum, tmp_path):
+    from tests.conftest import make_idx
+    make_idx(tmp_path / "data", "MNIST/raw", n_train=10, n_test=10_000)
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "new" / "s", tmp_path / "empty"):  # a folder it makes, a folder the user made
+        args = ["--dataset", "mnist", "--dataroot", tmp_path / "data", "--count", "10000", "--out", out]
+        proc = subprocess.Popen([sys.executable, "-m", "tools.sample_images", *map(str, args)], cwd=tmp_path,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not any(p.suffix == ".png" for p in tmp_path.rglob(".sample_images-*/*")):  # writing, not done
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signum, err
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "data" not in p.parts) == \
+            [Path("empty")], err  # the folder the user made stays, empty
+    again = tool("tools.sample_images", [*args[:-2], "--count", "20", "--out", tmp_path / "empty"], tmp_path)
+    assert again.returncode == 0 and len(files(tmp_path / "empty")) == 20, again.stderr
+
+
+def test_sample_images_refuse_an_out_inside_a_run_folder_even_through_a_link(tmp_path):
+    kept = fake_run_folder(tmp_path / "r")
+    (tmp_path / "r" / "extra").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "r" / "extra")
+    for out in (tmp_path / "link", tmp_path / "r" / "new"):
+        refused(tool("tools.sample_images", ["--dataset", "digits", "--out", out], tmp_path),
+                "is inside the run folder 'r', which holds a run's own files")
+    assert snapshot(tmp_path / "r") == kept and list((tmp_path / "r" / "extra").iterdir()) == []
+
+
+def test_sample_images_refuse_a_dataroot_for_the_built_in_digits(tmp_path):
+    proc = tool("tools.sample_images", ["--dataset", "digits", "--dataroot", tmp_path / "x", "--out", tmp_path / "d"],
+                tmp_path)
+    refused(proc, "--dataroot is not read with --dataset digits (scikit-learn's digits are built in): drop it")
+    assert list(tmp_path.iterdir()) == []
