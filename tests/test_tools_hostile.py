@@ -526,3 +526,14 @@ def test_sample_images_refuse_a_dataroot_for_the_built_in_digits(tmp_path):
                 tmp_path)
     refused(proc, "--dataroot is not read with --dataset digits (scikit-learn's digits are built in): drop it")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ helpers of other environments and studies
+
+def test_the_anomalib_runner_in_a_python_without_anomalib_says_where_it_runs_in_one_line(tmp_path):
+    (tmp_path / "train" / "0.normal").mkdir(parents=True)
+    proc = tool("tools.anomalib_runner", ["--data", tmp_path, "--out", tmp_path / "a.json"], tmp_path)
+    refused(proc, "anomalib is not installed in this Python", code=1)
+    assert "experiments.anomalib_crosscheck --anomalib-python" in proc.stderr and not (tmp_path / "a.json").exists()
+
+

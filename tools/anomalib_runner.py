@@ -12,6 +12,7 @@ edited: a subclass changes only what it names); writes the test AUROC of the las
 ran to --out as JSON.
 """
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -107,6 +108,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="the JSON file to write")
     args = p.parse_args(argv)
     undo = parse_undo(args.undo)
+    if importlib.util.find_spec("anomalib") is None:  # the project's own Python: one line, not a traceback
+        print(f"error: anomalib is not installed in this Python ({sys.executable}): run this helper through "
+              "python -m experiments.anomalib_crosscheck --anomalib-python PYTHON, with the Python that has "
+              "anomalib (docs/ganomaly.md says how to make one)", file=sys.stderr)
+        return 1
 
     import anomalib
     import torch
