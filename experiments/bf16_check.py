@@ -111,6 +111,20 @@ def report() -> str:
     return str(PAGE)
 
 
+def check_pairable(seeds: list[int], models: list[str], native: bool) -> None:
+    """Each seed one the table pairs, refused before any training: the ablation's fp32 twin exists for every
+    model and class (with --native, both twins are trained here, but the table reads ALL_SEEDS only). A seed
+    without a twin (-1 among them: train.py draws a random seed for it) trained a bf16 run that nothing pairs,
+    and wrote it into the table."""
+    pairable = [s for s in ALL_SEEDS if native or all(run_file(m, "our default", c, s).is_file()
+                                                     for m in models for c in TABLE_CLASSES)]
+    unpaired = [s for s in seeds if s not in pairable]
+    if unpaired:
+        raise UserError(f"--seeds {','.join(map(str, unpaired))}: "
+                        + ("the table pairs seeds " if native else "the ablation has fp32 twins of seeds ")
+                        + f"{', '.join(map(str, pairable))} only: give some of those")
+
+
 def train_missing(path: Path, model: str, abnormal: str, seed: int, precision: str, flags) -> None:
     if path.is_file():
         return
@@ -137,6 +151,7 @@ def main(argv) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
+    check_pairable(seeds, models, args.native)
     if args.native and not args.report and not hardware.cpu_flags() & set(hardware.NATIVE_BF16):
         raise UserError(f"--native: this CPU ({hardware.capability()}) has no native bf16 "
                         f"({' or '.join(hardware.NATIVE_BF16)}): leave out --native to pair emulated bf16 runs "

@@ -537,3 +537,14 @@ def test_the_anomalib_runner_in_a_python_without_anomalib_says_where_it_runs_in_
     assert "experiments.anomalib_crosscheck --anomalib-python" in proc.stderr and not (tmp_path / "a.json").exists()
 
 
+@pytest.mark.parametrize("seeds,fragment", [
+    ("-1", "--seeds -1: the ablation has fp32 twins of seeds 0, 1, 2, 3, 4 only"),  # train.py would draw one
+    ("0,7", "--seeds 7: the ablation has fp32 twins of seeds"),
+])
+def test_the_bf16_check_refuses_seeds_without_an_fp32_twin_before_training_or_writing(seeds, fragment, tmp_path):
+    tracked = (ROOT / "docs" / "benchmarks.md").read_bytes()
+    proc = tool("experiments.bf16_check", ["--seeds", seeds], tmp_path)
+    refused(proc, fragment)
+    assert proc.stdout == "" and (ROOT / "docs" / "benchmarks.md").read_bytes() == tracked
+    assert not list((ROOT / "results" / "bf16").rglob("seed-1.json")) + list((ROOT / "results" / "bf16").rglob(
+        "seed7.json"))
