@@ -54,5 +54,7 @@ dashboard: $(STAMP)
 environment: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable > environment.txt
 
+# What make demo made, and only while it is still the demo's run: ./output holds the user's own runs.
 clean:
-	rm -rf output histogram.csv .pytest_cache
+	$(if $(DEMO_OWN),rm -rf output/demo)
+	rm -rf .pytest_cache

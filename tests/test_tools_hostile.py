@@ -418,6 +418,22 @@ def test_make_demo_trains_in_a_folder_of_its_own_and_replaces_only_the_run_it_wr
     assert make_demo(tmp_path).returncode != 0 and run_files(tmp_path / "output/demo") == resumed
 
 
+def test_make_clean_removes_the_demos_own_run_and_no_run_of_the_users(tmp_path):
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    theirs = {name: fake_user_run(tmp_path / "output" / name) for name in ("w_skipganomaly/digits/0", "demo")}
+
+    def clean():
+        done = subprocess.run(["make", "-s", "clean"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    clean()  # output/demo is a user's run here: no marker
+    assert {name: snapshot(tmp_path / "output" / name) for name in theirs} == theirs
+    demo = tmp_path / "output" / "demo"
+    subprocess.run(f"cksum <{demo}/loss_log.txt >{demo}/.made-by-make-demo", shell=True, check=True)  # as make demo
+    clean()
+    assert not demo.exists() and snapshot(tmp_path / "output/w_skipganomaly/digits/0") == theirs[
+        "w_skipganomaly/digits/0"]
+
+
 # ------------------------------------------------------------------ what a tool may write over
 
 def file_size_limit_zero():
