@@ -32,14 +32,16 @@ def end_with_launcher(every_s: float = 0.5) -> None:
     do) cannot pass it on, and the agent starts each process in a process group of its own: they trained
     on, writing the run folder, with nobody to stop them. Watching the parent works whichever thread of
     the launcher started the process, which PR_SET_PDEATHSIG does not. `train.py --ngpu` names itself
-    (LAUNCHER_PID, with the job's run id), so a launcher killed at any time is seen; under torchrun the
-    parent is taken for the launcher as the process starts, before torch loads (seconds), which leaves a
-    launcher killed in the first fraction of a second unseen."""
+    (LAUNCHER_PID, with the job's run id), so a launcher killed at any time is seen. Under torchrun the
+    parent is taken for the launcher as the process starts, before torch loads (seconds); a process whose
+    parent is already init then has lost it, unless init is torchrun itself (a container's first process)."""
     if os.environ.get("WORLD_SIZE", "1").strip() in ("", "0", "1") or "RANK" not in os.environ:
         return
     pid, _, run_id = os.environ.get(LAUNCHER_PID, "").partition(":")
     named = pid.isdigit() and run_id != "" and run_id == os.environ.get("TORCHELASTIC_RUN_ID")
     parent = int(pid) if named else os.getppid()
+    if not named and parent == 1 and not _launches_jobs(1):
+        parent = -1  # orphaned before this point: stop now
 
     def watch():
         while os.getppid() == parent:
@@ -47,6 +49,16 @@ def end_with_launcher(every_s: float = 0.5) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
+
+
+def _launches_jobs(pid: int) -> bool:
+    """Whether process `pid` is a Python (torchrun, or a launcher of ours), as far as /proc tells."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().lower()
+    except OSError:
+        return True  # unknown: not taken for an orphaning
+    return b"python" in command or b"torch" in command
 
 
 def processes_for(opt, ngpu_given: bool, cuda: bool) -> int:
