@@ -195,6 +195,9 @@ def test_a_sweep_takes_seeds_over_several_lines(tmp_path):
 @pytest.mark.parametrize("space,flags,fragment", [
     ('{"overwrite": {"grid": [true]}}', [], "'overwrite' cannot be searched"),
     ('{"w_con": {"grid": [1, 2]}}', ["--w_con", "7"], "--w_con is given on the command line and space file"),
+    # No trial scores images: a path would be recorded in every trial and never applied.
+    ('{"path": {"grid": ["/etc"]}}', [], "'path' cannot be searched (a search trains and scores no images"),
+    ('{"w_con": {"grid": [1, 2]}}', ["--path", "."], "--path .: a search trains and scores no images"),
 ])
 def test_a_space_cannot_search_what_the_command_sets(tmp_path, space, flags, fragment):
     (tmp_path / "space.json").write_text(space)

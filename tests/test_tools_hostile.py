@@ -328,7 +328,11 @@ def test_a_sweep_refuses_flags_that_would_break_every_run_before_running_any(arg
 
 
 def test_a_flag_train_py_refuses_stops_the_sweep_at_its_first_run_in_one_line(tmp_path):
-    done, runs = sweep(["--niter", "-1"], {"STUB_FAIL": "*", "STUB_CODE": "2"}, tmp_path)
+    # Flags the options refuse stop it before any run; what only a run finds (missing data) at the first.
+    done, runs = sweep(["--niter", "-1"], {}, tmp_path)
+    refused(done, "train.py refuses the sweep's runs (--niter must not be negative")
+    assert runs == []
+    done, runs = sweep([], {"STUB_FAIL": "*", "STUB_CODE": "2"}, tmp_path)
     refused(done, "train.py refused the sweep's first run (class 0; the line above says why)")
     assert len(runs) == 1
 
@@ -527,13 +531,15 @@ def test_sample_images_stopped_while_writing_leave_nothing_and_the_same_command_
     assert again.returncode == 0 and len(files(tmp_path / "empty")) == 20, again.stderr
 
 
-def test_sample_images_refuse_an_out_inside_a_run_folder_even_through_a_link(tmp_path):
+def test_sample_images_and_make_textures_refuse_an_out_inside_a_run_folder_even_through_a_link(tmp_path):
     kept = fake_run_folder(tmp_path / "r")
     (tmp_path / "r" / "extra").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "r" / "extra")
     for out in (tmp_path / "link", tmp_path / "r" / "new"):
         refused(tool("tools.sample_images", ["--dataset", "digits", "--out", out], tmp_path),
-                "is inside the run folder 'r', which holds a run's own files")
+                "would be inside the run folder 'r', whose files it could replace")
+        refused(tool("tools.make_textures", ["--out", out, "--size", "16", "--train", "2", "--test", "6"], tmp_path),
+                "would be inside the run folder 'r', whose files it could replace")
     assert snapshot(tmp_path / "r") == kept and list((tmp_path / "r" / "extra").iterdir()) == []
 
 

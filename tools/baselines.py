@@ -29,7 +29,7 @@ from lib.files import write_text
 from lib.options import C_INT_MAX, check_image_shape
 from lib.resources import check_fits
 from lib.runs.collect import check_writable, shown
-from lib.runs.folder import enclosing_run
+from lib.runs.folder import refuse_inside_run
 from lib.scoring.metrics import all_metrics
 from tools import quiet_joblib
 
@@ -167,10 +167,7 @@ def check_out(opt) -> None:
     """--out may replace an earlier table of this tool, nothing else unasked, and never a run's file (its
     metrics.csv is the run's record of every epoch), through links too: as tools.collect_results."""
     out = Path(opt.out)
-    run = enclosing_run(out)
-    if run is not None:
-        raise UserError(f"--out {shown(out)} would be inside the run folder '{shown(run)}', whose files it could "
-                        "replace: choose an --out outside every run folder")
+    refuse_inside_run(out)
     if (out.exists() or out.is_symlink()) and not out.is_dir() and not opt.overwrite and not earlier_table(out):
         raise UserError(f"--out {shown(out)} already exists and is not a table of tools.baselines: give another "
                         "--out, or add --overwrite to replace it")

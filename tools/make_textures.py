@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from lib.errors import OneLineParser, UserError, run_cli
+from lib.runs.folder import refuse_inside_run
 
 MAX_SIZE = 2048  # pixels a side (MVTec AD's are 700 to 1024): larger would need gigabytes to draw
 # category -> (its defects, whether it is grey)
@@ -170,6 +171,7 @@ def main(argv=None) -> int:
     if not 0 <= args.seed < 2**63:
         raise UserError(f"--seed {args.seed}: give a seed in [0, 2^63)")
     out = Path(args.out)
+    refuse_inside_run(out)  # a dataset in a run folder is one train.py refuses, its images mixed with the run's
     taken = [c for c in CATEGORIES if (out / c).exists()]
     if out.exists() and not out.is_dir() or taken:
         raise UserError(f"{out / taken[0] if taken else out} already exists: give another --out, or remove it")

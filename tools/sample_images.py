@@ -20,7 +20,7 @@ from PIL import Image
 
 from lib.classes import DATASETS, builtin_dataset, class_names, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
-from lib.runs.folder import enclosing_run
+from lib.runs.folder import refuse_inside_run
 from tools import quiet_joblib
 
 FILE_NAME_UNSAFE = re.compile(r"[^\w.-]+")  # in a class's name (T-shirt/top is written T-shirt-top)
@@ -50,10 +50,7 @@ def main(argv) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out '{out}' already holds {'files' if out.is_dir() else 'a file'}: give a new or empty "
                         "folder")
-    run = enclosing_run(out)  # (through links too) predict.py, export.py and train.py refuse one as well
-    if run is not None:
-        raise UserError(f"--out '{out}' is inside the run folder '{run}', which holds a run's own files: "
-                        "choose an --out outside every run folder")
+    refuse_inside_run(out)
     quiet_joblib()
     from lib.data.builtin import test_arrays  # torch loads only now: a refusal above is instant
     images, labels = test_arrays(args.dataset, args.dataroot or "./data")

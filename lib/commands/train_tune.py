@@ -76,6 +76,9 @@ def main(argv):
         raise UserError("--resume continues one run: to continue a search, pass --name NAME --restore")
     if opt.phase != "train":
         raise UserError("a search trains: evaluate a run with train.py --phase test --load_weights RUN")
+    if opt.path:  # no trial scores images: it would be recorded in every trial, never applied
+        raise UserError(f"--path {opt.path}: a search trains and scores no images; score them with the best trial's "
+                        "run afterwards: python predict.py --weights RUN --path IMAGES")
     if opt.val_ratio <= 0 and not on_test:
         raise UserError("a search ranks trials on the validation split: --val_ratio must be above 0 (--original "
                         "ranks them on the test set, as the original did)")

@@ -74,6 +74,15 @@ def enclosing_run(path) -> Path | None:
     return None
 
 
+def refuse_inside_run(out, flag: str = "--out") -> None:
+    """What a tool writes never goes inside a run folder (through links too), as train.py, predict.py and
+    export.py refuse: the run's files are its record, and a dataset there would be read as its own."""
+    run = enclosing_run(out)
+    if run is not None:
+        raise UserError(f"{flag} '{_shown(Path(out))}' would be inside the run folder '{run}', whose files it could "
+                        f"replace: choose {flag} outside every run folder")
+
+
 def runs_inside(path) -> Iterator[Path]:
     """The run folders below `path` (not `path` itself), outermost first; links are not followed."""
     if not Path(path).is_dir():

@@ -34,6 +34,7 @@ NOT_SEARCHABLE = {
     "resume": "a search continues with --restore",
     "load_weights": "give it as a fixed flag",
     "phase": "a search trains",
+    "path": "a search trains and scores no images: score them with predict.py --weights RUN afterwards",
     "metric": "the objective must be the same for every trial",
     "val_ratio": "trials are compared on one validation split",
     "ngpu": "a trial's processes are its resources, the same for every trial: give --ngpu on the command line",
