@@ -31,7 +31,6 @@ from lib.resources import check_fits
 from lib.runs.collect import check_writable, shown
 from lib.runs.folder import refuse_inside_run
 from lib.scoring.metrics import all_metrics
-from tools import quiet_joblib
 
 # The first line of every table this tool writes: an --out that starts so is its own, replaced unasked.
 HEADER_START, HEADER_END = "dataset,protocol,class,method,", ",seconds"
@@ -206,7 +205,6 @@ def main(argv):
     p.add_argument("--verbose", action="store_true")
     opt = p.parse_args(argv)
     targets = check(opt)
-    quiet_joblib()
     torch.set_grad_enabled(False)
     run(opt, targets)
     if opt.out:

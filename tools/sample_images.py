@@ -21,7 +21,6 @@ from PIL import Image
 from lib.classes import DATASETS, builtin_dataset, class_names, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.runs.folder import refuse_inside_run
-from tools import quiet_joblib
 
 FILE_NAME_UNSAFE = re.compile(r"[^\w.-]+")  # in a class's name (T-shirt/top is written T-shirt-top)
 
@@ -51,7 +50,6 @@ def main(argv) -> int:
         raise UserError(f"--out '{out}' already holds {'files' if out.is_dir() else 'a file'}: give a new or empty "
                         "folder")
     refuse_inside_run(out)
-    quiet_joblib()
     from lib.data.builtin import test_arrays  # torch loads only now: a refusal above is instant
     images, labels = test_arrays(args.dataset, args.dataroot or "./data")
     try:
