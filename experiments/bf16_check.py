@@ -27,6 +27,7 @@ from lib.fast import hardware
 from lib.files import write_text
 from lib.models import model_label
 from lib.runs.collect import read_json
+from lib.training.stopping import Interrupted
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "results" / "bf16" / "runs"
@@ -156,8 +157,8 @@ def main(argv) -> int:
         raise UserError(f"--native: this CPU ({hardware.capability()}) has no native bf16 "
                         f"({' or '.join(hardware.NATIVE_BF16)}): leave out --native to pair emulated bf16 runs "
                         "with the ablation's fp32 ones")
-    if not args.report:
-        for seed in seeds:  # seed by seed: an interrupted check still pairs every class it reached
+    try:
+        for seed in ([] if args.report else seeds):  # seed by seed: an interrupted check pairs every class it reached
             for abnormal in TABLE_CLASSES:
                 for model in models:
                     if args.native:
@@ -165,6 +166,10 @@ def main(argv) -> int:
                             train_missing(path, model, abnormal, seed, precision, PRECISION_FLAGS[precision])
                     else:
                         train_missing(bf16_file(model, abnormal, seed), model, abnormal, seed, "bf16", FLAGS)
+    except Interrupted as stop:  # as train.py and the ablation: one line and 128 + the signal, no traceback
+        print(f"interrupted: stopped by signal {stop.signal}; the finished twins are kept; rerun the same command "
+              "to continue (the interrupted run starts again)", file=sys.stderr)
+        return 128 + stop.signal
     print(f"report: {report()}")
     return 0
 
