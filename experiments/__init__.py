@@ -1,5 +1,9 @@
 """Class sweeps (run_*.sh) and studies, run from the repository root: `python -m experiments.fmnist_study`,
 `python -m experiments.epoch_speed`."""
+import json
+import subprocess
+from pathlib import Path
+
 from lib.errors import UserError, require_environment
 
 require_environment()  # a Python without the requirements: one line, not a traceback
@@ -9,3 +13,24 @@ def check_seeds(seeds) -> None:
     """A study's --seeds, refused once up front (not by each of its runs): each a seed train.py repeats."""
     if any(not 0 <= seed < 2**32 for seed in seeds):
         raise UserError("--seeds must be whole numbers from 0 to 2^32 - 1: a study's runs are repeatable")
+
+
+def finished(run: Path, niter: int) -> bool:
+    """Whether `run` has trained all its `niter` epochs (0: a control). results.json is written after every
+    epoch, so its presence says only that one has ended: a study stopped mid-run took that run for done."""
+    try:
+        return json.loads((Path(run) / "results.json").read_text(encoding="utf-8"))["epochs"] == niter
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def run_to_end(command: list[str], **popen) -> int:
+    """A study's train.py process, waited for to its end: its exit status. Ctrl-C reaches it too (one process
+    group), and it then checkpoints and ends with 130; subprocess.run would kill it 0.25 s after Ctrl-C,
+    before its last.pt was written, so a stopped study could not continue its long runs."""
+    with subprocess.Popen(command, **popen) as proc:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue  # the run has it too: it ends once its checkpoint is written

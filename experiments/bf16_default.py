@@ -20,7 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from experiments import check_seeds
+from experiments import check_seeds, finished
 from experiments.ablation_report import mean_sd, replace_between
 from experiments.control_study import BUDGET, PROTOCOLS, TRAINED_EPOCHS, train_run
 from lib.classes import class_names, resolve_class
@@ -42,7 +42,7 @@ def run_name(protocol: str, model: str, target: str, seed: int, precision: str) 
 
 
 def train_missing(out: Path, name: str, flags: list[str]) -> int:
-    return 0 if (out / name / "results.json").is_file() else train_run(out, name, flags)
+    return 0 if finished(out / name, int(TRAINED_EPOCHS)) else train_run(out, name, flags)
 
 
 def pairs(out: Path) -> list[dict]:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments import check_seeds
+from experiments import check_seeds, finished, run_to_end
 from lib.classes import class_names, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.models import MODELS
@@ -44,8 +44,8 @@ def train_run(out: Path, name: str, flags: list[str]) -> int:
     """train.py's exit status for run `name` of a study under `out`, trained afresh (its one line is on stderr)."""
     print(name, flush=True)
     # --outf absolute: train.py runs in the repository, and a relative --out names the caller's folder.
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, "--outf", str(out.resolve()),
-                           "--name", name, "--overwrite"], cwd=ROOT, stdout=subprocess.DEVNULL).returncode
+    return run_to_end([sys.executable, str(ROOT / "train.py"), *flags, "--outf", str(out.resolve()),
+                       "--name", name, "--overwrite"], cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
 def main(argv):
@@ -69,7 +69,7 @@ def main(argv):
         raise UserError(f"--out '{out}' is a file: give a folder for the study's runs")
     failed = []
     for name, flags in ([] if args.report else runs(args.protocols, args.models, args.seeds, classes)):
-        if (out / name / "results.json").is_file():
+        if finished(out / name, int(flags[flags.index("--niter") + 1])):
             continue
         code = train_run(out, name, flags)
         if code in (130, 143):

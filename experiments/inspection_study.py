@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import check_seeds
+from experiments import check_seeds, finished
 from lib.data.mvtec import categories
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
@@ -48,7 +48,8 @@ def runs(categories, models, seeds, niter):
 
 def train(name: str, args: list[str], out: Path, data: Path, device: str, verbose: bool) -> str | None:
     """Train one run unless it has finished; None, or the error's last line."""
-    if (out / "runs" / name / "results.json").is_file() and (out / "runs" / name / "train/weights/best.pt").is_file():
+    niter = int(args[args.index("--niter") + 1])
+    if finished(out / "runs" / name, niter) and (out / "runs" / name / "train/weights/best.pt").is_file():
         return None
     command = [sys.executable, str(ROOT / "train.py"), *BUDGET, "--dataroot", str(data), *args,
                "--device", device, "--outf", str(out / "runs"), "--name", name, "--overwrite"]

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments import check_seeds
+from experiments import check_seeds, finished, run_to_end
 from experiments.ablation_report import mean_sd
 from experiments.control_study import PROTOCOLS, ROOT, train_run
 from experiments.epoch_speed import run as run_script
@@ -53,6 +53,12 @@ def runs(args) -> list[tuple[str, list[str]]]:
     return found
 
 
+def resume_run(run: Path) -> int:
+    print(f"{run.parent.name}/{run.name} (resumed)", flush=True)
+    return run_to_end([sys.executable, str(ROOT / "train.py"), "--resume", str(run.resolve())], cwd=ROOT,
+                      stdout=subprocess.DEVNULL)
+
+
 def read_metrics(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -65,11 +71,11 @@ def number(text) -> float:
         return math.nan
 
 
-def curves(folder: Path, seeds: list[int]) -> tuple[list[dict], list[int]]:
+def curves(folder: Path, seeds: list[int], epochs: int) -> tuple[list[dict], list[int]]:
     """Rows (score, epoch, AUROC per seed) from the finished runs below `folder` (epoch 0: the control), and
     the seeds whose trained run and control are both finished."""
-    done = [s for s in seeds if all((folder / k / f"seed{s}" / "results.json").is_file()
-                                    for k in ("control", "trained"))]
+    done = [s for s in seeds if finished(folder / "control" / f"seed{s}", 0)
+            and finished(folder / "trained" / f"seed{s}", epochs)]
     rows = {}
     for seed in done:
         history = [read_metrics(folder / "control" / f"seed{seed}" / "metrics.csv")[-1],
@@ -172,15 +178,17 @@ def main(argv):
         run_script("train.py", [str(ROOT / "train.py"), *runs(args)[-1][1], "--print_config"], cwd=ROOT,
                    stdout=subprocess.DEVNULL)
     for name, flags in ([] if args.report else runs(args)):
-        if (folder / name / "results.json").is_file():
+        if finished(folder / name, int(flags[flags.index("--niter") + 1])):
             continue
-        code = train_run(folder, name, flags)
+        last = folder / name / "train" / "weights" / "last.pt"
+        # A long run stopped part-way (a session's end) continues from its last checkpoint, bit for bit.
+        code = resume_run(folder / name) if last.is_file() and "trained" in name else train_run(folder, name, flags)
         if code in (130, 143):
             return code
         if code != 0:
             raise SystemExit(f"error: run {folder / name} failed (its error is above); run the same command "
                              "again to retry it")
-    rows, done = curves(folder, args.seeds)
+    rows, done = curves(folder, args.seeds, args.epochs)
     if not done:
         raise UserError(f"no finished pair of runs under '{folder}': run it without --report first")
     title = (f"{model_label(args.model)}, {args.protocol} {args.target}, {args.isize}x{args.isize}, width "

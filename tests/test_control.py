@@ -153,3 +153,45 @@ def test_learning_curves_put_each_scores_validation_auroc_per_epoch_beside_its_c
     assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = tool("experiments.learning_curves", [*args, "--report"], tmp_path)  # finished runs are kept
     assert again.returncode == 0 and "control/seed0" not in again.stdout and (folder / "curves.md").read_text() == table
+
+
+@pytest.mark.slow
+def test_learning_curves_stopped_mid_run_continue_it_from_its_checkpoint(tmp_path):
+    """results.json is written every epoch: a study stopped mid-run once took that run for finished. The
+    curve's long run continues from its last.pt instead, its first epochs kept as they were."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT, tool
+    args = ["--class", "Bag", "--epochs", "3", "--isize", "16", "--width", "8", "--nz", "8", "--seeds", "0",
+            "--out", "lc"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.learning_curves", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    metrics = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list((tmp_path / "lc").glob("*/trained/seed0/metrics.csv"))
+        if found and len(read_csv(found[0])) >= 1:
+            metrics = found[0]
+            break
+        time.sleep(0.2)
+    assert metrics is not None, proc.communicate()[1][-2000:]
+    __import__("os").killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=120)
+    first = read_csv(metrics)
+    assert 1 <= len(first) < 3
+    again = tool("experiments.learning_curves", args, tmp_path)
+    assert again.returncode == 0 and "trained/seed0 (resumed)" in again.stdout, again.stdout + again.stderr
+    rows = read_csv(metrics)
+    assert len(rows) == 3 and rows[:len(first)] == first
+
+
+def test_a_study_takes_a_run_for_finished_only_when_it_has_trained_every_epoch(tmp_path):
+    from experiments import finished
+    (tmp_path / "results.json").write_text('{"epochs": 1}')
+    assert finished(tmp_path, 1) and not finished(tmp_path, 2) and not finished(tmp_path / "none", 0)
+    (tmp_path / "results.json").write_text("{broken")
+    assert not finished(tmp_path, 1)
