@@ -137,7 +137,7 @@ COMMANDS = {
     "train.py --resume": lambda run: ("train.py", ["--resume", run, "--device", "cpu"]),
     # Network settings come from the checkpoint (given, they must match it: another refusal).
     "train.py --load_weights --phase test": lambda run: (
-        "train.py", ["--dataset", "digits", "--abnormal_class", "3", "--device", "cpu", "--outf", "out",
+        "train.py", ["--dataset", "digits", "--abnormal_class", "3", "--device", "cpu",
                      "--load_weights", run, "--phase", "test"]),
     "predict.py --weights": lambda run: ("predict.py", ["--path", run / "train" / "images", "--weights", run,
                                                         "--device", "cpu"]),

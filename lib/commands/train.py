@@ -236,8 +236,9 @@ def evaluate_weights(opt, ckpt) -> int:
             os.replace(item, out / item.name)
     except OSError as err:
         error = disk_error(err)
-        if error is not None:  # a full disk: name the file and the space left, as every write does
-            raise WriteFailed(err.path if isinstance(err, WriteFailed) else out, error) from None
+        if error is not None:  # a full disk: name the file (as it would be in place) and the space left
+            path = str(err.path) if isinstance(err, WriteFailed) else str(out)
+            raise WriteFailed(path.replace(str(staging), str(out)), error) from None
         raise UserError(f"cannot write the evaluation folder '{out}' ({err.strerror})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
