@@ -62,7 +62,7 @@ def variants(model: str, full: bool) -> dict[str, str]:
     """Variant name -> --fixes value: the original, all fixes, our default where it is not all fixes,
     and (`full`) one fix each way. The "original" variants keep ALWAYS_ON, so that every variant
     sees the same data order."""
-    always = ",".join(ALWAYS_ON)
+    always = ",".join(name for name in ALWAYS_ON if FIXES[name].concerns(model))  # (train.py refuses others')
     found = {"original": always, "all fixes": "all"}
     if any(name not in DEFAULT for name in training_fixes(model)):
         found["our default"] = "default"
