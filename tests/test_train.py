@@ -238,7 +238,7 @@ def test_phase_test_of_a_loose_checkpoint_scores_path_with_that_checkpoint(tmp_p
     Image.new("L", (8, 8), color=90).save(tmp_path / "imgs" / "a.png")
     result = train(["--phase", "test", "--load_weights", loose / "model.pt", "--device", "cpu",
                     "--path", tmp_path / "imgs"], tmp_path)
-    assert (loose / "test" / "results.json").is_file()
+    assert (loose / "model-test" / "results.json").is_file()  # beside it, named after it: never a user's test/
     rows = read_csv(loose / "predict" / "predictions.csv")
     assert [r["path"] for r in rows] == [str(tmp_path / "imgs" / "a.png")], result.stdout
 

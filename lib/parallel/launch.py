@@ -5,6 +5,7 @@ how, that the others were stopped, and how to continue from the last checkpoint.
 ends because another stopped prints nothing itself (lib/commands/train.py), and rank 0 alone
 prints a refusal or an interruption, so the job's output stays that of one run.
 """
+import atexit
 import logging
 import os
 import signal
@@ -43,10 +44,14 @@ def end_with_launcher(every_s: float = 0.5) -> None:
     if not named and parent == 1 and not _launches_jobs(1):
         parent = -1  # orphaned before this point: stop now
 
+    ending = threading.Event()  # set as the process ends on its own: a launcher gone then is no news
+    atexit.register(ending.set)
+
     def watch():
-        while os.getppid() == parent:
-            threading.Event().wait(every_s)
-        os.kill(os.getpid(), signal.SIGTERM)
+        while os.getppid() == parent and not ending.wait(every_s):
+            pass
+        if not ending.is_set() and not sys.is_finalizing():
+            os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
 
