@@ -101,6 +101,13 @@ def tool(module: str, args, cwd) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+def default_interrupts() -> None:
+    """A child process's preexec_fn: Ctrl-C delivered as a terminal would, even where the tests run as a
+    background job (a shell starts those with SIGINT ignored, and the child would inherit that)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def one_line_error(proc, *fragments) -> None:
     """The command refused its input as every script must: exit 2, one `error:` line, no traceback."""
     assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -93,10 +93,10 @@ def test_ctrl_c_to_the_generator_leaves_no_half_category_and_a_rerun_writes_all(
     import sys
     import time
 
-    from tests.helpers import ROOT
+    from tests.helpers import ROOT, default_interrupts
     out = tmp_path / "new" / "data"
     proc = subprocess.Popen([sys.executable, "-m", "tools.make_textures", "--out", out, "--size", "256", "--train",
-                             "2000"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                             "2000"], cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=default_interrupts)
     deadline = time.monotonic() + 60
     while not any(out.glob(".weave-*/weave/train/good/*.png")) and time.monotonic() < deadline:
         time.sleep(0.1)
