@@ -251,9 +251,9 @@ def evaluate_weights(opt, ckpt) -> int:
 def check_path_out(opt, run: Path) -> None:
     """--path writes into <run>/predict: predictions already there (of other images, perhaps of these very
     weights) are refused now, before any training or scoring, never replaced without a word."""
-    from ..predict.out import MAPS, PIXEL_METRICS, PREDICTIONS
+    from ..predict.out import earlier_predictions
     out = run / "predict"
-    earlier = [name for name in (PREDICTIONS, MAPS, PIXEL_METRICS) if opt.path and (out / name).exists()]
+    earlier = earlier_predictions(out) if opt.path else []
     if earlier:
         raise UserError(f"'{out}' already holds predictions ({' and '.join(earlier)}) that --path would replace: "
                         f"move them away, or drop --path and score the images with `python predict.py --weights "

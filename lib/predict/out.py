@@ -57,8 +57,13 @@ def check_out_apart_from_runs(out: Path, run: Path) -> None:
         raise UserError(f"--out '{out}' holds the run folder '{inner}': choose an --out that holds no run")
 
 
+def earlier_predictions(out: Path) -> list[str]:
+    """What predict.py wrote into `out` before (its files' names), if anything."""
+    return [name for name in (PREDICTIONS, MAPS, PIXEL_METRICS) if (out / name).exists()]
+
+
 def refuse_earlier_predictions(out: Path) -> None:
-    earlier = [name for name in (PREDICTIONS, MAPS, PIXEL_METRICS) if (out / name).exists()]
+    earlier = earlier_predictions(out)
     if earlier:
         raise UserError(f"--out '{out}' already holds earlier predictions ({' and '.join(earlier)}): pass "
                         "--overwrite to replace them, or choose another --out")
