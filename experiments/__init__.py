@@ -4,7 +4,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from lib.errors import UserError, require_environment
+from lib.errors import Stopped, UserError, require_environment
 
 require_environment()  # a Python without the requirements: one line, not a traceback
 
@@ -24,13 +24,19 @@ def finished(run: Path, niter: int) -> bool:
         return False
 
 
+STOPPED = (129, 130, 143)  # train.py's exit status after SIGHUP, Ctrl-C, SIGTERM: its run is resumable
+
+
 def run_to_end(command: list[str], **popen) -> int:
     """A study's train.py process, waited for to its end: its exit status. Ctrl-C reaches it too (one process
     group), and it then checkpoints and ends with 130; subprocess.run would kill it 0.25 s after Ctrl-C,
-    before its last.pt was written, so a stopped study could not continue its long runs."""
+    before its last.pt was written, so a stopped study could not continue its long runs. SIGTERM or SIGHUP
+    sent to the study alone (a supervisor, `kill PID`) is passed on to the run, which stops the same way."""
     with subprocess.Popen(command, **popen) as proc:
         while True:
             try:
                 return proc.wait()
+            except Stopped as stop:
+                proc.send_signal(stop.signum)  # sent to the study's pid only: the run has not had it
             except KeyboardInterrupt:
                 continue  # the run has it too: it ends once its checkpoint is written

@@ -20,7 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from experiments import check_seeds, finished
+from experiments import STOPPED, check_seeds, finished
 from experiments.ablation_report import mean_sd, replace_between
 from experiments.control_study import BUDGET, PROTOCOLS, TRAINED_EPOCHS, train_run
 from lib.classes import class_names, resolve_class
@@ -146,7 +146,7 @@ def main(argv) -> int:
                         name = run_name(protocol, model, target, seed, precision)
                         code = train_missing(out, name, [*BUDGET, "--model", model, PROTOCOLS[protocol], target,
                                                          "--niter", TRAINED_EPOCHS, "--manualseed", str(seed), flag])
-                        if code in (130, 143):
+                        if code in STOPPED:
                             return code
                         if code:
                             failed.append(name)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments import check_seeds, finished, run_to_end
+from experiments import STOPPED, check_seeds, finished, run_to_end
 from lib.classes import class_names, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.models import MODELS
@@ -72,7 +72,7 @@ def main(argv):
         if finished(out / name, int(flags[flags.index("--niter") + 1])):
             continue
         code = train_run(out, name, flags)
-        if code in (130, 143):
+        if code in STOPPED:
             return code
         if code != 0:  # its one line is above; the study goes on with the other runs
             failed.append(name)

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments import check_seeds, finished, run_to_end
+from experiments import STOPPED, check_seeds, finished, run_to_end
 from experiments.ablation_report import mean_sd
 from experiments.control_study import PROTOCOLS, ROOT, train_run
 from experiments.epoch_speed import run as run_script
@@ -183,7 +183,7 @@ def main(argv):
         last = folder / name / "train" / "weights" / "last.pt"
         # A long run stopped part-way (a session's end) continues from its last checkpoint, bit for bit.
         code = resume_run(folder / name) if last.is_file() and "trained" in name else train_run(folder, name, flags)
-        if code in (130, 143):
+        if code in STOPPED:
             return code
         if code != 0:
             raise SystemExit(f"error: run {folder / name} failed (its error is above); run the same command "

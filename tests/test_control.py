@@ -156,20 +156,24 @@ def test_learning_curves_put_each_scores_validation_auroc_per_epoch_beside_its_c
 
 
 @pytest.mark.slow
-def test_learning_curves_stopped_mid_run_continue_it_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm-to-the-study"])
+def test_learning_curves_stopped_mid_run_continue_it_from_its_checkpoint(tmp_path, stop):
     """results.json is written every epoch: a study stopped mid-run once took that run for finished. The
-    curve's long run continues from its last.pt instead, its first epochs kept as they were."""
+    curve's long run continues from its last.pt instead, its first epochs kept as they were. Ctrl-C reaches
+    the study's whole process group; a SIGTERM sent to the study's pid alone (a supervisor, `kill PID`) was
+    once ignored while its train.py trained on to the end, and is now passed on."""
     import signal
     import subprocess
     import sys
     import time
 
-    from tests.helpers import ROOT, tool
+    from tests.helpers import ROOT, default_interrupts, tool
     args = ["--class", "Bag", "--epochs", "3", "--isize", "16", "--width", "8", "--nz", "8", "--seeds", "0",
             "--out", "lc"]
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "experiments.learning_curves", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_interrupts)
     deadline = time.monotonic() + 300
     metrics = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -179,8 +183,12 @@ def test_learning_curves_stopped_mid_run_continue_it_from_its_checkpoint(tmp_pat
             break
         time.sleep(0.2)
     assert metrics is not None, proc.communicate()[1][-2000:]
-    __import__("os").killpg(proc.pid, signal.SIGINT)
+    if stop == "ctrl-c":
+        __import__("os").killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
+    assert proc.returncode == (130 if stop == "ctrl-c" else 143)
     first = read_csv(metrics)
     assert 1 <= len(first) < 3
     again = tool("experiments.learning_curves", args, tmp_path)
