@@ -13,6 +13,22 @@ def check_seeds(seeds) -> None:
     """A study's --seeds, refused once up front (not by each of its runs): each a seed train.py repeats."""
     if any(not 0 <= seed < 2**32 for seed in seeds):
         raise UserError("--seeds must be whole numbers from 0 to 2^32 - 1: a study's runs are repeatable")
+    twice = next((seed for i, seed in enumerate(seeds) if seed in seeds[:i]), None)
+    if twice is not None:  # one run, which the tables would count (and spread) as two
+        raise UserError(f"--seeds names {twice} twice: give each seed once")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """--seeds given as "0,1,2" (the older studies' spelling): at least one, each checked as `check_seeds`."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: give whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds or min(seeds) < 0:
+        raise UserError(f"--seeds {text!r}: give whole numbers from 0 up, separated by commas, e.g. 0,1,2 "
+                        "(a study's seeds are fixed: a negative one would pick a random seed)")
+    check_seeds(seeds)
+    return seeds
 
 
 def finished(run: Path, niter: int) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from experiments import parse_seeds
 from experiments.ablation_report import DIFFERENCES, NOT_ABLATED, PAGE, write_report
 from lib import options
 from lib.classes import class_names
@@ -209,19 +210,6 @@ def finished_runs() -> list[dict]:
 def _json(value) -> str:
     import json
     return json.dumps(value, indent=1) + "\n"
-
-
-def parse_seeds(text: str) -> list[int]:
-    """--seeds: at least one whole number, none negative (a negative seed means a random one, and a
-    study's runs must be repeatable)."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {text!r}: give whole numbers separated by commas, e.g. 0,1,2") from None
-    if not seeds or min(seeds) < 0:
-        raise UserError(f"--seeds {text!r}: give whole numbers from 0 up, separated by commas, e.g. 0,1,2 "
-                        "(a study's seeds are fixed: a negative one would pick a random seed)")
-    return seeds
 
 
 def main(argv) -> int:

@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from experiments import parse_seeds
 from experiments.compare_original import differences, prepare_data, run_ours
 from lib.classes import class_names, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
@@ -192,12 +193,7 @@ def main(argv) -> None:
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be positive (got {getattr(args, name)})")
     # ndf follows ngf: anomalib's discriminator has the generator's width (n_features).
-    try:
-        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
-    if not seeds or any(seed < 0 for seed in seeds):
-        raise UserError(f"--seeds {args.seeds!r}: give whole numbers from 0, separated by commas")
+    seeds = parse_seeds(args.seeds)
     meanings = runner_undo_names()
     undone = list(dict.fromkeys(x.strip() for x in args.undo.split(",") if x.strip()))  # each once, in order
     unknown = [x for x in undone if x not in meanings and x != "all"]

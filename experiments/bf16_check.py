@@ -20,6 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from experiments import parse_seeds
 from experiments.ablation import MODELS, RESULTS, TABLE_CLASSES, run_file, train_one
 from experiments.ablation_report import mean_sd, replace_between, selected
 from lib.errors import OneLineParser, UserError, run_cli
@@ -148,10 +149,7 @@ def main(argv) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models or set(models) - set(MODELS):
         raise UserError(f"--models {args.models!r}: give some of {', '.join(MODELS)}, separated by commas")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {args.seeds!r}: give whole numbers separated by commas") from None
+    seeds = parse_seeds(args.seeds)
     check_pairable(seeds, models, args.native)
     if args.native and not args.report and not hardware.cpu_flags() & set(hardware.NATIVE_BF16):
         raise UserError(f"--native: this CPU ({hardware.capability()}) has no native bf16 "

@@ -102,13 +102,15 @@ def test_bad_arguments_get_one_line(capsys):
     json.dumps({})
 
 
-@pytest.mark.parametrize("seeds", ["-1", "0,-2", " , ", "", "a"])
-def test_seeds_must_be_fixed_whole_numbers_and_some_given(study, monkeypatch, seeds):
+@pytest.mark.parametrize("seeds,fragment", [(s, f"--seeds {s!r}: give whole numbers")
+                                            for s in ("-1", "0,-2", " , ", "", "a")]
+                         + [("0,1,0", "--seeds names 0 twice")])
+def test_seeds_must_be_fixed_whole_numbers_each_once_and_some_given(study, monkeypatch, seeds, fragment):
     monkeypatch.setattr(ablation, "train_one", lambda *a, **k: pytest.fail("trained"))
     page = (study / "page.md").read_text()
     done = run_main(ablation.main, ["--seeds", seeds, "--step", "fixes", "--models", "skipganomaly",
                                     "--variants", "all fixes"], study)
-    one_line_error(done, f"--seeds {seeds!r}: give whole numbers")
+    one_line_error(done, fragment)
     assert not (study / "results").exists() and (study / "page.md").read_text() == page
 
 

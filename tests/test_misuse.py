@@ -211,6 +211,7 @@ def test_a_space_cannot_search_what_the_command_sets(tmp_path, space, flags, fra
     (["--models", "bogus"], "--models bogus is not a model"),
     (["--report", "--out", "empty"], "no runs of one-class under 'empty'"),
     (["--seeds", str(2**64)], "--seeds must be whole numbers from 0 to 2^32 - 1"),  # once, not by each run
+    (["--seeds", "0", "1", "00"], "--seeds names 0 twice"),  # one run, which the table would count twice
 ])
 def test_the_control_study_refuses_what_would_run_nothing(tmp_path, args, fragment):
     one_line_error(tool("experiments.control_study", args, tmp_path), fragment)
@@ -223,6 +224,7 @@ def test_the_control_study_refuses_what_would_run_nothing(tmp_path, args, fragme
     (["--class", "Bag", "--model", "bogus"], "--model bogus is not a model"),
     (["--class", "Bag", "--epochs", "0"], "--epochs 0: give 1 to 1000"),
     (["--class", "Bag", "--seeds", "-1"], "--seeds must be whole numbers"),
+    (["--class", "Bag", "--seeds", "0", "0"], "--seeds names 0 twice"),
     (["--class", "Bag", "--report", "--out", "o"], "no finished pair of runs under"),
     (["--class", "Bag", "--isize", "-3", "--out", "o"], "--isize"),
 ])

@@ -347,9 +347,11 @@ def test_phase_test_of_a_checkpoint_out_of_its_run_writes_beside_it_and_never_in
     (downloads / "test").mkdir(parents=True)
     (downloads / "test" / "results.json").write_text('{"mine": true}')
     shutil.copy(folder / "train" / "weights" / "best.pt", downloads / "model.pt")
-    for _ in range(2):  # the second replaces its own earlier evaluation
-        proc = process("train.py", ["--phase", "test", "--load_weights", "Downloads/model.pt"], cwd)
-        assert proc.returncode == 0 and "outputs: Downloads/model-test" in proc.stdout, proc.stderr
+    # The second replaces its own earlier evaluation, whichever way the checkpoint's path is spelt.
+    for where, spelt in ((cwd, "Downloads/model.pt"), (downloads, "model.pt"), (downloads, "../Downloads/model.pt")):
+        proc = process("train.py", ["--phase", "test", "--load_weights", spelt], where)
+        assert proc.returncode == 0 and "model-test" in proc.stdout.split("outputs: ")[-1], proc.stderr
+    proc = process("train.py", ["--phase", "test", "--load_weights", "Downloads/model.pt"], cwd)
     assert (downloads / "test" / "results.json").read_text() == '{"mine": true}'
     assert json.loads((downloads / "model-test" / "results.json").read_text())["weights"] == "Downloads/model.pt"
     shutil.copy(downloads / "model.pt", downloads / "other.pt")
@@ -358,6 +360,11 @@ def test_phase_test_of_a_checkpoint_out_of_its_run_writes_beside_it_and_never_in
     one_line_error(process("train.py", ["--phase", "test", "--load_weights", "Downloads/other.pt"], cwd),
                    "holds other files")
     assert [p.name for p in (downloads / "other-test").iterdir()] == ["notes.txt"]
+    shutil.copy(downloads / "model.pt", downloads / "third.pt")
+    (downloads / "third-test").write_text("a file of mine")
+    one_line_error(process("train.py", ["--phase", "test", "--load_weights", "Downloads/third.pt"], cwd),
+                   "is a file")
+    assert (downloads / "third-test").read_text() == "a file of mine"
 
 
 @pytest.mark.slow

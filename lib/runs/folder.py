@@ -258,6 +258,16 @@ def in_run(checkpoint_path) -> bool:
     return path.parent.name == "weights" and path.parent.parent.name == "train"
 
 
+def _evaluates(record: Path, checkpoint: Path) -> bool:
+    """Whether `record` is a --phase test results.json of a checkpoint named as `checkpoint` is: its own earlier
+    evaluation, whichever way the path was spelt then (absolute, relative to another folder, through `..`)."""
+    try:
+        weights = json.loads(record.read_text(encoding="utf-8")).get("weights")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(weights, str) and Path(weights).name == checkpoint.name
+
+
 def evaluation_dir(checkpoint_path) -> Path:
     """Where --phase test's evaluation of a checkpoint writes: `<run>/test/`, never the training record, and
     never into another run that was put there. A checkpoint taken out of its run (~/Downloads/model.pt)
@@ -267,9 +277,10 @@ def evaluation_dir(checkpoint_path) -> Path:
     if not in_run(path):
         test = path.parent / f"{path.stem}-test"
         _refuse_links(path.parent, [test.name])
-        record = test / "results.json"
-        earlier = record.is_file() and f'"weights": {json.dumps(str(path))}' in record.read_text(errors="replace")
-        if test.exists() and any(test.iterdir()) and not earlier:
+        if test.exists() and not test.is_dir():
+            raise UserError(f"'{test}', where the evaluation of '{path}' goes, is a file: move it away "
+                            "(or the checkpoint into a folder of its own)")
+        if test.exists() and any(test.iterdir()) and not _evaluates(test / "results.json", path):
             raise UserError(f"'{test}', where the evaluation of '{path}' goes, holds other files: move them away "
                             "(or the checkpoint into a folder of its own)")
         return test
