@@ -4,6 +4,7 @@ import contextlib
 import difflib
 import io
 import os
+import re
 import signal
 import sys
 import traceback
@@ -197,8 +198,12 @@ class OneLineParser(argparse.ArgumentParser):
     def _get_value(self, action, arg_string):
         # Python's int() and float() read digit separators ("1_0" is 10): a typo that would train another
         # run than the one asked for (--niter 1_0 trains 10 epochs) is refused as argparse refuses others.
-        if action.type in (int, float) and isinstance(arg_string, str) and "_" in arg_string:
-            raise argparse.ArgumentError(action, f"invalid {action.type.__name__} value: {arg_string!r}")
+        # The same for an option with a type of its own that reads numbers (--score_weight: a number or 'val').
+        if isinstance(arg_string, str) and "_" in arg_string and action.type not in (None, str) and (
+                action.type in (int, float) or re.fullmatch(r"[+-]?[\d_.]+(e[+-]?[\d_]+)?", arg_string.strip(), re.I)):
+            kind = getattr(action.type, "__name__", "number")
+            raise argparse.ArgumentError(action, f"invalid {kind if kind in ('int', 'float') else 'number'} value: "
+                                                 f"{arg_string!r}")
         return super()._get_value(action, arg_string)
 
     def parse_known_args(self, args=None, namespace=None):

@@ -101,6 +101,9 @@ def test_an_on_off_option_edited_by_hand_is_read_as_written_or_refused(tmp_path,
 def test_numbers_with_digit_separators_are_refused_on_the_command_line():
     one_line_error(process("train.py", ["--niter", "1_0", "--print_config"], ROOT), "--niter: invalid int value")
     one_line_error(process("train.py", ["--lr", "2_0e-4", "--print_config"], ROOT), "--lr: invalid float value")
+    # A type of its own that reads a number (--score_weight: a number or 'val') refuses them too.
+    one_line_error(process("train.py", ["--score_weight", "0.9_0", "--print_config"], ROOT),
+                   "--score_weight: invalid number value: '0.9_0'")
 
 
 def test_a_value_edited_by_hand_without_its_mark_is_replayed_and_a_bad_one_refused_once(tmp_path):

@@ -340,12 +340,14 @@ def test_a_batchsize_larger_than_the_images_scores_them_in_one_batch(run, capsys
     assert code == 0 and len(read_csv(tmp_path / "o" / "predictions.csv")) == 7
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
-def test_a_threshold_that_is_not_a_finite_number_is_refused(run, capsys, tmp_path, value):
+@pytest.mark.parametrize("value,fragment", [(v, "--threshold must be a finite number")
+                                            for v in ("nan", "inf", "-inf", "1e999")]
+                         + [("0.5_0", "--threshold '0.5_0': give a number")])  # Python's float() reads 0.5
+def test_a_threshold_that_is_not_a_finite_number_is_refused(run, capsys, tmp_path, value, fragment):
     _, dataset, folder = run
     code, _, err = score(["--path", str(dataset / "test"), "--weights", str(folder), "--out", str(tmp_path / "o"),
                           f"--threshold={value}"], capsys)
-    refused(code, err, "--threshold must be a finite number")
+    refused(code, err, fragment)
     assert not (tmp_path / "o").exists()
 
 

@@ -117,7 +117,7 @@ def choose_threshold(stored: dict, override: str | None) -> tuple[float, list[st
         how = f"stored at training: {how}"
     else:
         try:
-            value = float(choice)
+            value = float(choice) if "_" not in choice else float("x")  # "0.5_0" is a typo, not 0.5 (as train.py)
         except ValueError:
             raise UserError(f"--threshold {choice!r}: give a number, 'normal' or 'f1'") from None
         if not math.isfinite(value):
