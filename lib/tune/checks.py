@@ -54,6 +54,9 @@ def refusal(base: dict, config: dict, explicit: set, actions: dict | None = None
     the trial's reproducing command is also parsed back as train.py parses it."""
     try:
         opt = trial_options(base, config)
+        if opt.niter == 0:  # every trial alike: the searched weights, rates and steps would be recorded, never used
+            raise UserError("--niter 0 builds the untrained control, which trains nothing a search could vary: "
+                            "search trained runs, then build the best trial's control with train.py ... --niter 0")
         if opt.load_weights is None:  # as options.parse: loaded weights name the model
             options.check_model_options(opt, explicit | set(config))
         if opt.ngpu > 1:
