@@ -360,6 +360,13 @@ def test_phase_test_of_a_checkpoint_out_of_its_run_writes_beside_it_and_never_in
     one_line_error(process("train.py", ["--phase", "test", "--load_weights", "Downloads/other.pt"], cwd),
                    "holds other files")
     assert [p.name for p in (downloads / "other-test").iterdir()] == ["notes.txt"]
+    for inside in (folder, folder / "predict"):  # a copy put into a run: its evaluation would nest in it
+        inside.mkdir(exist_ok=True)
+        shutil.copy(downloads / "model.pt", inside / "model.pt")
+        before = snapshot(folder)
+        one_line_error(process("train.py", ["--phase", "test", "--load_weights", inside / "model.pt"], cwd),
+                       "lies inside the run folder", "move it out")
+        assert snapshot(folder) == before and not (inside / "model-test").exists()
     shutil.copy(downloads / "model.pt", downloads / "third.pt")
     (downloads / "third-test").write_text("a file of mine")
     one_line_error(process("train.py", ["--phase", "test", "--load_weights", "Downloads/third.pt"], cwd),
@@ -380,15 +387,21 @@ def test_a_link_to_a_runs_checkpoint_names_that_run(run):
 
 
 @pytest.mark.slow
-def test_another_runs_last_pt_copied_into_a_run_is_refused_by_resume(run, tmp_path):
+@pytest.mark.parametrize("differs,shown", [
+    (["--abnormal_class", "5"], ("abnormal_class 5", "records 3")),
+    # A twin of the same class, seed and sizes, trained otherwise: once resumed as this run's own.
+    (["--w_con", "1"], ("w_con 1.0", "records 50.0")),
+    (["--no_skip"], ("no_skip True", "records False")),
+    (["--original"], ("original True", "records False")),
+])
+def test_another_runs_last_pt_copied_into_a_run_is_refused_by_resume(run, tmp_path, differs, shown):
     cwd, folder = run
-    other = process("train.py", [*ONE_EPOCH, "--abnormal_class", "5", "--outf", "other"], cwd)
+    other = process("train.py", [*ONE_EPOCH, *differs, "--outf", "other", "--name", "twin"], cwd)
     assert other.returncode == 0, other.stderr
-    shutil.copy(cwd / "other" / "skipganomaly" / "digits" / "5" / "train" / "weights" / "last.pt",
-                folder / "train" / "weights" / "last.pt")
+    shutil.copy(cwd / "other" / "twin" / "train" / "weights" / "last.pt", folder / "train" / "weights" / "last.pt")
     before = snapshot(folder)
     one_line_error(process("train.py", ["--resume", folder, "--niter", "2"], cwd),
-                   "is the checkpoint of another run", "abnormal_class 5", "records 3")
+                   "is the checkpoint of another run", *shown)
     assert snapshot(folder) == before
 
 

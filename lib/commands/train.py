@@ -165,7 +165,7 @@ def resume_folder(opt, ckpt, explicit) -> Path:
                         "<run>/train/weights/last.pt): resume the whole run folder it came from, or train a new run "
                         f"from these weights with --load_weights {path}")
     folder = run_folder_of(path)
-    check_same_run(path, folder, ckpt["options"])
+    check_same_run(path, folder, ckpt["options"], explicit)
     name = Path(opt.name).parts
     if len(folder.parts) > len(name) and folder.parts[-len(name):] == name:
         opt.outf = str(Path(*folder.parts[:-len(name)]))
@@ -174,19 +174,20 @@ def resume_folder(opt, ckpt, explicit) -> Path:
     return folder
 
 
-# What tells one run from another in a run folder's opt.txt and its checkpoint's options.
-IDENTITY = ("model", "dataset", "abnormal_class", "normal_class", "category", "isize", "nc", "nz", "ngf", "ndf")
-
-
-def check_same_run(path: Path, folder: Path, saved: dict) -> None:
+def check_same_run(path: Path, folder: Path, saved: dict, explicit=frozenset()) -> None:
     """The checkpoint is the run's own, as the folder's opt.txt records it: another run's last.pt copied in
-    would continue here, its epochs added to this run's metrics.csv and its options to its record."""
+    would continue here, its epochs added to this run's metrics.csv and its options to its record. Both were
+    written by the process that trained last, so every option that shapes what a run computes must agree;
+    those a resume may change (how the session runs, --niter, the precision) may not. --dataroot is compared
+    unless given again: a run whose data moved is resumed with its new place."""
     from ..options.record import recorded_values
+    from ..runs.adopted import RESUME_APPLIES
     recorded = recorded_values(folder / "opt.txt")
-    seeds = (recorded.get("manualseed", "-1"), str(saved.get("manualseed", -1)))
-    keys = IDENTITY + (("manualseed",) if "-1" not in seeds else ())
-    for key in keys:
-        if key in recorded and key in saved and recorded[key] != str(saved[key]):
+    exempt = RESUME_APPLIES - {"dataroot"} | ({"dataroot"} & set(explicit))
+    if "-1" in (recorded.get("manualseed"), str(saved.get("manualseed"))):  # a random seed, recorded as drawn
+        exempt |= {"manualseed"}
+    for key in sorted(recorded.keys() & saved.keys() - exempt):
+        if recorded[key] != str(saved[key]):
             raise UserError(f"'{path}' is the checkpoint of another run than '{folder}' ({key} {saved[key]}, where "
                             f"the run's opt.txt records {recorded[key]}): put the run's own last.pt back, or resume "
                             "the run the checkpoint came from")

@@ -276,6 +276,10 @@ def evaluation_dir(checkpoint_path) -> Path:
     path = Path(checkpoint_path)
     if not in_run(path):
         test = path.parent / f"{path.stem}-test"
+        run = enclosing_run(test)  # a copy put into another run (its root, its predict/): no folder made there
+        if run is not None:
+            raise UserError(f"'{path}' lies inside the run folder '{run}' but is none of its checkpoints, and its "
+                            f"evaluation would go into that run: move it out of '{run}' first")
         _refuse_links(path.parent, [test.name])
         if test.exists() and not test.is_dir():
             raise UserError(f"'{test}', where the evaluation of '{path}' goes, is a file: move it away "
