@@ -399,10 +399,16 @@ def test_predict_checks_the_masks_before_scoring_and_keeps_pixel_metrics_with_th
     args = ["--path", category / "test", "--weights", run, "--device", "cpu", "--maps", "none"]
     first = next(truth.glob("*/*_mask.png"))
     kept, size = first.read_bytes(), Image.open(first).size
+    def replaced_by(kind):  # something else at the mask's place: once skipped, its image scored as normal
+        first.unlink()
+        first.mkdir() if kind == "folder" else first.symlink_to("/dev/zero")
+
     for spoil, message in ((lambda: Image.new("L", (20, 20)).save(first), "a mask must have its image's size"),
                            (lambda: first.write_bytes(b"not a png"), "cannot read image"),
                            (lambda: [Image.new("L", size).save(m) for m in truth.glob("*/*_mask.png")],
-                            "mark no pixel as defective")):
+                            "mark no pixel as defective"),
+                           (lambda: replaced_by("folder"), "is not a readable file"),
+                           (lambda: (first.rmdir(), first.touch(), replaced_by("device")), "is not a readable file")):
         spoil()
         one_line_error(run_main(predict.main, [*args, "--masks", truth, "--out", tmp_path / "q"], tmp_path), message)
         assert not (tmp_path / "q").exists()  # refused before anything was scored or written

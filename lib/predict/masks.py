@@ -9,6 +9,7 @@ that choice, so --masks needs the run folder); pixel AUROC and PRO over every im
 (the mask's folder), are printed and written to pixel_metrics.json.
 """
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,7 @@ def check_masks(masks: Path, images: list[Path], root: Path, isize: int) -> None
     if not masks.is_dir():
         raise UserError(f"--masks '{masks}' is not a folder; give the folder of masks laid out as the images "
                         "(e.g. CATEGORY/ground_truth for --path CATEGORY/test)")
-    found = {image: mask_of(image, root, masks) for image in images}
-    found = {image: mask for image, mask in found.items() if mask.is_file()}
+    found = masks_found(images, root, masks)
     if not found:
         raise UserError(f"no mask in '{masks}' belongs to an image of '{root}': the mask of {images[0]} would be "
                         f"{mask_of(images[0], root, masks)}; give the masks' folder laid out as the images'")
@@ -43,6 +43,20 @@ def check_masks(masks: Path, images: list[Path], root: Path, isize: int) -> None
                         "AUROC and PRO need defects; give masks white where the defects are")
 
 
+def masks_found(images: list[Path], root: Path, masks: Path) -> dict[Path, Path]:
+    """{image: its mask} of the images that have one. Something else at a mask's place (a folder, a link to a
+    device, a broken link) is refused: skipped, it would make a defective image count as normal in silence."""
+    found = {}
+    for image in images:
+        mask = mask_of(image, root, masks)
+        if mask.is_file():
+            found[image] = mask
+        elif os.path.lexists(mask):
+            raise UserError(f"mask '{mask}' of image '{image}' is not a readable file: put the image's mask there, "
+                            "or remove it to score the image as normal")
+    return found
+
+
 def mask_of(image: Path, root: Path, masks: Path) -> Path:
     relative = image.relative_to(root) if image != root else Path(image.name)
     return masks / relative.parent / f"{relative.stem}{MASK_SUFFIX}.png"
@@ -52,8 +66,7 @@ def score_against_masks(model, ckpt, opt, images: list[Path], root: Path, masks:
                         out: Path) -> dict:
     """Pixel AUROC and PRO of the maps of `images` (scored, below `root`) against their masks; written into
     `out`/pixel_metrics.json and printed."""
-    found = {image: mask_of(image, root, masks) for image in images}
-    found = {image: mask for image, mask in found.items() if mask.is_file()}
+    found = masks_found(images, root, masks)
     decoded, truth, defects = [], [], []
     for image in images:
         array, _ = read_image(image, nc=opt.nc, isize=opt.isize)
