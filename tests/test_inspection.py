@@ -377,6 +377,7 @@ def test_predict_scores_its_maps_against_masks_laid_out_as_the_images(inspected,
     assert proc.returncode == 0, proc.stdout + proc.stderr
     written = json.loads((tmp_path / "p" / PIXEL_METRICS).read_text())
     assert (written["images"], written["with_masks"]) == (12, 8) and "pixel auroc" in proc.stdout
+    assert "notice" not in proc.stdout  # every image outside good/ has its mask
     assert 0 <= written["pixel_auroc"] <= 1 and 0 <= written["pro"] <= 1
     assert set(written["by_defect"]) == {f"{m}_{d}" for m in ("pixel_auroc", "pro") for d in CATEGORIES["washer"][0]}
     best = json.loads((run / "results.json").read_text())["best"]
@@ -416,7 +417,10 @@ def test_predict_checks_the_masks_before_scoring_and_keeps_pixel_metrics_with_th
     category = copy_category(textures, tmp_path, "washer")
     assert first.read_bytes() == kept
     out = tmp_path / "p"
-    assert run_main(predict.main, [*args, "--masks", truth, "--out", out], tmp_path).returncode == 0
+    lost = next(truth.glob("*/*_mask.png"))
+    lost.unlink()  # a defect's image without its mask: scored as normal, as documented, and said so
+    done = run_main(predict.main, [*args, "--masks", truth, "--out", out], tmp_path)
+    assert done.returncode == 0 and "notice: 1 image(s) outside 'good' folders have no mask" in done.stdout
     one_line_error(run_main(predict.main, [*args, "--out", out], tmp_path), "already holds earlier predictions")
     (out / "predictions.csv").unlink()  # pixel metrics alone are earlier predictions too
     one_line_error(run_main(predict.main, [*args, "--out", out], tmp_path), f"({PIXEL_METRICS})")

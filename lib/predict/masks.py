@@ -89,6 +89,10 @@ def score_against_masks(model, ckpt, opt, images: list[Path], root: Path, masks:
     write_text(out / PIXEL_METRICS, json.dumps(metrics, indent=2) + "\n")
     print(f"pixel auroc {metrics['pixel_auroc']:.4f}, pro {metrics['pro']:.4f} over {len(images)} image(s), "
           f"{len(found)} with a mask in {masks}; the {kind} map, smoothed with sigma {sigma:g} ({source})")
+    unmasked = [image for image in images if image not in found and image.parent.name != GOOD]
+    if unmasked:  # documented (an image without a mask is normal), but in a defect's folder likely a lost mask
+        print(f"notice: {len(unmasked)} image(s) outside '{GOOD}' folders have no mask and count as normal, e.g. "
+              f"{unmasked[0]} (its mask would be {found.get(unmasked[0]) or mask_of(unmasked[0], root, masks)})")
     if not truth.size or truth.all():
         print("notice: pixel AUROC and PRO are undefined (nan): the masks leave no pixel of these images normal")
     print(f"outputs: {out / PIXEL_METRICS}")
