@@ -196,6 +196,21 @@ def test_the_collector_reads_the_chosen_metric_and_epoch(tmp_path):
     assert "| **Skip-WGANomaly** | 1.000 | 1.000 |" in collect(root, "--select", "optimistic")[0]
 
 
+def test_the_collector_leaves_out_a_stopped_run_and_says_so(tmp_path, capsys):
+    """results.json is written every epoch: a run stopped after 1 of 15 epochs once stood in the table as
+    its setting's result, unmarked."""
+    root = tmp_path / "output"
+    fake_run(root, "w/bird/seed0", "w_skipganomaly", "bird", 0, 0.8)
+    fake_run(root, "w/bird/seed1", "w_skipganomaly", "bird", 1, 0.2)
+    stopped = json.loads((root / "w/bird/seed1/results.json").read_text())
+    (root / "w/bird/seed1/results.json").write_text(json.dumps({**stopped, "epochs": 1}))
+    table, _ = collect(root)
+    assert "| **Skip-WGANomaly** | 0.800 | 0.800 |" in table
+    err = capsys.readouterr().err
+    assert f"seed1/results.json: stopped after epoch 1 of 15: finish it with train.py --resume {root}/w/bird/seed1" \
+        in err, err
+
+
 def test_the_collector_says_so_when_there_is_nothing_to_collect(tmp_path, capsys):
     for folder in (tmp_path / "missing", tmp_path):
         with pytest.raises(SystemExit) as stop:

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..classes import class_names, inspection_dataset
 from ..errors import UserError
 from ..models import model_label
+from ..options.parser import defaults
 from ..options.record import marked
 from .folder import is_run_folder
 
@@ -115,8 +116,7 @@ def unreadable(err: Exception) -> str:
     return shown(err)
 
 
-def changed_options(opt_txt: Path) -> dict[str, str]:
-    """Options that opt.txt marks as differing from their default, as text."""
+def changed_options(opt_txt: Path) -> dict[str, str]:  # the options opt.txt marks as not their default, as text
     return marked(read_text(opt_txt).splitlines()) if opt_txt.is_file() else {}
 
 
@@ -153,6 +153,10 @@ def read_run(path: Path, metric: str, select: str) -> Run:
                              ("class", (str, int), target)):
         if isinstance(got, bool) or not isinstance(got, wanted):
             raise TypeError(f"its {key} is {shown(json.dumps(got))}, not a name")
+    niter = changed.get("niter", str(defaults()["niter"]))  # a stopped run is no result of its setting
+    if isinstance(results.get("epochs"), int) and niter.isdigit() and results["epochs"] < int(niter):
+        raise ValueError(f"stopped after epoch {results['epochs']} of {niter}: finish it with train.py --resume "
+                         f"{shown(path.parent)}")
     base = setting_label(results["model"], {k: v for k, v in changed.items() if k != "niter"})
     return Run(path.parent, results["dataset"], "normal" if one_class else "abnormal", str(target),
                setting_label(results["model"], changed), results.get("seed"), float(value), base,
@@ -224,10 +228,6 @@ def add_control_differences(tables: dict[tuple, Table], runs: list[Run]) -> None
             table.rows[f"{setting} − untrained control"] = diff
 
 
-def _sorted_values(samples: list[tuple]) -> list[float]:
-    return [v for _, v in sorted(samples, key=lambda s: (str(s[0]), s[1]))]
-
-
 def cell(samples: list[tuple] | None) -> tuple[float, float | None, int]:
     """(mean, std or None, count) of one class's runs."""
     values = [v for _, v in samples or ()]
@@ -246,7 +246,7 @@ def row_mean(row: dict[str, list[tuple]], classes: list[str]) -> tuple[float, fl
     if len(counts) != 1 or counts == {1}:
         return mean, None
     # Replicate i is each class's i-th run in seed order: its mean over classes, then their spread.
-    replicates = zip(*(_sorted_values(s) for s in present))
+    replicates = zip(*([v for _, v in sorted(s, key=lambda x: (str(x[0]), x[1]))] for s in present))
     return mean, statistics.stdev(statistics.fmean(r) for r in replicates)
 
 
