@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 from lib.errors import Stopped, UserError, require_environment
+from lib.runs.folder import is_run_folder, refuse_inside_run
 
 require_environment()  # a Python without the requirements: one line, not a traceback
 
@@ -56,3 +57,33 @@ def run_to_end(command: list[str], **popen) -> int:
                 proc.send_signal(stop.signum)  # sent to the study's pid only: the run has not had it
             except KeyboardInterrupt:
                 continue  # the run has it too: it ends once its checkpoint is written
+
+
+def study_folder(text) -> Path:
+    """A study's --out: a folder (made when needed), never inside or at a run folder, whose files its runs
+    could replace (a run folder's --overwrite deletes everything in it)."""
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file: give a folder for the study's runs")
+    if is_run_folder(out):
+        raise UserError(f"--out '{out}' is a run folder, whose files the study's runs could replace: choose --out "
+                        "outside every run folder")
+    refuse_inside_run(out)
+    return out
+
+
+def check_own_run(run: Path, flags: list[str]) -> None:
+    """A run folder where a study puts one of its runs is replaced (train.py --overwrite) only when it is that
+    run, unfinished: a run of the user's, or of other flags, at that place is named and kept."""
+    from lib.options.parser import build_parser, explicit_options
+    from lib.options.record import recorded_values
+    if not run.exists():
+        return
+    recorded = recorded_values(run / "opt.txt")
+    wanted = vars(build_parser().parse_args(flags))
+    differs = next((key for key in sorted(explicit_options(flags)) if recorded.get(key) != str(wanted[key])), None)
+    if differs is not None or not recorded and any(run.iterdir()):
+        what = (f"its opt.txt records --{differs} {recorded[differs]}, the study's run {wanted[differs]}"
+                if differs in recorded else f"its opt.txt records no --{differs}" if differs else "it has no opt.txt")
+        raise UserError(f"'{run}' holds something other than this study's run ({what}), which the study would "
+                        "replace: move it away, or give the study another --out")

@@ -20,7 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from experiments import STOPPED, check_seeds, finished
+from experiments import STOPPED, check_seeds, finished, study_folder
 from experiments.ablation_report import mean_sd, replace_between
 from experiments.control_study import BUDGET, PROTOCOLS, TRAINED_EPOCHS, train_run
 from lib.classes import class_names, resolve_class
@@ -131,9 +131,7 @@ def main(argv) -> int:
     check_seeds(args.seeds)
     names = class_names("fashion-mnist")
     classes = [names[resolve_class("fashion-mnist", c)] for c in args.classes]
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file: give a folder for the study's runs")
+    out = study_folder(args.out)
     if not args.report and not hardware.cpu_flags() & set(hardware.NATIVE_BF16):
         raise UserError(f"this CPU ({hardware.capability()}) has no native bf16 ({' or '.join(hardware.NATIVE_BF16)})"
                         ": run the study where bf16 is native, or only --report")

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments import STOPPED, check_seeds, finished, run_to_end
+from experiments import STOPPED, check_own_run, check_seeds, finished, run_to_end, study_folder
 from lib.classes import class_names, resolve_class
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.models import MODELS
@@ -42,6 +42,7 @@ def runs(protocols, models, seeds, classes):
 
 def train_run(out: Path, name: str, flags: list[str]) -> int:
     """train.py's exit status for run `name` of a study under `out`, trained afresh (its one line is on stderr)."""
+    check_own_run(out / name, flags)
     print(name, flush=True)
     # --outf absolute: train.py runs in the repository, and a relative --out names the caller's folder.
     return run_to_end([sys.executable, str(ROOT / "train.py"), *flags, "--outf", str(out.resolve()),
@@ -64,9 +65,7 @@ def main(argv):
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         raise UserError(f"--models {unknown[0]} is not a model: choose from {', '.join(MODELS)}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file: give a folder for the study's runs")
+    out = study_folder(args.out)
     failed = []
     for name, flags in ([] if args.report else runs(args.protocols, args.models, args.seeds, classes)):
         if finished(out / name, int(flags[flags.index("--niter") + 1])):

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from experiments import check_own_run, study_folder
 from experiments.fmnist_report import write_report
 from experiments.fmnist_setup import (
     ABLATIONS,
@@ -94,6 +95,7 @@ def train(out: Path, budget: str, variant: str, protocol: str, cls: str, seed: i
            "--overwrite"]  # the study's own folder: an unfinished run there is redone, a finished one skipped
     start = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] {variant} | {protocol} | {cls} | seed {seed}", flush=True)
+    check_own_run(out / run_name, cmd[2:])
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     if proc.returncode != 0:
         failed("train.py", f"{variant} | {protocol} | {cls} | seed {seed}", proc,
@@ -134,8 +136,7 @@ def main(argv) -> None:
     opt = p.parse_args(argv)
     out = Path(opt.out or ROOT / "output" / f"fmnist_study_{opt.budget}")
     results = Path(opt.results)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {shown(out)} is a file: give the folder of the study's runs")
+    study_folder(out)
     check_writable(out / "runs", "--out")
     try:
         results.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import check_seeds, finished
+from experiments import check_own_run, check_seeds, finished, study_folder
 from lib.data.mvtec import categories
 from lib.errors import OneLineParser, UserError, run_cli
 from lib.files import write_text
@@ -53,6 +53,7 @@ def train(name: str, args: list[str], out: Path, data: Path, device: str, verbos
         return None
     command = [sys.executable, str(ROOT / "train.py"), *BUDGET, "--dataroot", str(data), *args,
                "--device", device, "--outf", str(out / "runs"), "--name", name, "--overwrite"]
+    check_own_run(out / "runs" / name, command[2:command.index("--outf")])
     done = subprocess.run(command, capture_output=not verbose, text=True)
     return None if done.returncode == 0 else (done.stderr or "").strip().splitlines()[-1:] or ["failed"]
 
@@ -121,9 +122,7 @@ def main(argv):
     if args.niter < 1 or args.jobs < 1:
         raise UserError("--niter and --jobs must be 1 or more")
     check_seeds(args.seeds)
-    out = Path(args.out).resolve()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: give the folder of the study's data and runs")
+    out = study_folder(args.out).resolve()
     data = Path(args.dataroot).resolve() if args.dataroot else out / "data"
     for category in [] if args.dataroot else CATEGORIES:
         if not (data / category).is_dir():

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments import STOPPED, check_seeds, finished, run_to_end
+from experiments import STOPPED, check_own_run, check_seeds, finished, run_to_end, study_folder
 from experiments.ablation_report import mean_sd
 from experiments.control_study import PROTOCOLS, ROOT, train_run
 from experiments.epoch_speed import run as run_script
@@ -168,9 +168,7 @@ def main(argv):
     if not 1 <= args.epochs <= 1000:
         raise UserError(f"--epochs {args.epochs}: give 1 to 1000 (a curve needs epochs; the control is epoch 0)")
     args.target = class_names("fashion-mnist")[resolve_class("fashion-mnist", args.target)]
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file: give a folder for the study's runs")
+    out = study_folder(args.out)
     setting = (f"{args.protocol}-{args.target.replace('/', '-')}-{args.model}-"
                f"{args.isize}px-width{args.width}-nz{args.nz}-{args.epochs}epochs")
     folder = out / setting
@@ -180,6 +178,7 @@ def main(argv):
     for name, flags in ([] if args.report else runs(args)):
         if finished(folder / name, int(flags[flags.index("--niter") + 1])):
             continue
+        check_own_run(folder / name, flags)  # (train_run checks it too; a resume would continue another run)
         last = folder / name / "train" / "weights" / "last.pt"
         # A long run stopped part-way (a session's end) continues from its last checkpoint, bit for bit.
         code = resume_run(folder / name) if last.is_file() and "trained" in name else train_run(folder, name, flags)

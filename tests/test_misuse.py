@@ -233,6 +233,34 @@ def test_the_learning_curves_refuse_what_would_run_nothing(tmp_path, args, fragm
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("study", ["experiments.learning_curves", "experiments.control_study",
+                                   "experiments.bf16_default", "experiments.inspection_study"])
+@pytest.mark.parametrize("where", ["run/studies", "run", "link/studies"])
+def test_a_study_refuses_an_out_at_or_inside_a_run_folder(tmp_path, study, where):
+    """A study's runs are made with --overwrite: inside a run (or through a link into one) they could replace
+    its files. Refused up front, in one line, as the tools refuse such an --out."""
+    (tmp_path / "run" / "train" / "weights").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    args = ["--class", "Bag"] if study.endswith("curves") else []
+    proc = tool(study, [*args, "--seeds", "0", "--out", where], tmp_path)
+    one_line_error(proc, "is a run folder" if where == "run" else "would be inside the run folder")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["train"]
+
+
+@pytest.mark.slow
+def test_a_study_never_replaces_a_run_of_another_kind_at_the_place_of_one_of_its_own(tmp_path):
+    """A study trains each of its unfinished runs again with --overwrite: a user's run at that place (here a
+    digits run named as the study's control) was deleted without a word."""
+    setting = tmp_path / "lc" / "one-class-T-shirt-top-w_skipganomaly-16px-width8-nz8-1epochs"
+    mine = process("train.py", [*ONE_EPOCH, "--outf", setting, "--name", "control/seed0"], tmp_path)
+    assert mine.returncode == 0, mine.stderr
+    before = sorted(p.relative_to(setting) for p in setting.rglob("*"))
+    proc = tool("experiments.learning_curves", ["--class", "0", "--epochs", "1", "--isize", "16", "--width", "8",
+                                                 "--nz", "8", "--seeds", "0", "--out", "lc"], tmp_path)
+    one_line_error(proc, "holds something other than this study's run", "--dataset digits")
+    assert sorted(p.relative_to(setting) for p in setting.rglob("*")) == before
+
+
 @pytest.mark.slow
 def test_the_control_study_fails_when_its_runs_fail(tmp_path):
     (tmp_path / "out").mkdir()
