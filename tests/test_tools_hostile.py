@@ -374,12 +374,14 @@ def test_sample_images_writes_test_images_of_each_class_named_by_class_and_refus
 
 # ------------------------------------------------------------------ make demo
 
-def make_demo(work: Path) -> subprocess.CompletedProcess:
+def make_demo(work: Path, stopped: bool = False) -> subprocess.CompletedProcess:
     """`make demo` in `work` (a copy of the Makefile), its environment taken as installed, its training shortened
-    to one small epoch (the flags added after the recipe's win)."""
+    to one small epoch (the flags added after the recipe's win). `stopped`: train.py's run is written but it
+    ends as after Ctrl-C (exit 130), so make stops before the recipe's last line."""
     python = work / "python"
+    train = f'"{sys.executable}" "{ROOT}/$script" "$@" --niter 1 --ngf 8 --ndf 8 --nz 8 --isize 8'
     python.write_text(f'#!/bin/sh\nscript="$1"; shift\n'  # this checkout's train.py
-                      f'exec "{sys.executable}" "{ROOT}/$script" "$@" --niter 1 --ngf 8 --ndf 8 --nz 8 --isize 8\n')
+                      + (f'{train}\nexit 130\n' if stopped else f'exec {train}\n'))
     python.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(["make", "-s", "demo", f"PY={python}", "STAMP=stamp"], cwd=work, env=env,
@@ -412,9 +414,11 @@ def test_make_demo_trains_in_a_folder_of_its_own_and_replaces_only_the_run_it_wr
     assert first.returncode != 0 and "output/demo" in first.stderr, first.stdout + first.stderr  # train.py refuses
     assert run_files(tmp_path / "output/demo") == kept and snapshot(users) == theirs
     shutil.rmtree(tmp_path / "output/demo")
-    for attempt in ("first", "again"):  # its own run, replaced by the next make demo
+    assert make_demo(tmp_path, stopped=True).returncode != 0  # Ctrl-C: a run of the demo's, but no mark of it
+    for attempt in ("after Ctrl-C", "again"):  # its own run, replaced by the next make demo
         done = make_demo(tmp_path)
         assert done.returncode == 0 and "outputs: output/demo" in done.stdout, f"{attempt}: {done.stderr}"
+    assert not (tmp_path / "output/.make-demo-pending").exists()
     assert snapshot(users) == theirs and in_demos == kept
     with open(tmp_path / "output/demo/loss_log.txt", "a") as log:  # the demo's run trained on by the user
         log.write("epoch 2 ...\n")
