@@ -380,7 +380,7 @@ def make_demo(work: Path, stopped: bool = False) -> subprocess.CompletedProcess:
     ends as after Ctrl-C (exit 130), so make stops before the recipe's last line."""
     python = work / "python"
     train = f'"{sys.executable}" "{ROOT}/$script" "$@" --niter 1 --ngf 8 --ndf 8 --nz 8 --isize 8'
-    python.write_text(f'#!/bin/sh\nscript="$1"; shift\n'  # this checkout's train.py
+    python.write_text('#!/bin/sh\nscript="$1"; shift\n'  # this checkout's train.py
                       + (f'{train}\nexit 130\n' if stopped else f'exec {train}\n'))
     python.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -489,8 +489,10 @@ def test_baselines_replace_only_their_own_earlier_table_unless_told_to_overwrite
     assert notes.read_text() == "my,notes\n"
     table = tmp_path / "b.csv"
     for attempt in ("new", "its own earlier table"):
-        done = tool("tools.baselines", [*BASELINES, "--out", table], tmp_path)
+        done = tool("tools.baselines", [*BASELINES, "--out", "b.csv"], tmp_path)
         assert done.returncode == 0 and table.read_text().startswith("dataset,protocol,class,method,"), attempt
+        # Replaced as documented, and said so with what it held (perhaps other classes than this run's).
+        assert ("notice: replacing --out b.csv, an earlier table of 1 class(es)" in done.stderr) == (attempt != "new")
     replaced = tool("tools.baselines", [*BASELINES, "--out", notes, "--overwrite"], tmp_path)
     assert replaced.returncode == 0 and notes.read_text().startswith("dataset,protocol,class,method,")
 

@@ -15,6 +15,7 @@ Both see the same images as the GAN (same resizing, channels, protocol,
 validation hold-out) and are scored with the same metric functions, so a table
 can show whether the GAN adds anything.
 """
+import csv
 import sys
 import time
 from pathlib import Path
@@ -171,6 +172,12 @@ def check_out(opt) -> None:
         raise UserError(f"--out {shown(out)} already exists and is not a table of tools.baselines: give another "
                         "--out, or add --overwrite to replace it")
     check_writable(out, "--out")
+    if earlier_table(out):  # replaced as documented, but said: it may hold other classes than this table will
+        with open(out, newline="", encoding="utf-8", errors="replace") as f:
+            rows = list(csv.DictReader(f))
+        held = sorted({f"{r.get('dataset')} {r.get('protocol')} {r.get('class')}" for r in rows})
+        print(f"notice: replacing --out {shown(out)}, an earlier table of {len(held)} class(es)"
+              + (f": {', '.join(held[:5])}{' ...' if len(held) > 5 else ''}" if held else ""), file=sys.stderr)
 
 
 def earlier_table(path: Path) -> bool:
