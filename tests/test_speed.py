@@ -290,3 +290,19 @@ def test_bf16_is_a_default_only_for_a_model_whose_auroc_it_was_measured_to_keep(
     pin_cpu(monkeypatch, "avx512_bf16")
     assert not MODELS["skipganomaly"](make_opt(), torch.device("cpu")).speed.amp  # bf16 cost it 0.03 AUROC
     assert MODELS["w_skipganomaly"](make_opt(model="w_skipganomaly"), torch.device("cpu")).speed.amp
+
+
+@pytest.mark.slow
+def test_compile_trains_a_run_that_scores_as_the_uncompiled_one_and_prints_no_warnings(tmp_path):
+    """torch.compile of the networks (--compile): a real run through inductor on this CPU. It once printed
+    dynamo's warning about the tap indices' lru_cache and inductor's CUDA_HOME notice on every run."""
+    import json
+
+    from tests.helpers import ONE_EPOCH, RUN, process
+    runs = {}
+    for flags in ([], ["--compile"]):
+        proc = process("train.py", [*ONE_EPOCH, "--no-amp", *flags, "--outf", f"out{len(flags)}"], tmp_path)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        runs[bool(flags)] = json.loads((tmp_path / f"out{len(flags)}" / RUN / "results.json").read_text())
+    compiled, plain = (runs[c]["best"]["test"]["auroc"] for c in (True, False))
+    assert compiled == pytest.approx(plain, abs=0.02)  # the same seed and data; kernels round differently

@@ -155,11 +155,14 @@ def test_ctrl_c_as_the_last_trial_finishes_keeps_what_finished_and_restore_compl
     assert row["status"] == "done" and row["epochs"] == "2" and search.epochs() == [2]
 
 
-def test_sigterm_stops_a_search_as_ctrl_c_does_with_exit_status_143(tmp_path):
-    # As a batch system stops a job: the same clean stop, the exit status saying which signal came.
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_sigterm_or_sighup_stops_a_search_as_ctrl_c_does_with_its_exit_status(tmp_path, signal_number):
+    # As a batch system stops a job, or a closed terminal: the same clean stop, the exit status saying which
+    # signal came (SIGHUP once came out as Ctrl-C's 130: it was not one of the search's signals).
     search = Search(tmp_path, {"w_con": {"grid": [1]}}, "--niter", "1")
     code, _, after, everything = search.run(interrupt_when=lambda proc: (search.folder / "tuner.pkl").exists(),
-                                            signal_number=signal.SIGTERM)
-    one_line(code, after, everything, "interrupted (SIGTERM): 0 of 1 trials finished", "--name s --restore",
-             status=143)
+                                            signal_number=signal_number)
+    name = signal.Signals(signal_number).name
+    one_line(code, after, everything, f"interrupted ({name}): 0 of 1 trials finished", "--name s --restore",
+             status=128 + signal_number)
     assert search.rows() == []

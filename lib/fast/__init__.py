@@ -20,6 +20,7 @@ the options: a seed fixes a run. A checkpoint records the choices (`Speed.record
 and whatever uses it (--resume, --phase test, predict.py) reuses them.
 """
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -156,6 +157,8 @@ def accelerate(speed: Speed, networks: dict[str, nn.Module], optimizers: dict[st
             torch.backends.cudnn.benchmark = speed.autotune
         optimizers = {name: _fused(o) for name, o in optimizers.items()}
     if speed.compiled:
+        # Inductor's C++ build looks for CUDA first and says so on every CPU-only machine: noise, not a problem.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         for name, net in networks.items():
             if compiles(name):
                 net.compile()  # nn.Module.compile keeps parameter names: checkpoints stay interchangeable

@@ -7,8 +7,6 @@ taps that only meet padding. `use_matmul_convolutions` swaps the class of a
 network's convolutions in place: same parameters, state dict and results (up
 to float rounding); larger layers keep the usual kernels.
 """
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,10 +46,16 @@ def _kernel_taps(weight: torch.Tensor, t0: int, t1: int, u0: int, u1: int) -> to
     return weight.reshape(a, kh * kw, b).index_select(1, taps).view(a, t1 - t0, u1 - u0, b)
 
 
-@functools.lru_cache(maxsize=None)
+_TAPS: dict[tuple, torch.Tensor] = {}
+
+
 def _tap_indices(kw: int, t0: int, t1: int, u0: int, u1: int, device: torch.device) -> torch.Tensor:
-    """Flat indices of the taps [t0:t1, u0:u1] of a kernel `kw` wide: built once, not every pass."""
-    return torch.tensor([t * kw + u for t in range(t0, t1) for u in range(u0, u1)], device=device)
+    """Flat indices of the taps [t0:t1, u0:u1] of a kernel `kw` wide: built once, not every pass. (A plain
+    dictionary: torch.compile traces through an lru_cache, and warns at length that it does.)"""
+    key = (kw, t0, t1, u0, u1, device)
+    if key not in _TAPS:
+        _TAPS[key] = torch.tensor([t * kw + u for t in range(t0, t1) for u in range(u0, u1)], device=device)
+    return _TAPS[key]
 
 
 def _channels_last(weight: torch.Tensor) -> bool:

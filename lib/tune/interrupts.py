@@ -1,4 +1,4 @@
-"""Ctrl-C (SIGINT) or SIGTERM during a train_tune.py search: a clean stop in every phase.
+"""Ctrl-C (SIGINT), SIGTERM or SIGHUP during a train_tune.py search: a clean stop in every phase.
 
 The first signal is only recorded, whatever the search is doing. While Ray starts, the search
 then stops before Tune writes anything. Once Tune runs, `Forward` (a Tune callback) hands the
@@ -18,7 +18,7 @@ import signal
 
 from ray import tune
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed
 NO_TUNE_HANDLER = "TUNE_DISABLE_SIGINT_HANDLER"
 # The stop of this process. Forward is saved with the search (tuner.pkl) and, restored, finds it here.
 _active = None
@@ -33,7 +33,7 @@ class StopNow(KeyboardInterrupt):
 
 
 class SearchStop:
-    """Records the first SIGINT or SIGTERM (`.signal`); the second raises StopNow."""
+    """Records the first SIGINT, SIGTERM or SIGHUP (`.signal`); the second raises StopNow."""
 
     def __init__(self):
         self.signal = None
