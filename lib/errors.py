@@ -219,6 +219,16 @@ class OneLineParser(argparse.ArgumentParser):
                                                                 f" (or leave --{name} out for its default)"
                                                                 if action.default is not None else
                                                                 f" (or leave --{name} out)"))
+        # Any other option given an empty value: `--resume "$RUN"` with RUN unset once trained a new run,
+        # `--path ""` scored nothing, as if the flag had been left out.
+        for i, arg in enumerate(args):
+            flag, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", "")
+            action = self._option_string_actions.get(flag)
+            if action is None or action.nargs not in (None, "?") or action.dest in ("out", "outf"):
+                continue
+            given = value if equals else args[i + 1] if i + 1 < len(args) else None
+            if given is not None and not given.strip():
+                self.error(f"{flag} is empty (an unset variable?): give it a value, or leave {flag} out")
         return parsed, rest
 
 

@@ -296,12 +296,26 @@ def test_restore_continues_the_search_as_it_was_started_or_refuses(tmp_path):
     (["--fixes=-gp_of_mean"], "starts by removing gp_of_mean from nothing"),  # it trained the original
     (["--original", "--fixes", "default"], "--original applies no fix and --fixes default names some"),
     (["--model", "w_skipganomaly", "--wgan", "clip", "--clip_value", "0"], "--clip_value must be above 0"),
-    (["--display", "--display_server", ""], "--display_server '' is empty"),
     (["--display", "--display_server", "http://a\nb"], "holds control characters"),
 ])
 def test_a_value_that_would_quietly_run_something_else_is_refused(flags, message):
     with pytest.raises(UserError, match=re.escape(message)):
         options.parse([*TINY, *flags])
+
+
+@pytest.mark.parametrize("script", ["train.py", "train_tune.py", "predict.py"])
+@pytest.mark.parametrize("flags", [["--resume", ""], ["--path="], ["--load_weights", " "], ["--config", ""],
+                                   ["--display_server", ""], ["--weights", ""]])
+def test_an_empty_value_is_refused_rather_than_taken_for_the_flag_left_out(tmp_path, script, flags):
+    """`--resume "$RUN"` with RUN unset once trained a new run, `--path ""` scored nothing."""
+    if script == "predict.py" and flags[0] not in ("--path=", "--weights"):
+        return  # not one of its flags
+    if script != "predict.py" and flags[0] == "--weights":
+        return
+    base = ["--weights", "run", "--path", "images"] if script == "predict.py" else ["--print_config"]
+    flag = flags[0].rstrip("=")
+    one_line_error(process(script, [*base, *flags], tmp_path), f"{flag} is empty (an unset variable?)")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_print_config_of_a_resumed_run_shows_its_checkpoints_options_or_refuses_a_missing_one(tmp_path, trained_run):

@@ -261,7 +261,7 @@ def test_epoch_speed_refuses_bad_flags_in_one_line_before_measuring(args, fragme
 @pytest.mark.parametrize("args,fragment", [
     (["--budget", "tpu"], "argument --budget: invalid choice: 'tpu'"),
     (["--steps", "everything"], "argument --steps: invalid choice: 'everything'"),
-    (["--out", "{tmp}/file"], "--out {tmp}/file is a file: give the folder of the study's runs"),
+    (["--out", "{tmp}/file"], "--out '{tmp}/file' is a file: give a folder for the study's runs"),
     (["--results", "{tmp}/file/results"], "--results {tmp}/file/results: cannot make that folder"),
 ])
 def test_the_fmnist_study_refuses_bad_arguments_in_one_line(args, fragment, tmp_path):
@@ -566,7 +566,7 @@ def test_the_anomalib_runner_in_a_python_without_anomalib_says_where_it_runs_in_
 
 
 @pytest.mark.parametrize("seeds,fragment", [
-    ("-1", "--seeds -1: the ablation has fp32 twins of seeds 0, 1, 2, 3, 4 only"),  # train.py would draw one
+    ("-1", "--seeds '-1': give whole numbers from 0 up"),  # train.py would draw one
     ("0,7", "--seeds 7: the ablation has fp32 twins of seeds"),
 ])
 def test_the_bf16_check_refuses_seeds_without_an_fp32_twin_before_training_or_writing(seeds, fragment, tmp_path):

@@ -121,6 +121,9 @@ def recorded_switch(path, key: str, value: str, may_be_none: bool) -> bool | Non
 
 def config_args(path: str, prog: str = "train.py") -> list[str]:
     """The command-line flags that set what the run recorded in `path` changed from the defaults."""
+    if not path.strip():  # an unset variable in a script, as the parser refuses for every other flag
+        raise UserError("--config is empty (an unset variable?): give a run's opt.txt or its run folder, or leave "
+                        "--config out")
     actions = option_actions(prog)
     changed = changed_options(path, {key: str(action.default) for key, action in actions.items()})
     unknown = sorted(set(changed) - set(actions))
