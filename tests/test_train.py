@@ -204,14 +204,16 @@ def test_opt_txt_and_metrics_csv_record_what_the_run_chose_from_the_machine(trai
     from lib import fast as speed_layer
     from lib.fast import hardware
     from lib.models import model_class
-    # Skip-GANomaly's: fp32 on a CPU without native bf16, and on one with it too (not measured safe in bf16).
+    # Skip-GANomaly's default: fp32 on a CPU without native bf16, bf16 on one with it (measured safe under the
+    # default score).
     chosen = speed_layer.settings(make_opt(), torch.device("cpu"),
-                                  bf16_safe=model_class("skipganomaly").bf16_measured_safe)
+                                  bf16_safe=model_class("skipganomaly").bf16_safe(make_opt()))
     runtime = (trained_run / "opt.txt").read_text().split("------------ Runtime -------------\n")[1]
     fields = dict(line.split(": ", 1) for line in runtime.splitlines()[:-1])
     assert fields.keys() == {"device", "processes", "threads", "cpu", "torch", "precision", "convolutions"}
     assert fields["device"] == "cpu" and fields["processes"] == "1" and int(fields["threads"]) >= 1
-    assert fields["precision"] == chosen.why[0] and fields["precision"].startswith("fp32")
+    assert fields["precision"] == chosen.why[0]
+    assert fields["precision"].startswith("bf16" if hardware.native_bf16() else "fp32")
     assert hardware.capability() in fields["cpu"]
     assert fields["convolutions"].startswith(("matrix products", "convolution kernels"))
     last = read_csv(trained_run / "metrics.csv")[-1]

@@ -329,7 +329,7 @@ def main(argv=None) -> None:
     simd = " ".join(sorted(hardware.cpu_flags() & SIMD))
     settings["cpu"] = f"{hardware.cpu_name()} ({hardware.capability()}; {simd})"
     chosen = speed_layer.settings(argparse.Namespace(), device, fast=True, amp=args.amp,  # what `fast` runs with
-                                  bf16_safe=MODELS[args.model].bf16_measured_safe)
+                                  bf16_safe=MODELS[args.model].bf16_safe(argparse.Namespace()))
     settings["fast_path"] = {"bf16": chosen.amp, "matmul_convolutions": chosen.matmul, "why": list(chosen.why)}
     if args.loader:
         print(json.dumps({**loader(args, device), "settings": settings}))

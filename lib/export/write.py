@@ -59,7 +59,7 @@ def load_plain(weights):
 
 def run_precision(ckpt, model, opt) -> str:
     """The precision predict.py scores this run in with PyTorch on this machine's CPU (an export: fp32 always)."""
-    speed = fast.settings(opt, torch.device("cpu"), recorded=speed_record(ckpt), bf16_safe=model.bf16_measured_safe)
+    speed = fast.settings(opt, torch.device("cpu"), recorded=speed_record(ckpt), bf16_safe=model.bf16_safe(opt))
     return "bf16" if speed.amp else "fp32"
 
 

@@ -102,8 +102,9 @@ def settings(opt, device: torch.device, fast=None, amp=None, compile=None, bf16_
     else:
         amp_choice = hardware.Choice(True, "bf16: CUDA") if device.type == "cuda" else hardware.cpu_bf16()
         if amp_choice.on and not bf16_safe:
+            score = f" with --score {opt.score}" if getattr(opt, "score", None) else ""
             amp_choice = hardware.Choice(False, f"fp32: {'CUDA' if device.type == 'cuda' else 'this CPU'} favours "
-                                                "bf16, but it is not measured to keep this model's AUROC "
+                                                f"bf16, but it is not measured to keep this model's AUROC{score} "
                                                 "(docs/benchmarks.md); --amp turns it on")
     if not fast:
         matmul = hardware.Choice(False, "convolution kernels: --no-fast")

@@ -47,6 +47,12 @@ class AnomalyModel(abc.ABC):
     # AUROC with it was measured within seed noise of fp32's (docs/benchmarks.md, bf16 and detection).
     bf16_measured_safe = False
 
+    @classmethod
+    def bf16_safe(cls, opt) -> bool:
+        """`bf16_measured_safe` for a run of `opt`: a model may have been measured safe in bf16 under some
+        scores only (its default, chosen on validation) and not under others."""
+        return cls.bf16_measured_safe
+
     def __init__(self, opt, device, fast: bool | None = None, amp: bool | None = None, compile: bool | None = None,
                  recorded: dict | None = None):
         """`fast`, `amp` and `compile` default to the options' values, then to a checkpoint's
@@ -55,7 +61,7 @@ class AnomalyModel(abc.ABC):
         self.networks: dict[str, nn.Module] = dict(self.build_networks(opt))
         for net in self.networks.values():
             net.to(self.device)
-        self.speed = speed_layer.settings(opt, self.device, fast, amp, compile, bf16_safe=self.bf16_measured_safe,
+        self.speed = speed_layer.settings(opt, self.device, fast, amp, compile, bf16_safe=self.bf16_safe(opt),
                                           recorded=recorded)
         self.optimizers: dict[str, torch.optim.Optimizer] = speed_layer.accelerate(
             self.speed, self.networks, dict(self.build_optimizers(opt)), self.compiles)
