@@ -103,8 +103,8 @@ def test_bad_arguments_get_one_line(capsys):
 
 
 @pytest.mark.parametrize("seeds,fragment", [(s, f"--seeds {s!r}: give whole numbers")
-                                            for s in ("-1", "0,-2", " , ", "", "a")]
-                         + [("0,1,0", "--seeds names 0 twice")])
+                                            for s in ("-1", "0,-2", " , ", "a")]
+                         + [("0,1,0", "--seeds names 0 twice"), ("", "--seeds is empty")])
 def test_seeds_must_be_fixed_whole_numbers_each_once_and_some_given(study, monkeypatch, seeds, fragment):
     monkeypatch.setattr(ablation, "train_one", lambda *a, **k: pytest.fail("trained"))
     page = (study / "page.md").read_text()

@@ -63,7 +63,7 @@ def test_on_a_cpu_favouring_bf16_a_model_not_measured_safe_in_it_is_benchmarked_
     from lib.fast import hardware
     monkeypatch.setattr(hardware, "cpu_bf16", lambda: hardware.Choice(True, "bf16: pinned"))
     monkeypatch.setattr(benchmark, "memory_in_fresh_process", lambda path, argv: {})
-    benchmark.main(["--path", "fast", "--model", "skipganomaly", "--isize", "8", "--ngf", "4", "--ndf", "4",
+    benchmark.main(["--path", "fast", "--model", "ganomaly", "--isize", "8", "--ngf", "4", "--ndf", "4",
                     "--nz", "4", "--batchsize", "4", "--steps", "1", "--reps", "1", "--warmup", "0",
                     "--eval_batches", "1", "--threads", "1"])
     out = json.loads(capsys.readouterr().out)
