@@ -172,12 +172,22 @@ def check_out(opt) -> None:
         raise UserError(f"--out {shown(out)} already exists and is not a table of tools.baselines: give another "
                         "--out, or add --overwrite to replace it")
     check_writable(out, "--out")
-    if earlier_table(out):  # replaced as documented, but said: it may hold other classes than this table will
-        with open(out, newline="", encoding="utf-8", errors="replace") as f:
-            rows = list(csv.DictReader(f))
-        held = sorted({f"{r.get('dataset')} {r.get('protocol')} {r.get('class')}" for r in rows})
-        print(f"notice: replacing --out {shown(out)}, an earlier table of {len(held)} class(es)"
-              + (f": {', '.join(held[:5])}{' ...' if len(held) > 5 else ''}" if held else ""), file=sys.stderr)
+
+
+def check_kept_rows(opt, targets: list[str]) -> None:
+    """An earlier table of this tool at --out is replaced only by one that has all its rows again: a table of
+    other classes (or another dataset or protocol) is the user's earlier result, kept unless --overwrite."""
+    out = Path(opt.out)
+    if opt.overwrite or not earlier_table(out):
+        return
+    with open(out, newline="", encoding="utf-8", errors="replace") as f:
+        held = {(r.get("dataset"), r.get("protocol"), r.get("class")) for r in csv.DictReader(f)}
+    protocol = "inspection" if inspection_dataset(opt.dataset) else opt.protocol
+    dropped = sorted(held - {(opt.dataset, protocol, target) for target in targets}, key=str)
+    if dropped:
+        shown_rows = ", ".join(" ".join(map(str, row)) for row in dropped[:3]) + (" ..." if len(dropped) > 3 else "")
+        raise UserError(f"--out {shown(out)} holds rows this table would drop ({shown_rows}): give another --out, "
+                        "name those classes too, or add --overwrite")
 
 
 def earlier_table(path: Path) -> bool:
@@ -212,6 +222,8 @@ def main(argv):
     p.add_argument("--verbose", action="store_true")
     opt = p.parse_args(argv)
     targets = check(opt)
+    if opt.out:
+        check_kept_rows(opt, targets)
     torch.set_grad_enabled(False)
     run(opt, targets)
     if opt.out:
