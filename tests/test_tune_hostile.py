@@ -194,10 +194,10 @@ COMBINATIONS = {
         '{"model": {"grid": ["w_skipganomaly"]}, "n_critic": {"randint": [1, 100]}}', [],
         "n_critic = 31 is rejected: --n_critic 31 but the run takes only 30 training steps",
         marks=pytest.mark.slow),
-    "the untrained control searched": ('{"w_adv": {"grid": [1, 2]}}', ["--niter", "0"],  # all trials alike
-                                       "--niter 0 builds the untrained control, which trains nothing a search"),
-    "a niter that can draw the control": ('{"niter": {"grid": [0, 2]}}', [],
-                                          "niter = 0 is rejected: --niter 0 builds the untrained control"),
+    "a training weight searched over controls": ('{"w_adv": {"grid": [1, 2]}}', ["--niter", "0"],  # trials alike
+                                                 "--niter 0 builds the untrained control, which never applies --w_adv"),
+    "a niter that can draw the control with a rate": ('{"niter": {"grid": [0, 2]}, "lr": {"grid": [0.001]}}', [],
+                                                      "niter = 0, lr = 0.001 together are rejected: --niter 0 builds"),
     "more combinations than are checked": (
         json.dumps({name: {"grid": [1, 2, 3, 4, 5, 6]} for name in ("w_con", "w_adv", "w_lat", "lr")}), [],
         "can draw 1296 combinations of values"),

@@ -30,6 +30,11 @@ MAX_CONTEXTS = 64  # combinations of the other options a value that fails alone 
 MAX_COMBINATIONS = 1024
 
 
+# What only training applies: a control (--niter 0) records it and never uses it.
+TRAINING_ONLY = {"lr", "beta1", "w_adv", "w_con", "w_lat", "w_enc", "n_critic", "lambda_gp", "clip_value", "wgan",
+                 "noise_std", "lr_policy", "lr_decay_iters", "niter_decay"}
+
+
 def check_space(path, space: dict, base: dict, explicit: set, actions: dict) -> None:
     """Refuse, in one line, a space that could draw a run train.py would refuse or train differently."""
     where = f"space file '{path}'"
@@ -54,9 +59,11 @@ def refusal(base: dict, config: dict, explicit: set, actions: dict | None = None
     the trial's reproducing command is also parsed back as train.py parses it."""
     try:
         opt = trial_options(base, config)
-        if opt.niter == 0:  # every trial alike: the searched weights, rates and steps would be recorded, never used
-            raise UserError("--niter 0 builds the untrained control, which trains nothing a search could vary: "
-                            "search trained runs, then build the best trial's control with train.py ... --niter 0")
+        applied_only_by_training = sorted(TRAINING_ONLY & set(config))
+        if opt.niter == 0 and applied_only_by_training:  # recorded in each trial, never used: the trials alike
+            raise UserError("--niter 0 builds the untrained control, which never applies "
+                            f"{', '.join('--' + name for name in applied_only_by_training)}: search that over trained "
+                            "runs (a search of controls may vary what a control has: seeds, models, networks, scores)")
         if opt.load_weights is None:  # as options.parse: loaded weights name the model
             options.check_model_options(opt, explicit | set(config))
         if opt.ngpu > 1:
