@@ -24,8 +24,9 @@ TYPES = {"int": int, "float": float, "str": str}
 
 
 def explicitly(action: argparse.Action, value) -> list[str]:
-    """The command line that gives `action`'s option `value` as a user types it (None: not given)."""
-    if value is None:
+    """The command line that gives `action`'s option `value` as a user types it (None, or an empty text such
+    as --path's default: not given, the only way to it, since every script refuses a flag given empty)."""
+    if value is None or value == "":
         return []
     if isinstance(action, argparse.BooleanOptionalAction):
         return [action.option_strings[0] if value else action.option_strings[1]]
