@@ -117,7 +117,9 @@ def choose_threshold(stored: dict, override: str | None) -> tuple[float, list[st
         how = f"stored at training: {how}"
     else:
         try:
-            value = float(choice) if "_" not in choice else float("x")  # "0.5_0" is a typo, not 0.5 (as train.py)
+            if "_" in choice:  # Python reads "0.5_0" as 0.5: a typo, refused as train.py's numbers are
+                raise ValueError(choice)
+            value = float(choice)
         except ValueError:
             raise UserError(f"--threshold {choice!r}: give a number, 'normal' or 'f1'") from None
         if not math.isfinite(value):
